@@ -1,0 +1,66 @@
+"""``mtlo``: the command line. Exit codes: 0 success, 2 bad input (one line), 1 anything else."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from trainables.errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        sys.stderr.write(f"mtlo: error: {message}\n")
+        raise SystemExit(2)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mtlo", description="Multi-task learning experiment orchestrator.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("tasks", help="list the built-in tasks: type, size, installed or how to install")
+    t.add_argument("--json", action="store_true", help="JSON on stdout")
+    tr = sub.add_parser("train", help="train one configuration in-process (no Ray); one MLflow run")
+    tr.add_argument("config", help="the YAML config file")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key by dotted path, e.g. --set train.lr=1e-4")
+    tr.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
+    return p
+
+
+def _log_path() -> Path:
+    root = Path(os.environ.get("MTLO_CACHE_DIR", Path.home() / ".cache" / "mtlo")) / "logs"
+    root.mkdir(parents=True, exist_ok=True)
+    return root / f"mtlo-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}.log"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from orchestrator import commands
+
+    try:
+        if args.command == "tasks":
+            return commands.cmd_tasks(as_json=args.json)
+        return commands.cmd_train(args.config, sets=args.set, as_json=args.json)
+    except InputError as exc:
+        sys.stderr.write(f"mtlo: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("mtlo: interrupted\n")
+        return 130
+    except Exception as exc:
+        path = _log_path()
+        path.write_text(traceback.format_exc())
+        sys.stderr.write(f"mtlo: error: {type(exc).__name__}: {exc} (details: {path})\n")
+        return 1
+
+
+def run() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,195 @@
+"""The user's YAML config, validated once at the edge (pydantic).
+
+Every error is one line that names the file and the dotted field, e.g.
+``examples/quickstart.yaml: train.lr: Input should be greater than 0 (got -1)``.
+Option defaults live in :mod:`trainables.spec`; this module adds the driver sections
+(search, resources, ray, mlflow) and resolves relative file paths against the config's
+folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from annotated_types import Ge, Interval
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import ConfigError
+from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
+
+_TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+LOCAL_KINDS = ("csv", "json", "parquet", "conll")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchConfig(_Strict):
+    space: str = "search_spaces/default.yaml"
+    num_samples: Annotated[int, Ge(1)] = 24
+    objective: Literal["mean_delta", "mean_score", "target", "pareto"] = "mean_delta"
+    target: str | None = None
+    scheduler: Literal["asha", "fifo"] = "asha"
+    max_concurrent: Annotated[int, Ge(1)] | None = None
+    max_failures: Annotated[int, Ge(0)] = 1
+
+
+class ResourcesConfig(_Strict):
+    cpus_per_trial: Annotated[float, Ge(0)] = 1
+    gpus_per_trial: Annotated[float, Interval(ge=0)] = 0
+
+
+class RayConfig(_Strict):
+    address: str | None = None
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None  # default: the config's name
+
+
+class Config(_Strict):
+    name: str = Field(min_length=1)
+    encoder: EncoderSpec = EncoderSpec()
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    train: TrainSpec = TrainSpec()
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    ray: RayConfig = RayConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:
+        for name in tasks:
+            if not _TASK_NAME.match(name):
+                raise ValueError(f"task name {name!r} may use only letters, digits, '_', '-', '.'")
+        return tasks
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        unknown = sorted(set(self.train.task_weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"train.task_weights names unknown task(s) {unknown} "
+                             f"(tasks: {', '.join(self.tasks)})")
+        if self.search.target is not None and self.search.target not in self.tasks:
+            raise ValueError(f"search.target '{self.search.target}' is not a task "
+                             f"(tasks: {', '.join(self.tasks)})")
+        if self.search.objective == "target" and self.search.target is None:
+            raise ValueError("search.target is required with search.objective: target")
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow.experiment or self.name
+
+    def run_dict(self) -> dict[str, Any]:
+        """The trial function's config: encoder, tasks, train (plain data)."""
+        dumped = self.model_dump(mode="json")
+        return {k: dumped[k] for k in ("encoder", "tasks", "train")}
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # not YAML: take it as a string
+    return key.strip().split("."), value
+
+
+def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    for item in sets:
+        path, value = parse_set(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{'.'.join(path[: i + 1])}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _format(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{loc}: {msg}{shown}" if loc else f"{msg}"
+
+
+def _resolve(path: str, base: Path) -> str:
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    beside = base / p
+    return str(beside if beside.exists() or not p.exists() else p.resolve())
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    tasks = {}
+    for name, t in cfg.tasks.items():
+        kind, _, loc = t.source.partition(":")
+        updates: dict[str, Any] = {}
+        if kind in LOCAL_KINDS and loc:
+            updates["source"] = f"{kind}:{_resolve(loc, base)}"
+        elif kind == "hf" and loc and (loc.startswith((".", "/", "~")) or (base / loc).exists()):
+            updates["source"] = f"hf:{_resolve(loc, base)}"
+        if t.data_files is not None:
+            df = t.data_files
+            if isinstance(df, str):
+                updates["data_files"] = _resolve(df, base)
+            elif isinstance(df, list):
+                updates["data_files"] = [_resolve(f, base) for f in df]
+            else:
+                updates["data_files"] = {k: _resolve(v, base) if isinstance(v, str)
+                                         else [_resolve(f, base) for f in v] for k, v in df.items()}
+        tasks[name] = TaskSpec(**{**t.__dict__, **updates}) if updates else t
+    encoder = cfg.encoder
+    if not encoder.model.startswith("builtin:") and encoder.model.startswith((".", "/", "~")):
+        encoder = EncoderSpec(**{**encoder.__dict__, "model": _resolve(encoder.model, base)})
+    return cfg.model_copy(update={"tasks": tasks, "encoder": encoder})
+
+
+def load_config(path: str | Path, sets: list[str] | None = None) -> Config:
+    """Read, override (``--set``) and validate a config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (name, encoder, tasks, train, ...)")
+    data = apply_sets(data, sets or [])
+    try:
+        cfg = Config(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        set_keys = {".".join(parse_set(s)[0]) for s in sets or []}
+        loc = ".".join(str(p) for p in first["loc"])
+        origin = f"--set {loc}" if loc in set_keys else str(path)
+        raise ConfigError(f"{origin}: {_format(first)}") from None
+    except TypeError as exc:  # a section that is not a mapping, e.g. "train: 3"
+        raise ConfigError(f"{path}: {exc}") from None
+    return _resolve_paths(cfg, path.resolve().parent)

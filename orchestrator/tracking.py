@@ -1,0 +1,88 @@
+"""What to record: MLflow runs, their params, tags, per-epoch metrics and artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.config import Config
+
+# metric rows carry these as plain numbers; they are the step, not metrics of their own
+_NOT_METRICS = {"epoch"}
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-4}}`` -> ``{"train.lr": 1e-4}``; lists and empty dicts as text."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict) and data:
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = json.dumps(data) if isinstance(data, (list, dict)) else data
+    return out
+
+
+def run_params(cfg: Config) -> dict[str, Any]:
+    run = cfg.run_dict()
+    params = flatten({"encoder": run["encoder"], "train": run["train"]})
+    for name, t in run["tasks"].items():
+        params[f"task.{name}.source"] = t["source"]
+        if t.get("type"):
+            params[f"task.{name}.type"] = t["type"]
+    return {k: ("None" if v is None else v) for k, v in params.items()}
+
+
+def run_tags(cfg: Config, *, command: str) -> dict[str, str]:
+    tr = cfg.train
+    return {
+        "mtlo.command": command,
+        "mtlo.config_name": cfg.name,
+        "mtlo.tasks": ",".join(sorted(cfg.tasks)),
+        "mtlo.num_tasks": str(len(cfg.tasks)),
+        "mtlo.sharing": tr.sharing,
+        "mtlo.weighting": tr.weighting,
+        "mtlo.schedule": tr.schedule,
+        "mtlo.encoder": cfg.encoder.model,
+        "mtlo.seed": str(tr.seed),
+    }
+
+
+def metric_row(row: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}
+
+
+def configure(cfg: Config) -> Any:
+    """Point MLflow at the config's tracking URI and experiment; return the client module."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_experiment(cfg.experiment)
+    return mlflow
+
+
+@contextmanager
+def artifact_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
+        yield Path(tmp)
+
+
+def log_json(mlflow: Any, obj: Any, name: str) -> None:
+    with artifact_dir() as tmp:
+        path = tmp / name
+        path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+        mlflow.log_artifact(str(path))
+
+
+def log_yaml(mlflow: Any, obj: Any, name: str) -> None:
+    with artifact_dir() as tmp:
+        path = tmp / name
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        mlflow.log_artifact(str(path))

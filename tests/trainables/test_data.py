@@ -1,0 +1,155 @@
+"""Data sources, checks, deterministic splits and tokenization."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trainables.data import BUILTIN_TASKS, load_task_data, read_source
+from trainables.data.prepare import _MEMORY, cache_dir
+from trainables.encoder import load_encoder, tokenizer_id
+from trainables.errors import InputError
+from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
+
+TOK = load_encoder(EncoderSpec(model="builtin:tiny-random"))[1]
+
+
+def load(name: str, spec: TaskSpec, **train: object):
+    return load_task_data(name, spec, TrainSpec(**train), TOK, tokenizer_id=tokenizer_id(TOK), max_length=32)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "min_size"),
+    [("rt_polarity", "classification", 8000), ("imdb", "classification", 25000),
+     ("vader_movies", "regression", 10000), ("vader_tweets", "regression", 4000),
+     ("vader_amazon", "regression", 3500), ("vader_nyt", "regression", 5000),
+     ("sms_spam", "classification", 4800), ("trec_coarse", "classification", 5300),
+     ("trec_fine", "classification", 5300), ("wnut_ner", "tagging", 2300)],
+)
+def test_every_builtin_task_reads_real_data(name, kind, min_size):
+    raw = read_source(name, TaskSpec(source=f"builtin:{name}"))
+    assert raw.type == kind == BUILTIN_TASKS[name].type
+    assert len(raw.train) >= min_size
+
+
+def test_builtin_label_spaces_match_their_description():
+    assert sorted(set(read_source("t", TaskSpec(source="builtin:trec_coarse")).train.labels)) == \
+        ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    assert len(set(read_source("t", TaskSpec(source="builtin:trec_fine")).train.labels)) == 50
+    tags = {t for s in read_source("t", TaskSpec(source="builtin:wnut_ner")).train.labels for t in s}
+    assert len({t[2:] for t in tags if t != "O"}) == 10
+    vader = read_source("t", TaskSpec(source="builtin:vader_movies")).train.labels
+    assert -4 <= min(vader) < 0 < max(vader) <= 4
+
+
+def test_trec_questions_are_deduplicated():
+    texts = read_source("t", TaskSpec(source="builtin:trec_coarse")).train.texts
+    assert len(texts) == len(set(texts))
+
+
+def test_split_is_deterministic_disjoint_and_seed_independent():
+    a = load("rt", TaskSpec(source="builtin:rt_polarity"), seed=0, max_train_examples=None)
+    _MEMORY.clear()
+    b = load("rt", TaskSpec(source="builtin:rt_polarity"), seed=7, max_train_examples=None)
+    assert a.train.ids.equal(b.train.ids) and a.val.ids.equal(b.val.ids)
+    assert len(a.val) == round(8530 * 0.2) and len(a.train) == 8530 - len(a.val)
+
+
+def test_tokenized_data_is_cached_on_disk_and_reused():
+    spec = TaskSpec(source="builtin:sms_spam")
+    first = load("sms", spec, max_train_examples=50)
+    files = list((cache_dir() / "tokenized").glob("*.pt"))
+    assert files
+    _MEMORY.clear()
+    second = load("sms", spec, max_train_examples=50)
+    assert second is not first and second.train.ids.equal(first.train.ids)
+    assert second.label_names == ["ham", "spam"]
+
+
+def test_tagging_labels_sit_on_first_subtoken_only():
+    path = Path(__file__).parent / "x.conll"
+    d = None
+    try:
+        path.write_text("Washingtonians\tB-geo\nlove\tO\nSeattle\tB-geo\n\nhi\tO\nBob\tB-per\n\n" * 5)
+        d = load("tags", TaskSpec(source=f"conll:{path}"), val_fraction=0.5)
+    finally:
+        path.unlink()
+    labels = d.train.labels[d.train.offsets[0]: d.train.offsets[1]].tolist()
+    words = [lab for lab in labels if lab != -100]
+    # CLS and SEP are -100; every word has exactly one labelled sub-token
+    assert labels[0] == -100 and labels[-1] == -100
+    assert len(words) in (2, 3)
+    assert d.label_names[0] == "O"
+
+
+def test_csv_json_parquet_sources_and_text_pairs(tmp_path):
+    rows = [{"premise": f"premise {i}", "hypothesis": f"hyp {i}", "label": i % 3, "score": i / 10}
+            for i in range(30)]
+    df = pd.DataFrame(rows)
+    df.to_csv(tmp_path / "p.csv", index=False)
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    df.to_parquet(tmp_path / "p.parquet")
+    for kind, file in [("csv", "p.csv"), ("json", "p.jsonl"), ("parquet", "p.parquet")]:
+        spec = TaskSpec(source=f"{kind}:{tmp_path / file}", type="classification", text="premise",
+                        text_pair="hypothesis")
+        d = load(f"pairs_{kind}", spec)
+        assert d.label_names == ["0", "1", "2"]
+        assert d.train.type_ids is not None and int(d.train.type_ids.max()) == 1  # second segment
+        reg = load(f"reg_{kind}", TaskSpec(source=f"{kind}:{tmp_path / file}", type="regression",
+                                            text="premise", label="score"))
+        assert reg.type == "regression" and reg.num_labels == 1
+
+
+def test_hf_source_through_load_dataset_on_local_files(tmp_path):
+    pd.DataFrame({"sentence": [f"good {i}" for i in range(20)], "label": [i % 2 for i in range(20)]}) \
+        .to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"sentence": [f"bad {i}" for i in range(6)], "label": [i % 2 for i in range(6)]}) \
+        .to_csv(tmp_path / "validation.csv", index=False)
+    spec = TaskSpec(source=f"hf:{tmp_path}", type="classification", text="sentence")
+    d = load("hf_folder", spec)
+    assert len(d.train) == 20 and len(d.val) == 6  # the source's own validation split is used
+    spec = TaskSpec(source="hf:csv", type="classification", text="sentence",
+                    data_files={"train": str(tmp_path / "train.csv")})
+    d = load("hf_builder", spec)
+    assert len(d.train) + len(d.val) == 20
+
+
+@pytest.mark.parametrize(
+    ("content", "spec_kw", "fragment"),
+    [
+        ("text,label\n", {"type": "classification"}, "no examples"),
+        ("text,lab\na,1\nb,0\n", {"type": "classification"}, "column 'label' not in"),
+        ("text,label\na,x\nb,y\n", {"type": "regression"}, "regression needs numbers"),
+        ("text,label\na,0.5\nb,1.25\n", {"type": "classification"}, "use type: regression"),
+        ("text,label\na,1\nb,1\n", {"type": "classification"}, "at least 2 classes"),
+        ("text,label\na,1\n,0\n", {"type": "classification"}, "empty at row 2"),
+    ],
+)
+def test_bad_tables_name_the_task_and_the_problem(tmp_path, content, spec_kw, fragment):
+    path = tmp_path / "d.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=fragment) as err:
+        load("mytask", TaskSpec(source=f"csv:{path}", **spec_kw))
+    assert "mytask" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_conll_with_mismatched_or_non_bio_tags_is_refused(tmp_path):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("a\tO\nb\tX-LOC\n\n")
+    with pytest.raises(InputError, match="not BIO"):
+        load("t", TaskSpec(source=f"conll:{bad}"))
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    (hf_dir / "train.jsonl").write_text(json.dumps({"tokens": ["a", "b"], "tags": ["O"]}) + "\n")
+    with pytest.raises(InputError, match="has 2 tokens but 1 tags"):
+        load("t2", TaskSpec(source=f"hf:{hf_dir}", type="tagging"))
+
+
+def test_missing_file_and_unknown_builtin():
+    with pytest.raises(InputError, match="file not found"):
+        load("t", TaskSpec(source="csv:/nonexistent/x.csv", type="classification"))
+    with pytest.raises(InputError, match="valid: rt_polarity, imdb"):
+        load("t", TaskSpec(source="builtin:nope"))
+    with pytest.raises(InputError, match="expected 'builtin:NAME'"):
+        load("t", TaskSpec(source="just-a-name"))

@@ -1,0 +1,96 @@
+"""The trial function end to end on the tiny random encoder and small real slices."""
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from trainables import DivergedError, build, fit, train
+from trainables.loop import objective
+
+
+def run(cfg: dict) -> tuple[list[dict], object]:
+    rows: list[dict] = []
+    result = train(cfg, rows.append)
+    return rows, result
+
+
+def test_reports_every_task_metric_every_epoch(tiny):
+    rows, result = run(tiny)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        for key in ("val/rt/accuracy", "val/rt/macro_f1", "val/vader/pearson", "val/vader/spearman",
+                    "val/vader/mse", "val/ner/f1", "train/rt/loss", "objective", "step"):
+            assert key in r and math.isfinite(r[key]), key
+    assert result.main_metric == {"rt": "accuracy", "vader": "pearson", "ner": "f1"}
+    assert result.steps == rows[-1]["step"] == 2 * 4  # joint: max(64/16) batches per epoch
+
+
+def test_same_seed_same_numbers_on_cpu(tiny):
+    a, _ = run(tiny)
+    b, _ = run(tiny)
+    c, _ = run(tiny_config(seed=1))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+def test_training_learns_a_real_task():
+    cfg = tiny_config(epochs=4, max_train_examples=400, lr=2e-3)
+    cfg["tasks"] = {"sms": {"source": "builtin:sms_spam"}}
+    rows, result = run(cfg)
+    # ham is 87% of messages: macro-F1 of the majority class is about 0.46
+    assert result.metrics["sms"]["macro_f1"] > 0.6
+
+
+@pytest.mark.parametrize("sharing", ["hard", "soft", "partial", "single"])
+@pytest.mark.parametrize("weighting", ["static", "uncertainty", "gradnorm", "dwa", "pcgrad"])
+def test_every_sharing_mode_with_every_weighting_trains(sharing, weighting):
+    cfg = tiny_config(sharing=sharing, weighting=weighting, branch_layer=1, epochs=2,
+                      max_train_examples=32, max_eval_examples=16, task_weights={"rt": 2.0})
+    rows, result = run(cfg)
+    assert len(rows) == 2 and math.isfinite(result.objective)
+    if weighting == "static":
+        assert rows[-1]["weight/rt"] == 2.0 and rows[-1]["weight/vader"] == 1.0
+
+
+@pytest.mark.parametrize("schedule", ["round_robin", "proportional", "temperature"])
+def test_cotraining_schedules_take_one_task_per_step(schedule):
+    cfg = tiny_config(schedule=schedule, max_train_examples=32)
+    rows, result = run(cfg)
+    assert result.steps == 2 * (3 * 2)  # an epoch: as many steps as all tasks have batches
+
+
+def test_patience_stops_when_validation_stops_improving():
+    cfg = tiny_config(epochs=30, patience=1, lr=1e-7, max_train_examples=16, max_eval_examples=16)
+    rows, result = run(cfg)
+    assert result.stopped == "patience" and len(rows) < 30
+    assert result.best_epoch == max(range(len(rows)), key=lambda i: rows[i]["objective"]) + 1
+
+
+def test_max_steps_caps_optimizer_steps():
+    rows, result = run(tiny_config(epochs=10, max_steps=5))
+    assert result.steps == 5 and result.stopped == "max_steps"
+
+
+def test_best_epoch_metrics_are_reported_with_their_steps(tiny):
+    rows, result = run(tiny)
+    best = rows[result.best_epoch - 1]
+    assert result.best_step == best["step"] and result.objective == best["objective"]
+    assert result.metrics["rt"]["accuracy"] == best["val/rt/accuracy"]
+
+
+def test_nan_loss_is_an_error_not_a_silent_number(tiny):
+    exp = build(tiny)
+    with torch.no_grad():
+        for p in exp.model.heads["vader"].parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(DivergedError, match="task 'vader'"):
+        fit(exp, lambda row: None)
+
+
+def test_objective_is_signed_mean_of_main_metrics(tiny):
+    exp = build(tiny)
+    m = {"rt": {"accuracy": 0.8}, "vader": {"pearson": 0.5}, "ner": {"f1": 0.2}}
+    assert objective(exp, m) == pytest.approx(0.5)

@@ -1,0 +1,11 @@
+"""Trial side of mtl-orchestrator: data, encoder + heads, sharing, weighting, the loop.
+
+Nothing here imports Ray or MLflow: ``train(config, report)`` runs anywhere.
+"""
+
+from trainables.errors import InputError
+from trainables.loop import DivergedError, Experiment, TrainResult, build, evaluate, fit, train
+from trainables.spec import EncoderSpec, RunSpec, TaskSpec, TrainSpec
+
+__all__ = ["DivergedError", "EncoderSpec", "Experiment", "InputError", "RunSpec", "TaskSpec",
+           "TrainResult", "TrainSpec", "build", "evaluate", "fit", "train"]

@@ -1,0 +1,269 @@
+"""From a task spec to tokenized, checked, split data, cached per (task, tokenizer, max_length).
+
+Checks happen here, once, with errors that name the task and the field: labels that do
+not fit the task type, empty data sets, tagging sentences whose tags and tokens differ
+in count. The train/validation split and the subsampling are deterministic and do not
+depend on the training seed, so every run (baseline or group, any seed) sees the same
+examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.data.builtin import builtin_task
+from trainables.data.encoded import Encoded
+from trainables.data.raw import RawSplit, RawTask
+from trainables.data.sources import read_hf, read_local
+from trainables.errors import InputError
+from trainables.spec import TaskSpec, TrainSpec
+
+CACHE_FORMAT = 1
+SPLIT_SEED = 20240611  # fixed: the split never depends on the training seed
+_BIO = re.compile(r"^(O|[BI]-.+)$")
+_MEMORY: dict[str, TaskData] = {}
+
+
+@dataclass
+class TaskData:
+    name: str
+    type: str
+    label_names: list[str]  # classes, or tags for tagging; empty for regression
+    train: Encoded
+    val: Encoded
+    metric: str | None  # main-metric override (spec or built-in default)
+    target_mean: float = 0.0  # regression targets are standardized for training
+    target_std: float = 1.0
+    origin: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) if self.type != "regression" else 1
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MTLO_CACHE_DIR", Path.home() / ".cache" / "mtlo"))
+
+
+def read_source(name: str, spec: TaskSpec) -> RawTask:
+    kind, sep, location = spec.source.partition(":")
+    if not sep or not location:
+        raise InputError(
+            f"task '{name}': tasks.{name}.source: expected 'builtin:NAME', 'hf:PATH' or "
+            f"'csv:|json:|parquet:|conll:FILE', got {spec.source!r}"
+        )
+    if kind == "builtin":
+        raw = builtin_task(location, task=name).load(task=name)
+        if spec.type is not None and spec.type != raw.type:
+            raise InputError(
+                f"task '{name}': tasks.{name}.type: builtin:{location} is {raw.type}, not {spec.type}"
+            )
+        return raw
+    if kind == "hf":
+        return read_hf(location, spec, task=name)
+    if kind in ("csv", "json", "parquet", "conll"):
+        return read_local(kind, location, spec, task=name)
+    raise InputError(
+        f"task '{name}': tasks.{name}.source: unknown source kind '{kind}' "
+        "(valid: builtin, hf, csv, json, parquet, conll)"
+    )
+
+
+def _fingerprint(spec: TaskSpec) -> dict[str, Any]:
+    """What identifies the source's content cheaply: local files by size and mtime."""
+    kind, _, location = spec.source.partition(":")
+    files: list[str] = []
+    if kind == "builtin":
+        from trainables.data.builtin import BUILTIN_TASKS
+
+        bt = BUILTIN_TASKS.get(location)
+        path = bt.path() if bt else None
+        files = [str(path)] if path else []
+    elif kind in ("csv", "json", "parquet", "conll"):
+        files = [location]
+    elif spec.data_files is not None:
+        df = spec.data_files
+        vals = df.values() if isinstance(df, dict) else [df]
+        files = [f for v in vals for f in ([v] if isinstance(v, str) else v)]
+    elif kind == "hf" and Path(location).exists():
+        files = sorted(str(p) for p in Path(location).rglob("*") if p.is_file())
+    stats = []
+    for f in files:
+        try:
+            st = os.stat(os.path.expanduser(f))
+            stats.append([f, st.st_size, st.st_mtime_ns])
+        except OSError:
+            stats.append([f, None, None])
+    return {"spec": asdict(spec), "files": stats}
+
+
+def _permutation(n: int, salt: str) -> np.ndarray:
+    seed = int(hashlib.sha256(salt.encode()).hexdigest()[:8], 16) ^ SPLIT_SEED
+    return np.random.default_rng(seed).permutation(n)
+
+
+def _check_labels(name: str, raw: RawTask) -> tuple[list[str], dict[str, Any]]:
+    """Validate labels against the task type; return label names and any extras."""
+    splits = [raw.train] + ([raw.validation] if raw.validation is not None else [])
+    where = f"task '{name}': tasks.{name}.label"
+    if raw.type == "regression":
+        values = []
+        for split in splits:
+            for row, v in enumerate(split.labels):
+                try:
+                    f = float(v)
+                except (TypeError, ValueError):
+                    raise InputError(
+                        f"{where}: regression needs numbers, got {v!r} at row {row + 1} in {raw.origin}"
+                    ) from None
+                if not math.isfinite(f):
+                    raise InputError(f"{where}: value {v!r} at row {row + 1} in {raw.origin} is not finite")
+                values.append(f)
+            split.labels = [float(v) for v in split.labels]
+        arr = np.asarray(values, dtype=np.float64)
+        return [], {"target_mean": float(arr.mean()), "target_std": float(arr.std() or 1.0)}
+    if raw.type == "tagging":
+        where = f"task '{name}': tasks.{name}.tags"
+        names: set[str] = set()
+        for split in splits:
+            for row, (toks, tags) in enumerate(zip(split.texts, split.labels)):
+                if len(toks) != len(tags):
+                    raise InputError(
+                        f"{where}: sentence {row + 1} in {raw.origin} has {len(toks)} tokens "
+                        f"but {len(tags)} tags"
+                    )
+                for tag in tags:
+                    if not isinstance(tag, str) or not _BIO.match(tag):
+                        raise InputError(
+                            f"{where}: tag {tag!r} in sentence {row + 1} of {raw.origin} is not "
+                            "BIO (O, B-TYPE or I-TYPE)"
+                        )
+                    names.add(tag)
+        ordered = raw.label_names or sorted(names, key=lambda t: (t != "O", t[2:], t[:1]))
+        return list(ordered), {}
+    # classification
+    values = [v for split in splits for v in split.labels]
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                  for v in values)
+    if numeric:
+        for row, v in enumerate(values):
+            if float(v) != int(float(v)):
+                raise InputError(
+                    f"{where}: classification needs class labels, got {v!r} at row {row + 1} "
+                    f"in {raw.origin} (use type: regression for scores)"
+                )
+        for split in splits:
+            split.labels = [str(int(float(v))) for v in split.labels]
+        classes = [str(c) for c in sorted({int(float(v)) for v in values})]
+    else:
+        for split in splits:
+            split.labels = [str(v) for v in split.labels]
+        classes = raw.label_names or sorted({str(v) for v in values})
+    if len(classes) < 2:
+        raise InputError(f"{where}: classification needs at least 2 classes, {raw.origin} has {classes}")
+    return list(classes), {}
+
+
+def _split(name: str, raw: RawTask, train: TrainSpec) -> tuple[RawSplit, RawSplit]:
+    if raw.validation is not None:
+        tr, va = raw.train, raw.validation
+    else:
+        perm = _permutation(len(raw.train), f"{name}:split")
+        n_val = int(round(len(perm) * train.val_fraction))
+        if n_val < 1 or n_val >= len(perm):
+            raise InputError(
+                f"task '{name}': train.val_fraction={train.val_fraction} leaves no "
+                f"{'validation' if n_val < 1 else 'training'} examples of {len(perm)} in {raw.origin}"
+            )
+        va, tr = raw.train.subset(sorted(perm[:n_val])), raw.train.subset(sorted(perm[n_val:]))
+    if len(va) == 0:
+        raise InputError(f"task '{name}': validation split of {raw.origin} is empty")
+    if train.max_train_examples is not None and len(tr) > train.max_train_examples:
+        tr = tr.subset(sorted(_permutation(len(tr), f"{name}:sub")[: train.max_train_examples]))
+    if train.max_eval_examples is not None and len(va) > train.max_eval_examples:
+        va = va.subset(sorted(_permutation(len(va), f"{name}:val")[: train.max_eval_examples]))
+    return tr, va
+
+
+def _encode(split: RawSplit, task_type: str, labels: list[str], extra: dict[str, Any],
+            tokenizer: Any, max_length: int) -> Encoded:
+    if task_type == "tagging":
+        enc = tokenizer(split.texts, is_split_into_words=True, truncation=True, max_length=max_length)
+        index = {t: i for i, t in enumerate(labels)}
+        aligned = []
+        for i, tags in enumerate(split.labels):
+            prev = None
+            row = []
+            for wid in enc.word_ids(i):
+                row.append(index[tags[wid]] if wid is not None and wid != prev else -100)
+                prev = wid
+            aligned.append(row)
+        return Encoded.build(enc["input_ids"], aligned, token_labels=True)
+    enc = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=max_length)
+    type_ids = enc.get("token_type_ids") if split.text_pairs is not None else None
+    if task_type == "regression":
+        y = torch.tensor(split.labels, dtype=torch.float32)
+        y = (y - extra["target_mean"]) / extra["target_std"]
+    else:
+        index = {c: i for i, c in enumerate(labels)}
+        y = torch.tensor([index[v] for v in split.labels], dtype=torch.int64)
+    return Encoded.build(enc["input_ids"], y, type_ids)
+
+
+def load_task_data(name: str, spec: TaskSpec, train: TrainSpec, tokenizer: Any, *,
+                   tokenizer_id: str, max_length: int) -> TaskData:
+    """Read, check, split and tokenize one task, or take it from the cache."""
+    key_src = {"v": CACHE_FORMAT, "name": name, "src": _fingerprint(spec), "tok": tokenizer_id,
+               "max_length": max_length, "val_fraction": train.val_fraction,
+               "max_train": train.max_train_examples, "max_eval": train.max_eval_examples}
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = cache_dir() / "tokenized" / f"{key}.pt"
+    if path.is_file():
+        try:
+            state = torch.load(path, weights_only=True)
+            data = TaskData(**{**state, "train": Encoded.from_state(state["train"]),
+                               "val": Encoded.from_state(state["val"])})
+            _MEMORY[key] = data
+            return data
+        except Exception:  # a corrupt or stale cache entry is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    raw = read_source(name, spec)
+    if len(raw.train) == 0:
+        raise InputError(f"task '{name}': tasks.{name}.source: no examples in {raw.origin}")
+    labels, extra = _check_labels(name, raw)
+    tr, va = _split(name, raw, train)
+    data = TaskData(
+        name=name, type=raw.type, label_names=labels,
+        train=_encode(tr, raw.type, labels, extra, tokenizer, max_length),
+        val=_encode(va, raw.type, labels, extra, tokenizer, max_length),
+        metric=spec.metric or raw.default_metric, origin=raw.origin, **extra,
+    )
+    _save(path, data)
+    _MEMORY[key] = data
+    return data
+
+
+def _save(path: Path, data: TaskData) -> None:
+    """Write atomically: concurrent trials may build the same entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**{f.name: getattr(data, f.name) for f in fields(data)}, "train": data.train.to_state(), "val": data.val.to_state()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)

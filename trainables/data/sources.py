@@ -1,0 +1,184 @@
+"""Readers for user data sources: ``hf:``, ``csv:``, ``json:``, ``parquet:``, ``conll:``.
+
+Every reader returns a :class:`RawTask`; every problem with a file or a column is an
+:class:`InputError` that names the task, the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from trainables.data.raw import RawSplit, RawTask
+from trainables.errors import InputError
+from trainables.spec import TaskSpec
+
+
+def read_conll(path: Path, *, task: str) -> RawSplit:
+    """Read ``token<TAB>tag`` lines with a blank line between sentences."""
+    tokens: list[list[str]] = []
+    tags: list[list[str]] = []
+    cur_tok: list[str] = []
+    cur_tag: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                if cur_tok:
+                    tokens.append(cur_tok)
+                    tags.append(cur_tag)
+                    cur_tok, cur_tag = [], []
+                continue
+            parts = line.split("\t") if "\t" in line else line.split()
+            if len(parts) < 2:
+                raise InputError(
+                    f"task '{task}': {path}:{lineno}: expected 'token<TAB>tag', got {line!r}"
+                )
+            cur_tok.append(parts[0])
+            cur_tag.append(parts[-1])
+    if cur_tok:
+        tokens.append(cur_tok)
+        tags.append(cur_tag)
+    return RawSplit(tokens, tags)
+
+
+def _read_table(kind: str, path: Path, *, task: str) -> Any:
+    import pandas as pd
+
+    try:
+        if kind == "csv":
+            return pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",")
+        if kind == "json":
+            lines = path.suffix in (".jsonl", ".ndjson")
+            try:
+                return pd.read_json(path, lines=lines)
+            except ValueError:
+                return pd.read_json(path, lines=not lines)
+        return pd.read_parquet(path)
+    except Exception as exc:  # pandas raises many types for malformed files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"task '{task}': cannot read {kind} file {path}: {msg}") from None
+
+
+def _column(columns: list[str], name: str, *, task: str, origin: str, field: str) -> str:
+    if name not in columns:
+        raise InputError(
+            f"task '{task}': tasks.{task}.{field}: column '{name}' not in {origin} "
+            f"(columns: {', '.join(map(str, columns))})"
+        )
+    return name
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def split_from_records(
+    records: dict[str, list[Any]], spec: TaskSpec, task_type: str, *, task: str, origin: str
+) -> RawSplit:
+    """Pick the configured columns out of a column-oriented table."""
+    columns = list(records)
+    if task_type == "tagging":
+        tok = _column(columns, spec.tokens, task=task, origin=origin, field="tokens")
+        tag = _column(columns, spec.tags, task=task, origin=origin, field="tags")
+        return RawSplit([list(t) for t in records[tok]], [list(t) for t in records[tag]])
+    text = _column(columns, spec.text, task=task, origin=origin, field="text")
+    label = _column(columns, spec.label, task=task, origin=origin, field="label")
+    fields = [(spec.text, "text")]
+    pairs = None
+    if spec.text_pair:
+        pair = _column(columns, spec.text_pair, task=task, origin=origin, field="text_pair")
+        pairs = records[pair]
+        fields.append((spec.text_pair, "text_pair"))
+    for col, field in [*fields, (spec.label, "label")]:
+        for row, value in enumerate(records[col]):
+            if _is_missing(value) or (field != "label" and not str(value).strip()):
+                raise InputError(
+                    f"task '{task}': tasks.{task}.{field}: column '{col}' in {origin} "
+                    f"is empty at row {row + 1}"
+                )
+    return RawSplit(
+        [str(t) for t in records[text]],
+        list(records[label]),
+        [str(p) for p in pairs] if pairs is not None else None,
+    )
+
+
+def read_local(kind: str, location: str, spec: TaskSpec, *, task: str) -> RawTask:
+    path = Path(location).expanduser()
+    if not path.is_file():
+        raise InputError(f"task '{task}': tasks.{task}.source: file not found: {path}")
+    if kind == "conll":
+        if spec.type not in (None, "tagging"):
+            raise InputError(
+                f"task '{task}': tasks.{task}.type: conll files hold tagging data, not {spec.type}"
+            )
+        return RawTask("tagging", read_conll(path, task=task), None, str(path))
+    if spec.type is None:
+        raise InputError(
+            f"task '{task}': tasks.{task}.type: required for {kind} sources "
+            "(classification, regression or tagging)"
+        )
+    frame = _read_table(kind, path, task=task)
+    records = {str(c): frame[c].tolist() for c in frame.columns}
+    split = split_from_records(records, spec, spec.type, task=task, origin=str(path))
+    return RawTask(spec.type, split, None, str(path))
+
+
+def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
+    """Load with ``datasets.load_dataset``: a hub name, a local dataset folder, or a builder
+    such as ``csv`` with ``data_files``."""
+    import datasets
+
+    origin = f"hf:{location}" + (f" ({spec.config})" if spec.config else "")
+    if spec.type is None:
+        raise InputError(f"task '{task}': tasks.{task}.type: required for hf sources")
+    try:
+        ds = datasets.load_dataset(location, spec.config, data_files=spec.data_files)
+    except FileNotFoundError as exc:
+        raise InputError(f"task '{task}': tasks.{task}.source: {origin}: {exc}") from None
+    except (ValueError, ConnectionError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"task '{task}': tasks.{task}.source: cannot load {origin}: {first}") from None
+    if not isinstance(ds, datasets.DatasetDict):
+        raise InputError(f"task '{task}': {origin}: expected a dataset with named splits")
+    if spec.train_split not in ds:
+        raise InputError(
+            f"task '{task}': tasks.{task}.train_split: '{spec.train_split}' not in {origin} "
+            f"(splits: {', '.join(ds)})"
+        )
+    val_name = spec.validation_split
+    if val_name is None and "validation" in ds:
+        val_name = "validation"
+    elif val_name is not None and val_name not in ds:
+        raise InputError(
+            f"task '{task}': tasks.{task}.validation_split: '{val_name}' not in {origin} "
+            f"(splits: {', '.join(ds)})"
+        )
+    label_col = spec.tags if spec.type == "tagging" else spec.label
+    label_names = _class_label_names(ds[spec.train_split].features.get(label_col))
+
+    def take(name: str) -> RawSplit:
+        part = ds[name]
+        split = split_from_records(part.to_dict(), spec, spec.type, task=task, origin=origin)
+        if label_names is not None:  # ClassLabel ids -> names, so labels read the same everywhere
+            if spec.type == "tagging":
+                split.labels = [[label_names[i] for i in tags] for tags in split.labels]
+            else:
+                split.labels = [label_names[i] for i in split.labels]
+        return split
+
+    val = take(val_name) if val_name else None
+    return RawTask(spec.type, take(spec.train_split), val, origin, label_names=label_names)
+
+
+def _class_label_names(feature: Any) -> list[str] | None:
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    inner = getattr(feature, "feature", None)  # Sequence(ClassLabel) / List(ClassLabel)
+    if isinstance(inner, datasets.ClassLabel):
+        return list(inner.names)
+    return None

@@ -1,0 +1,264 @@
+"""The training loop: ``build`` an experiment (data, model, weighting), then ``fit`` it.
+
+``train(config, report)`` is the trial function. It imports neither Ray nor MLflow:
+``report`` receives one flat dict of metrics per epoch::
+
+    {"epoch": 2, "step": 120, "examples": 3840, "objective": 0.71,
+     "val/rt/accuracy": 0.78, "val/rt/macro_f1": 0.77, "train/rt/loss": 0.45, "weight/rt": 1.0, ...}
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
+from trainables.encoder import load_encoder, tokenizer_id
+from trainables.model import MultiTaskModel
+from trainables.schedules import schedule
+from trainables.sharing import sharing_mode
+from trainables.spec import RunSpec
+from trainables.tasks import TaskType, task_type
+from trainables.weighting import Weighting, make_weighting
+
+Report = Callable[[dict[str, Any]], None]
+
+
+class DivergedError(FloatingPointError):
+    """A task's loss became NaN or infinite."""
+
+
+@dataclass
+class Experiment:
+    spec: RunSpec
+    data: dict[str, TaskData]
+    types: dict[str, TaskType]
+    main_metric: dict[str, str]
+    model: MultiTaskModel
+    weighting: Weighting
+    pad_id: int
+    device: torch.device
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.data)
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, dict[str, float]]  # validation metrics per task at the best epoch
+    main_metric: dict[str, str]
+    higher_is_better: dict[str, bool]  # per task, for its main metric
+    objective: float
+    best_epoch: int
+    best_step: int
+    epochs: int
+    steps: int
+    examples: int
+    seconds: float
+    stopped: str  # "epochs" | "patience" | "max_steps"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build(config: dict[str, Any] | RunSpec) -> Experiment:
+    """Load and check data, load the encoder, assemble model and weighting.
+
+    Raises :class:`trainables.errors.InputError` for bad input, before any training.
+    """
+    spec = config if isinstance(config, RunSpec) else RunSpec.from_dict(config)
+    tr = spec.train
+    if tr.num_threads:
+        torch.set_num_threads(tr.num_threads)
+    base, tokenizer = load_encoder(spec.encoder)
+    tok_id = tokenizer_id(tokenizer)
+    data = {
+        name: load_task_data(name, t, tr, tokenizer, tokenizer_id=tok_id,
+                             max_length=spec.encoder.max_length)
+        for name, t in spec.tasks.items()
+    }
+    types = {name: task_type(d.type) for name, d in data.items()}
+    main = {name: types[name].main_metric(d) for name, d in data.items()}
+    seed_everything(tr.seed)
+    encoders = sharing_mode(tr.sharing).encoders(base, list(data), tr)
+    model = MultiTaskModel(encoders, types, {n: d.num_labels for n, d in data.items()},
+                           pooling=spec.encoder.pooling)
+    device = pick_device(tr.device)
+    weighting = make_weighting(tr.weighting, list(data), tr.task_weights, seed=tr.seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Experiment(spec, data, types, main, model.to(device), weighting.to(device), pad, device)
+
+
+def _stream(n: int, batch_size: int, lengths: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    while True:  # reshuffled each pass; smaller tasks cycle under joint/round-robin schedules
+        yield from length_grouped_batches(lengths, batch_size, rng)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(exp: Experiment, *, batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Validation metrics of every task."""
+    exp.model.eval()
+    out = {}
+    for name, d in exp.data.items():
+        preds, labels = [], []
+        for idx in eval_batches(d.val.lengths, batch_size):
+            batch = _to(d.val.batch(idx, exp.pad_id), exp.device)
+            with _autocast(exp.device):
+                logits = exp.model(name, batch)
+            preds.append(exp.types[name].predict(logits))
+            labels.append(batch["labels"])
+        out[name] = exp.types[name].metrics(preds, labels, d)
+    exp.model.train()
+    return out
+
+
+def objective(exp: Experiment, metrics: dict[str, dict[str, float]]) -> float:
+    """Mean over tasks of each main metric, signed so that higher is better."""
+    vals = []
+    for t, m in exp.main_metric.items():
+        sign = 1.0 if exp.types[t].higher_is_better[m] else -1.0
+        vals.append(sign * metrics[t][m])
+    return float(np.mean(vals))
+
+
+def _optimizer(exp: Experiment) -> torch.optim.Optimizer:
+    tr = exp.spec.train
+    head_lr = tr.head_lr or tr.lr
+    groups: list[dict[str, Any]] = []
+    for prefix, lr in (("encoders.", tr.lr), ("heads.", head_lr)):
+        decay, no_decay = [], []
+        for name, p in exp.model.named_parameters():
+            if name.startswith(prefix):
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups += [{"params": decay, "weight_decay": tr.weight_decay, "lr": lr},
+                   {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+    extra = list(exp.weighting.parameters())
+    if extra:  # learned loss weights move on their own, faster scale
+        groups.append({"params": extra, "weight_decay": 0.0, "lr": max(tr.lr, 1e-2)})
+    fused = exp.device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=tr.lr, fused=fused)
+
+
+def fit(exp: Experiment, report: Report) -> TrainResult:
+    tr = exp.spec.train
+    seed_everything(tr.seed)
+    rng = np.random.default_rng(tr.seed)
+    sched = schedule(tr.schedule)
+    per_pass = {t: math.ceil(len(d.train) / tr.batch_size) for t, d in exp.data.items()}
+    streams = {t: _stream(len(d.train), tr.batch_size, d.train.lengths, rng) for t, d in exp.data.items()}
+    steps_per_epoch = len(sched.plan(per_pass, np.random.default_rng(0), temperature=tr.temperature))
+    total_steps = tr.epochs * steps_per_epoch
+    if tr.max_steps is not None:
+        total_steps = min(total_steps, tr.max_steps)
+    warmup = int(tr.warmup_ratio * total_steps)
+    optim = _optimizer(exp)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: (s + 1) / max(warmup, 1) if s < warmup
+        else max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
+    model = exp.model
+    model.train()
+    penalty_fn = sharing_mode(tr.sharing).penalty
+    encoders = {t: model.encoders[t] for t in exp.tasks}
+
+    start = time.perf_counter()
+    step = examples = 0
+    best: dict[str, Any] | None = None
+    stale = 0
+    stopped = "epochs"
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, tr.epochs + 1):
+        loss_sum = {t: 0.0 for t in exp.tasks}
+        loss_n = {t: 0 for t in exp.tasks}
+        weights: dict[str, float] = {}
+        for step_tasks in sched.plan(per_pass, rng, temperature=tr.temperature):
+            if step >= total_steps:
+                break
+            losses = {}
+            with _autocast(exp.device):
+                for t in step_tasks:
+                    idx = next(streams[t])
+                    batch = _to(exp.data[t].train.batch(idx, exp.pad_id), exp.device)
+                    losses[t] = exp.types[t].loss(model(t, batch), batch["labels"])
+                    examples += len(idx)
+            for t, loss in losses.items():
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise DivergedError(f"task '{t}': training loss is {value} at step {step + 1} (diverged)")
+                loss_sum[t] += value
+                loss_n[t] += 1
+            weights.update(exp.weighting.backward(losses, model))
+            penalty = penalty_fn(encoders, tr)
+            if penalty is not None:
+                penalty.backward()
+            if tr.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
+            optim.step()
+            lr_sched.step()
+            optim.zero_grad(set_to_none=True)
+            step += 1
+        mean_losses = {t: loss_sum[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
+        exp.weighting.end_epoch(mean_losses)
+        metrics = evaluate(exp)
+        score = objective(exp, metrics)
+        row: dict[str, Any] = {"epoch": epoch, "step": step, "examples": examples, "objective": score,
+                               "seconds": time.perf_counter() - start}
+        for t, ms in metrics.items():
+            row.update({f"val/{t}/{m}": v for m, v in ms.items()})
+        row.update({f"train/{t}/loss": v for t, v in mean_losses.items()})
+        row.update({f"weight/{t}": v for t, v in weights.items()})
+        history.append(row)
+        report(row)
+        if best is None or score > best["objective"] + tr.min_delta:
+            stale = 0
+        else:
+            stale += 1
+        if best is None or score > best["objective"]:
+            best = {"objective": score, "epoch": epoch, "step": step, "metrics": metrics}
+        if step >= total_steps and epoch < tr.epochs:
+            stopped = "max_steps"
+            break
+        if tr.patience is not None and stale >= tr.patience:
+            stopped = "patience"
+            break
+    assert best is not None
+    return TrainResult(
+        metrics=best["metrics"], main_metric=dict(exp.main_metric),
+        higher_is_better={t: exp.types[t].higher_is_better[m] for t, m in exp.main_metric.items()},
+        objective=best["objective"], best_epoch=best["epoch"], best_step=best["step"],
+        epochs=len(history), steps=step, examples=examples,
+        seconds=time.perf_counter() - start, stopped=stopped, history=history,
+    )
+
+
+def train(config: dict[str, Any], report: Report) -> TrainResult:
+    """The trial function: one configuration, trained and validated every epoch."""
+    return fit(build(config), report)

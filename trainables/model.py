@@ -1,0 +1,56 @@
+"""The multi-task model: task encoders (shared as the sharing mode says) and one head per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainables.encoder import hidden_size
+from trainables.sharing import layer_list
+from trainables.tasks import TaskType
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, encoders: dict[str, nn.Module], types: dict[str, TaskType],
+                 num_labels: dict[str, int], *, pooling: str = "mean") -> None:
+        super().__init__()
+        self.tasks = list(encoders)
+        # the same module may sit under several keys: parameters() counts it once
+        self.encoders = nn.ModuleDict(encoders)
+        self.types = types
+        self.heads = nn.ModuleDict({
+            t: types[t].head(hidden_size(encoders[t]), num_labels[t]) for t in self.tasks
+        })
+        self.pooling = pooling
+
+    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        hidden = self.encoders[task](**inputs).last_hidden_state  # (B, L, H)
+        if not self.types[task].token_level:
+            if self.pooling == "cls":
+                hidden = hidden[:, 0]
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                hidden = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H)
+        return self.heads[task](hidden)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters that more than one task's encoder uses (what PCGrad operates on)."""
+        owners: dict[int, int] = {}
+        by_id: dict[int, nn.Parameter] = {}
+        for t in self.tasks:
+            for p in {id(p): p for p in self.encoders[t].parameters()}.values():
+                owners[id(p)] = owners.get(id(p), 0) + 1
+                by_id[id(p)] = p
+        return [by_id[i] for i, n in owners.items() if n > 1]
+
+    def last_shared_parameters(self, task: str) -> list[nn.Parameter]:
+        """The top layer of ``task``'s encoder that other tasks share (GradNorm's W); the top
+        layer of its own encoder when nothing is shared."""
+        shared = {id(p) for p in self.shared_parameters()}
+        layers = layer_list(self.encoders[task])
+        for layer in reversed(layers):
+            params = list(layer.parameters())
+            if shared and all(id(p) in shared for p in params):
+                return params
+        return list(layers[-1].parameters())

@@ -1,0 +1,103 @@
+"""Sharing modes: how task encoders relate to one another.
+
+- ``hard``: one encoder for every task (Caruana 1997).
+- ``soft``: one encoder per task, pulled together by an L2 penalty
+  ``soft_l2 * sum_{i<j} ||theta_i - theta_j||^2`` (Duong et al. 2015).
+- ``partial``: embeddings and the bottom ``branch_layer`` layers shared, task copies above.
+- ``single``: independent encoders, no coupling: each task trained alone (the baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from trainables.errors import InputError
+from trainables.spec import TrainSpec
+
+
+def layer_list(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of transformer layers (``encoder.layer`` for BERT-like models)."""
+    n = getattr(encoder.config, "num_hidden_layers", None)
+    candidates = [m for _, m in encoder.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if not candidates:
+        raise InputError("train.sharing: cannot find the encoder's layer stack for partial sharing")
+    return candidates[0]
+
+
+class Sharing(ABC):
+    name: str
+
+    @abstractmethod
+    def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
+        """One encoder module per task; shared layers are the same module objects."""
+
+    def penalty(self, encoders: dict[str, nn.Module], train: TrainSpec) -> torch.Tensor | None:
+        return None
+
+
+class Hard(Sharing):
+    name = "hard"
+
+    def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
+        return {t: base for t in tasks}
+
+
+class Single(Sharing):
+    name = "single"
+
+    def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
+        return {t: base if i == 0 else copy.deepcopy(base) for i, t in enumerate(tasks)}
+
+
+class Soft(Single):
+    name = "soft"
+
+    def penalty(self, encoders: dict[str, nn.Module], train: TrainSpec) -> torch.Tensor | None:
+        mods = list(encoders.values())
+        if len(mods) < 2 or train.soft_l2 == 0:
+            return None
+        n = len(mods)
+        total = torch.zeros((), device=next(mods[0].parameters()).device)
+        # sum_{i<j} ||a_i - a_j||^2 == n * sum_i ||a_i - mean||^2 (stable when the a_i are close)
+        for params in zip(*(m.parameters() for m in mods)):
+            stacked = torch.stack(params)
+            total = total + n * (stacked - stacked.mean(0)).pow(2).sum()
+        return train.soft_l2 * total
+
+
+class Partial(Sharing):
+    name = "partial"
+
+    def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
+        layers = layer_list(base)
+        k = train.branch_layer
+        if not 0 <= k <= len(layers):
+            raise InputError(f"train.branch_layer: {k} is outside 0..{len(layers)} "
+                             f"(the encoder has {len(layers)} layers)")
+        out = {}
+        for i, t in enumerate(tasks):
+            if i == 0:
+                out[t] = base
+                continue
+            enc = copy.deepcopy(base)
+            own = layer_list(enc)
+            for j in range(k):  # tie the bottom k layers (and the embeddings) to the base
+                own[j] = layers[j]
+            if k > 0 and hasattr(base, "embeddings"):
+                enc.embeddings = base.embeddings
+            out[t] = enc
+        return out
+
+
+SHARING: dict[str, Sharing] = {s.name: s for s in (Hard(), Soft(), Partial(), Single())}
+
+
+def sharing_mode(name: str) -> Sharing:
+    try:
+        return SHARING[name]
+    except KeyError:
+        raise InputError(f"train.sharing: unknown '{name}' (valid: {', '.join(SHARING)})") from None

@@ -1,0 +1,112 @@
+"""Typed specs of one run: encoder, tasks, training options.
+
+These plain dataclasses are the single source of every option and its default. The
+driver validates user YAML against them with pydantic (``__pydantic_config__`` forbids
+unknown keys); the trial side builds them from a plain dict and trusts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Interval
+
+_STRICT = {"extra": "forbid"}
+# constraints as annotated-types metadata: pydantic enforces them at the edge
+PosInt = Annotated[int, Ge(1)]
+NonNeg = Annotated[float, Ge(0)]
+
+TaskTypeName = Literal["classification", "regression", "tagging"]
+SharingName = Literal["hard", "soft", "partial", "single"]
+WeightingName = Literal["static", "uncertainty", "gradnorm", "dwa", "pcgrad"]
+ScheduleName = Literal["joint", "round_robin", "proportional", "temperature"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which pretrained encoder every task shares (or copies, under soft/partial sharing)."""
+
+    __pydantic_config__ = _STRICT
+
+    model: str = "builtin:minilm-l6"
+    max_length: Annotated[int, Ge(2)] = 64
+    num_layers: PosInt | None = None
+    pooling: Literal["mean", "cls"] = "mean"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Where one task's data comes from and how to read it.
+
+    ``source`` is ``builtin:NAME``, ``hf:PATH`` (``datasets.load_dataset``), or a local
+    ``csv:``, ``json:`` (JSON or JSON lines), ``parquet:`` or ``conll:`` file.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    source: str
+    type: TaskTypeName | None = None
+    text: str = "text"
+    text_pair: str | None = None
+    label: str = "label"
+    tokens: str = "tokens"  # tagging data in table form: a list-of-tokens column
+    tags: str = "tags"  # ... and a list-of-tags column (strings or class ids)
+    config: str | None = None  # hf: dataset configuration name
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None  # hf: data_files
+    train_split: str = "train"
+    validation_split: str | None = None  # default: "validation" when the source has it
+    metric: str | None = None  # main metric; default depends on the task type
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Options of one training run; a search space overrides any of them."""
+
+    __pydantic_config__ = _STRICT
+
+    epochs: PosInt = 3
+    batch_size: PosInt = 32
+    lr: Annotated[float, Gt(0)] = 5.0e-5
+    head_lr: Annotated[float, Gt(0)] | None = None  # task heads' learning rate; default: lr
+    weight_decay: NonNeg = 0.01
+    warmup_ratio: Annotated[float, Interval(ge=0, lt=1)] = 0.1
+    grad_clip: Annotated[float, Gt(0)] | None = 1.0
+    sharing: SharingName = "hard"
+    soft_l2: NonNeg = 1.0e-3
+    branch_layer: Annotated[int, Ge(0)] = 3
+    weighting: WeightingName = "static"
+    task_weights: dict[str, NonNeg] = field(default_factory=dict)
+    schedule: ScheduleName = "joint"
+    temperature: Annotated[float, Gt(0)] = 2.0  # for schedule=temperature: p_t ~ n_t^(1/T)
+    patience: PosInt | None = None
+    min_delta: NonNeg = 1.0e-4  # an objective gain below this is "not improving" for patience
+    max_steps: PosInt | None = None
+    max_train_examples: PosInt | None = 2000
+    max_eval_examples: PosInt | None = None
+    val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.2
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: PosInt | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one training run needs: the trial function's ``config`` dict, typed."""
+
+    encoder: EncoderSpec
+    tasks: dict[str, TaskSpec]
+    train: TrainSpec
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> RunSpec:
+        return cls(
+            encoder=EncoderSpec(**(config.get("encoder") or {})),
+            tasks={name: TaskSpec(**spec) for name, spec in config["tasks"].items()},
+            train=TrainSpec(**(config.get("train") or {})),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

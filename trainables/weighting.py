@@ -1,0 +1,201 @@
+"""Loss weighting: how per-task losses become one update.
+
+Each method turns ``{task: loss}`` into gradients (it calls backward itself, since some
+methods reshape gradients rather than losses) and returns the weight each task got.
+
+- ``static``: fixed weights lambda_t (searched), default 1.0.
+- ``uncertainty``: Kendall, Gal & Cipolla 2018, learned log-variances s_t:
+  ``sum_t exp(-s_t) L_t / 2 + s_t / 2``.
+- ``gradnorm``: Chen et al. 2018, learned weights whose gradient norms on the last shared
+  layer are pulled towards ``mean_norm * r_t^alpha`` (r_t: relative inverse training rate).
+- ``dwa``: Liu, Johns & Davison 2019, Dynamic Weight Average from the ratio of each task's
+  epoch loss over the previous one, softmax with temperature 2.
+- ``pcgrad``: Yu et al. 2020, gradient surgery: on shared parameters, each task gradient
+  that conflicts with another (negative dot product) is projected onto its normal plane.
+
+GradNorm and PCGrad act across the tasks of one step, so they matter with
+``schedule: joint``; with one task per step they reduce to that task's (weighted) loss.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from trainables.errors import InputError
+from trainables.model import MultiTaskModel
+
+
+class Weighting(nn.Module, ABC):
+    """Learnable state (if any) lives in this module's parameters; the loop optimizes them."""
+
+    name: str
+
+    def __init__(self, tasks: list[str], task_weights: dict[str, float]) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        unknown = set(task_weights) - set(tasks)
+        if unknown:
+            raise InputError(f"train.task_weights: unknown task(s) {sorted(unknown)} "
+                             f"(tasks: {', '.join(tasks)})")
+        self.static = {t: float(task_weights.get(t, 1.0)) for t in tasks}
+
+    @abstractmethod
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+        """Backpropagate the combined objective; return the weight used per task."""
+
+    def end_epoch(self, mean_losses: dict[str, float]) -> None:
+        """Called with each task's mean training loss at the end of an epoch."""
+
+    def _weighted_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+        total = sum(weights[t] * loss for t, loss in losses.items())
+        total.backward()  # type: ignore[union-attr]
+
+
+class Static(Weighting):
+    name = "static"
+
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+        w = {t: self.static[t] for t in losses}
+        self._weighted_backward(losses, w)
+        return w
+
+
+class Uncertainty(Weighting):
+    name = "uncertainty"
+
+    def __init__(self, tasks: list[str], task_weights: dict[str, float]) -> None:
+        super().__init__(tasks, task_weights)
+        self.log_var = nn.Parameter(torch.zeros(len(tasks)))
+
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+        total = torch.zeros((), device=self.log_var.device)
+        for t, loss in losses.items():
+            s = self.log_var[self.tasks.index(t)]
+            total = total + 0.5 * torch.exp(-s) * loss + 0.5 * s
+        total.backward()
+        return {t: float(0.5 * torch.exp(-self.log_var[self.tasks.index(t)].detach())) for t in losses}
+
+
+class GradNorm(Weighting):
+    name = "gradnorm"
+
+    def __init__(self, tasks: list[str], task_weights: dict[str, float], alpha: float = 1.5) -> None:
+        super().__init__(tasks, task_weights)
+        self.alpha = alpha
+        self.w = nn.Parameter(torch.ones(len(tasks)))
+        self.register_buffer("initial", torch.full((len(tasks),), float("nan")))
+
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+        with torch.no_grad():  # renormalize after the last optimizer step: sum w = T, w > 0
+            self.w.clamp_(min=1e-3)
+            self.w.mul_(len(self.tasks) / self.w.sum())
+        if len(losses) < len(self.tasks):  # one task per step: nothing to balance
+            w = {t: float(self.w.detach()[self.tasks.index(t)]) for t in losses}
+            self._weighted_backward(losses, w)
+            return w
+        idx = [self.tasks.index(t) for t in losses]
+        L = torch.stack(list(losses.values()))
+        with torch.no_grad():
+            unset = torch.isnan(self.initial[idx])
+            if unset.any():
+                self.initial[idx] = torch.where(unset, L.detach().float(), self.initial[idx])
+        norms = []
+        for i, (t, loss) in zip(idx, losses.items()):
+            params = model.last_shared_parameters(t)
+            grads = torch.autograd.grad(self.w[i] * loss, params, retain_graph=True, create_graph=True)
+            norms.append(torch.sqrt(sum(g.pow(2).sum() for g in grads)))
+        G = torch.stack(norms)
+        with torch.no_grad():
+            ratio = L.detach() / self.initial[idx]
+            target = G.mean() * (ratio / ratio.mean()) ** self.alpha
+        grad_loss = (G - target).abs().sum()
+        self.w.grad = torch.autograd.grad(grad_loss, self.w, retain_graph=True)[0]
+        w = {t: float(self.w.detach()[i]) for i, t in zip(idx, losses)}
+        self._weighted_backward(losses, w)
+        return w
+
+
+class DWA(Weighting):
+    name = "dwa"
+
+    def __init__(self, tasks: list[str], task_weights: dict[str, float], temperature: float = 2.0) -> None:
+        super().__init__(tasks, task_weights)
+        self.temperature = temperature
+        self.history: list[dict[str, float]] = []
+        self.current = {t: 1.0 for t in tasks}
+
+    def end_epoch(self, mean_losses: dict[str, float]) -> None:
+        self.history.append(dict(mean_losses))
+        if len(self.history) < 2:
+            return
+        prev, last = self.history[-2], self.history[-1]
+        ratios = {t: last[t] / prev[t] if prev.get(t) else 1.0 for t in self.tasks if t in last}
+        z = sum(math.exp(r / self.temperature) for r in ratios.values())
+        self.current = {t: len(ratios) * math.exp(r / self.temperature) / z for t, r in ratios.items()}
+
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+        w = {t: self.current.get(t, 1.0) for t in losses}
+        self._weighted_backward(losses, w)
+        return w
+
+
+class PCGrad(Weighting):
+    name = "pcgrad"
+
+    def __init__(self, tasks: list[str], task_weights: dict[str, float], seed: int = 0) -> None:
+        super().__init__(tasks, task_weights)
+        self.rng = random.Random(seed)
+
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+        w = {t: self.static[t] for t in losses}
+        shared = model.shared_parameters()
+        if len(losses) < 2 or not shared:
+            self._weighted_backward(losses, w)
+            return w
+        flat: list[torch.Tensor] = []
+        for t, loss in losses.items():
+            grads = torch.autograd.grad(w[t] * loss, shared, retain_graph=True, allow_unused=True)
+            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                                   for g, p in zip(grads, shared)]))
+        projected = []
+        for i, g in enumerate(flat):
+            g = g.clone()
+            others = [j for j in range(len(flat)) if j != i]
+            self.rng.shuffle(others)
+            for j in others:
+                dot = torch.dot(g, flat[j])
+                if dot < 0:
+                    g -= dot / flat[j].pow(2).sum().clamp(min=1e-12) * flat[j]
+            projected.append(g)
+        merged = torch.stack(projected).sum(0)
+        # task-specific parameters (heads, unshared layers) take their plain gradients
+        shared_ids = {id(p) for p in shared}
+        rest = [p for p in model.parameters() if id(p) not in shared_ids and p.requires_grad]
+        total = sum(w[t] * loss for t, loss in losses.items())
+        total.backward(inputs=rest)  # type: ignore[union-attr]
+        offset = 0
+        for p in shared:
+            n = p.numel()
+            p.grad = merged[offset : offset + n].view_as(p).to(p.dtype)
+            offset += n
+        return w
+
+
+WEIGHTING: dict[str, type[Weighting]] = {
+    c.name: c for c in (Static, Uncertainty, GradNorm, DWA, PCGrad)  # type: ignore[type-abstract]
+}
+
+
+def make_weighting(name: str, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0) -> Weighting:
+    try:
+        cls = WEIGHTING[name]
+    except KeyError:
+        raise InputError(f"train.weighting: unknown '{name}' (valid: {', '.join(WEIGHTING)})") from None
+    if cls is PCGrad:
+        return PCGrad(tasks, task_weights, seed=seed)
+    return cls(tasks, task_weights)
