@@ -8,12 +8,13 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from trainables.errors import InputError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+    def error(self, message: str) -> NoReturn:  # argparse's own errors: one line, exit 2
         sys.stderr.write(f"mtlo: error: {message}\n")
         raise SystemExit(2)
 

@@ -54,10 +54,10 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
 
     cfg = load_config(config_path, sets)
     log = err_console
-    log.print(f"[bold]mtlo train[/bold] {cfg.name}: {len(cfg.tasks)} task(s), encoder {cfg.encoder.model}")
     exp = build(cfg.run_dict())  # bad data or encoder fails here, before any MLflow run exists
     sizes = ", ".join(f"{t} {len(d.train)}/{len(d.val)}" for t, d in exp.data.items())
-    log.print(f"data (train/val): {sizes}; device {exp.device}")
+    log.print(f"[bold]mtlo train[/bold] {cfg.name}: encoder {cfg.encoder.model} on {exp.device}; "
+              f"examples (train/val): {sizes}")
 
     mlflow = tracking.configure(cfg)
     with mlflow.start_run(run_name=cfg.name) as run:

@@ -22,6 +22,7 @@ from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 LOCAL_KINDS = ("csv", "json", "parquet", "conll")
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
 
 
 class _Strict(BaseModel):
@@ -119,17 +120,18 @@ def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     return data
 
 
-def _format(err: dict[str, Any]) -> str:
+def _format(err: Any) -> tuple[str, str]:
+    """(dotted location, what is wrong) of one pydantic error."""
     loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
-    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"{loc}: unknown key"
+    if kind in _UNKNOWN:
+        return loc, "unknown key"
     if kind == "missing":
-        return f"{loc}: required key is missing"
+        return loc, "required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-    return f"{loc}: {msg}{shown}" if loc else f"{msg}"
+    return loc, f"{msg}{shown}"
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -185,11 +187,13 @@ def load_config(path: str | Path, sets: list[str] | None = None) -> Config:
     try:
         cfg = Config(**data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # a typo'd key usually also makes a required one "missing": name the typo first
+        first = sorted(exc.errors(), key=lambda e: e["type"] not in _UNKNOWN)[0]
+        loc, problem = _format(first)
         set_keys = {".".join(parse_set(s)[0]) for s in sets or []}
-        loc = ".".join(str(p) for p in first["loc"])
-        origin = f"--set {loc}" if loc in set_keys else str(path)
-        raise ConfigError(f"{origin}: {_format(first)}") from None
+        if loc in set_keys:
+            raise ConfigError(f"--set {loc}: {problem}") from None
+        raise ConfigError(f"{path}: {loc}: {problem}" if loc else f"{path}: {problem}") from None
     except TypeError as exc:  # a section that is not a mapping, e.g. "train: 3"
         raise ConfigError(f"{path}: {exc}") from None
     return _resolve_paths(cfg, path.resolve().parent)

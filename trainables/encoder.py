@@ -60,7 +60,7 @@ def _load(spec: EncoderSpec) -> tuple[nn.Module, Any]:
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as exc:
-        hint = "" if Path(str(path)).exists() else " (not a local folder, and the hub is unreachable or has no such model)"
+        hint = "" if Path(str(path)).exists() else " (no such local folder; the hub is unreachable or lacks it)"
         raise InputError(f"encoder.model: cannot load '{spec.model}': {str(exc).splitlines()[0]}{hint}") from None
     kwargs: dict[str, Any] = {}
     if spec.num_layers is not None:
@@ -92,4 +92,5 @@ def tokenizer_id(tokenizer: Any) -> str:
 
 
 def hidden_size(encoder: nn.Module) -> int:
-    return int(encoder.config.hidden_size)
+    config: Any = encoder.config
+    return int(config.hidden_size)

@@ -155,7 +155,8 @@ def _optimizer(exp: Experiment) -> torch.optim.Optimizer:
     head_lr = tr.head_lr or tr.lr
     groups: list[dict[str, Any]] = []
     for prefix, lr in (("encoders.", tr.lr), ("heads.", head_lr)):
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in exp.model.named_parameters():
             if name.startswith(prefix):
                 (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)

@@ -83,6 +83,7 @@ class Uncertainty(Weighting):
 
 class GradNorm(Weighting):
     name = "gradnorm"
+    initial: torch.Tensor  # each task's first loss, for the relative training rate
 
     def __init__(self, tasks: list[str], task_weights: dict[str, float], alpha: float = 1.5) -> None:
         super().__init__(tasks, task_weights)
@@ -108,7 +109,7 @@ class GradNorm(Weighting):
         for i, (t, loss) in zip(idx, losses.items()):
             params = model.last_shared_parameters(t)
             grads = torch.autograd.grad(self.w[i] * loss, params, retain_graph=True, create_graph=True)
-            norms.append(torch.sqrt(sum(g.pow(2).sum() for g in grads)))
+            norms.append(torch.sqrt(torch.stack([g.pow(2).sum() for g in grads]).sum()))
         G = torch.stack(norms)
         with torch.no_grad():
             ratio = L.detach() / self.initial[idx]

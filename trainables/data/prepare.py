@@ -259,7 +259,8 @@ def load_task_data(name: str, spec: TaskSpec, train: TrainSpec, tokenizer: Any, 
 def _save(path: Path, data: TaskData) -> None:
     """Write atomically: concurrent trials may build the same entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {**{f.name: getattr(data, f.name) for f in fields(data)}, "train": data.train.to_state(), "val": data.val.to_state()}
+    state = {f.name: getattr(data, f.name) for f in fields(data)}
+    state.update(train=data.train.to_state(), val=data.val.to_state())
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:

@@ -134,6 +134,7 @@ def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
     origin = f"hf:{location}" + (f" ({spec.config})" if spec.config else "")
     if spec.type is None:
         raise InputError(f"task '{task}': tasks.{task}.type: required for hf sources")
+    task_type: str = spec.type
     try:
         ds = datasets.load_dataset(location, spec.config, data_files=spec.data_files)
     except FileNotFoundError as exc:
@@ -161,16 +162,16 @@ def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
 
     def take(name: str) -> RawSplit:
         part = ds[name]
-        split = split_from_records(part.to_dict(), spec, spec.type, task=task, origin=origin)
+        split = split_from_records(part.to_dict(), spec, task_type, task=task, origin=origin)
         if label_names is not None:  # ClassLabel ids -> names, so labels read the same everywhere
-            if spec.type == "tagging":
+            if task_type == "tagging":
                 split.labels = [[label_names[i] for i in tags] for tags in split.labels]
             else:
                 split.labels = [label_names[i] for i in split.labels]
         return split
 
     val = take(val_name) if val_name else None
-    return RawTask(spec.type, take(spec.train_split), val, origin, label_names=label_names)
+    return RawTask(task_type, take(spec.train_split), val, origin, label_names=label_names)
 
 
 def _class_label_names(feature: Any) -> list[str] | None:

@@ -1,0 +1,109 @@
+"""``mtlo`` as a user runs it: real subprocesses, a real MLflow store queried afterwards."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONFIG = {
+    "name": "cli-test",
+    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
+    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "ner": {"source": "builtin:wnut_ner"}},
+    "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32,
+              "lr": 1e-3, "num_threads": 1},
+    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "cli-test"},
+}
+
+
+def mtlo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+def test_tasks_json_lists_every_builtin_with_size_and_install_state(tmp_path):
+    out = mtlo("tasks", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert len(rows) == 10
+    assert rows["rt_polarity"]["examples"] == 8530 and rows["rt_polarity"]["installed"]
+    assert rows["wnut_ner"]["type"] == "tagging"
+
+
+@pytest.mark.slow
+def test_train_logs_one_complete_mlflow_run(config_file, tmp_path):
+    out = mtlo("train", str(config_file), "--json", "--set", "train.seed=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)  # only JSON on stdout
+    assert set(result) == {"run_id", "tasks", "main_metric"}
+    assert result["main_metric"] == {"rt": "accuracy", "ner": "f1"}
+    assert set(result["tasks"]["ner"]) >= {"f1", "precision", "recall"}
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.seed"] == "3" and run.data.params["train.sharing"] == "hard"
+    assert run.data.params["task.rt.source"] == "builtin:rt_polarity"
+    assert run.data.tags["mtlo.tasks"] == "ner,rt" and run.data.tags["mtlo.command"] == "train"
+    history = client.get_metric_history(run.info.run_id, "val/rt/accuracy")
+    assert [m.step for m in history] == [1, 2]
+    assert len(client.get_metric_history(run.info.run_id, "val/ner/f1")) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"summary.json", "config.yaml"} <= artifacts
+    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))).read_text())
+    assert summary["tasks"] == result["tasks"] and summary["train_steps"] == 6
+
+
+@pytest.mark.slow
+def test_train_prints_a_per_task_table(config_file, tmp_path):
+    out = mtlo("train", str(config_file), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "main metric" in out.stdout and "rt" in out.stdout and "accuracy" in out.stdout
+    assert "epoch 2" in out.stderr
+
+
+BAD = [
+    (["--set", "train.lr=-1"], None, "train.lr: Input should be greater than 0"),
+    (["--set", "train.nope=1"], None, "train.nope: unknown key"),
+    (["--set", "oops"], None, "expected KEY=VALUE"),
+    (["--set", "tasks.rt.source=builtin:nope"], None, "valid: rt_polarity, imdb"),
+    (["--set", "encoder.model=builtin:huge"], None, "valid: builtin:minilm-l6, builtin:tiny-random"),
+    (["--set", "encoder.model=/no/such/model"], None, "encoder.model: cannot load"),
+    (["--set", "tasks.d.source=csv:missing.csv", "--set", "tasks.d.type=classification"], None, "file not found"),
+    ([], "text,lab\nhello,1\n", "column 'label' not in"),
+    ([], "text,label\nhello,1\nbye,x\n", "regression needs numbers"),
+]
+
+
+@pytest.mark.parametrize(("extra", "csv", "message"), BAD)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(config_file, tmp_path, extra, csv, message):
+    args = list(extra)
+    if csv is not None:
+        (tmp_path / "d.csv").write_text(csv)
+        args += ["--set", "tasks.d.source=csv:d.csv", "--set", "tasks.d.type=regression"]
+    out = mtlo("train", str(config_file), *args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run half-made
+
+
+def test_missing_config_and_bad_command(tmp_path):
+    out = mtlo("train", "nope.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "nope.yaml: config file not found" in out.stderr
+    out = mtlo("fly", cwd=tmp_path)
+    assert out.returncode == 2 and "invalid choice" in out.stderr

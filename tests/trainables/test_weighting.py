@@ -1,0 +1,80 @@
+"""Loss-weighting methods against hand-computed cases."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trainables.errors import InputError
+from trainables.weighting import DWA, PCGrad, Static, Uncertainty, make_weighting
+
+
+class TwoTaskToy(nn.Module):
+    """A shared 2-vector and one private scalar per task: losses are linear in the shared part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Parameter(torch.zeros(2))
+        self.heads = nn.ParameterDict({"a": nn.Parameter(torch.zeros(1)), "b": nn.Parameter(torch.zeros(1))})
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [self.shared]
+
+
+def test_static_uses_configured_weights_default_one():
+    toy = TwoTaskToy()
+    w = Static(["a", "b"], {"a": 3.0})
+    losses = {"a": (toy.shared * torch.tensor([1.0, 0.0])).sum(), "b": (toy.shared * torch.tensor([0.0, 1.0])).sum()}
+    assert w.backward(losses, toy) == {"a": 3.0, "b": 1.0}  # type: ignore[arg-type]
+    assert toy.shared.grad.tolist() == [3.0, 1.0]
+
+
+def test_pcgrad_projects_conflicting_gradients():
+    # g_a = (1, 0), g_b = (-1, 1): they conflict (dot = -1). PCGrad (Yu et al. 2020):
+    # g_a' = g_a - (g_a.g_b / |g_b|^2) g_b = (0.5, 0.5); g_b' = g_b - (g_b.g_a / |g_a|^2) g_a = (0, 1)
+    toy = TwoTaskToy()
+    losses = {"a": (toy.shared * torch.tensor([1.0, 0.0])).sum() + toy.heads["a"].sum(),
+              "b": (toy.shared * torch.tensor([-1.0, 1.0])).sum() + 2 * toy.heads["b"].sum()}
+    PCGrad(["a", "b"], {}).backward(losses, toy)  # type: ignore[arg-type]
+    assert toy.shared.grad.tolist() == pytest.approx([0.5, 1.5])
+    # private parameters keep their own plain gradients
+    assert toy.heads["a"].grad.item() == 1.0 and toy.heads["b"].grad.item() == 2.0
+
+
+def test_pcgrad_leaves_agreeing_gradients_alone():
+    toy = TwoTaskToy()
+    losses = {"a": (toy.shared * torch.tensor([1.0, 0.0])).sum(),
+              "b": (toy.shared * torch.tensor([1.0, 1.0])).sum()}
+    PCGrad(["a", "b"], {}).backward(losses, toy)  # type: ignore[arg-type]
+    assert toy.shared.grad.tolist() == pytest.approx([2.0, 1.0])
+
+
+def test_uncertainty_weight_is_half_inverse_variance():
+    toy = TwoTaskToy()
+    w = Uncertainty(["a", "b"], {})
+    with torch.no_grad():
+        w.log_var.copy_(torch.tensor([0.0, math.log(4.0)]))
+    losses = {"a": toy.shared.sum(), "b": toy.shared.sum()}
+    used = w.backward(losses, toy)  # type: ignore[arg-type]
+    assert used == pytest.approx({"a": 0.5, "b": 0.125})
+    # d/ds (0.5 e^-s L + 0.5 s) at L=0 is 0.5: the log-variance is pushed down only by the loss
+    assert w.log_var.grad.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_dwa_weights_follow_loss_ratios():
+    w = DWA(["a", "b"], {}, temperature=2.0)
+    w.end_epoch({"a": 1.0, "b": 1.0})
+    assert w.current == {"a": 1.0, "b": 1.0}  # needs two epochs of history
+    w.end_epoch({"a": 0.5, "b": 1.0})  # a is learning fast, b stalls: b gets more weight
+    ea, eb = math.exp(0.5 / 2), math.exp(1.0 / 2)
+    assert w.current["a"] == pytest.approx(2 * ea / (ea + eb))
+    assert w.current["b"] == pytest.approx(2 * eb / (ea + eb))
+    assert sum(w.current.values()) == pytest.approx(2.0)
+
+
+def test_unknown_weighting_and_task_weights_are_refused():
+    with pytest.raises(InputError, match="valid: static, uncertainty, gradnorm, dwa, pcgrad"):
+        make_weighting("nope", ["a"], {})
+    with pytest.raises(InputError, match="unknown task"):
+        make_weighting("static", ["a"], {"zzz": 1.0})
