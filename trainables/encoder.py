@@ -62,7 +62,7 @@ def _load(spec: EncoderSpec) -> tuple[nn.Module, Any]:
     except (OSError, ValueError) as exc:
         hint = "" if Path(str(path)).exists() else " (no such local folder; the hub is unreachable or lacks it)"
         raise InputError(f"encoder.model: cannot load '{spec.model}': {str(exc).splitlines()[0]}{hint}") from None
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"dtype": torch.float32}  # train in fp32 (autocast does bf16 on GPU)
     if spec.num_layers is not None:
         total = getattr(config, "num_hidden_layers", None)
         if total is not None and spec.num_layers > total:

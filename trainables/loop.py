@@ -204,7 +204,7 @@ def fit(exp: Experiment, report: Report) -> TrainResult:
             if step >= total_steps:
                 break
             losses = {}
-            with _autocast(exp.device):
+            with _autocast(exp.device), exp.weighting.forward_context():
                 for t in step_tasks:
                     idx = next(streams[t])
                     batch = _to(exp.data[t].train.batch(idx, exp.pad_id), exp.device)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,6 +52,10 @@ class Weighting(nn.Module, ABC):
 
     def end_epoch(self, mean_losses: dict[str, float]) -> None:
         """Called with each task's mean training loss at the end of an epoch."""
+
+    def forward_context(self) -> AbstractContextManager[Any]:
+        """Wraps the training forward pass (a method may need differentiable kernels)."""
+        return nullcontext()
 
     def _weighted_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
         total = sum(weights[t] * loss for t, loss in losses.items())
@@ -90,6 +96,13 @@ class GradNorm(Weighting):
         self.alpha = alpha
         self.w = nn.Parameter(torch.ones(len(tasks)))
         self.register_buffer("initial", torch.full((len(tasks),), float("nan")))
+
+    def forward_context(self) -> AbstractContextManager[Any]:
+        # GradNorm differentiates gradient norms (double backward); the fused cuDNN/flash
+        # attention kernels have no second derivative, the plain math kernel does
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
 
     def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
         with torch.no_grad():  # renormalize after the last optimizer step: sum w = T, w > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +57,16 @@ class BuiltinTask:
             )
         if not path.is_file():
             raise InputError(f"task '{task}': builtin:{self.name}: data file missing: {path}")
-        return RawTask(self.type, self.read(path), None, str(path), default_metric=self.metric)
+        split = _read_cached(self.name, str(path), path.stat().st_mtime_ns)
+        # a fresh RawSplit around the cached lists: checks replace labels, never edit in place
+        return RawTask(self.type, RawSplit(split.texts, split.labels), None, str(path),
+                       default_metric=self.metric)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_cached(name: str, path: str, mtime_ns: int) -> RawSplit:
+    """Parse a package's data file once per process (trials reuse their worker processes)."""
+    return BUILTIN_TASKS[name].read(Path(path))
 
 
 def _movie_reviews(source: str) -> Callable[[Path], RawSplit]:

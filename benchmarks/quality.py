@@ -1,0 +1,104 @@
+"""Quality: single-task and all-tasks hard sharing on five built-in tasks, MiniLM-L6,
+quickstart sizes, next to each task's majority-class (or mean-prediction) baseline.
+
+    .venv/bin/python benchmarks/quality.py [--seeds 0 1 2] [--out benchmarks/results/quality.json]
+
+The baseline predicts the most frequent training class (classification), the training
+mean (regression: Pearson is undefined for a constant, reported as 0) or "O" for every
+token (tagging: no spans, F1 0), scored on the same validation examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trainables import build, fit  # noqa: E402
+from trainables.data import TaskData  # noqa: E402
+from trainables.tasks import task_type  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ["rt", "vader", "trec", "sms", "ner"]
+
+
+def baseline(d: TaskData) -> dict[str, float]:
+    """Metrics of the constant predictor fitted on the training split."""
+    tt = task_type(d.type)
+    labels = d.val.labels
+    if d.type == "classification":
+        majority = int(torch.mode(d.train.labels).values)
+        return tt.metrics([torch.full_like(labels, majority)], [labels], d)
+    if d.type == "regression":
+        mean = float(d.train.labels.mean())  # standardized scale
+        return tt.metrics([torch.full_like(labels, mean)], [labels], d)
+    # tagging: "O" everywhere; labels are flat per token, metrics want (rows, tokens)
+    o = d.label_names.index("O")
+    offs = d.val.offsets.tolist()
+    rows = [labels[s:e] for s, e in zip(offs[:-1], offs[1:])]
+    width = max(len(r) for r in rows)
+    y = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        y[i, : len(r)] = r
+    return tt.metrics([torch.where(y == -100, y, torch.full_like(y, o))], [y], d)
+
+
+def run(config: dict, tasks: list[str], seed: int) -> tuple[dict, object]:
+    cfg = json.loads(json.dumps(config))
+    cfg["tasks"] = {t: config["tasks"][t] for t in tasks}
+    cfg["train"]["seed"] = seed
+    exp = build(cfg)
+    result = fit(exp, lambda row: print(f"  {tasks} seed {seed} epoch {row['epoch']}: "
+                                        f"objective {row['objective']:.4f}", file=sys.stderr))
+    return result.metrics, exp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default=str(ROOT / "examples" / "quickstart.yaml"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    full = yaml.safe_load(Path(args.config).read_text())
+    config = {k: full[k] for k in ("encoder", "tasks", "train")}
+    single: dict[str, list[float]] = {t: [] for t in TASKS}
+    joint: dict[str, list[float]] = {t: [] for t in TASKS}
+    base: dict[str, float] = {}
+    main_metric: dict[str, str] = {}
+    for seed in args.seeds:
+        metrics, exp = run(config, TASKS, seed)
+        for t in TASKS:
+            main_metric[t] = exp.main_metric[t]
+            joint[t].append(metrics[t][main_metric[t]])
+            base[t] = baseline(exp.data[t])[main_metric[t]]
+        for t in TASKS:
+            metrics, _ = run(config, [t], seed)
+            single[t].append(metrics[t][main_metric[t]])
+    rows = []
+    for t in TASKS:
+        rows.append({"task": t, "source": config["tasks"][t]["source"], "metric": main_metric[t],
+                     "baseline": round(base[t], 4),
+                     "single": [round(v, 4) for v in single[t]], "joint": [round(v, 4) for v in joint[t]],
+                     "single_mean": round(statistics.mean(single[t]), 4),
+                     "joint_mean": round(statistics.mean(joint[t]), 4)})
+    report = {"config": args.config, "seeds": args.seeds, "rows": rows}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    print("| task | source | main metric | majority / mean baseline | single-task | all 5 tasks, hard sharing |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['task']} | {r['source']} | {r['metric']} | {r['baseline']:.3f} | "
+              f"{r['single_mean']:.3f} ({', '.join(f'{v:.3f}' for v in r['single'])}) | "
+              f"{r['joint_mean']:.3f} ({', '.join(f'{v:.3f}' for v in r['joint'])}) |")
+
+
+if __name__ == "__main__":
+    main()
