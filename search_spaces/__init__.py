@@ -1,0 +1,1 @@
+"""Declarative search spaces (YAML) and their one translator to Optuna; built with `mtlo search`."""
