@@ -1,1 +1,15 @@
-"""Declarative search spaces (YAML) and their one translator to Optuna; built with `mtlo search`."""
+"""Declarative search spaces (YAML) and the one pure translator to an Optuna define-by-run space."""
+
+from search_spaces.space import (
+    Param,
+    SearchSpace,
+    SpaceError,
+    Subset,
+    apply_params,
+    define_by_run,
+    load_space,
+    parse_space,
+)
+
+__all__ = ["Param", "SearchSpace", "SpaceError", "Subset", "apply_params", "define_by_run", "load_space",
+           "parse_space"]
