@@ -33,7 +33,7 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check orchestrator trainables tests benchmarks
+	$(BIN)/ruff check orchestrator trainables search_spaces tests benchmarks
 	$(BIN)/mypy
 
 bench: $(STAMP)

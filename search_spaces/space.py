@@ -234,6 +234,8 @@ def define_by_run(space: SearchSpace, base_train: dict[str, Any]) -> Callable[[A
                 continue
             if p.kind == "choice":
                 v = trial.suggest_categorical(p.name, list(p.choices))
+            elif p.low is None or p.high is None:
+                raise AssertionError(f"{p.name}: numeric parameter without bounds")
             elif p.kind == "int":
                 v = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
             else:

@@ -37,7 +37,8 @@ def test_local_path_loads_through_auto_model(tmp_path):
 def test_loading_returns_independent_copies():
     a, _ = load_encoder(EncoderSpec(model="builtin:tiny-random"))
     b, _ = load_encoder(EncoderSpec(model="builtin:tiny-random"))
-    assert a is not b and a.embeddings.word_embeddings.weight.data_ptr() != b.embeddings.word_embeddings.weight.data_ptr()
+    wa, wb = a.embeddings.word_embeddings.weight, b.embeddings.word_embeddings.weight
+    assert a is not b and wa.data_ptr() != wb.data_ptr()
 
 
 def test_unknown_encoders_are_named():
