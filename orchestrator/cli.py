@@ -29,6 +29,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key by dotted path, e.g. --set train.lr=1e-4")
     tr.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
+    s = sub.add_parser("search", help="search configurations with Ray Tune + Optuna; MLflow parent + child runs")
+    s.add_argument("config", help="the YAML config file")
+    s.add_argument("--address", default=None, help="Ray cluster: 'auto' or ray://host:10001 (default: local Ray)")
+    s.add_argument("--num-samples", type=int, default=None, help="trials to run (default: search.num_samples)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    s.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
     return p
 
 
@@ -45,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tasks":
             return commands.cmd_tasks(as_json=args.json)
+        if args.command == "search":
+            if args.num_samples is not None and args.num_samples < 1:
+                raise InputError(f"--num-samples: must be at least 1, got {args.num_samples}")
+            return commands.cmd_search(args.config, sets=args.set, as_json=args.json, resume=args.resume,
+                                       address=args.address, num_samples=args.num_samples)
         return commands.cmd_train(args.config, sets=args.set, as_json=args.json)
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")

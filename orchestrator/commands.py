@@ -101,4 +101,42 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
     return 0
 
 
-__all__ = ["InputError", "cmd_tasks", "cmd_train"]
+def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
+               num_samples: int | None) -> int:
+    from pathlib import Path
+
+    from orchestrator.search.runner import run_search
+
+    cfg = load_config(config_path, sets)
+    out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
+                     as_json=as_json)
+    if as_json:
+        json.dump({"name": out.name, "parent_run_id": out.parent_run_id, "trials": out.trials, "best": out.best},
+                  sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    table = Table(title=f"search {out.name}: {len(out.trials)} trials, objective {out.objective.kind} "
+                        f"(MLflow parent run {out.parent_run_id})", title_justify="left")
+    for col in ("trial", "status", "epochs", "tasks", "objective", "params"):
+        table.add_column(col)
+    ranked = sorted(out.trials, key=lambda t: -float(t["objective"]) if isinstance(t["objective"], (int, float))
+                    else float("inf"))
+    for t in ranked:
+        obj = t["objective"]
+        shown = f"{obj:.4f}" if isinstance(obj, (int, float)) else json.dumps(obj) if obj else "-"
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        table.add_row(t["trial_id"], t["status"], str(t["epochs"]), ",".join(t["tasks"]), shown, params)
+    out_console().print(table)
+    if out.best is not None and "pareto_front" not in out.best:
+        best = out.best
+        out_console().print(f"best: trial {best['trial_id']} (MLflow run {best['run_id']}), objective "
+                            f"{best['objective']:.4f}, params {json.dumps(best['params'], default=str)}")
+        out_console().print(task_table(best["metrics"], out.objective.main_metric,
+                                       title="best trial, per task (last reported epoch)"))
+    elif out.best is not None:
+        out_console().print(f"Pareto front: {len(out.best['pareto_front'])} trial(s): "
+                            + ", ".join(t["trial_id"] for t in out.best["pareto_front"]))
+    return 0
+
+
+__all__ = ["InputError", "cmd_search", "cmd_tasks", "cmd_train"]

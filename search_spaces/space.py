@@ -219,16 +219,16 @@ def _parse_subset(source: str, spec: dict[str, Any], tasks: list[str], target: s
     return sub
 
 
-def define_by_run(space: SearchSpace, base_train: dict[str, Any]) -> Callable[[Any], None]:
-    """The Optuna define-by-run function for ``space`` (it only suggests; no computation).
+@dataclass(frozen=True)
+class DefineByRun:
+    """The Optuna define-by-run function of a space (a picklable callable: Ray ships it)."""
 
-    Conditional parameters are suggested only when their ``when`` holds, given the values
-    suggested before them and, for fields the space does not search, the config's values.
-    """
+    space: SearchSpace
+    base_train: dict[str, Any]
 
-    def suggest(trial: Any) -> None:
-        values: dict[str, Any] = dict(base_train)
-        for p in space.params:
+    def __call__(self, trial: Any) -> None:
+        values: dict[str, Any] = dict(self.base_train)
+        for p in self.space.params:
             key = p.name.split(".")[0]
             if not p.active(values):
                 continue
@@ -242,11 +242,18 @@ def define_by_run(space: SearchSpace, base_train: dict[str, Any]) -> Callable[[A
                 v = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
             if key != "task_weight":
                 values[key] = v
-        if space.subset is not None:
-            trial.suggest_categorical(TASKS_PARAM, space.subset.options())
+        if self.space.subset is not None:
+            trial.suggest_categorical(TASKS_PARAM, self.space.subset.options())
         return None
 
-    return suggest
+
+def define_by_run(space: SearchSpace, base_train: dict[str, Any]) -> Callable[[Any], None]:
+    """The Optuna define-by-run function for ``space`` (it only suggests; no computation).
+
+    Conditional parameters are suggested only when their ``when`` holds, given the values
+    suggested before them and, for fields the space does not search, the config's values.
+    """
+    return DefineByRun(space, dict(base_train))
 
 
 def apply_params(run: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

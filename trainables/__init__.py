@@ -4,8 +4,8 @@ Nothing here imports Ray or MLflow: ``train(config, report)`` runs anywhere.
 """
 
 from trainables.errors import InputError
-from trainables.loop import DivergedError, Experiment, TrainResult, build, evaluate, fit, train
+from trainables.loop import DivergedError, Experiment, TaskInfo, TrainResult, build, evaluate, fit, inspect_tasks, train
 from trainables.spec import EncoderSpec, RunSpec, TaskSpec, TrainSpec
 
 __all__ = ["DivergedError", "EncoderSpec", "Experiment", "InputError", "RunSpec", "TaskSpec",
-           "TrainResult", "TrainSpec", "build", "evaluate", "fit", "train"]
+           "TaskInfo", "TrainResult", "TrainSpec", "build", "evaluate", "fit", "inspect_tasks", "train"]

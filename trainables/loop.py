@@ -80,6 +80,39 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _prepare(spec: RunSpec, tokenizer: Any) -> tuple[dict[str, TaskData], dict[str, TaskType], dict[str, str]]:
+    tok_id = tokenizer_id(tokenizer)
+    data = {
+        name: load_task_data(name, t, spec.train, tokenizer, tokenizer_id=tok_id,
+                             max_length=spec.encoder.max_length)
+        for name, t in spec.tasks.items()
+    }
+    types = {name: task_type(d.type) for name, d in data.items()}
+    main = {name: types[name].main_metric(d) for name, d in data.items()}
+    return data, types, main
+
+
+@dataclass
+class TaskInfo:
+    """What the driver needs to know about a task before any trial runs."""
+
+    type: str
+    main_metric: str
+    higher_is_better: bool
+    train_examples: int
+    val_examples: int
+
+
+def inspect_tasks(config: dict[str, Any] | RunSpec) -> dict[str, TaskInfo]:
+    """Load, check and tokenize every task (filling the cache trials will read), without
+    building a model. Raises :class:`InputError` for bad data or encoder names."""
+    spec = config if isinstance(config, RunSpec) else RunSpec.from_dict(config)
+    _, tokenizer = load_encoder(spec.encoder)
+    data, types, main = _prepare(spec, tokenizer)
+    return {t: TaskInfo(d.type, main[t], types[t].higher_is_better[main[t]], len(d.train), len(d.val))
+            for t, d in data.items()}
+
+
 def build(config: dict[str, Any] | RunSpec) -> Experiment:
     """Load and check data, load the encoder, assemble model and weighting.
 
@@ -90,14 +123,7 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
     base, tokenizer = load_encoder(spec.encoder)
-    tok_id = tokenizer_id(tokenizer)
-    data = {
-        name: load_task_data(name, t, tr, tokenizer, tokenizer_id=tok_id,
-                             max_length=spec.encoder.max_length)
-        for name, t in spec.tasks.items()
-    }
-    types = {name: task_type(d.type) for name, d in data.items()}
-    main = {name: types[name].main_metric(d) for name, d in data.items()}
+    data, types, main = _prepare(spec, tokenizer)
     seed_everything(tr.seed)
     encoders = sharing_mode(tr.sharing).encoders(base, list(data), tr)
     model = MultiTaskModel(encoders, types, {n: d.num_labels for n, d in data.items()},

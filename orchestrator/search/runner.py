@@ -1,0 +1,301 @@
+"""Where and when to run: Ray Tune + Optuna for ``mtlo search``.
+
+1. Check everything before Ray starts: the space, the objective, every task's data
+   (tokenized once here; trials read the cache).
+2. ``mean_delta`` needs single-task baselines: reused from earlier finished baseline runs
+   of the same config and seed (found in MLflow), else trained first as a grid of trials.
+3. The search: ``OptunaSearch`` (seeded, define-by-run from the space) proposes, ASHA stops
+   weak trials early (not for ``pareto``: Optuna cannot prune multi-objective studies),
+   ``MlflowTrials`` records every trial as a child run of the search's parent run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import tracking
+from orchestrator.config import Config
+from orchestrator.display import err_console
+from orchestrator.errors import ConfigError
+from orchestrator.search.objectives import Objective
+from orchestrator.search.progress import Progress
+from orchestrator.search.trial import TrialContext, trainable, trial_params
+from search_spaces import SearchSpace, load_space
+from trainables import inspect_tasks
+
+STATE_FILE = "mtlo_search.json"
+
+
+@dataclass
+class SearchOutcome:
+    name: str
+    parent_run_id: str
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    objective: Objective
+    baselines: dict[str, float] = field(default_factory=dict)
+    storage: str = ""
+
+
+def _ray_init(address: str | None, cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines, not Ray's tables
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "logging_level": "ERROR", "configure_logging": True}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:  # a local Ray on this machine, reachable from loopback only
+        ray.init(_node_ip_address="127.0.0.1", **kwargs)
+
+
+def check_space(cfg: Config, config_path: Path) -> SearchSpace:
+    run = cfg.run_dict()
+    space = load_space(cfg.search.space, config_dir=config_path.resolve().parent, tasks=list(cfg.tasks),
+                       base_train=run["train"], target=cfg.search.target if cfg.search.objective == "target" else None)
+    if cfg.search.objective == "pareto" and space.subset is not None:
+        raise ConfigError(f"{space.source}: tasks: a task-subset search cannot use search.objective: pareto "
+                          "(one objective per task needs every task in every trial)")
+    return space
+
+
+def _baseline_key(cfg: Config, task: str) -> str:
+    run = cfg.run_dict()
+    blob = {"encoder": run["encoder"], "task": run["tasks"][task], "train": run["train"]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _reuse_baselines(client: Any, experiment_id: str, cfg: Config, tasks: list[str],
+                     objective: Objective) -> dict[str, float]:
+    """Baselines of finished single-task runs of the same config and seed, from MLflow."""
+    found: dict[str, float] = {}
+    for t in tasks:
+        key = _baseline_key(cfg, t)
+        runs = client.search_runs([experiment_id], filter_string=f"tags.`mtlo.baseline_key` = '{key}' "
+                                  "and attributes.status = 'FINISHED'", max_results=1)
+        metric = f"baseline/{t}/{objective.main_metric[t]}"
+        if runs and metric in runs[0].data.metrics:
+            found[t] = runs[0].data.metrics[metric]
+    return found
+
+
+def _best_epoch_value(history: list[dict[str, Any]], task: str, objective: Objective) -> float:
+    key = f"val/{task}/{objective.main_metric[task]}"
+    vals = [float(r[key]) for r in history if r.get(key) is not None]
+    return max(vals) if objective.higher_is_better[task] else min(vals)
+
+
+def _tuner_fit(tuner: Any, as_json: bool) -> Any:
+    # Ray writes some notices to stdout; with --json, stdout carries only our JSON
+    redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with redirect:
+        return tuner.fit()
+
+
+def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None, resume: bool = False,
+               address: str | None = None, as_json: bool = False) -> SearchOutcome:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = check_space(cfg, config_path)
+    run = cfg.run_dict()
+    info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow
+    tasks = list(cfg.tasks)
+    objective = Objective(cfg.search.objective, tuple(tasks), {t: i.main_metric for t, i in info.items()},
+                          {t: i.higher_is_better for t, i in info.items()}, target=cfg.search.target)
+    storage = Path("ray_results").resolve()
+    exp_dir = storage / cfg.name
+    state_path = exp_dir / STATE_FILE
+    if resume and not state_path.is_file():
+        raise ConfigError(f"--resume: no interrupted search named '{cfg.name}' under {storage}")
+    if not resume and exp_dir.exists():
+        raise ConfigError(f"search '{cfg.name}' already exists under {storage}: use --resume to continue it, "
+                          "or give it another name (--set name=...)")
+
+    mlflow = tracking.configure(cfg)
+    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
+    experiment_id = client.get_experiment_by_name(cfg.experiment).experiment_id
+    if resume:
+        state = json.loads(state_path.read_text())
+        parent_id = state["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+    else:
+        parent = client.create_run(experiment_id, run_name=cfg.name,
+                                   tags={**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
+                                         "mtlo.objective": cfg.search.objective,
+                                         "mtlo.space": space.source})
+        parent_id = parent.info.run_id
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
+                                          "config": str(config_path.resolve())}))
+        from mlflow.entities import Param
+
+        params = tracking.run_params(cfg)
+        params.update(tracking.flatten({"search": cfg.search.model_dump(mode="json"),
+                                        "resources": cfg.resources.model_dump(mode="json")}))
+        client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        with tracking.artifact_dir() as tmp:
+            (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            (tmp / "space.yaml").write_text(Path(space.source).read_text())
+            client.log_artifacts(parent_id, str(tmp))
+
+    _ray_init(address or cfg.ray.address, cfg)
+    res = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+    base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "search", "mtlo.encoder": cfg.encoder.model}
+    started = time.time()
+
+    baselines: dict[str, float] = {}
+    if objective.kind == "mean_delta":
+        baselines = _reuse_baselines(client, experiment_id, cfg, tasks, objective)
+        missing = [t for t in tasks if t not in baselines]
+        if missing:
+            err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
+            ctx = TrialContext(run, Objective("mean_score", objective.tasks, objective.main_metric,
+                                              objective.higher_is_better), cfg.resources.cpus_per_trial)
+            recorder = _recorder(cfg, experiment_id, parent_id, ctx, "baseline", base_tags)
+            tuner = tune.Tuner(
+                tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res),
+                param_space={"__mtlo_fixed": tune.grid_search([{"tasks": t} for t in missing])},
+                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=cfg.search.max_concurrent),
+                run_config=tune.RunConfig(name=f"{cfg.name}-baselines", storage_path=str(storage), verbose=0,
+                                          callbacks=[recorder, Progress(len(missing), "baseline", None)],
+                                          failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
+            )
+            grid = _tuner_fit(tuner, as_json)
+            for result in grid:
+                if result.error is not None or result.metrics_dataframe is None:
+                    continue
+                t = trial_params(result.config)["tasks"]
+                value = _best_epoch_value(result.metrics_dataframe.to_dict("records"), t, objective)
+                baselines[t] = value
+                rid = recorder.runs.get(result.metrics.get("trial_id", ""))
+                if rid:
+                    client.log_metric(rid, f"baseline/{t}/{objective.main_metric[t]}", value)
+                    client.set_tag(rid, "mtlo.baseline_key", _baseline_key(cfg, t))
+            still = [t for t in tasks if t not in baselines]
+            if still:
+                client.set_terminated(parent_id, "FAILED")
+                raise RuntimeError(f"single-task baseline(s) failed: {', '.join(still)} (see MLflow)")
+        objective = Objective(objective.kind, objective.tasks, objective.main_metric, objective.higher_is_better,
+                              target=objective.target, baselines=baselines)
+        _log_metrics(client, parent_id, {f"baseline/{t}": v for t, v in baselines.items()})
+
+    ctx = TrialContext(run, objective, cfg.resources.cpus_per_trial)
+    metrics = objective.metric_names
+    modes = ["max"] * len(metrics)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    multi = objective.kind == "pareto"
+    sampler = optuna.samplers.NSGAIISampler(seed=cfg.train.seed) if multi else \
+        optuna.samplers.TPESampler(seed=cfg.train.seed)
+    from search_spaces import define_by_run
+
+    searcher = OptunaSearch(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
+                            mode=modes if multi else "max", sampler=sampler)
+    scheduler = FIFOScheduler() if multi or cfg.search.scheduler == "fifo" else \
+        ASHAScheduler(metric="objective", mode="max", time_attr="training_iteration",
+                      max_t=cfg.train.epochs, grace_period=1, reduction_factor=2)
+    n = num_samples or cfg.search.num_samples
+    recorder = _recorder(cfg, experiment_id, parent_id, ctx, "trial", base_tags)
+    progress = Progress(n, "trial", None if multi else "objective")
+    trainable_res = tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res)
+    search_dir = exp_dir / "search"
+    if resume and tune.Tuner.can_restore(str(search_dir)):
+        tuner = tune.Tuner.restore(str(search_dir), trainable=trainable_res, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable_res,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
+                                        max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(name="search", storage_path=str(exp_dir), verbose=0,
+                                      callbacks=[recorder, progress],
+                                      failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
+        )
+    grid = _tuner_fit(tuner, as_json)
+    trials = _collect(grid, recorder, objective)
+    best = _best(trials, multi)
+    summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
+               "best": best, "seconds": time.time() - started}
+    with tracking.artifact_dir() as tmp:
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        client.log_artifacts(parent_id, str(tmp))
+    if best is not None and not multi:
+        client.log_metric(parent_id, "best/objective", float(best["objective"]))
+        client.set_tag(parent_id, "mtlo.best_trial", best["trial_id"])
+        client.set_tag(parent_id, "mtlo.best_run_id", best.get("run_id") or "")
+    counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("FINISHED", "STOPPED", "FAILED")}
+    _log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
+    client.set_terminated(parent_id, "FINISHED")
+    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir))
+
+
+def _log_metrics(client: Any, run_id: str, values: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in values.items()])
+
+
+def _recorder(cfg: Config, experiment_id: str, parent_id: str, ctx: TrialContext, role: str,
+              base_tags: dict[str, str]) -> Any:
+    from orchestrator.search.recorder import MlflowTrials
+
+    return MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id, ctx=ctx,
+                        role=role, base_tags=base_tags)
+
+
+def _collect(grid: Any, recorder: Any, objective: Objective) -> list[dict[str, Any]]:
+    trials = []
+    for result in grid:
+        tid = result.metrics.get("trial_id") if result.metrics else None
+        tid = tid or Path(result.path).name
+        params = trial_params(result.config)
+        last = result.metrics or {}
+        tasks = str(last.get("tasks") or "+".join(objective.tasks)).split("+")
+        metrics: dict[str, dict[str, float]] = {}
+        for k, v in last.items():
+            if k.startswith("val/") and v is not None:
+                _, task, metric = k.split("/", 2)
+                metrics.setdefault(task, {})[metric] = float(v)
+        obj: Any
+        if objective.kind == "pareto":
+            obj = {k: last.get(k) for k in objective.metric_names if last.get(k) is not None}
+        else:
+            obj = last.get("objective")
+        status = recorder.status.get(tid) or ("FAILED" if result.error is not None else "FINISHED")
+        trials.append({"trial_id": tid, "run_id": recorder.runs.get(tid), "status": status, "params": params,
+                       "tasks": tasks, "metrics": metrics, "objective": obj,
+                       "epochs": int(last.get("epoch") or 0)})
+    return trials
+
+
+def _best(trials: list[dict[str, Any]], multi: bool) -> dict[str, Any] | None:
+    ok = [t for t in trials if t["status"] != "FAILED" and t["objective"] is not None]
+    if not ok:
+        return None
+    if multi:  # the Pareto front: no other trial at least as good on every task and better on one
+        def dominated(a: dict[str, Any]) -> bool:
+            return any(all(b["objective"].get(k, -1e9) >= v for k, v in a["objective"].items()) and
+                       any(b["objective"].get(k, -1e9) > v for k, v in a["objective"].items())
+                       for b in ok if b is not a)
+
+        front = [t for t in ok if not dominated(t)]
+        return {"pareto_front": front}
+    # among trials that ran every epoch where possible: an ASHA-stopped trial's score is from fewer epochs
+    return max(ok, key=lambda t: float(t["objective"]))
