@@ -62,7 +62,7 @@ class MlflowTrials(Callback):
             run = trial_run(self.ctx, trial.config)
             tr = run["train"]
             tags = {**self.base_tags, "mlflow.parentRunId": self.parent, "mtlo.trial_id": tid,
-                    "mtlo.role": self.role, "mtlo.tasks": ",".join(run["tasks"]),
+                    "mtlo.role": self.role, "mtlo.tasks": ",".join(sorted(run["tasks"])),
                     "mtlo.num_tasks": str(len(run["tasks"])), "mtlo.sharing": tr["sharing"],
                     "mtlo.weighting": tr["weighting"], "mtlo.schedule": tr["schedule"],
                     "mtlo.seed": str(tr["seed"]), "mtlo.status": "RUNNING"}
@@ -96,7 +96,8 @@ class MlflowTrials(Callback):
         self.status[trial.trial_id] = status
         last = self.results.get(trial.trial_id, {})
         with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
-            Path(tmp, "trial_config.yaml").write_text(yaml.safe_dump(trial_run(self.ctx, trial.config), sort_keys=False))
+            run = trial_run(self.ctx, trial.config)
+            Path(tmp, "trial_config.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
             final = {k: v for k, v in last.items() if k.startswith(("val/", "objective", "obj/"))}
             Path(tmp, "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
             self.client.log_artifacts(rid, tmp)

@@ -1,0 +1,119 @@
+"""``mtlo search`` end to end: Ray Tune + Optuna trials recorded as nested MLflow runs.
+
+Ray starts once for the module (a local 2-CPU instance); each test searches in its own folder.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.config import ConfigError, load_config
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "name": "e2e",
+    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
+    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "ner": {"source": "builtin:wnut_ner"}},
+    "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, "lr": 1e-3},
+    "search": {"space": "default", "num_samples": 4, "objective": "mean_score", "max_concurrent": 2},
+    "resources": {"cpus_per_trial": 1},
+    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e"},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write(workdir: Path, **over) -> Path:
+    data = json.loads(json.dumps(CONFIG))
+    for section, values in over.items():
+        data[section] = {**data[section], **values} if isinstance(values, dict) else values
+    path = workdir / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def client(workdir: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def test_four_trial_search_records_nested_runs(ray_local, workdir):
+    from orchestrator.search.runner import run_search
+
+    path = write(workdir)
+    out = run_search(load_config(path), path)
+    assert len(out.trials) == 4 and out.best is not None
+    c = client(workdir)
+    exp = c.get_experiment_by_name("e2e")
+    runs = c.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.info.run_id == out.parent_run_id][0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == out.parent_run_id]
+    assert len(children) == 4 and parent.info.status == "FINISHED"
+    assert {a.path for a in c.list_artifacts(parent.info.run_id)} >= {"config.yaml", "space.yaml", "summary.json"}
+    for child in children:
+        tags, params = child.data.tags, child.data.params
+        assert tags["mtlo.tasks"] == "ner,rt" and tags["mtlo.sharing"] in ("hard", "soft", "partial")
+        assert tags["mtlo.status"] in ("FINISHED", "STOPPED") and child.info.status == "FINISHED"
+        assert "param.lr" in params and params["train.sharing"] == tags["mtlo.sharing"]
+        trial = next(t for t in out.trials if t["run_id"] == child.info.run_id)
+        history = c.get_metric_history(child.info.run_id, "val/ner/f1")
+        assert [m.step for m in history] == list(range(1, trial["epochs"] + 1))  # one point per epoch
+        assert len(c.get_metric_history(child.info.run_id, "val/rt/accuracy")) == trial["epochs"]
+        assert {a.path for a in c.list_artifacts(child.info.run_id)} == {"trial_config.yaml", "final_metrics.json"}
+    best = max((t for t in out.trials), key=lambda t: t["objective"])
+    assert out.best["trial_id"] == best["trial_id"]
+    assert parent.data.tags["mtlo.best_run_id"] == best["run_id"]
+
+
+def test_mean_delta_trains_baselines_once_and_reuses_them(ray_local, workdir):
+    from orchestrator.search.runner import run_search
+
+    path = write(workdir, search={"space": "weights", "num_samples": 2, "objective": "mean_delta"})
+    first = run_search(load_config(path), path)
+    assert set(first.baselines) == {"rt", "ner"}
+    c = client(workdir)
+    exp = c.get_experiment_by_name("e2e")
+    baseline_runs = c.search_runs([exp.experiment_id], filter_string="tags.`mtlo.role` = 'baseline'")
+    assert sorted(r.data.tags["mtlo.tasks"] for r in baseline_runs) == ["ner", "rt"]
+    # the objective is the mean relative gain over the trial's tasks against those baselines
+    for t in first.trials:
+        deltas = [(t["metrics"][k][first.objective.main_metric[k]] - first.baselines[k]) / abs(first.baselines[k])
+                  for k in ("rt", "ner") if first.baselines[k]]
+        if len(deltas) == 2:
+            assert t["objective"] == pytest.approx(sum(deltas) / 2, rel=1e-6)
+    path = write(workdir, name="e2e-again", search={"space": "weights", "num_samples": 1, "objective": "mean_delta"})
+    second = run_search(load_config(path), path)
+    assert second.baselines == first.baselines
+    again = c.search_runs([exp.experiment_id], filter_string="tags.`mtlo.role` = 'baseline'")
+    assert len(again) == 2  # reused from MLflow, not retrained
+
+
+def test_existing_search_name_needs_resume(ray_local, workdir):
+    from orchestrator.search.runner import run_search
+
+    path = write(workdir, search={"num_samples": 1, "objective": "mean_score"})
+    (workdir / "ray_results" / "e2e").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already exists .* use --resume"):
+        run_search(load_config(path), path)
+    path = write(workdir, name="never-ran")
+    with pytest.raises(ConfigError, match="--resume: no interrupted search named 'never-ran'"):
+        run_search(load_config(path), path, resume=True)
