@@ -72,6 +72,16 @@ def check_space(cfg: Config, config_path: Path) -> SearchSpace:
     return space
 
 
+def _git_commit(where: Path) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
 def _baseline_key(cfg: Config, task: str) -> str:
     run = cfg.run_dict()
     blob = {"encoder": run["encoder"], "task": run["tasks"][task], "train": run["train"]}
@@ -139,6 +149,9 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                                          "mtlo.objective": cfg.search.objective,
                                          "mtlo.space": space.source})
         parent_id = parent.info.run_id
+        commit = _git_commit(config_path.resolve().parent)
+        if commit:
+            client.set_tag(parent_id, "mlflow.source.git.commit", commit)
         exp_dir.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
                                           "config": str(config_path.resolve())}))

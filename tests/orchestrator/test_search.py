@@ -117,3 +117,29 @@ def test_existing_search_name_needs_resume(ray_local, workdir):
     path = write(workdir, name="never-ran")
     with pytest.raises(ConfigError, match="--resume: no interrupted search named 'never-ran'"):
         run_search(load_config(path), path, resume=True)
+
+
+def test_cli_search_json_and_bad_space(workdir):
+    import subprocess
+    import sys
+
+    path = write(workdir, name="cli", search={"space": "weights", "num_samples": 2, "objective": "target",
+                                              "target": "rt"})
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"}
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", str(path), "--json"], cwd=workdir,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(out.stdout)  # stdout holds only the JSON
+    assert set(data) == {"name", "parent_run_id", "trials", "best"} and data["name"] == "cli"
+    assert len(data["trials"]) == 2
+    for t in data["trials"]:
+        assert set(t) >= {"trial_id", "run_id", "status", "params", "tasks", "metrics", "objective"}
+        assert set(t["params"]) == {"task_weight.rt", "task_weight.ner"}
+        assert t["objective"] == pytest.approx(t["metrics"]["rt"]["accuracy"])  # objective: target task
+    (workdir / "bad.yaml").write_text("lr: {float: [0.1, 0.01]}\n")
+    bad = write(workdir, name="bad", search={"space": "bad.yaml"})
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", str(bad)], cwd=workdir, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().endswith("bad.yaml: lr: low must be below high, got [0.1, 0.01]")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (workdir / "ray_results" / "bad").exists()  # nothing started

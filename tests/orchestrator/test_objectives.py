@@ -1,0 +1,50 @@
+"""Search objectives and the best-trial / Pareto-front choice, against hand-computed values."""
+
+import pytest
+
+from orchestrator.search.objectives import Objective
+from orchestrator.search.runner import _best
+
+MAIN = {"rt": "accuracy", "vader": "mse", "ner": "f1"}
+HIB = {"rt": True, "vader": False, "ner": True}
+ROW = {"val/rt/accuracy": 0.8, "val/vader/mse": 2.0, "val/ner/f1": 0.3}
+
+
+def obj(kind, **kw):
+    return Objective(kind, ("rt", "vader", "ner"), MAIN, HIB, **kw)
+
+
+def test_mean_score_signs_lower_is_better_metrics():
+    assert obj("mean_score").compute(ROW, ["rt", "vader", "ner"]) == {"objective": pytest.approx((0.8 - 2.0 + 0.3) / 3)}
+    assert obj("mean_score").compute(ROW, ["rt"]) == {"objective": pytest.approx(0.8)}  # only the trial's tasks
+
+
+def test_mean_delta_is_relative_gain_against_baselines():
+    o = obj("mean_delta", baselines={"rt": 0.75, "vader": 2.5, "ner": 0.25})
+    # rt: (0.8-0.75)/0.75 = 0.0667; vader (lower is better): -(2.0-2.5)/2.5 = 0.2; ner: (0.3-0.25)/0.25 = 0.2
+    assert o.compute(ROW, ["rt", "vader", "ner"])["objective"] == pytest.approx((0.05 / 0.75 + 0.2 + 0.2) / 3)
+    assert o.compute(ROW, ["vader"])["objective"] == pytest.approx(0.2)
+
+
+def test_target_and_pareto():
+    assert obj("target", target="vader").compute(ROW, ["rt", "vader"]) == {"objective": -2.0}
+    o = obj("pareto")
+    assert o.metric_names == ["obj/rt", "obj/vader", "obj/ner"]
+    assert o.compute(ROW, ["rt", "vader", "ner"]) == {"obj/rt": 0.8, "obj/vader": -2.0, "obj/ner": 0.3}
+
+
+def test_best_is_highest_objective_and_skips_failed_trials():
+    trials = [{"trial_id": "a", "status": "FINISHED", "objective": 0.5},
+              {"trial_id": "b", "status": "FAILED", "objective": 0.9},
+              {"trial_id": "c", "status": "STOPPED", "objective": 0.6}]
+    assert _best(trials, multi=False)["trial_id"] == "c"
+    assert _best([trials[1]], multi=False) is None
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_trials():
+    def t(tid, a, b):
+        return {"trial_id": tid, "status": "FINISHED", "objective": {"obj/x": a, "obj/y": b}}
+
+    trials = [t("p", 0.9, 0.1), t("q", 0.5, 0.5), t("r", 0.1, 0.9), t("d", 0.4, 0.4), t("e", 0.9, 0.05)]
+    front = _best(trials, multi=True)["pareto_front"]
+    assert sorted(x["trial_id"] for x in front) == ["p", "q", "r"]  # d < q on both; e < p on y
