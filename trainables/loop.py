@@ -134,7 +134,7 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
     return Experiment(spec, data, types, main, model.to(device), weighting.to(device), pad, device)
 
 
-def _stream(n: int, batch_size: int, lengths: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def _stream(batch_size: int, lengths: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
     while True:  # reshuffled each pass; smaller tasks cycle under joint/round-robin schedules
         yield from length_grouped_batches(lengths, batch_size, rng)
 
@@ -195,13 +195,19 @@ def _optimizer(exp: Experiment) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=tr.lr, fused=fused)
 
 
-def fit(exp: Experiment, report: Report) -> TrainResult:
+def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
+        save_state: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``exp``; ``report`` gets one row per epoch.
+
+    ``save_state`` (if given) receives, at the end of every epoch and before that epoch's
+    ``report``, everything needed to continue later; ``state`` continues such a run from
+    the epoch after the one it was saved at.
+    """
     tr = exp.spec.train
     seed_everything(tr.seed)
     rng = np.random.default_rng(tr.seed)
     sched = schedule(tr.schedule)
     per_pass = {t: math.ceil(len(d.train) / tr.batch_size) for t, d in exp.data.items()}
-    streams = {t: _stream(len(d.train), tr.batch_size, d.train.lengths, rng) for t, d in exp.data.items()}
     steps_per_epoch = len(sched.plan(per_pass, np.random.default_rng(0), temperature=tr.temperature))
     total_steps = tr.epochs * steps_per_epoch
     if tr.max_steps is not None:
@@ -222,10 +228,28 @@ def fit(exp: Experiment, report: Report) -> TrainResult:
     stale = 0
     stopped = "epochs"
     history: list[dict[str, Any]] = []
-    for epoch in range(1, tr.epochs + 1):
+    first_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        exp.weighting.load_state_dict(state["weighting"])
+        exp.weighting.load_extra_state(state["weighting_extra"])
+        optim.load_state_dict(state["optim"])
+        lr_sched.load_state_dict(state["lr_sched"])
+        rng.bit_generator.state = state["rng"]
+        torch.random.set_rng_state(state["torch_rng"])
+        step, examples, stale, best = state["step"], state["examples"], state["stale"], state["best"]
+        history = list(state["history"])
+        first_epoch = state["epoch"] + 1
+        start -= history[-1]["seconds"] if history else 0.0
+        if state.get("stopped"):
+            first_epoch = tr.epochs + 1  # it had already stopped: nothing left to train
+            stopped = state["stopped"]
+    for epoch in range(first_epoch, tr.epochs + 1):
         loss_sum = {t: 0.0 for t in exp.tasks}
         loss_n = {t: 0 for t in exp.tasks}
         weights: dict[str, float] = {}
+        # fresh passes every epoch, drawn from the run's rng: a resumed run repeats them exactly
+        streams = {t: _stream(tr.batch_size, d.train.lengths, rng) for t, d in exp.data.items()}
         for step_tasks in sched.plan(per_pass, rng, temperature=tr.temperature):
             if step >= total_steps:
                 break
@@ -263,7 +287,6 @@ def fit(exp: Experiment, report: Report) -> TrainResult:
         row.update({f"train/{t}/loss": v for t, v in mean_losses.items()})
         row.update({f"weight/{t}": v for t, v in weights.items()})
         history.append(row)
-        report(row)
         if best is None or score > best["objective"] + tr.min_delta:
             stale = 0
         else:
@@ -272,9 +295,19 @@ def fit(exp: Experiment, report: Report) -> TrainResult:
             best = {"objective": score, "epoch": epoch, "step": step, "metrics": metrics}
         if step >= total_steps and epoch < tr.epochs:
             stopped = "max_steps"
-            break
-        if tr.patience is not None and stale >= tr.patience:
+        elif tr.patience is not None and stale >= tr.patience:
             stopped = "patience"
+        if save_state is not None:
+            save_state({
+                "model": model.state_dict(), "weighting": exp.weighting.state_dict(),
+                "weighting_extra": exp.weighting.extra_state(), "optim": optim.state_dict(),
+                "lr_sched": lr_sched.state_dict(), "rng": rng.bit_generator.state,
+                "torch_rng": torch.random.get_rng_state(), "epoch": epoch, "step": step, "examples": examples,
+                "stale": stale, "best": dict(best), "history": list(history),
+                "stopped": stopped if stopped != "epochs" else None,
+            })
+        report(row)
+        if stopped != "epochs":
             break
     assert best is not None
     return TrainResult(

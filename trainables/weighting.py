@@ -57,6 +57,13 @@ class Weighting(nn.Module, ABC):
         """Wraps the training forward pass (a method may need differentiable kernels)."""
         return nullcontext()
 
+    def extra_state(self) -> dict[str, Any]:
+        """State kept outside parameters and buffers (for checkpoints)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+
     def _weighted_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
         total = sum(weights[t] * loss for t, loss in losses.items())
         total.backward()  # type: ignore[union-attr]
@@ -151,6 +158,13 @@ class DWA(Weighting):
         ratios = {t: last[t] / prev[t] if prev.get(t) else 1.0 for t in self.tasks if t in last}
         z = sum(math.exp(r / self.temperature) for r in ratios.values())
         self.current = {t: len(ratios) * math.exp(r / self.temperature) / z for t, r in ratios.items()}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"history": self.history, "current": self.current}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.history = [dict(h) for h in state["history"]]
+        self.current = dict(state["current"])
 
     def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
         w = {t: self.current.get(t, 1.0) for t in losses}

@@ -94,3 +94,25 @@ def test_objective_is_signed_mean_of_main_metrics(tiny):
     exp = build(tiny)
     m = {"rt": {"accuracy": 0.8}, "vader": {"pearson": 0.5}, "ner": {"f1": 0.2}}
     assert objective(exp, m) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("weighting", ["static", "dwa", "gradnorm"])
+def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting):
+    cfg = tiny_config(epochs=3, weighting=weighting, device="cpu")
+    full, _ = run(cfg)
+    rows: list[dict] = []
+
+    def save(state: dict) -> None:  # as a checkpoint does: to a file, at once (weights_only load)
+        torch.save(state, tmp_path / f"epoch{state['epoch']}.pt")
+
+    fit(build(cfg), rows.append, save_state=save)
+    state = torch.load(tmp_path / "epoch1.pt", weights_only=True)
+    resumed: list[dict] = []
+    result = fit(build(cfg), resumed.append, state=state)
+    assert [r["epoch"] for r in resumed] == [2, 3]  # only the epochs after the saved one
+    assert result.epochs == 3 and result.steps == full[-1]["step"]
+    assert [len(h) for h in [full, rows]] == [3, 3]
+    # weights, optimizer, schedule, loss-weighting state and batch order all restored: on CPU the
+    # resumed epochs are the uninterrupted run's epochs, number for number
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(full[1:])
