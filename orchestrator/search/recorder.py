@@ -57,6 +57,8 @@ class MlflowTrials(Callback):
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
+        if tid not in self.runs:  # a resumed search may have made it before this callback was saved
+            self.runs.update(self._existing())
         if tid not in self.runs:
             params = trial_params(trial.config)
             run = trial_run(self.ctx, trial.config)

@@ -185,6 +185,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                 param_space={"__mtlo_fixed": tune.grid_search([{"tasks": t} for t in missing])},
                 tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=cfg.search.max_concurrent),
                 run_config=tune.RunConfig(name=f"{cfg.name}-baselines", storage_path=str(storage), verbose=0,
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                           callbacks=[recorder, Progress(len(missing), "baseline", None)],
                                           failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
             )
@@ -238,10 +239,11 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                                         max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name="search", storage_path=str(exp_dir), verbose=0,
                                       callbacks=[recorder, progress],
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
     grid = _tuner_fit(tuner, as_json)
-    trials = _collect(grid, recorder, objective)
+    trials = _collect(grid, client, experiment_id, parent_id, objective)
     best = _best(trials, multi)
     summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
                "best": best, "seconds": time.time() - started}
@@ -273,7 +275,13 @@ def _recorder(cfg: Config, experiment_id: str, parent_id: str, ctx: TrialContext
                         role=role, base_tags=base_tags)
 
 
-def _collect(grid: Any, recorder: Any, objective: Objective) -> list[dict[str, Any]]:
+def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objective: Objective
+             ) -> list[dict[str, Any]]:
+    """Trials as Ray reports them, joined with their MLflow child runs (by ``mtlo.trial_id``;
+    after ``--resume`` the callbacks that made them are Ray's restored copies, not ours)."""
+    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' "
+                                  "and tags.`mtlo.role` = 'trial'", max_results=10000)
+    by_trial = {r.data.tags["mtlo.trial_id"]: r for r in children if "mtlo.trial_id" in r.data.tags}
     trials = []
     for result in grid:
         tid = result.metrics.get("trial_id") if result.metrics else None
@@ -291,8 +299,11 @@ def _collect(grid: Any, recorder: Any, objective: Objective) -> list[dict[str, A
             obj = {k: last.get(k) for k in objective.metric_names if last.get(k) is not None}
         else:
             obj = last.get("objective")
-        status = recorder.status.get(tid) or ("FAILED" if result.error is not None else "FINISHED")
-        trials.append({"trial_id": tid, "run_id": recorder.runs.get(tid), "status": status, "params": params,
+        child = by_trial.get(tid)
+        status = (child.data.tags.get("mtlo.status") if child else None) or \
+            ("FAILED" if result.error is not None else "FINISHED")
+        trials.append({"trial_id": tid, "run_id": child.info.run_id if child else None, "status": status,
+                       "params": params,
                        "tasks": tasks, "metrics": metrics, "objective": obj,
                        "epochs": int(last.get("epoch") or 0)})
     return trials

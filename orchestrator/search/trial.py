@@ -22,6 +22,7 @@ class TrialContext:
     run: dict[str, Any]  # the config's run dict (encoder, tasks, train)
     objective: Objective
     cpus_per_trial: float
+    checkpoint: bool = True
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -38,14 +39,31 @@ def trial_run(ctx: TrialContext, config: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
+STATE_FILE = "state.pt"
+
+
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Train one configuration and report every epoch to Ray Tune with the objective."""
+    """Train one configuration and report every epoch to Ray Tune with the objective.
+
+    Every epoch's report carries a checkpoint of the whole training state; a trial that
+    Ray restarts (a resumed search, a retried failure) continues from its last epoch.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import torch
     from ray import tune
 
-    from trainables import train
+    from trainables import build, fit
 
     run = trial_run(ctx, config)
     tasks = list(run["tasks"])
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+    pending: dict[str, Any] = {}
 
     def report(row: dict[str, Any]) -> None:
         out = dict(row)
@@ -54,6 +72,16 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
             if isinstance(v, float) and not math.isfinite(v):
                 out[k] = None  # an undefined metric is missing, never NaN, for the searcher
         out["tasks"] = "+".join(tasks)
-        tune.report(out)
+        saved = pending.pop("state", None)
+        if saved is None:
+            tune.report(out)
+            return
+        with tempfile.TemporaryDirectory(prefix="mtlo-ckpt-") as folder:
+            torch.save(saved, Path(folder) / STATE_FILE)
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train(run, report)
+    def save_state(st: dict[str, Any]) -> None:
+        if ctx.checkpoint:
+            pending["state"] = st
+
+    fit(build(run), report, state=state, save_state=save_state)
