@@ -46,6 +46,9 @@ class ResourcesConfig(_Strict):
 
 class RayConfig(_Strict):
     address: str | None = None
+    # where Ray Tune keeps trial checkpoints and experiment state; on a multi-node cluster a
+    # folder every node mounts at the same path (NFS); default ./ray_results
+    storage: str | None = None
 
 
 class MlflowConfig(_Strict):
@@ -164,7 +167,14 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     encoder = cfg.encoder
     if not encoder.model.startswith("builtin:") and encoder.model.startswith((".", "/", "~")):
         encoder = EncoderSpec(**{**encoder.__dict__, "model": _resolve(encoder.model, base)})
-    return cfg.model_copy(update={"tasks": tasks, "encoder": encoder})
+    mlflow_cfg = cfg.mlflow
+    uri = mlflow_cfg.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # relative to the working directory, made absolute once: MLflow caches stores by URI,
+        # and Ray workers run elsewhere
+        db = Path(uri.removeprefix("sqlite:///")).expanduser()
+        mlflow_cfg = mlflow_cfg.model_copy(update={"tracking_uri": f"sqlite:///{db.resolve()}"})
+    return cfg.model_copy(update={"tasks": tasks, "encoder": encoder, "mlflow": mlflow_cfg})
 
 
 def load_config(path: str | Path, sets: list[str] | None = None) -> Config:

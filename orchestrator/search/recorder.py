@@ -91,6 +91,8 @@ class MlflowTrials(Callback):
         ts = int(time.time() * 1000)
         row = metric_row({k: v for k, v in result.items() if k not in _SKIP and v is not None})
         self.client.log_batch(rid, metrics=[Metric(k, v, ts, step) for k, v in row.items()])
+        if result.get("node_id"):
+            self.client.set_tag(rid, "mtlo.node_id", str(result["node_id"]))
         self.results[trial.trial_id] = dict(result)
 
     def _finish(self, trial: Any, status: str, error: str | None = None) -> None:

@@ -72,6 +72,23 @@ def check_space(cfg: Config, config_path: Path) -> SearchSpace:
     return space
 
 
+def check_cluster(cfg: Config, storage: Path) -> None:
+    """Refuse, before any trial starts, a setup whose trials cannot all reach their storage.
+
+    Metrics and artifacts go to MLflow from the driver only, so any tracking store works;
+    but trials write checkpoints to Ray's storage folder, which on a cluster of several
+    nodes must be one every node mounts (the driver's ./ray_results is not).
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and cfg.ray.storage is None:
+        raise ConfigError(
+            f"ray.storage: the Ray cluster has {len(nodes)} nodes, but trial checkpoints would go to {storage}, "
+            "a folder on the driver's machine that worker nodes cannot reach; set ray.storage to a folder "
+            "every node mounts at the same path (NFS)")
+
+
 def _git_commit(where: Path) -> str | None:
     import subprocess
 
@@ -127,7 +144,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     tasks = list(cfg.tasks)
     objective = Objective(cfg.search.objective, tuple(tasks), {t: i.main_metric for t, i in info.items()},
                           {t: i.higher_is_better for t, i in info.items()}, target=cfg.search.target)
-    storage = Path("ray_results").resolve()
+    storage = Path(cfg.ray.storage or "ray_results").expanduser().resolve()
     exp_dir = storage / cfg.name
     state_path = exp_dir / STATE_FILE
     if resume and not state_path.is_file():
@@ -135,6 +152,9 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     if not resume and exp_dir.exists():
         raise ConfigError(f"search '{cfg.name}' already exists under {storage}: use --resume to continue it, "
                           "or give it another name (--set name=...)")
+
+    _ray_init(address or cfg.ray.address, cfg)
+    check_cluster(cfg, storage)
 
     mlflow = tracking.configure(cfg)
     client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
@@ -166,7 +186,6 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
             (tmp / "space.yaml").write_text(Path(space.source).read_text())
             client.log_artifacts(parent_id, str(tmp))
 
-    _ray_init(address or cfg.ray.address, cfg)
     res = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "search", "mtlo.encoder": cfg.encoder.model}
     started = time.time()

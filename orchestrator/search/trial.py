@@ -56,8 +56,11 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
 
     from trainables import build, fit
 
+    import ray
+
     run = trial_run(ctx, config)
     tasks = list(run["tasks"])
+    node_id = ray.get_runtime_context().get_node_id()
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -72,6 +75,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
             if isinstance(v, float) and not math.isfinite(v):
                 out[k] = None  # an undefined metric is missing, never NaN, for the searcher
         out["tasks"] = "+".join(tasks)
+        out["node_id"] = node_id
         saved = pending.pop("state", None)
         if saved is None:
             tune.report(out)

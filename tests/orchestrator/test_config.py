@@ -23,7 +23,7 @@ def write(tmp_path: Path, data: object) -> Path:
 def test_defaults_fill_every_section(tmp_path):
     cfg = load_config(write(tmp_path, BASE))
     assert cfg.train.epochs == 3 and cfg.train.sharing == "hard"
-    assert cfg.mlflow.tracking_uri == "sqlite:///mlflow.db" and cfg.experiment == "t"
+    assert cfg.mlflow.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}" and cfg.experiment == "t"
     assert set(cfg.run_dict()) == {"encoder", "tasks", "train"}
 
 
