@@ -51,12 +51,11 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     import tempfile
     from pathlib import Path
 
+    import ray
     import torch
     from ray import tune
 
     from trainables import build, fit
-
-    import ray
 
     run = trial_run(ctx, config)
     tasks = list(run["tasks"])
