@@ -54,6 +54,23 @@ def run_tags(cfg: Config, *, command: str) -> dict[str, str]:
     }
 
 
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Log many params in one call (MLflow caps a value at 6000 characters)."""
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+
+def log_metrics(client: Any, run_id: str, values: dict[str, float], *, step: int = 0) -> None:
+    """Log many metrics at one step in one call."""
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+
+
 def metric_row(row: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}
 

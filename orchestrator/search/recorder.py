@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 from ray.tune import Callback
 
 from orchestrator.search.trial import TrialContext, trial_params, trial_run
-from orchestrator.tracking import flatten, metric_row
+from orchestrator.tracking import flatten, log_metrics, log_params, metric_row
 
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
@@ -73,9 +72,7 @@ class MlflowTrials(Callback):
             flat = {f"param.{k}": v for k, v in params.items()}
             flat.update(flatten({"train": tr}))
             flat.update({f"task.{t}.source": s["source"] for t, s in run["tasks"].items()})
-            from mlflow.entities import Param
-
-            self.client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+            log_params(self.client, rid, flat)
             self.runs[tid] = rid
         return self.runs[tid]
 
@@ -84,13 +81,10 @@ class MlflowTrials(Callback):
         self.status[trial.trial_id] = "RUNNING"
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        from mlflow.entities import Metric
-
         rid = self.run_id(trial)
         step = int(result.get("epoch") or result.get("training_iteration") or 0)
-        ts = int(time.time() * 1000)
         row = metric_row({k: v for k, v in result.items() if k not in _SKIP and v is not None})
-        self.client.log_batch(rid, metrics=[Metric(k, v, ts, step) for k, v in row.items()])
+        log_metrics(self.client, rid, row, step=step)
         if result.get("node_id"):
             self.client.set_tag(rid, "mtlo.node_id", str(result["node_id"]))
         self.results[trial.trial_id] = dict(result)

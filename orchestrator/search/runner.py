@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class SearchOutcome:
     storage: str = ""
 
 
-def _ray_init(address: str | None, cfg: Config) -> None:
+def _ray_init(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -58,8 +58,8 @@ def _ray_init(address: str | None, cfg: Config) -> None:
                               "logging_level": "ERROR", "configure_logging": True}
     if address:
         ray.init(address=address, **kwargs)
-    else:  # a local Ray on this machine, reachable from loopback only
-        ray.init(_node_ip_address="127.0.0.1", **kwargs)
+    else:  # a new local Ray on this machine (never another user's running one), loopback only
+        ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
 
 
 def check_space(cfg: Config, config_path: Path) -> SearchSpace:
@@ -153,7 +153,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         raise ConfigError(f"search '{cfg.name}' already exists under {storage}: use --resume to continue it, "
                           "or give it another name (--set name=...)")
 
-    _ray_init(address or cfg.ray.address, cfg)
+    _ray_init(address or cfg.ray.address)
     check_cluster(cfg, storage)
 
     mlflow = tracking.configure(cfg)
@@ -175,12 +175,10 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         exp_dir.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
                                           "config": str(config_path.resolve())}))
-        from mlflow.entities import Param
-
         params = tracking.run_params(cfg)
         params.update(tracking.flatten({"search": cfg.search.model_dump(mode="json"),
                                         "resources": cfg.resources.model_dump(mode="json")}))
-        client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        tracking.log_params(client, parent_id, params)
         with tracking.artifact_dir() as tmp:
             (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
             (tmp / "space.yaml").write_text(Path(space.source).read_text())
@@ -196,8 +194,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         missing = [t for t in tasks if t not in baselines]
         if missing:
             err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
-            ctx = TrialContext(run, Objective("mean_score", objective.tasks, objective.main_metric,
-                                              objective.higher_is_better), cfg.resources.cpus_per_trial)
+            ctx = TrialContext(run, replace(objective, kind="mean_score"), cfg.resources.cpus_per_trial)
             recorder = _recorder(cfg, experiment_id, parent_id, ctx, "baseline", base_tags)
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res),
@@ -223,9 +220,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
             if still:
                 client.set_terminated(parent_id, "FAILED")
                 raise RuntimeError(f"single-task baseline(s) failed: {', '.join(still)} (see MLflow)")
-        objective = Objective(objective.kind, objective.tasks, objective.main_metric, objective.higher_is_better,
-                              target=objective.target, baselines=baselines)
-        _log_metrics(client, parent_id, {f"baseline/{t}": v for t, v in baselines.items()})
+        objective = replace(objective, baselines=baselines)
+        tracking.log_metrics(client, parent_id, {f"baseline/{t}": v for t, v in baselines.items()})
 
     ctx = TrialContext(run, objective, cfg.resources.cpus_per_trial)
     metrics = objective.metric_names
@@ -274,16 +270,9 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         client.set_tag(parent_id, "mtlo.best_trial", best["trial_id"])
         client.set_tag(parent_id, "mtlo.best_run_id", best.get("run_id") or "")
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("FINISHED", "STOPPED", "FAILED")}
-    _log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
+    tracking.log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
     client.set_terminated(parent_id, "FINISHED")
     return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir))
-
-
-def _log_metrics(client: Any, run_id: str, values: dict[str, float]) -> None:
-    from mlflow.entities import Metric
-
-    ts = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in values.items()])
 
 
 def _recorder(cfg: Config, experiment_id: str, parent_id: str, ctx: TrialContext, role: str,

@@ -30,7 +30,7 @@ def ray_local():
     import ray
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -1,7 +1,6 @@
 """Data sources, checks, deterministic splits and tokenization."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,14 +66,10 @@ def test_tokenized_data_is_cached_on_disk_and_reused():
     assert second.label_names == ["ham", "spam"]
 
 
-def test_tagging_labels_sit_on_first_subtoken_only():
-    path = Path(__file__).parent / "x.conll"
-    d = None
-    try:
-        path.write_text("Washingtonians\tB-geo\nlove\tO\nSeattle\tB-geo\n\nhi\tO\nBob\tB-per\n\n" * 5)
-        d = load("tags", TaskSpec(source=f"conll:{path}"), val_fraction=0.5)
-    finally:
-        path.unlink()
+def test_tagging_labels_sit_on_first_subtoken_only(tmp_path):
+    path = tmp_path / "x.conll"
+    path.write_text("Washingtonians\tB-geo\nlove\tO\nSeattle\tB-geo\n\nhi\tO\nBob\tB-per\n\n" * 5)
+    d = load("tags", TaskSpec(source=f"conll:{path}"), val_fraction=0.5)
     labels = d.train.labels[d.train.offsets[0]: d.train.offsets[1]].tolist()
     words = [lab for lab in labels if lab != -100]
     # CLS and SEP are -100; every word has exactly one labelled sub-token
