@@ -27,7 +27,7 @@ $(TEST_STAMP): $(STAMP)
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mtlo train examples/quickstart.yaml
+	$(BIN)/mtlo search examples/quickstart.yaml --set name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q

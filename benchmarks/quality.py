@@ -62,7 +62,7 @@ def run(config: dict, tasks: list[str], seed: int) -> tuple[dict, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default=str(ROOT / "examples" / "quickstart.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "benchmarks" / "configs" / "five_tasks.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """Quickstart variants (schedule, weighting, sharing, lr, epochs) on all five quickstart tasks,
 two seeds each, plus wnut_ner alone: which settings let every task learn.
 
-    python benchmarks/variants.py [--config examples/quickstart.yaml] [--seeds 0 1]
+    python benchmarks/variants.py [--config benchmarks/configs/five_tasks.yaml] [--seeds 0 1]
 
 Results of one run on an H100 are in benchmarks/results/variants_gpu.log (that run used
 the quickstart with ``schedule: joint``, the setting before this study).
@@ -33,7 +33,7 @@ VARIANTS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"))
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parent / "configs" / "five_tasks.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = ap.parse_args()
     base = yaml.safe_load(Path(args.config).read_text())

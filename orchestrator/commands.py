@@ -103,11 +103,15 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
 
 def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
                num_samples: int | None) -> int:
+    import os
     from pathlib import Path
 
+    cfg = load_config(config_path, sets)
+    if not (address or cfg.ray.address):
+        # a local Ray listens on loopback only; Ray reads this once, when first imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from orchestrator.search.runner import run_search
 
-    cfg = load_config(config_path, sets)
     out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
                      as_json=as_json)
     if as_json:

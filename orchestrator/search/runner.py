@@ -52,14 +52,14 @@ def _ray_init(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines, not Ray's tables
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": "ERROR", "configure_logging": True}
     if address:
         ray.init(address=address, **kwargs)
-    else:  # a new local Ray on this machine (never another user's running one), loopback only
-        ray.init(address="local", _node_ip_address="127.0.0.1", **kwargs)
+    else:  # a new local Ray on this machine (never another user's running one); loopback only
+        # where the CLI set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray was imported
+        ray.init(address="local", **kwargs)
 
 
 def check_space(cfg: Config, config_path: Path) -> SearchSpace:
@@ -77,16 +77,40 @@ def check_cluster(cfg: Config, storage: Path) -> None:
 
     Metrics and artifacts go to MLflow from the driver only, so any tracking store works;
     but trials write checkpoints to Ray's storage folder, which on a cluster of several
-    nodes must be one every node mounts (the driver's ./ray_results is not).
+    nodes must be one every node mounts at the same path (the driver's ./ray_results is
+    not). A marker file written here must be visible from every node.
     """
+    import uuid
+
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and cfg.ray.storage is None:
+    if len(nodes) <= 1:
+        return
+    if cfg.ray.storage is None:
         raise ConfigError(
             f"ray.storage: the Ray cluster has {len(nodes)} nodes, but trial checkpoints would go to {storage}, "
             "a folder on the driver's machine that worker nodes cannot reach; set ray.storage to a folder "
             "every node mounts at the same path (NFS)")
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f".mtlo-probe-{uuid.uuid4().hex}"
+    marker.write_text("mtlo")
+
+    @ray.remote(num_cpus=0)
+    def visible(path: str) -> bool:
+        return Path(path).is_file()
+
+    try:
+        probes = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: visible.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes}
+        blind = [name for name, ref in probes.items() if not ray.get(ref, timeout=120)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ConfigError(f"ray.storage: {storage} is not visible from node(s) {', '.join(blind)}; "
+                          "set it to a folder every node mounts at the same path (NFS)")
 
 
 def _git_commit(where: Path) -> str | None:
@@ -125,11 +149,14 @@ def _best_epoch_value(history: list[dict[str, Any]], task: str, objective: Objec
     return max(vals) if objective.higher_is_better[task] else min(vals)
 
 
-def _tuner_fit(tuner: Any, as_json: bool) -> Any:
+def _tuner_fit(tuner: Any, as_json: bool, progress: Progress) -> Any:
     # Ray writes some notices to stdout; with --json, stdout carries only our JSON
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
-    with redirect:
-        return tuner.fit()
+    try:
+        with redirect:
+            return tuner.fit()
+    finally:
+        progress.close()  # the live table ends on Ctrl-C too
 
 
 def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None, resume: bool = False,
@@ -196,16 +223,17 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
             err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
             ctx = TrialContext(run, replace(objective, kind="mean_score"), cfg.resources.cpus_per_trial)
             recorder = _recorder(cfg, experiment_id, parent_id, ctx, "baseline", base_tags)
+            progress = Progress(len(missing), "baseline", None, epochs=cfg.train.epochs)
             tuner = tune.Tuner(
                 tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res),
                 param_space={"__mtlo_fixed": tune.grid_search([{"tasks": t} for t in missing])},
                 tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=cfg.search.max_concurrent),
                 run_config=tune.RunConfig(name=f"{cfg.name}-baselines", storage_path=str(storage), verbose=0,
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                          callbacks=[recorder, Progress(len(missing), "baseline", None)],
+                                          callbacks=[recorder, progress],
                                           failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
             )
-            grid = _tuner_fit(tuner, as_json)
+            grid = _tuner_fit(tuner, as_json, progress)
             for result in grid:
                 if result.error is not None or result.metrics_dataframe is None:
                     continue
@@ -241,7 +269,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                       max_t=cfg.train.epochs, grace_period=1, reduction_factor=2)
     n = num_samples or cfg.search.num_samples
     recorder = _recorder(cfg, experiment_id, parent_id, ctx, "trial", base_tags)
-    progress = Progress(n, "trial", None if multi else "objective")
+    progress = Progress(n, "trial", None if multi else "objective", epochs=cfg.train.epochs)
     trainable_res = tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res)
     search_dir = exp_dir / "search"
     if resume and tune.Tuner.can_restore(str(search_dir)):
@@ -257,7 +285,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
-    grid = _tuner_fit(tuner, as_json)
+    grid = _tuner_fit(tuner, as_json, progress)
     trials = _collect(grid, client, experiment_id, parent_id, objective)
     best = _best(trials, multi)
     summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
@@ -313,7 +341,8 @@ def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objecti
         trials.append({"trial_id": tid, "run_id": child.info.run_id if child else None, "status": status,
                        "params": params,
                        "tasks": tasks, "metrics": metrics, "objective": obj,
-                       "epochs": int(last.get("epoch") or 0)})
+                       "epochs": int(last.get("epoch") or 0),
+                       "seconds": float(last.get("time_total_s") or 0.0)})
     return trials
 
 

@@ -1,0 +1,198 @@
+"""Orchestration overhead: the same N trials run three ways, in one run of this script.
+
+1. ``mtlo``: ``mtlo search benchmarks/configs/overhead.yaml --json`` (a subprocess, as a
+   user runs it: config checks, data check, local Ray, OptunaSearch, MLflow parent and
+   child runs with per-epoch metrics and artifacts, per-epoch checkpoints).
+2. ``handwritten``: a plain script a user would write without mtlo (a subprocess): Ray
+   Tune + ``OptunaSearch`` (fed the same configurations as ``points_to_evaluate``) +
+   Ray's own ``MLflowLoggerCallback``, calling the same trial function
+   (``trainables.train``) with the same resources; no checkpoints.
+3. ``sequential``: the same configurations one after another in one process, no Ray, no
+   MLflow, one torch thread each (what every trial gets in 1 and 2). The sum of its trial
+   times is the trial compute; ideal wall time = compute / concurrency.
+
+The configurations come from mtlo's first run (Optuna's seeded TPE: the first 10 are its
+seeded random start-up trials, the same in every run; checked). ASHA is off (``fifo``) so
+every way runs every epoch. Data is tokenized once beforehand (every way reads the cache).
+The ways alternate in order across repeats; the script prints medians and ratios and
+writes ``benchmarks/results/overhead.json``.
+
+    .venv/bin/python benchmarks/overhead.py [--trials 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "benchmarks" / "configs" / "overhead.yaml"
+BIN = Path(sys.executable).parent
+
+HANDWRITTEN = r'''
+import json, os, sys, time
+import optuna, ray
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.search.optuna import OptunaSearch
+import yaml
+from trainables import train
+
+base = yaml.safe_load(open(sys.argv[1]))
+configs = json.load(open(sys.argv[2]))
+workdir = sys.argv[3]
+
+def trial(config):
+    run = {k: json.loads(json.dumps(base[k])) for k in ("encoder", "tasks", "train")}
+    run["train"].update(config)
+    run["train"]["num_threads"] = 1
+    def report(row):
+        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+    train(run, report)
+
+ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+         log_to_driver=False, logging_level="ERROR")
+space = {"lr": optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True),
+         "weighting": optuna.distributions.CategoricalDistribution(["static", "uncertainty", "dwa"])}
+searcher = OptunaSearch(space=space, metric="objective", mode="max", points_to_evaluate=configs,
+                        sampler=optuna.samplers.TPESampler(seed=0))
+tuner = tune.Tuner(
+    tune.with_resources(trial, {"cpu": 1}),
+    tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=2),
+    run_config=tune.RunConfig(
+        name="handwritten", storage_path=os.path.join(workdir, "ray_results"), verbose=0,
+        callbacks=[MLflowLoggerCallback(tracking_uri="sqlite:///" + os.path.join(workdir, "mlflow.db"),
+                                        experiment_name="handwritten", save_artifact=False)]))
+grid = tuner.fit()
+print(json.dumps({"errors": sum(1 for r in grid if r.error is not None), "trials": len(grid)}))
+'''
+
+SEQUENTIAL = r'''
+import json, sys, time
+import yaml
+from trainables import train
+
+base = yaml.safe_load(open(sys.argv[1]))
+configs = json.load(open(sys.argv[2]))
+seconds = []
+for config in configs:
+    run = {k: json.loads(json.dumps(base[k])) for k in ("encoder", "tasks", "train")}
+    run["train"].update(config)
+    run["train"]["num_threads"] = 1
+    t0 = time.perf_counter()
+    train(run, lambda row: None)
+    seconds.append(time.perf_counter() - t0)
+print(json.dumps({"trial_seconds": seconds}))
+'''
+
+
+def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return seconds, out.stdout
+
+
+def run_mtlo(n: int, env: dict[str, str], work: Path, tag: str) -> tuple[float, list[dict[str, Any]], float]:
+    work.mkdir(parents=True)
+    seconds, stdout = _run([str(BIN / "mtlo"), "search", str(CONFIG), "--json", "--num-samples", str(n),
+                            "--set", f"name=overhead-{tag}",
+                            "--set", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+                            "--set", f"ray.storage={work / 'ray_results'}"], env, work)
+    out = json.loads(stdout)
+    bad = [t for t in out["trials"] if t["status"] != "FINISHED"]
+    if bad:
+        raise SystemExit(f"mtlo: {len(bad)} trial(s) did not finish: {bad}")
+    configs = [{k: t["params"][k] for k in ("lr", "weighting")} for t in out["trials"]]
+    in_trials = sum(t["seconds"] for t in out["trials"])  # training time as Ray measured it per trial
+    return seconds, sorted(configs, key=lambda c: json.dumps(c, sort_keys=True)), in_trials
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "overhead.json"))
+    args = ap.parse_args()
+
+    base = yaml.safe_load(CONFIG.read_text())
+    with tempfile.TemporaryDirectory(prefix="mtlo-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = {**os.environ, "MTLO_CACHE_DIR": str(tmp / "cache"), "MLFLOW_DISABLE_TELEMETRY": "true",
+               "RAY_AIR_NEW_OUTPUT": "0", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+        # tokenize once: every way below reads the cache
+        _run([sys.executable, "-c", "import sys, yaml; from trainables import inspect_tasks; "
+              "inspect_tasks(yaml.safe_load(open(sys.argv[1])))", str(CONFIG)], env, ROOT)
+        (tmp / "hand.py").write_text(HANDWRITTEN)
+        (tmp / "seq.py").write_text(SEQUENTIAL)
+
+        walls: dict[str, list[float]] = {"mtlo": [], "handwritten": [], "sequential": []}
+        compute: list[float] = []
+        mtlo_trial_seconds: list[float] = []
+        configs: list[dict[str, Any]] | None = None
+        orders = [("mtlo", "handwritten", "sequential"), ("handwritten", "sequential", "mtlo"),
+                  ("sequential", "mtlo", "handwritten")]
+        for rep in range(args.repeats):
+            order = orders[rep % 3] if configs is not None else ("mtlo", "handwritten", "sequential")
+            for way in order:
+                work = tmp / f"{way}-{rep}"
+                if way == "mtlo":
+                    seconds, seen, in_trials = run_mtlo(args.trials, env, work, str(rep))
+                    mtlo_trial_seconds.append(in_trials)
+                    if configs is None:
+                        configs = seen
+                        (tmp / "configs.json").write_text(json.dumps(configs))
+                    elif seen != configs:
+                        raise SystemExit(f"mtlo proposed other configurations in repeat {rep}: {seen}")
+                elif way == "handwritten":
+                    work.mkdir(parents=True)
+                    seconds, stdout = _run([sys.executable, str(tmp / "hand.py"), str(CONFIG),
+                                            str(tmp / "configs.json"), str(work)], env, work)
+                    out = json.loads(stdout.strip().splitlines()[-1])
+                    if out["errors"]:
+                        raise SystemExit(f"handwritten: {out['errors']} trial(s) failed")
+                else:
+                    seconds, stdout = _run([sys.executable, str(tmp / "seq.py"), str(CONFIG),
+                                            str(tmp / "configs.json")], env, ROOT)
+                    compute.append(sum(json.loads(stdout.strip().splitlines()[-1])["trial_seconds"]))
+                walls[way].append(seconds)
+                print(f"repeat {rep} {way}: {seconds:.1f}s", flush=True)
+
+    concurrency = 2
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    med_compute = statistics.median(compute)
+    ideal = med_compute / concurrency
+    result = {
+        "command": f"python benchmarks/overhead.py --trials {args.trials} --repeats {args.repeats}",
+        "trials": args.trials, "repeats": args.repeats, "concurrency": concurrency,
+        "epochs": base["train"]["epochs"], "configs": configs,
+        "wall_seconds": walls, "median_wall_seconds": med,
+        "trial_compute_seconds": compute, "median_trial_compute_seconds": med_compute,
+        "median_seconds_per_trial": med_compute / args.trials,
+        "ideal_wall_seconds": ideal,
+        # the same trials' own time inside mtlo's run (two at a time on two cores), summed
+        "mtlo_in_trial_seconds": mtlo_trial_seconds,
+        "slowdown_in_trial_concurrent_vs_alone": statistics.median(mtlo_trial_seconds) / med_compute,
+        "ratio_mtlo_to_handwritten": med["mtlo"] / med["handwritten"],
+        "ratio_mtlo_to_sequential": med["mtlo"] / med["sequential"],
+        "efficiency_mtlo": ideal / med["mtlo"], "efficiency_handwritten": ideal / med["handwritten"],
+        "cpu_count": os.cpu_count(),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("configs",)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
