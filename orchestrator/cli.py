@@ -36,6 +36,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     s.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
+    x = sub.add_parser("transfer", help="negative-transfer study: task subsets x seeds, gains, grouping")
+    x.add_argument("config", help="the YAML config file")
+    x.add_argument("--method", required=True, choices=["pairwise", "exhaustive"],
+                   help="pairwise: every task alone and every pair; exhaustive: every subset")
+    x.add_argument("--seeds", type=int, default=3, help="seeds per task set (default 3)")
+    x.add_argument("--budget", type=int, default=2, help="at most this many groups (models) in the grouping")
+    x.add_argument("--address", default=None, help="Ray cluster: 'auto' or ray://host:10001 (default: local Ray)")
+    x.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
+    x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    x.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
+    r = sub.add_parser("report", help="report of a transfer study or a search, rebuilt from MLflow")
+    r.add_argument("ref", metavar="NAME_OR_RUN_ID", help="the study's or search's name, or its parent run id")
+    r.add_argument("--tracking-uri", default=None,
+                   help="the MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    r.add_argument("--out", default=None, help="folder for report.md and the figures (default: reports/NAME)")
+    r.add_argument("--json", action="store_true", help="only JSON on stdout")
     return p
 
 
@@ -57,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"--num-samples: must be at least 1, got {args.num_samples}")
             return commands.cmd_search(args.config, sets=args.set, as_json=args.json, resume=args.resume,
                                        address=args.address, num_samples=args.num_samples)
+        if args.command == "report":
+            return commands.cmd_report(args.ref, tracking_uri=args.tracking_uri, out=args.out, as_json=args.json)
+        if args.command == "transfer":
+            return commands.cmd_transfer(args.config, sets=args.set, as_json=args.json, resume=args.resume,
+                                         address=args.address, method=args.method, seeds=args.seeds,
+                                         budget=args.budget)
         return commands.cmd_train(args.config, sets=args.set, as_json=args.json)
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")

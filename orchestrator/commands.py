@@ -101,15 +101,21 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
     return 0
 
 
+def _loopback_unless(address: str | None) -> None:
+    """A local Ray (no cluster address) listens on loopback only; Ray reads this setting once,
+    when it is first imported, so it is set before any command imports Ray."""
+    import os
+
+    if not address:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
                num_samples: int | None) -> int:
-    import os
     from pathlib import Path
 
     cfg = load_config(config_path, sets)
-    if not (address or cfg.ray.address):
-        # a local Ray listens on loopback only; Ray reads this once, when first imported
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _loopback_unless(address or cfg.ray.address)
     from orchestrator.search.runner import run_search
 
     out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
@@ -143,4 +149,96 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
     return 0
 
 
-__all__ = ["InputError", "cmd_search", "cmd_tasks", "cmd_train"]
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.1f}%"
+
+
+def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
+                 method: str, seeds: int, budget: int) -> int:
+    from pathlib import Path
+
+    cfg = load_config(config_path, sets)
+    _loopback_unless(address or cfg.ray.address)
+    from orchestrator.transfer.runner import run_transfer
+
+    out = run_transfer(cfg, Path(config_path), method=method, seeds=seeds, budget=budget, resume=resume,
+                       address=address, as_json=as_json)
+    from orchestrator.report import build_report
+
+    _, _, folder = build_report(cfg.mlflow.tracking_uri, out["parent_run_id"])
+    if as_json:
+        json.dump(out, sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    print_transfer(out)
+    out_console().print(f"report: {folder / 'report.md'} (also on the MLflow parent run, under report/)")
+    return 0
+
+
+def cmd_report(ref: str, *, tracking_uri: str | None, out: str | None, as_json: bool) -> int:
+    import os
+    from pathlib import Path
+
+    from rich.markdown import Markdown
+
+    from orchestrator.config import resolve_tracking_uri
+    from orchestrator.report import build_report
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = resolve_tracking_uri(uri, Path.cwd())
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise InputError(f"--tracking-uri: no MLflow store at {uri[len('sqlite:///'):]}")
+    res, md, folder = build_report(uri, ref, Path(out) if out else None)
+    if as_json:
+        json.dump(res, sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    out_console().print(Markdown(md))
+    out_console().print(f"report: {folder / 'report.md'} (also on the MLflow parent run, under report/)")
+    return 0
+
+
+def print_transfer(out: dict[str, Any]) -> None:
+    con = out_console()
+    tasks = out["tasks"]
+    base = Table(title=f"{out['name']}: single-task baselines ({len(out['seeds'])} seeds)", title_justify="left")
+    for col in ("task", "metric", "mean", "std", "n"):
+        base.add_column(col)
+    for t in tasks:
+        b = out["baselines"].get(t)
+        base.add_row(t, out["main_metric"][t], *(("-",) * 3 if b is None else
+                                                  (f"{b['mean']:.4f}", f"{b['std']:.4f}", str(b["n"]))))
+    con.print(base)
+    mat = Table(title="pairwise transfer A[row, col] = gain of row when trained with col (relative to alone)",
+                title_justify="left")
+    mat.add_column("task")
+    for t in tasks:
+        mat.add_column(t, justify="right")
+    sig = {(g["task"], tuple(g["group"])): g["significant"] for g in out["gains"]}
+    for i in tasks:
+        cells = []
+        for j in tasks:
+            v = out["pairwise"][i][j]
+            mark = "*" if i != j and sig.get((i, tuple(sorted((i, j))))) else ""
+            cells.append("" if i == j else _pct(v) + mark)
+        mat.add_row(i, *cells)
+    con.print(mat)
+    con.print("* significant (Welch's t-test over seeds, p < 0.05)")
+    neg = out["negative_transfer"]
+    if neg:
+        con.print("[bold]negative transfer[/bold] (significant losses):")
+        for g in neg:
+            con.print(f"  {g['task']} with {'+'.join(x for x in g['group'] if x != g['task'])}: "
+                      f"{_pct(g['delta'])}  95% CI [{_pct(g['ci'][0])}, {_pct(g['ci'][1])}], p={g['p']:.3g}")
+    else:
+        con.print("negative transfer: none significant")
+    gr = out["grouping"]
+    con.print(f"[bold]recommended grouping[/bold] (at most {len(gr['groups'])} model(s)): "
+              + "  |  ".join("+".join(g) for g in gr["groups"])
+              + f"  total gain {_pct(gr['score'])}"
+              + ("" if gr["confirmed"] else "  (includes estimated gains, not confirmed by training)"))
+    con.print(f"cost: {out['cost']['trials']} runs, {out['cost']['train_steps']} optimizer steps to their best epochs; "
+              f"MLflow parent run {out['parent_run_id']}")
+
+
+__all__ = ["InputError", "cmd_report", "cmd_search", "cmd_tasks", "cmd_train", "cmd_transfer"]

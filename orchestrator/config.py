@@ -167,14 +167,17 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     encoder = cfg.encoder
     if not encoder.model.startswith("builtin:") and encoder.model.startswith((".", "/", "~")):
         encoder = EncoderSpec(**{**encoder.__dict__, "model": _resolve(encoder.model, base)})
-    mlflow_cfg = cfg.mlflow
-    uri = mlflow_cfg.tracking_uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # relative to the working directory, made absolute once: MLflow caches stores by URI,
-        # and Ray workers run elsewhere
-        db = Path(uri.removeprefix("sqlite:///")).expanduser()
-        mlflow_cfg = mlflow_cfg.model_copy(update={"tracking_uri": f"sqlite:///{db.resolve()}"})
+    mlflow_cfg = cfg.mlflow.model_copy(update={"tracking_uri": resolve_tracking_uri(cfg.mlflow.tracking_uri)})
     return cfg.model_copy(update={"tasks": tasks, "encoder": encoder, "mlflow": mlflow_cfg})
+
+
+def resolve_tracking_uri(uri: str, base: Path | None = None) -> str:
+    """A relative ``sqlite:///x.db`` made absolute (against ``base``, default the working
+    directory), once: MLflow caches stores by URI, and Ray workers run elsewhere."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        db = Path(uri.removeprefix("sqlite:///")).expanduser()
+        return f"sqlite:///{(base / db if base else db).resolve()}"
+    return uri
 
 
 def load_config(path: str | Path, sets: list[str] | None = None) -> Config:

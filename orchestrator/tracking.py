@@ -103,3 +103,19 @@ def log_yaml(mlflow: Any, obj: Any, name: str) -> None:
         path = tmp / name
         path.write_text(yaml.safe_dump(obj, sort_keys=False))
         mlflow.log_artifact(str(path))
+
+
+def log_files(client: Any, run_id: str, files: dict[str, str]) -> None:
+    """Log text files (name -> content) as artifacts of a run, through a client."""
+    with artifact_dir() as tmp:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        client.log_artifacts(run_id, str(tmp))
+
+
+def as_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
+
+
+def as_yaml(obj: Any) -> str:
+    return yaml.safe_dump(obj, sort_keys=False)

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.affinity import AffinityMeter
+from trainables.errors import InputError
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.model import MultiTaskModel
@@ -222,6 +224,16 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     penalty_fn = sharing_mode(tr.sharing).penalty
     encoders = {t: model.encoders[t] for t in exp.tasks}
 
+    meter = AffinityMeter(exp.tasks) if tr.affinity_every else None
+    shared = model.shared_parameters() if meter else []
+    if meter is not None and len(exp.tasks) > 1 and not shared:
+        raise InputError("train.affinity_every: affinity needs parameters the tasks share (sharing: hard or partial)")
+    aff_rng = np.random.default_rng(tr.seed + 7919)  # its own draws: training batches are unchanged
+
+    def task_loss(t: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with _autocast(exp.device):
+            return exp.types[t].loss(model(t, batch), batch["labels"])
+
     start = time.perf_counter()
     step = examples = 0
     best: dict[str, Any] | None = None
@@ -240,6 +252,9 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         step, examples, stale, best = state["step"], state["examples"], state["stale"], state["best"]
         history = list(state["history"])
         first_epoch = state["epoch"] + 1
+        if meter is not None and state.get("affinity"):
+            meter.load(state["affinity"])
+            aff_rng.bit_generator.state = state["aff_rng"]
         start -= history[-1]["seconds"] if history else 0.0
         if state.get("stopped"):
             first_epoch = tr.epochs + 1  # it had already stopped: nothing left to train
@@ -276,6 +291,13 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             lr_sched.step()
             optim.zero_grad(set_to_none=True)
             step += 1
+            if meter is not None and len(exp.tasks) > 1 and step % tr.affinity_every == 0:  # type: ignore[operator]
+                batches = {}
+                for t, d in exp.data.items():
+                    n = len(d.train.lengths)
+                    idx = aff_rng.choice(n, size=min(tr.batch_size, n), replace=False)
+                    batches[t] = _to(d.train.batch(idx, exp.pad_id), exp.device)
+                meter.measure(model, optim, shared, task_loss, batches)
         mean_losses = {t: loss_sum[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
         exp.weighting.end_epoch(mean_losses)
         metrics = evaluate(exp)
@@ -286,6 +308,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             row.update({f"val/{t}/{m}": v for m, v in ms.items()})
         row.update({f"train/{t}/loss": v for t, v in mean_losses.items()})
         row.update({f"weight/{t}": v for t, v in weights.items()})
+        if meter is not None:
+            row.update(meter.row())
         history.append(row)
         if best is None or score > best["objective"] + tr.min_delta:
             stale = 0
@@ -305,6 +329,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
                 "torch_rng": torch.random.get_rng_state(), "epoch": epoch, "step": step, "examples": examples,
                 "stale": stale, "best": dict(best), "history": list(history),
                 "stopped": stopped if stopped != "epochs" else None,
+                "affinity": meter.state() if meter is not None else None,
+                "aff_rng": aff_rng.bit_generator.state,
             })
         report(row)
         if stopped != "epochs":

@@ -84,6 +84,7 @@ class TrainSpec:
     patience: PosInt | None = None
     min_delta: NonNeg = 1.0e-4  # an objective gain below this is "not improving" for patience
     max_steps: PosInt | None = None
+    affinity_every: PosInt | None = None  # measure lookahead inter-task affinity (TAG) every k steps
     max_train_examples: PosInt | None = 2000
     max_eval_examples: PosInt | None = None
     val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.2

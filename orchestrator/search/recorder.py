@@ -35,6 +35,7 @@ class MlflowTrials(Callback):
         self.runs: dict[str, str] = self._existing()
         self.results: dict[str, dict[str, Any]] = {}  # last result per trial id
         self.status: dict[str, str] = {}
+        self.best: dict[str, dict[str, Any]] = {}  # the result with the best objective per trial id
 
     @property
     def client(self) -> Any:
@@ -88,6 +89,9 @@ class MlflowTrials(Callback):
         if result.get("node_id"):
             self.client.set_tag(rid, "mtlo.node_id", str(result["node_id"]))
         self.results[trial.trial_id] = dict(result)
+        best = self.best.get(trial.trial_id)
+        if result.get("objective") is not None and (best is None or result["objective"] > best["objective"]):
+            self.best[trial.trial_id] = dict(result)
 
     def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
         rid = self.run_id(trial)
@@ -99,6 +103,14 @@ class MlflowTrials(Callback):
             final = {k: v for k, v in last.items() if k.startswith(("val/", "objective", "obj/"))}
             Path(tmp, "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
             self.client.log_artifacts(rid, tmp)
+        best = self.best.get(trial.trial_id)
+        if best is not None:  # the trial's metrics at its best epoch (by objective), and its cost
+            row = {f"best/{k[4:]}": float(v) for k, v in best.items()
+                   if k.startswith("val/") and isinstance(v, (int, float))}
+            row.update({"best/objective": float(best["objective"]), "best_epoch": float(best.get("epoch") or 0),
+                        "best_step": float(best.get("step") or 0),
+                        "train_steps": float(last.get("step") or best.get("step") or 0)})
+            log_metrics(self.client, rid, row)
         self.client.set_tag(rid, "mtlo.status", status)
         if error:
             self.client.set_tag(rid, "mtlo.error", error[:5000])

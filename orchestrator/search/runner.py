@@ -21,8 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator import tracking
 from orchestrator.config import Config
 from orchestrator.display import err_console
@@ -206,10 +204,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         params.update(tracking.flatten({"search": cfg.search.model_dump(mode="json"),
                                         "resources": cfg.resources.model_dump(mode="json")}))
         tracking.log_params(client, parent_id, params)
-        with tracking.artifact_dir() as tmp:
-            (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-            (tmp / "space.yaml").write_text(Path(space.source).read_text())
-            client.log_artifacts(parent_id, str(tmp))
+        tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
+                                                "space.yaml": Path(space.source).read_text()})
 
     res = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "search", "mtlo.encoder": cfg.encoder.model}
@@ -223,17 +219,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
             err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
             ctx = TrialContext(run, replace(objective, kind="mean_score"), cfg.resources.cpus_per_trial)
             recorder = _recorder(cfg, experiment_id, parent_id, ctx, "baseline", base_tags)
-            progress = Progress(len(missing), "baseline", None, epochs=cfg.train.epochs)
-            tuner = tune.Tuner(
-                tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res),
-                param_space={"__mtlo_fixed": tune.grid_search([{"tasks": t} for t in missing])},
-                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=cfg.search.max_concurrent),
-                run_config=tune.RunConfig(name=f"{cfg.name}-baselines", storage_path=str(storage), verbose=0,
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                          callbacks=[recorder, progress],
-                                          failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
-            )
-            grid = _tuner_fit(tuner, as_json, progress)
+            grid = run_grid(cfg, ctx, [{"tasks": t} for t in missing], name=f"{cfg.name}-baselines",
+                            storage=exp_dir, recorder=recorder, role="baseline", resume=resume, as_json=as_json)
             for result in grid:
                 if result.error is not None or result.metrics_dataframe is None:
                     continue
@@ -290,9 +277,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     best = _best(trials, multi)
     summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
                "best": best, "seconds": time.time() - started}
-    with tracking.artifact_dir() as tmp:
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        client.log_artifacts(parent_id, str(tmp))
+    tracking.log_files(client, parent_id, {"summary.json": tracking.as_json(summary)})
     if best is not None and not multi:
         client.log_metric(parent_id, "best/objective", float(best["objective"]))
         client.set_tag(parent_id, "mtlo.best_trial", best["trial_id"])
@@ -301,6 +286,31 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     tracking.log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
     client.set_terminated(parent_id, "FINISHED")
     return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir))
+
+
+def run_grid(cfg: Config, ctx: TrialContext, points: list[dict[str, Any]], *, name: str, storage: Path,
+             recorder: Any, role: str, resume: bool, as_json: bool) -> Any:
+    """Train a fixed list of trials (``points``: parameters such as ``tasks`` or ``seed``) on
+    Ray Tune, recorded by ``recorder``; a resumed run restores the same grid."""
+    from ray import tune
+
+    res = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+    trainable_res = tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res)
+    progress = Progress(len(points), role, None, epochs=int(ctx.run["train"]["epochs"]))
+    path = storage / name
+    if resume and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable_res, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable_res,
+            param_space={"__mtlo_fixed": tune.grid_search(points)},
+            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=cfg.search.max_concurrent),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      callbacks=[recorder, progress],
+                                      failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
+        )
+    return _tuner_fit(tuner, as_json, progress)
 
 
 def _recorder(cfg: Config, experiment_id: str, parent_id: str, ctx: TrialContext, role: str,

@@ -82,6 +82,12 @@ def test_four_trial_search_records_nested_runs(ray_local, workdir):
     best = max((t for t in out.trials), key=lambda t: t["objective"])
     assert out.best["trial_id"] == best["trial_id"]
     assert parent.data.tags["mtlo.best_run_id"] == best["run_id"]
+    # the report, rebuilt from MLflow: trials ranked by objective, the best one first
+    from orchestrator.report import build_report
+
+    res, md, _ = build_report(f"sqlite:///{workdir / 'mlflow.db'}", out.parent_run_id, workdir / "rep")
+    assert res["best"]["run_id"] == best["run_id"] and len(res["trials"]) == 4
+    assert md.index(best["trial_id"]) < min(md.index(t["trial_id"]) for t in out.trials if t is not best)
 
 
 def test_mean_delta_trains_baselines_once_and_reuses_them(ray_local, workdir):

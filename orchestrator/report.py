@@ -1,0 +1,268 @@
+"""``mtlo report NAME_OR_RUN_ID``: a report of a transfer study or a search, rebuilt from
+MLflow alone (also for a study that is still running or was interrupted).
+
+Writes ``report.md`` and PNG figures to ``--out`` (default ``./reports/<name>``), logs them
+on the parent run under ``report/`` and returns the figures as a dict (``--json``):
+
+- transfer study: baselines, the pairwise transfer matrix (heat map), per-task gains with
+  confidence intervals (bars), negative transfer, the recommended grouping with its
+  evidence (measured or estimated gains), the cost;
+- search: trials ranked by objective, the best configuration, the Pareto front (plot) for
+  a multi-objective search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from orchestrator import tracking
+from orchestrator.errors import ConfigError
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def find_parent(client: Any, ref: str) -> Any:
+    """The parent run of a search or transfer study, by run id or by name (the latest)."""
+    if _RUN_ID.match(ref):
+        try:
+            return client.get_run(ref)
+        except Exception as exc:  # MLflow raises its own RestException / MlflowException
+            raise ConfigError(f"report: no MLflow run with id {ref} ({type(exc).__name__})") from None
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, filter_string=f"attributes.run_name = '{ref}'",
+                              order_by=["attributes.start_time DESC"], max_results=50) if exps else []
+    runs = [r for r in runs if r.data.tags.get("mtlo.role") in ("search", "transfer")]
+    if not runs:
+        raise ConfigError(f"report: no search or transfer study named '{ref}' in the MLflow store")
+    return runs[0]
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.1f}%"
+
+
+# -- transfer ---------------------------------------------------------------------------------
+def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str]:
+    from orchestrator.transfer.runner import analyse, load_runs, study_from_mlflow
+
+    study = study_from_mlflow(client, parent.info.run_id)
+    runs = load_runs(client, parent.info.experiment_id, parent.info.run_id, study.main_metric)
+    res = analyse(study, runs)
+    res["status"] = parent.info.status
+    figures = []
+    if _heatmap(res, out / "transfer_matrix.png"):
+        figures.append("transfer_matrix.png")
+    if _gain_bars(res, out / "gains.png"):
+        figures.append("gains.png")
+    return res, _transfer_markdown(res, figures)
+
+
+def _heatmap(res: dict[str, Any], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = res["tasks"]
+    m = np.array([[np.nan if res["pairwise"][i][j] is None or i == j else 100 * res["pairwise"][i][j]
+                   for j in tasks] for i in tasks], dtype=float)
+    if np.isnan(m).all():
+        return False
+    sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
+    lim = max(1.0, float(np.nanmax(np.abs(m))))
+    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.0 * len(tasks) + 1.5))
+    im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+    ax.set_yticks(range(len(tasks)), tasks)
+    ax.set_xlabel("trained together with")
+    ax.set_ylabel("gain of this task (relative to alone)")
+    for i, a in enumerate(tasks):
+        for j, b in enumerate(tasks):
+            if not np.isnan(m[i, j]):
+                star = "*" if (a, tuple(sorted((a, b)))) in sig else ""
+                ax.text(j, i, f"{m[i, j]:+.1f}%{star}", ha="center", va="center", fontsize=9)
+    fig.colorbar(im, ax=ax, label="relative gain, %")
+    ax.set_title(f"{res['name']}: pairwise transfer (* p < 0.05, {len(res['seeds'])} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _gain_bars(res: dict[str, Any], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gains = [g for g in res["gains"] if not g["estimated"]]
+    if not gains:
+        return False
+    gains.sort(key=lambda g: (g["task"], len(g["group"]), g["group"]))
+    labels = [f"{g['task']} | {'+'.join(x for x in g['group'] if x != g['task'])}" for g in gains]
+    vals = [100 * g["delta"] for g in gains]
+    lo = [100 * (g["delta"] - g["ci"][0]) if g["ci"] else 0 for g in gains]
+    hi = [100 * (g["ci"][1] - g["delta"]) if g["ci"] else 0 for g in gains]
+    colors = ["#b2182b" if g["significant"] and g["delta"] < 0 else "#2166ac" if g["significant"] else "#999999"
+              for g in gains]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(gains) + 1.5))
+    ax.barh(range(len(gains)), vals, xerr=[lo, hi], color=colors, capsize=2)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(gains)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("relative gain over the task alone, % (95% Welch CI; colour: significant)")
+    ax.set_title(f"{res['name']}: gain of each task in each trained group")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
+    tasks = res["tasks"]
+    lines = [f"# Transfer study `{res['name']}`", "",
+             f"Method **{res['method']}**, {len(res['seeds'])} seed(s) ({', '.join(map(str, res['seeds']))}), "
+             f"parent run `{res['parent_run_id']}` ({res.get('status', '')}). "
+             f"Cost: {res['cost']['trials']} finished runs, {res['cost']['train_steps']} optimizer steps to their "
+             "best epochs. Every run trained under the same step cap and patience (equal budget).", "",
+             "## Single-task baselines", "", "| task | metric | mean | std | seeds |",
+             "| --- | --- | --- | --- | --- |"]
+    for t in tasks:
+        b = res["baselines"].get(t)
+        lines.append(f"| {t} | {res['main_metric'][t]} | " +
+                     (f"{b['mean']:.4f} | {b['std']:.4f} | {b['n']} |" if b else "– | – | 0 |"))
+    lines += ["", "## Pairwise transfer", "",
+              "Gain of the row task when trained with the column task, relative to the row task alone "
+              "(* significant, Welch's t-test over seeds, p < 0.05).", "",
+              "| | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
+    sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
+    for i in tasks:
+        cells = ["" if i == j else _pct(res["pairwise"][i][j]) + ("*" if (i, tuple(sorted((i, j)))) in sig else "")
+                 for j in tasks]
+        lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
+    lines += [""] + [f"![{f}]({f})" for f in figures] + ["", "## Negative transfer", ""]
+    if res["negative_transfer"]:
+        for g in res["negative_transfer"]:
+            lines.append(f"- **{g['task']}** with {'+'.join(x for x in g['group'] if x != g['task'])}: "
+                         f"{_pct(g['delta'])} (95% CI {_pct(g['ci'][0])} to {_pct(g['ci'][1])}, p = {g['p']:.3g}, "
+                         f"{g['n']} seeds)")
+    else:
+        lines.append("No significant loss: no task was measurably hurt by another "
+                     "(a loss that is not significant is reported as no evidence).")
+    gr = res["grouping"]
+    lines += ["", "## Recommended grouping", ""]
+    if not gr["groups"]:
+        lines.append(f"Not available yet: {gr.get('note', 'too few runs')}.")
+    else:
+        lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
+                     + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
+                     + f"; total gain {_pct(gr['score'])}; "
+                     + ("every proposed group was trained (measured)." if gr["confirmed"] else
+                        "includes gains estimated from pairs (Standley et al.), not confirmed by training."))
+        lines += ["", "| task | scored in | gain | 95% CI | evidence |", "| --- | --- | --- | --- | --- |"]
+        by = {(g["task"], tuple(g["group"])): g for g in res["gains"]}
+        est = {(g["task"], tuple(g["group"])): g for g in res.get("estimated_gains", [])}
+        for t in tasks:
+            grp = tuple(gr["assignment"].get(t, [t]))
+            if len(grp) == 1:
+                lines.append(f"| {t} | alone | 0 | – | baseline |")
+                continue
+            g = by.get((t, grp)) or est.get((t, grp))
+            ci = f"{_pct(g['ci'][0])} to {_pct(g['ci'][1])}" if g and g.get("ci") else "–"
+            kind = "estimated" if g and g.get("estimated") else f"measured, {g['n'] if g else 0} seeds"
+            lines.append(f"| {t} | {'+'.join(grp)} | {_pct(g['delta'] if g else None)} | {ci} | {kind} |")
+    return "\n".join(lines) + "\n"
+
+
+# -- search -----------------------------------------------------------------------------------
+def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str]:
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
+                                                "and tags.`mtlo.role` = 'trial'", max_results=50000)
+    trials = []
+    for c in children:
+        m = c.data.metrics
+        obj_keys = sorted(k for k in m if k.startswith("obj/"))
+        trials.append({"trial_id": c.data.tags.get("mtlo.trial_id"), "run_id": c.info.run_id,
+                       "status": c.data.tags.get("mtlo.status", c.info.status),
+                       "params": {k[6:]: v for k, v in c.data.params.items() if k.startswith("param.")},
+                       "tasks": c.data.tags.get("mtlo.tasks", "").split(","),
+                       "objective": {k[4:]: m[k] for k in obj_keys} if obj_keys else m.get("objective")})
+    pareto = parent.data.tags.get("mtlo.objective") == "pareto"
+    ok = [t for t in trials if t["objective"] is not None and t["status"] != "FAILED"]
+    res: dict[str, Any] = {"name": parent.info.run_name, "parent_run_id": parent.info.run_id,
+                           "objective": parent.data.tags.get("mtlo.objective"), "status": parent.info.status,
+                           "trials": trials}
+    figures = []
+    if pareto:
+        front = [a for a in ok if not any(
+            all(b["objective"].get(k, -1e9) >= v for k, v in a["objective"].items()) and
+            any(b["objective"].get(k, -1e9) > v for k, v in a["objective"].items()) for b in ok if b is not a)]
+        res["pareto_front"] = front
+        if _pareto_plot(ok, front, out / "pareto.png"):
+            figures.append("pareto.png")
+    else:
+        res["best"] = max(ok, key=lambda t: t["objective"]) if ok else None
+    lines = [f"# Search `{res['name']}`", "", f"Objective **{res['objective']}**, {len(trials)} trials "
+             f"({sum(t['status'] == 'FAILED' for t in trials)} failed), parent run `{res['parent_run_id']}` "
+             f"({res['status']}).", ""]
+    if not pareto:
+        lines += ["| trial | status | objective | params |", "| --- | --- | --- | --- |"]
+        for t in sorted(ok, key=lambda t: -t["objective"]):
+            lines.append(f"| {t['trial_id']} | {t['status']} | {t['objective']:.4f} | "
+                         + ", ".join(f"{k}={v}" for k, v in t["params"].items()) + " |")
+    else:
+        lines += [f"Pareto front: {len(res['pareto_front'])} trial(s).", "", "| trial | "
+                  + " | ".join(sorted(ok[0]["objective"]) if ok else []) + " | params |"]
+        lines.append("| --- " * (len(ok[0]["objective"]) + 2 if ok else 2) + "|")
+        for t in res["pareto_front"]:
+            objs = " | ".join(f"{t['objective'][k]:.4f}" for k in sorted(t["objective"]))
+            params = ", ".join(f"{k}={v}" for k, v in t["params"].items())
+            lines.append(f"| {t['trial_id']} | {objs} | {params} |")
+    lines += [""] + [f"![{f}]({f})" for f in figures]
+    return res, "\n".join(lines) + "\n"
+
+
+def _pareto_plot(ok: list[dict[str, Any]], front: list[dict[str, Any]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(ok[0]["objective"]) if ok else []
+    if len(keys) < 2:
+        return False
+    x, y = keys[0], keys[1]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter([t["objective"].get(x) for t in ok], [t["objective"].get(y) for t in ok], c="#999999", label="trials")
+    ax.scatter([t["objective"].get(x) for t in front], [t["objective"].get(y) for t in front], c="#b2182b",
+               label="Pareto front")
+    ax.set_xlabel(f"{x} (signed main metric)")
+    ax.set_ylabel(f"{y} (signed main metric)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[dict[str, Any], str, Path]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = find_parent(client, ref)
+    folder = out or Path("reports") / parent.info.run_name
+    folder.mkdir(parents=True, exist_ok=True)
+    if parent.data.tags.get("mtlo.role") == "transfer":
+        res, md = transfer_report(client, parent, folder)
+    else:
+        res, md = search_report(client, parent, folder)
+    (folder / "report.md").write_text(md)
+    (folder / "report.json").write_text(tracking.as_json(res))
+    client.log_artifacts(parent.info.run_id, str(folder), artifact_path="report")
+    return json.loads(tracking.as_json(res)), md, folder

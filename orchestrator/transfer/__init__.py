@@ -1,0 +1,1 @@
+"""Negative-transfer studies: which tasks help or hurt each other (``mtlo transfer``)."""

@@ -1,0 +1,275 @@
+"""Negative-transfer analysis: pure functions over a table of finished runs.
+
+Definitions (DESIGN.md, "Negative transfer"), for task t with main metric m_t and sign
+s_t (+1 if higher is better):
+
+- baseline b_t = m_t({t}) over seeds;
+- relative gain of t in group S: Δ_t(S) = s_t · (mean m_t(S) − mean b_t) / |mean b_t|;
+- negative transfer of S on t: Δ_t(S) < 0 and significant across seeds (Welch's t-test
+  on the per-seed scores of t in S against t alone, p < alpha, at least ``min_seeds`` each);
+- pairwise matrix A[i][j] = Δ_i({i, j});
+- higher-order estimate (Standley et al. 2020): Δ_i(S) ≈ mean over j in S \\ {i} of A[i][j];
+- grouping: at most K groups covering every task, each task scored in its best group,
+  maximizing the total gain (exact dynamic programme over task subsets).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Group = tuple[str, ...]
+
+
+def group_of(tasks: Iterable[str]) -> Group:
+    return tuple(sorted(tasks))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained group at one seed: each task's main metric at the run's best epoch."""
+
+    group: Group
+    seed: int
+    scores: Mapping[str, float]
+    steps: int = 0
+    best_epoch: int = 0
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    mean: float
+    std: float
+    n: int
+    values: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Gain:
+    task: str
+    group: Group
+    delta: float  # relative gain (+: helps), from the means
+    ci: tuple[float, float] | None  # 95% (1 - alpha) Welch interval of delta
+    p: float | None  # Welch's t-test, two-sided
+    significant: bool
+    n: int  # seeds of the group
+    estimated: bool = False  # True: not trained, estimated (Standley / affinity)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "group": list(self.group), "delta": self.delta,
+                "ci": list(self.ci) if self.ci else None, "p": self.p, "significant": self.significant,
+                "n": self.n, "estimated": self.estimated}
+
+
+def _stats(values: Sequence[float]) -> Stats:
+    vals = tuple(float(v) for v in values)
+    return Stats(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals), vals)
+
+
+def scores_by_group(runs: Iterable[Run]) -> dict[Group, dict[str, list[float]]]:
+    """group -> task -> the task's score in that group, one per seed (finite scores only)."""
+    table: dict[Group, dict[str, list[float]]] = {}
+    for r in runs:
+        for t, v in r.scores.items():
+            if v is not None and math.isfinite(v):
+                table.setdefault(r.group, {}).setdefault(t, []).append(float(v))
+    return table
+
+
+def baselines(runs: Iterable[Run]) -> dict[str, Stats]:
+    return {g[0]: _stats(ts[g[0]]) for g, ts in scores_by_group(runs).items() if len(g) == 1 and ts.get(g[0])}
+
+
+def welch(a: Sequence[float], b: Sequence[float], alpha: float = 0.05
+          ) -> tuple[float | None, tuple[float, float] | None]:
+    """Welch's t-test of mean(a) − mean(b): (two-sided p, 1 − alpha interval of the difference).
+    None where a side has fewer than two values; with zero variance on both sides the
+    difference is exact (p 0 or 1, a point interval)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return None, None
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return (1.0 if diff == 0 else 0.0), (diff, diff)
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(confidence_level=1 - alpha)
+    return float(res.pvalue), (float(ci.low), float(ci.high))
+
+
+def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: float = 0.05,
+          min_seeds: int = 3) -> list[Gain]:
+    """Δ_t(S) for every trained group S of two or more tasks and every t in S."""
+    table = scores_by_group(runs)
+    base = baselines(runs)
+    out = []
+    for g in sorted(table, key=lambda g: (len(g), g)):
+        if len(g) < 2:
+            continue
+        for t in g:
+            if t not in base or not table[g].get(t):
+                continue
+            vals, b = table[g][t], base[t]
+            scale = (1.0 if higher_is_better[t] else -1.0) / max(abs(b.mean), 1e-12)
+            delta = scale * (statistics.fmean(vals) - b.mean)
+            p, ci = welch(vals, b.values, alpha)
+            ci_delta = tuple(sorted((scale * ci[0], scale * ci[1]))) if ci else None
+            significant = p is not None and p < alpha and len(vals) >= min_seeds and b.n >= min_seeds
+            out.append(Gain(t, g, delta, ci_delta, p, significant, len(vals)))  # type: ignore[arg-type]
+    return out
+
+
+def negative_transfer(gs: Iterable[Gain]) -> list[Gain]:
+    return [g for g in gs if g.significant and g.delta < 0 and not g.estimated]
+
+
+def pairwise_matrix(gs: Iterable[Gain], tasks: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """A[i][j] = Δ_i({i, j}); None where the pair was not trained; A[i][i] = 0."""
+    pair = {(g.task, next(x for x in g.group if x != g.task)): g.delta for g in gs
+            if len(g.group) == 2 and not g.estimated}
+    return {i: {j: 0.0 if i == j else pair.get((i, j)) for j in tasks} for i in tasks}
+
+
+def standley_estimate(matrix: Mapping[str, Mapping[str, float | None]], task: str, group: Group) -> float | None:
+    """Δ_task(group) ≈ mean of A[task][j] over the other members j (None if a pair is missing)."""
+    others = [matrix[task][j] for j in group if j != task]
+    if not others:
+        return 0.0
+    if any(v is None for v in others):
+        return None
+    return statistics.fmean(v for v in others if v is not None)
+
+
+def gain_table(tasks: Sequence[str], measured: Iterable[Gain], *,
+               estimate: Callable[[str, Group], float | None] | None = None,
+               max_size: int | None = None) -> dict[Group, dict[str, float]]:
+    """Δ_t(G) for every candidate group G: measured where trained, else ``estimate`` (if
+    given); a single task's own group scores 0 (its baseline)."""
+    table: dict[Group, dict[str, float]] = {(t,): {t: 0.0} for t in tasks}
+    for g in measured:
+        table.setdefault(g.group, {})[g.task] = g.delta
+    if estimate is not None:
+        top = max_size or len(tasks)
+        for k in range(2, top + 1):
+            for combo in itertools.combinations(sorted(tasks), k):
+                if combo in table and len(table[combo]) == k:
+                    continue
+                row = table.get(combo, {}).copy()
+                for t in combo:
+                    if t not in row:
+                        est = estimate(t, combo)
+                        if est is None:
+                            break
+                        row[t] = est
+                else:
+                    table[combo] = row
+    # only complete groups (every member has a gain) are candidates
+    return {g: row for g, row in table.items() if all(t in row for t in g)}
+
+
+@dataclass
+class Grouping:
+    groups: list[list[str]]
+    score: float  # total gain: sum over tasks of Δ_t in the task's best chosen group
+    assignment: dict[str, list[str]] = field(default_factory=dict)  # task -> the group it is scored in
+    method: str = ""
+    confirmed: bool = False
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"groups": self.groups, "score": None if math.isnan(self.score) else self.score,
+               "method": self.method, "confirmed": self.confirmed, "assignment": self.assignment}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+MAX_EXACT_TASKS = 14
+
+
+def best_grouping(tasks: Sequence[str], table: Mapping[Group, Mapping[str, float]], budget: int) -> Grouping:
+    """At most ``budget`` groups (from the candidates in ``table``) covering every task,
+    maximizing the total gain, each task counted in its best chosen group.
+
+    Exact: a solution is equivalent to a partition of the tasks into at most ``budget``
+    blocks, each block B scored by its best candidate superset G (sum of Δ_t(G) over t in
+    B); a dynamic programme over subsets finds the best partition (O(budget · 3^n))."""
+    names = sorted(tasks)
+    n = len(names)
+    if n == 0:
+        return Grouping([], 0.0)
+    if n > MAX_EXACT_TASKS:
+        raise ValueError(f"exact grouping handles up to {MAX_EXACT_TASKS} tasks, got {n}")
+    if budget < 1:
+        raise ValueError("budget must be at least 1")
+    index = {t: i for i, t in enumerate(names)}
+    full = (1 << n) - 1
+    # v[B] = best total gain of block B over candidate groups G ⊇ B, with that G
+    v: dict[int, tuple[float, int]] = {}
+    for g, row in table.items():
+        if any(t not in index for t in g):
+            continue
+        gmask = sum(1 << index[t] for t in g)
+        members = [index[t] for t in g]
+        gains_by_bit = {index[t]: float(row[t]) for t in g}
+        # every non-empty subset B of G
+        for r in range(1, len(members) + 1):
+            for sub in itertools.combinations(members, r):
+                b = sum(1 << i for i in sub)
+                val = sum(gains_by_bit[i] for i in sub)
+                if b not in v or val > v[b][0] + 1e-15 or (abs(val - v[b][0]) <= 1e-15 and gmask < v[b][1]):
+                    v[b] = (val, gmask)
+    missing = [names[i] for i in range(n) if (1 << i) not in v]
+    if missing:
+        raise ValueError(f"no candidate group contains task(s) {', '.join(missing)}")
+    neg = -math.inf
+    best: list[dict[int, tuple[float, int, int]]] = [{0: (0.0, 0, 0)}]  # k -> mask -> (score, block, group)
+    for k in range(1, min(budget, n) + 1):
+        layer: dict[int, tuple[float, int, int]] = {}
+        for mask in range(1, full + 1):
+            low = mask & -mask
+            rest = mask ^ low
+            # blocks containing the lowest bit of mask: low | s for every subset s of rest
+            s = rest
+            top = (neg, 0, 0)
+            while True:
+                block = low | s
+                prev = best[k - 1].get(mask ^ block)
+                if block in v and prev is not None:
+                    score = prev[0] + v[block][0]
+                    if score > top[0] + 1e-12:
+                        top = (score, block, v[block][1])
+                if s == 0:
+                    break
+                s = (s - 1) & rest
+            if top[0] > neg:
+                layer[mask] = top
+        best.append(layer)
+    feasible = [k for k in range(1, len(best)) if full in best[k]]
+    if not feasible:
+        raise ValueError(f"no {budget} candidate group(s) cover every task")
+    k_best = max(feasible, key=lambda k: (best[k][full][0], -k))
+    groups: list[list[str]] = []
+    assignment: dict[str, list[str]] = {}
+    mask, k = full, k_best
+    while mask:
+        _, block, gmask = best[k][mask]
+        chosen = [names[i] for i in range(n) if gmask >> i & 1]
+        if chosen not in groups:
+            groups.append(chosen)
+        for i in range(n):
+            if block >> i & 1:
+                assignment[names[i]] = chosen
+        mask ^= block
+        k -= 1
+    score = best[k_best][full][0]
+    return Grouping(sorted(groups, key=lambda g: (-len(g), g)), score, assignment)

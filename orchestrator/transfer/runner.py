@@ -1,0 +1,228 @@
+"""``mtlo transfer``: a negative-transfer study run as Ray Tune grids of task subsets × seeds.
+
+1. Check config and data (before Ray or MLflow).
+2. Equal budget: every run, single task or group, gets the same cap in optimizer steps
+   (``train.max_steps``, default: what the all-tasks group takes in ``train.epochs`` epochs),
+   the same learning-rate schedule over that cap, and stops once its validation objective
+   has not improved for ``train.patience`` epochs (default 2); its scores are those of its
+   best epoch, and the steps it took are recorded.
+3. Trials: ``pairwise`` trains every task alone and every pair; ``exhaustive`` every
+   non-empty subset; each at ``--seeds`` seeds. Every trial is an MLflow child run of the
+   study's parent run (tags ``mtlo.tasks``, ``mtlo.seed``; metrics ``best/<task>/<metric>``,
+   ``best_step``, ``train_steps``).
+4. Analysis (``orchestrator.transfer.analysis``): gains with Welch intervals, negative
+   transfer, the pairwise matrix, Standley's estimates for untrained groups, the best
+   grouping into at most ``--budget`` groups.
+5. Confirmation: proposed groups that were only estimated are trained (same seeds) and the
+   grouping is recomputed on the measured gains.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import tracking
+from orchestrator.config import Config
+from orchestrator.display import err_console
+from orchestrator.errors import ConfigError
+from orchestrator.search.objectives import Objective
+from orchestrator.search.runner import _git_commit, _ray_init, _recorder, check_cluster, run_grid
+from orchestrator.search.trial import TrialContext
+from orchestrator.transfer import analysis as an
+from trainables import inspect_tasks
+
+METHODS = ("pairwise", "exhaustive")
+STATE_FILE = "mtlo_transfer.json"
+STUDY_FILE = "study.json"  # on the parent run: what a report needs to rebuild the analysis
+DEFAULT_PATIENCE = 2
+
+
+@dataclass
+class Study:
+    name: str
+    parent_run_id: str
+    tasks: list[str]
+    main_metric: dict[str, str]
+    higher_is_better: dict[str, bool]
+    method: str
+    seeds: list[int]
+    budget: int
+
+
+def study_run(cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
+    """The config's run dict under the equal-budget rule (step cap, patience, epochs that
+    never bind before the cap)."""
+    run = cfg.run_dict()
+    tr = run["train"]
+    batch = int(tr["batch_size"])
+    per_epoch = {t: math.ceil(i.train_examples / batch) for t, i in info.items()}
+    cap = int(tr.get("max_steps") or int(tr["epochs"]) * sum(per_epoch.values()))
+    tr["max_steps"] = cap
+    tr["patience"] = int(tr.get("patience") or DEFAULT_PATIENCE)
+    tr["epochs"] = max(int(tr["epochs"]), math.ceil(cap / max(1, min(per_epoch.values()))))
+    return run
+
+
+def subsets(tasks: list[str], method: str) -> list[tuple[str, ...]]:
+    sizes: tuple[int, ...]
+    if method == "pairwise":
+        sizes = (1, 2)
+    elif method == "exhaustive":
+        sizes = tuple(range(1, len(tasks) + 1))
+    else:
+        raise ConfigError(f"--method: '{method}' is not one of {', '.join(METHODS)}")
+    return [an.group_of(c) for k in sizes for c in itertools.combinations(tasks, k)]
+
+
+def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict[str, str]) -> list[an.Run]:
+    """Every finished trial of a study, read back from MLflow (a report needs nothing else)."""
+    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                  max_results=50000)
+    out = []
+    for r in children:
+        tags, metrics = r.data.tags, r.data.metrics
+        if tags.get("mtlo.role") not in ("trial", "confirm") or r.info.status != "FINISHED":
+            continue
+        group = an.group_of(tags["mtlo.tasks"].split(","))
+        scores = {t: metrics.get(f"best/{t}/{main_metric[t]}") for t in group if t in main_metric}
+        if any(v is None for v in scores.values()):
+            continue
+        out.append(an.Run(group, int(tags.get("mtlo.seed", 0)), scores,  # type: ignore[arg-type]
+                          steps=int(metrics.get("best_step", 0)), best_epoch=int(metrics.get("best_epoch", 0)),
+                          run_id=r.info.run_id))
+    return out
+
+
+def study_from_mlflow(client: Any, parent_id: str) -> Study:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
+        desc = json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
+    return Study(desc["name"], parent_id, desc["tasks"], desc["main_metric"], desc["higher_is_better"],
+                 desc["method"], desc["seeds"], desc["budget"])
+
+
+def analyse(study: Study, runs: list[an.Run]) -> dict[str, Any]:
+    """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix)."""
+    gains = an.gains(runs, study.higher_is_better)
+    base = an.baselines(runs)
+    matrix = an.pairwise_matrix(gains, study.tasks)
+    measured = {(g.group, g.task) for g in gains}
+    table = an.gain_table(study.tasks, gains,
+                          estimate=lambda t, g: an.standley_estimate(matrix, t, g))
+    try:
+        grouping = an.best_grouping(study.tasks, table, study.budget)
+        grouping.confirmed = all(len(g) == 1 or all((tuple(g), t) in measured for t in g) for g in grouping.groups)
+    except ValueError as exc:  # too few runs so far (a study still running or interrupted)
+        grouping = an.Grouping([], math.nan, note=str(exc))
+    grouping.method = study.method
+    estimated = [an.Gain(t, g, row[t], None, None, False, 0, estimated=True).as_dict()
+                 for g, row in table.items() if len(g) > 1 for t in g if (g, t) not in measured]
+    return {
+        "name": study.name, "parent_run_id": study.parent_run_id, "method": study.method, "budget": study.budget,
+        "tasks": study.tasks, "main_metric": study.main_metric, "seeds": study.seeds,
+        "baselines": {t: s.as_dict() for t, s in base.items()},
+        "gains": [g.as_dict() for g in gains],
+        "negative_transfer": [g.as_dict() for g in an.negative_transfer(gains)],
+        "pairwise": matrix,
+        "estimated_gains": estimated,
+        "affinity": {},
+        "grouping": grouping.as_dict(),
+        "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs)},
+        "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "best_step": r.steps,
+                  "run_id": r.run_id} for r in runs],
+    }
+
+
+def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3, budget: int = 2,
+                 resume: bool = False, address: str | None = None, as_json: bool = False) -> dict[str, Any]:
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+    if budget < 1:
+        raise ConfigError(f"--budget: must be at least 1, got {budget}")
+    tasks = list(cfg.tasks)
+    if len(tasks) < 2:
+        raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
+    groups = subsets(tasks, method)
+    base_run = cfg.run_dict()
+    info = inspect_tasks(base_run)  # bad data stops here, before Ray or MLflow
+    run = study_run(cfg, info)
+    main = {t: i.main_metric for t, i in info.items()}
+    hib = {t: i.higher_is_better for t, i in info.items()}
+    seed_list = [int(cfg.train.seed) + i for i in range(seeds)]
+    storage = Path(cfg.ray.storage or "ray_results").expanduser().resolve()
+    exp_dir = storage / cfg.name
+    state_path = exp_dir / STATE_FILE
+    if resume and not state_path.is_file():
+        raise ConfigError(f"--resume: no interrupted transfer study named '{cfg.name}' under {storage}")
+    if not resume and exp_dir.exists():
+        raise ConfigError(f"'{cfg.name}' already exists under {storage}: use --resume to continue it, "
+                          "or give it another name (--set name=...)")
+
+    _ray_init(address or cfg.ray.address)
+    check_cluster(cfg, storage)
+    mlflow = tracking.configure(cfg)
+    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
+    experiment_id = client.get_experiment_by_name(cfg.experiment).experiment_id
+    if resume:
+        parent_id = json.loads(state_path.read_text())["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+    else:
+        parent = client.create_run(experiment_id, run_name=cfg.name, tags={
+            **tracking.run_tags(cfg, command="transfer"), "mtlo.role": "transfer", "mtlo.method": method,
+            "mtlo.seeds": str(seeds), "mtlo.budget": str(budget)})
+        parent_id = parent.info.run_id
+        commit = _git_commit(config_path.resolve().parent)
+        if commit:
+            client.set_tag(parent_id, "mlflow.source.git.commit", commit)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
+                                          "config": str(config_path.resolve()), "method": method}))
+        params = tracking.run_params(cfg)
+        params.update({"transfer.method": method, "transfer.seeds": seeds, "transfer.budget": budget,
+                       "transfer.max_steps": run["train"]["max_steps"], "transfer.patience": run["train"]["patience"]})
+        tracking.log_params(client, parent_id, params)
+        study_desc = {"name": cfg.name, "tasks": tasks, "main_metric": main, "higher_is_better": hib,
+                      "method": method, "seeds": seed_list, "budget": budget,
+                      "max_steps": run["train"]["max_steps"], "patience": run["train"]["patience"]}
+        tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
+                                                STUDY_FILE: tracking.as_json(study_desc)})
+
+    started = time.time()
+    study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget)
+    objective = Objective("mean_score", tuple(tasks), main, hib)
+    ctx = TrialContext(run, objective, cfg.resources.cpus_per_trial)
+    base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}
+    points = [{"tasks": "+".join(g), "seed": s} for g in groups for s in seed_list]
+    err_console.print(f"[bold]mtlo transfer[/bold] {cfg.name}: {method}, {len(groups)} task sets x {seeds} seeds = "
+                      f"{len(points)} trials; every run capped at {run['train']['max_steps']} steps, "
+                      f"patience {run['train']['patience']} epochs")
+    recorder = _recorder(cfg, experiment_id, parent_id, ctx, "trial", base_tags)
+    run_grid(cfg, ctx, points, name="study", storage=exp_dir, recorder=recorder, role="trial", resume=resume,
+             as_json=as_json)
+    result = analyse(study, load_runs(client, experiment_id, parent_id, main))
+
+    # confirmation: train the proposed groups whose gains were only estimated
+    todo = [g for g in result["grouping"]["groups"] if len(g) > 2 and not result["grouping"]["confirmed"]]
+    todo = [g for g in todo if an.group_of(g) not in {an.group_of(r["group"]) for r in result["runs"]}]
+    if todo:
+        err_console.print(f"confirming the proposed group(s) by training them: {todo}")
+        confirm = _recorder(cfg, experiment_id, parent_id, ctx, "confirm", base_tags)
+        run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list], name="confirm",
+                 storage=exp_dir, recorder=confirm, role="confirm", resume=resume, as_json=as_json)
+        result = analyse(study, load_runs(client, experiment_id, parent_id, main))
+    result["seconds"] = time.time() - started
+    tracking.log_files(client, parent_id, {"transfer.json": tracking.as_json(result)})
+    tracking.log_metrics(client, parent_id, {"grouping/score": result["grouping"]["score"],
+                                             "cost/trials": result["cost"]["trials"],
+                                             "cost/train_steps": result["cost"]["train_steps"],
+                                             "negative_transfer": len(result["negative_transfer"])})
+    client.set_tag(parent_id, "mtlo.grouping", " | ".join(",".join(g) for g in result["grouping"]["groups"]))
+    client.set_terminated(parent_id, "FINISHED")
+    return result

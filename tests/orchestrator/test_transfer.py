@@ -1,0 +1,130 @@
+"""``mtlo transfer`` end to end on the tiny encoder: subsets x seeds as nested MLflow runs,
+the equal-budget rule, gains, the grouping and its confirmation by training, a report
+rebuilt from MLflow alone."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.config import ConfigError, load_config
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "name": "study",
+    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
+    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"},
+              "sms": {"source": "builtin:sms_spam"}},
+    "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, "lr": 1e-3},
+    "search": {"max_concurrent": 2},
+    "resources": {"cpus_per_trial": 1},
+    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "study"},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write(tmp_path, **over):
+    data = {**json.loads(json.dumps(CONFIG)), **over}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.transfer.runner import Study, analyse, load_runs, run_transfer
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path)
+    out = run_transfer(load_config(path), path, method="pairwise", seeds=2, budget=1)
+    # 3 singles + 3 pairs at 2 seeds; budget 1 forces the 3-task group, only estimated, so it is trained
+    assert out["cost"]["trials"] == 12 + 2
+    assert out["grouping"]["groups"] == [["rt", "sms", "vader"]] and out["grouping"]["confirmed"] is True
+    assert set(out["baselines"]) == {"rt", "vader", "sms"} and all(b["n"] == 2 for b in out["baselines"].values())
+    groups = {(g["task"], tuple(g["group"])) for g in out["gains"]}
+    assert ("rt", ("rt", "vader")) in groups and ("vader", ("rt", "sms", "vader")) in groups
+    for g in out["gains"]:  # 2 seeds: never significant (default needs 3)
+        assert not g["significant"] and g["n"] == 2
+    assert out["pairwise"]["rt"]["vader"] == next(g["delta"] for g in out["gains"]
+                                                  if g["task"] == "rt" and g["group"] == ["rt", "vader"])
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("study")
+    parent = client.get_run(out["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["mtlo.role"] == "transfer"
+    assert parent.data.tags["mtlo.grouping"] == "rt,sms,vader"
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{out['parent_run_id']}'")
+    assert len(children) == 14
+    seen = sorted((c.data.tags["mtlo.tasks"], c.data.tags["mtlo.seed"]) for c in children)
+    assert seen.count(("rt", "0")) == 1 and seen.count(("rt,sms,vader", "1")) == 1
+    cap = int(parent.data.params["transfer.max_steps"])
+    assert cap == 2 * 3 * 3  # 2 epochs of the 3-task group: 3 batches of 16 per task
+    for c in children:
+        m = c.data.metrics
+        assert 0 < m["best_step"] <= m["train_steps"] <= cap  # every run under the same step cap
+        assert all(f"best/{t}/" in " ".join(m) for t in c.data.tags["mtlo.tasks"].split(","))
+    # a report rebuilt from MLflow alone gives the same figures
+    study = Study("study", out["parent_run_id"], ["rt", "vader", "sms"], out["main_metric"],
+                  {"rt": True, "vader": True, "sms": True}, "pairwise", [0, 1], 1)
+    again = analyse(study, load_runs(client, exp.experiment_id, out["parent_run_id"], out["main_metric"]))
+    assert again["gains"] == out["gains"] and again["grouping"] == out["grouping"]
+    logged = client.download_artifacts(out["parent_run_id"], "transfer.json", str(tmp_path))
+    assert json.loads(Path(logged).read_text())["grouping"] == out["grouping"]
+
+    # the report, by name, from MLflow alone: markdown, heat map, gain bars, logged on the parent
+    from orchestrator.report import build_report
+
+    res, md, folder = build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "study", tmp_path / "rep")
+    assert res["grouping"] == out["grouping"] and res["gains"] == out["gains"]
+    assert {p.name for p in folder.iterdir()} == {"report.md", "report.json", "transfer_matrix.png", "gains.png"}
+    assert "## Recommended grouping" in md and "**rt + sms + vader**" in md
+    assert (folder / "transfer_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    logged = {a.path for a in client.list_artifacts(out["parent_run_id"], "report")}
+    assert {"report/report.md", "report/transfer_matrix.png", "report/gains.png"} <= logged
+    with pytest.raises(ConfigError, match="no search or transfer study named 'nope'"):
+        build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "nope", tmp_path / "rep2")
+
+
+def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
+    from orchestrator.transfer.runner import run_transfer
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path)
+    with pytest.raises(ConfigError, match="--seeds: must be at least 1"):
+        run_transfer(load_config(path), path, method="pairwise", seeds=0)
+    one = write(tmp_path, tasks={"rt": {"source": "builtin:rt_polarity"}})
+    with pytest.raises(ConfigError, match="needs at least two tasks"):
+        run_transfer(load_config(one), one, method="pairwise")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+def test_cli_transfer_json(tmp_path):
+    path = write(tmp_path, name="cli", tasks={"rt": {"source": "builtin:rt_polarity"},
+                                              "sms": {"source": "builtin:sms_spam"}})
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--method", "pairwise",
+                          "--seeds", "1", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(out.stdout)
+    assert set(data) >= {"name", "parent_run_id", "baselines", "gains", "negative_transfer", "affinity",
+                         "grouping", "cost"}
+    assert data["cost"]["trials"] == 3 and set(data["grouping"]) >= {"groups", "score", "method", "confirmed"}
+    bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--method", "nope"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--method" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,127 @@
+"""Known answers for the transfer analysis: hand-computed gains, significance, matrices and
+groupings, and the exact grouping against brute force on random tables."""
+
+import itertools
+import random
+
+import pytest
+
+from orchestrator.transfer.analysis import (
+    Gain,
+    Run,
+    baselines,
+    best_grouping,
+    gain_table,
+    gains,
+    negative_transfer,
+    pairwise_matrix,
+    standley_estimate,
+    welch,
+)
+
+HIB = {"a": True, "b": True, "c": True, "m": False}
+
+
+def runs(group, task_scores, seeds=(0, 1, 2)):
+    """One Run per seed; task_scores: task -> list of per-seed scores."""
+    return [Run(tuple(sorted(group)), s, {t: v[i] for t, v in task_scores.items()}) for i, s in enumerate(seeds)]
+
+
+def test_gain_sign_size_and_significance_by_hand():
+    table = runs(("a",), {"a": [0.80, 0.82, 0.78]}) + runs(("b",), {"b": [0.50, 0.50, 0.50]}) \
+        + runs(("a", "b"), {"a": [0.70, 0.72, 0.68], "b": [0.51, 0.49, 0.53]})
+    assert baselines(table)["a"].mean == pytest.approx(0.80)
+    by = {(g.task, g.group): g for g in gains(table, HIB)}
+    ga = by[("a", ("a", "b"))]
+    assert ga.delta == pytest.approx(-0.125)  # (0.70 - 0.80) / 0.80
+    # Welch: diff -0.1, se sqrt(2 * 0.0004 / 3) = 0.01633, t = -6.12, df = 4 -> p = 0.0036
+    assert ga.p == pytest.approx(0.00360, abs=2e-4)
+    assert ga.significant and ga.ci[0] < ga.delta < ga.ci[1] < 0
+    gb = by[("b", ("a", "b"))]
+    assert gb.delta == pytest.approx(0.02) and not gb.significant  # +1 point, within noise
+    assert [(g.task, g.group) for g in negative_transfer(by.values())] == [("a", ("a", "b"))]
+
+
+def test_lower_is_better_metric_flips_the_sign():
+    table = runs(("m",), {"m": [2.0, 2.1, 1.9]}) + runs(("a",), {"a": [0.5, 0.5, 0.5]}) \
+        + runs(("a", "m"), {"m": [1.5, 1.6, 1.4], "a": [0.5, 0.5, 0.5]})
+    g = next(g for g in gains(table, HIB) if g.task == "m")
+    assert g.delta == pytest.approx(0.25)  # mse 2.0 -> 1.5 is a 25% gain
+    assert g.significant and g.ci[0] > 0
+
+
+def test_too_few_seeds_is_never_significant():
+    table = runs(("a",), {"a": [0.80, 0.81]}, seeds=(0, 1)) + \
+        runs(("a", "b"), {"a": [0.40, 0.41], "b": [0.5, 0.5]}, seeds=(0, 1)) + runs(("b",), {"b": [0.5, 0.5]}, (0, 1))
+    g = next(g for g in gains(table, HIB) if g.task == "a")
+    assert g.delta < -0.4 and g.p is not None and not g.significant  # 2 seeds < min_seeds=3
+
+
+def test_welch_degenerate_cases():
+    assert welch([1.0], [1.0, 2.0]) == (None, None)
+    assert welch([1.0, 1.0], [1.0, 1.0]) == (1.0, (0.0, 0.0))
+    assert welch([2.0, 2.0], [1.0, 1.0]) == (0.0, (1.0, 1.0))
+
+
+def test_pairwise_matrix_and_standley_estimate():
+    gs = [Gain("a", ("a", "b"), 0.1, None, None, False, 3), Gain("b", ("a", "b"), -0.2, None, None, False, 3),
+          Gain("a", ("a", "c"), 0.3, None, None, False, 3), Gain("c", ("a", "c"), 0.0, None, None, False, 3)]
+    m = pairwise_matrix(gs, ["a", "b", "c"])
+    assert m["a"] == {"a": 0.0, "b": 0.1, "c": 0.3}
+    assert m["b"]["a"] == -0.2 and m["b"]["c"] is None
+    assert standley_estimate(m, "a", ("a", "b", "c")) == pytest.approx(0.2)
+    assert standley_estimate(m, "b", ("a", "b", "c")) is None  # (b, c) never trained
+    table = gain_table(["a", "b", "c"], gs, estimate=lambda t, g: standley_estimate(m, t, g))
+    assert ("a", "b", "c") not in table  # b's and c's estimates need the missing pair
+    assert table[("a", "b")] == {"a": 0.1, "b": -0.2}
+
+
+GAINS = {("a", "b"): {"a": 0.1, "b": 0.05}, ("a", "c"): {"a": -0.2, "c": 0.3}, ("b", "c"): {"b": 0.0, "c": -0.1},
+         ("a", "b", "c"): {"a": 0.05, "b": 0.02, "c": 0.1}}
+
+
+def table3():
+    return {**{(t,): {t: 0.0} for t in "abc"}, **GAINS}
+
+
+def test_grouping_by_hand():
+    one = best_grouping("abc", table3(), 1)
+    assert one.groups == [["a", "b", "c"]] and one.score == pytest.approx(0.17)
+    two = best_grouping("abc", table3(), 2)  # {ab, ac}: a in ab (+0.1), b in ab (+0.05), c in ac (+0.3)
+    assert two.groups == [["a", "b"], ["a", "c"]] and two.score == pytest.approx(0.45)
+    assert two.assignment == {"a": ["a", "b"], "b": ["a", "b"], "c": ["a", "c"]}
+    assert best_grouping("abc", table3(), 3).score == pytest.approx(0.45)  # a third group cannot add
+
+
+def test_all_negative_gains_keep_tasks_alone():
+    table = {**{(t,): {t: 0.0} for t in "abc"},
+             **{g: {t: -0.1 for t in g} for k in (2, 3) for g in itertools.combinations("abc", k)}}
+    assert best_grouping("abc", table, 3).groups == [["a"], ["b"], ["c"]]
+    assert best_grouping("abc", table, 1).groups == [["a", "b", "c"]]  # one model: the only cover
+
+
+def brute(tasks, table, budget):
+    best = -1e9
+    for k in range(1, budget + 1):
+        for combo in itertools.combinations(table, k):
+            if set().union(*combo) != set(tasks):
+                continue
+            best = max(best, sum(max(table[g][t] for g in combo if t in g) for t in tasks))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_grouping_matches_brute_force(seed):
+    rng = random.Random(seed)
+    tasks = "abcd"
+    table = {(t,): {t: 0.0} for t in tasks}
+    for k in (2, 3, 4):
+        for g in itertools.combinations(tasks, k):
+            if rng.random() < 0.7:
+                table[g] = {t: round(rng.uniform(-0.3, 0.3), 3) for t in g}
+    for budget in (1, 2, 3):
+        if brute(tasks, table, budget) == -1e9:  # no cover within the budget (no 4-task group for K=1)
+            with pytest.raises(ValueError, match="cover every task"):
+                best_grouping(tasks, table, budget)
+            continue
+        assert best_grouping(tasks, table, budget).score == pytest.approx(brute(tasks, table, budget))

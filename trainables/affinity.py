@@ -1,0 +1,83 @@
+"""Lookahead inter-task affinity (Fifty et al. 2021, "Efficiently Identifying Task Groupings
+for Multi-Task Learning", TAG), measured inside one joint training run.
+
+Every ``affinity_every`` optimizer steps, with one batch per task:
+
+    Z[i -> j] = 1 - L_j(θ_s - Δ_i) / L_j(θ_s)
+
+where Δ_i = η · g_i is an SGD step on the shared parameters θ_s along task i's gradient
+alone, at the current learning rate η of those parameters (as in the paper; an
+Adam-preconditioned step of the same rate overshoots once losses are small and turns every
+affinity negative). Z[i -> j] > 0: a step on i lowers j's loss (i helps j). The losses are
+taken in eval mode (no dropout) so that the only change is the lookahead step. The run
+reports the running mean of every Z[i -> j].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+class AffinityMeter:
+    def __init__(self, tasks: list[str]) -> None:
+        self.tasks = list(tasks)
+        self.sums = {(i, j): 0.0 for i in self.tasks for j in self.tasks if i != j}
+        self.count = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": {f"{i}\t{j}": v for (i, j), v in self.sums.items()}, "count": self.count}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.sums = {tuple(k.split("\t")): v for k, v in state["sums"].items()}  # type: ignore[misc]
+        self.count = state["count"]
+
+    def mean(self) -> dict[tuple[str, str], float]:
+        return {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+
+    def row(self) -> dict[str, float]:
+        """The running means as report keys ``affinity/<i>/<j>`` (i's step on j's loss)."""
+        return {f"affinity/{i}/{j}": v for (i, j), v in self.mean().items()}
+
+    def measure(self, model: torch.nn.Module, optim: torch.optim.Optimizer, shared: list[torch.nn.Parameter],
+                loss_fn: Callable[[str, dict[str, torch.Tensor]], torch.Tensor],
+                batches: dict[str, dict[str, torch.Tensor]]) -> dict[tuple[str, str], float]:
+        """One measurement; adds it to the running sums and returns it."""
+        if not shared:
+            raise ValueError("affinity needs parameters that the tasks share (sharing: hard or partial)")
+        was_training = model.training
+        model.eval()
+        saved = [p.detach().clone() for p in shared]
+        scale = _step_scale(optim, shared)
+        try:
+            with torch.no_grad():
+                base = {j: float(loss_fn(j, batches[j])) for j in self.tasks}
+            z: dict[tuple[str, str], float] = {}
+            for i in self.tasks:
+                loss = loss_fn(i, batches[i])
+                grads = torch.autograd.grad(loss, shared, allow_unused=True)
+                with torch.no_grad():
+                    for p, g, s in zip(shared, grads, scale, strict=True):
+                        if g is not None:
+                            p.sub_(g * s)
+                    for j in self.tasks:
+                        if j != i:
+                            after = float(loss_fn(j, batches[j]))
+                            z[(i, j)] = 1.0 - after / base[j] if base[j] > 0 else 0.0
+                    for p, keep in zip(shared, saved, strict=True):
+                        p.copy_(keep)
+        finally:
+            model.train(was_training)
+        for k, v in z.items():
+            self.sums[k] += v
+        self.count += 1
+        return z
+
+
+def _step_scale(optim: torch.optim.Optimizer, shared: list[torch.nn.Parameter]) -> list[float]:
+    """Per shared parameter, the learning rate of its optimizer group (the lookahead is an
+    SGD step at that rate)."""
+    where = {id(p): g for g in optim.param_groups for p in g["params"]}
+    return [float(where[id(p)]["lr"]) if id(p) in where else 0.0 for p in shared]
