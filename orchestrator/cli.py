@@ -38,8 +38,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
     x = sub.add_parser("transfer", help="negative-transfer study: task subsets x seeds, gains, grouping")
     x.add_argument("config", help="the YAML config file")
-    x.add_argument("--method", required=True, choices=["pairwise", "exhaustive"],
-                   help="pairwise: every task alone and every pair; exhaustive: every subset")
+    x.add_argument("--method", required=True, choices=["pairwise", "exhaustive", "affinity"],
+                   help="pairwise: every task alone and every pair; exhaustive: every subset; "
+                   "affinity: every task alone and one all-tasks run that measures affinity (TAG), "
+                   "then the proposed groups")
     x.add_argument("--seeds", type=int, default=3, help="seeds per task set (default 3)")
     x.add_argument("--budget", type=int, default=2, help="at most this many groups (models) in the grouping")
     x.add_argument("--address", default=None, help="Ray cluster: 'auto' or ray://host:10001 (default: local Ray)")

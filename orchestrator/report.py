@@ -47,25 +47,52 @@ def _pct(v: float | None) -> str:
 
 # -- transfer ---------------------------------------------------------------------------------
 def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str]:
-    from orchestrator.transfer.runner import analyse, load_runs, study_from_mlflow
+    from orchestrator.transfer.runner import analyse, load_affinity, load_runs, study_from_mlflow
 
     study = study_from_mlflow(client, parent.info.run_id)
     runs = load_runs(client, parent.info.experiment_id, parent.info.run_id, study.main_metric)
-    res = analyse(study, runs)
+    affinity = load_affinity(client, parent.info.experiment_id, parent.info.run_id) \
+        if study.method in ("affinity", "exhaustive") else None
+    res = analyse(study, runs, affinity)
     res["status"] = parent.info.status
     figures = []
     if _heatmap(res, out / "transfer_matrix.png"):
         figures.append("transfer_matrix.png")
+    if res["affinity"] and _affinity_map(res, out / "affinity.png"):
+        figures.append("affinity.png")
     if _gain_bars(res, out / "gains.png"):
         figures.append("gains.png")
     return res, _transfer_markdown(res, figures)
 
 
-def _heatmap(res: dict[str, Any], path: Path) -> bool:
+def _matrix_figure(tasks: list[str], m: Any, text: Any, path: Path, *, lim: float, title: str, label: str,
+                   xlabel: str, ylabel: str) -> None:
+    """A task x task heat map (diverging, centred on 0) with a text in every measured cell."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.0 * len(tasks) + 1.5))
+    im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+    ax.set_yticks(range(len(tasks)), tasks)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    for i in range(len(tasks)):
+        for j in range(len(tasks)):
+            if not np.isnan(m[i, j]):
+                dark = abs(m[i, j]) > 0.6 * lim
+                ax.text(j, i, text(i, j), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _heatmap(res: dict[str, Any], path: Path) -> bool:
     import numpy as np
 
     tasks = res["tasks"]
@@ -74,23 +101,30 @@ def _heatmap(res: dict[str, Any], path: Path) -> bool:
     if np.isnan(m).all():
         return False
     sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
-    lim = max(1.0, float(np.nanmax(np.abs(m))))
-    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.0 * len(tasks) + 1.5))
-    im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
-    ax.set_yticks(range(len(tasks)), tasks)
-    ax.set_xlabel("trained together with")
-    ax.set_ylabel("gain of this task (relative to alone)")
-    for i, a in enumerate(tasks):
-        for j, b in enumerate(tasks):
-            if not np.isnan(m[i, j]):
-                star = "*" if (a, tuple(sorted((a, b)))) in sig else ""
-                ax.text(j, i, f"{m[i, j]:+.1f}%{star}", ha="center", va="center", fontsize=9)
-    fig.colorbar(im, ax=ax, label="relative gain, %")
-    ax.set_title(f"{res['name']}: pairwise transfer (* p < 0.05, {len(res['seeds'])} seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+    def text(i: int, j: int) -> str:
+        a, b = tasks[i], tasks[j]
+        return f"{m[i, j]:+.1f}%" + ("*" if (a, tuple(sorted((a, b)))) in sig else "")
+
+    _matrix_figure(tasks, m, text, path, lim=max(1.0, float(np.nanmax(np.abs(m)))),
+                   title=f"{res['name']}: pairwise transfer (* p < 0.05, {len(res['seeds'])} seeds)",
+                   label="relative gain, %", xlabel="trained together with",
+                   ylabel="gain of this task (relative to alone)")
+    return True
+
+
+def _affinity_map(res: dict[str, Any], path: Path) -> bool:
+    import numpy as np
+
+    tasks = res["tasks"]
+    z = np.array([[np.nan if i == j else res["affinity"].get(j, {}).get(i, np.nan) for j in tasks] for i in tasks],
+                 dtype=float)
+    if np.isnan(z).all():
+        return False
+    _matrix_figure(tasks, z, lambda i, j: f"{z[i, j]:.2g}", path, lim=float(np.nanmax(np.abs(z))) or 1.0,
+                   title=f"{res['name']}: inter-task affinity (TAG), mean over training and seeds",
+                   label="lookahead affinity Z (estimated)", xlabel="a step on this task's loss ...",
+                   ylabel="... changes this task's loss (Z > 0: lowers it)")
     return True
 
 
@@ -154,6 +188,19 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     else:
         lines.append("No significant loss: no task was measurably hurt by another "
                      "(a loss that is not significant is reported as no evidence).")
+    if res.get("affinity"):
+        lines += ["", "## Affinity (estimated)", "",
+                  "Lookahead inter-task affinity Z[i → j] = 1 − L_j(θ − η∇L_i) / L_j(θ), measured inside the "
+                  "all-tasks run(s) and averaged over training and seeds (Fifty et al. 2021). These figures are "
+                  "estimates; the gains below are measured by training.", "",
+                  "| step on ↓ / loss of → | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
+        for i in tasks:
+            cells = ["" if i == j else f"{res['affinity'].get(i, {}).get(j, float('nan')):.3g}" for j in tasks]
+            lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
+        if res.get("proposed"):
+            lines += ["", "Groups proposed from the affinity: "
+                      + ", ".join("**" + " + ".join(g) + "**" for g in res["proposed"]["groups"])
+                      + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
     gr = res["grouping"]
     lines += ["", "## Recommended grouping", ""]
     if not gr["groups"]:
@@ -163,7 +210,8 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
                      + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
                      + f"; total gain {_pct(gr['score'])}; "
                      + ("every proposed group was trained (measured)." if gr["confirmed"] else
-                        "includes gains estimated from pairs (Standley et al.), not confirmed by training."))
+                        "the groups proposed from the affinity are not trained yet." if res["method"] == "affinity"
+                        else "includes gains estimated from pairs (Standley et al.), not confirmed by training."))
         lines += ["", "| task | scored in | gain | 95% CI | evidence |", "| --- | --- | --- | --- | --- |"]
         by = {(g["task"], tuple(g["group"])): g for g in res["gains"]}
         est = {(g["task"], tuple(g["group"])): g for g in res.get("estimated_gains", [])}
@@ -176,6 +224,18 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
             ci = f"{_pct(g['ci'][0])} to {_pct(g['ci'][1])}" if g and g.get("ci") else "–"
             kind = "estimated" if g and g.get("estimated") else f"measured, {g['n'] if g else 0} seeds"
             lines.append(f"| {t} | {'+'.join(grp)} | {_pct(g['delta'] if g else None)} | {ci} | {kind} |")
+    lines += ["", "## Runs", "", "Each task set at each seed, trained until its validation objective stopped improving "
+              "(steps to its best epoch; the same cap for every run).", "",
+              "| task set | seeds | steps to best epoch (mean) | " + " | ".join(tasks) + " |",
+              "| --- " * (len(tasks) + 3) + "|"]
+    by_group: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in res["runs"]:
+        by_group.setdefault(tuple(r["group"]), []).append(r)
+    for grp in sorted(by_group, key=lambda g: (len(g), g)):
+        rs = by_group[grp]
+        cells = [f"{sum(r['scores'][t] for r in rs) / len(rs):.4f}" if t in grp else "" for t in tasks]
+        lines.append(f"| {'+'.join(grp)} | {len(rs)} | {sum(r['best_step'] for r in rs) / len(rs):.0f} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from trainables.affinity import AffinityMeter
-from trainables.errors import InputError
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
 from trainables.encoder import load_encoder, tokenizer_id
+from trainables.errors import InputError
 from trainables.model import MultiTaskModel
 from trainables.schedules import schedule
 from trainables.sharing import sharing_mode

@@ -37,7 +37,7 @@ from orchestrator.search.trial import TrialContext
 from orchestrator.transfer import analysis as an
 from trainables import inspect_tasks
 
-METHODS = ("pairwise", "exhaustive")
+METHODS = ("pairwise", "exhaustive", "affinity")
 STATE_FILE = "mtlo_transfer.json"
 STUDY_FILE = "study.json"  # on the parent run: what a report needs to rebuild the analysis
 DEFAULT_PATIENCE = 2
@@ -71,6 +71,8 @@ def study_run(cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
 
 def subsets(tasks: list[str], method: str) -> list[tuple[str, ...]]:
     sizes: tuple[int, ...]
+    if method == "affinity":  # every task alone, and all tasks together (where affinity is measured)
+        return [an.group_of((t,)) for t in tasks] + [an.group_of(tasks)]
     if method == "pairwise":
         sizes = (1, 2)
     elif method == "exhaustive":
@@ -99,6 +101,14 @@ def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict
     return out
 
 
+def affinity_every(tasks: list[str], cap: int) -> int:
+    """Steps between affinity measurements: one measurement (a backward pass per task and a
+    forward pass per ordered pair) costs about n + n²/3 training steps; measure so that it
+    adds about a fifth to the run, but at least 10 times within the step cap."""
+    n = len(tasks)
+    return max(1, min(int(5 * (n + n * n / 3)), cap // 10))
+
+
 def study_from_mlflow(client: Any, parent_id: str) -> Study:
     import tempfile
 
@@ -108,17 +118,71 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
                  desc["method"], desc["seeds"], desc["budget"])
 
 
-def analyse(study: Study, runs: list[an.Run]) -> dict[str, Any]:
-    """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix)."""
+def load_affinity(client: Any, experiment_id: str, parent_id: str) -> dict[str, dict[str, float]]:
+    """Z[i][j] (i's lookahead step on j's loss), averaged over training and over the seeds of
+    the finished runs that measured it."""
+    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                  max_results=50000)
+    sums: dict[tuple[str, str], list[float]] = {}
+    for r in children:
+        if r.info.status != "FINISHED":
+            continue
+        for k, v in r.data.metrics.items():
+            if k.startswith("affinity/"):
+                _, i, j = k.split("/", 2)
+                sums.setdefault((i, j), []).append(float(v))
+    out: dict[str, dict[str, float]] = {}
+    for (i, j), vals in sums.items():
+        out.setdefault(i, {})[j] = sum(vals) / len(vals)
+    return out
+
+
+def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.Group, dict[str, float]]:
+    """TAG's group score: task t in group G scores the mean affinity of the others onto it,
+    mean over j in G \\ {t} of Z[j -> t]; a task alone scores 0."""
+    table: dict[an.Group, dict[str, float]] = {(t,): {t: 0.0} for t in tasks}
+    for k in range(2, len(tasks) + 1):
+        for combo in itertools.combinations(sorted(tasks), k):
+            row = {}
+            for t in combo:
+                vals = [z.get(j, {}).get(t) for j in combo if j != t]
+                if any(v is None for v in vals):
+                    break
+                row[t] = sum(vals) / len(vals)  # type: ignore[arg-type]
+            else:
+                table[combo] = row
+    return table
+
+
+def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None
+            ) -> dict[str, Any]:
+    """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix).
+
+    ``pairwise`` / ``exhaustive``: the grouping is chosen on measured gains, and on Standley
+    estimates for groups never trained. ``affinity``: groups are proposed from the affinity
+    (``proposed``), then the grouping is chosen on measured gains only, once the proposed
+    groups have been trained."""
     gains = an.gains(runs, study.higher_is_better)
     base = an.baselines(runs)
     matrix = an.pairwise_matrix(gains, study.tasks)
     measured = {(g.group, g.task) for g in gains}
-    table = an.gain_table(study.tasks, gains,
-                          estimate=lambda t, g: an.standley_estimate(matrix, t, g))
+    proposed = None
+    if study.method == "affinity":
+        table = an.gain_table(study.tasks, gains)
+        if affinity:
+            try:
+                proposed = an.best_grouping(study.tasks, affinity_table(study.tasks, affinity), study.budget)
+                proposed.method = "affinity (estimated)"
+            except ValueError:
+                proposed = None
+    else:
+        table = an.gain_table(study.tasks, gains, estimate=lambda t, g: an.standley_estimate(matrix, t, g))
     try:
         grouping = an.best_grouping(study.tasks, table, study.budget)
         grouping.confirmed = all(len(g) == 1 or all((tuple(g), t) in measured for t in g) for g in grouping.groups)
+        if proposed is not None:  # affinity: confirmed once every proposed group was trained
+            grouping.confirmed = all(len(g) == 1 or all((tuple(g), t) in measured for t in g)
+                                     for g in proposed.groups)
     except ValueError as exc:  # too few runs so far (a study still running or interrupted)
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
@@ -132,7 +196,8 @@ def analyse(study: Study, runs: list[an.Run]) -> dict[str, Any]:
         "negative_transfer": [g.as_dict() for g in an.negative_transfer(gains)],
         "pairwise": matrix,
         "estimated_gains": estimated,
-        "affinity": {},
+        "affinity": affinity or {},
+        "proposed": proposed.as_dict() if proposed is not None else None,
         "grouping": grouping.as_dict(),
         "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs)},
         "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "best_step": r.steps,
@@ -199,24 +264,31 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     objective = Objective("mean_score", tuple(tasks), main, hib)
     ctx = TrialContext(run, objective, cfg.resources.cpus_per_trial)
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}
-    points = [{"tasks": "+".join(g), "seed": s} for g in groups for s in seed_list]
+    points: list[dict[str, Any]] = [{"tasks": "+".join(g), "seed": s} for g in groups for s in seed_list]
+    if method in ("affinity", "exhaustive"):  # the all-tasks run measures the affinity as it trains
+        every = affinity_every(tasks, run["train"]["max_steps"])
+        for p in points:
+            if len(str(p["tasks"]).split("+")) == len(tasks):
+                p["affinity_every"] = every
     err_console.print(f"[bold]mtlo transfer[/bold] {cfg.name}: {method}, {len(groups)} task sets x {seeds} seeds = "
                       f"{len(points)} trials; every run capped at {run['train']['max_steps']} steps, "
                       f"patience {run['train']['patience']} epochs")
     recorder = _recorder(cfg, experiment_id, parent_id, ctx, "trial", base_tags)
     run_grid(cfg, ctx, points, name="study", storage=exp_dir, recorder=recorder, role="trial", resume=resume,
              as_json=as_json)
-    result = analyse(study, load_runs(client, experiment_id, parent_id, main))
+    affinity = load_affinity(client, experiment_id, parent_id) if method in ("affinity", "exhaustive") else None
+    result = analyse(study, load_runs(client, experiment_id, parent_id, main), affinity)
 
     # confirmation: train the proposed groups whose gains were only estimated
-    todo = [g for g in result["grouping"]["groups"] if len(g) > 2 and not result["grouping"]["confirmed"]]
+    chosen = (result["proposed"] or {}).get("groups", []) if method == "affinity" else result["grouping"]["groups"]
+    todo = [g for g in chosen if len(g) > 1 and not result["grouping"]["confirmed"]]
     todo = [g for g in todo if an.group_of(g) not in {an.group_of(r["group"]) for r in result["runs"]}]
     if todo:
         err_console.print(f"confirming the proposed group(s) by training them: {todo}")
         confirm = _recorder(cfg, experiment_id, parent_id, ctx, "confirm", base_tags)
         run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list], name="confirm",
                  storage=exp_dir, recorder=confirm, role="confirm", resume=resume, as_json=as_json)
-        result = analyse(study, load_runs(client, experiment_id, parent_id, main))
+        result = analyse(study, load_runs(client, experiment_id, parent_id, main), affinity)
     result["seconds"] = time.time() - started
     tracking.log_files(client, parent_id, {"transfer.json": tracking.as_json(result)})
     tracking.log_metrics(client, parent_id, {"grouping/score": result["grouping"]["score"],

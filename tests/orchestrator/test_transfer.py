@@ -100,6 +100,29 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
         build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "nope", tmp_path / "rep2")
 
 
+def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, monkeypatch):
+    from orchestrator.report import build_report
+    from orchestrator.transfer.runner import run_transfer
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, name="aff")
+    out = run_transfer(load_config(path), path, method="affinity", seeds=1, budget=2)
+    tasks = ["rt", "vader", "sms"]
+    assert {(i, j) for i in out["affinity"] for j in out["affinity"][i]} == \
+        {(i, j) for i in tasks for j in tasks if i != j}  # every ordered pair measured
+    proposed = out["proposed"]["groups"]
+    assert {t for g in proposed for t in g} == set(tasks) and len(proposed) <= 2  # a cover, within budget
+    trained = {tuple(r["group"]) for r in out["runs"]}
+    # 3 singles + the all-tasks run, then every proposed group of 2+ tasks, trained to confirm it
+    assert {("rt",), ("sms",), ("vader",), ("rt", "sms", "vader")} <= trained
+    assert all(tuple(sorted(g)) in trained for g in proposed)
+    assert out["grouping"]["confirmed"] is True and out["grouping"]["method"] == "affinity"
+    assert out["cost"]["trials"] == len(trained)
+    res, md, folder = build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "aff", tmp_path / "rep")
+    assert res["affinity"] == out["affinity"] and (folder / "affinity.png").is_file()
+    assert "## Affinity (estimated)" in md
+
+
 def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
     from orchestrator.transfer.runner import run_transfer
 

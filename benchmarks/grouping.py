@@ -1,0 +1,128 @@
+"""Grouping quality and cost of the three transfer methods, from one exhaustive study.
+
+An exhaustive study (``mtlo transfer CONFIG --method exhaustive``) trains every subset at
+every seed, and its all-tasks run also measures the lookahead affinity. The runs are
+deterministic configurations, so what ``pairwise`` and ``affinity`` would have trained is a
+subset of them: this script replays each method on the runs that method would train
+(pairwise: singles + pairs, then the proposed larger groups to confirm them; affinity:
+singles + the all-tasks run, then the proposed groups), and scores each method's final
+grouping with the *measured* gains of the exhaustive study:
+
+- quality: the total gain of the method's grouping (each task in its best chosen group,
+  measured) against the exhaustive optimum;
+- cost: runs and optimizer steps (to the best epoch) the method needed.
+
+With ``--truth`` (``truth.json`` of benchmarks/planted.py) it also checks the planted signs
+and counts negative-transfer flags on the planted null pairs.
+
+    python benchmarks/grouping.py --tracking-uri sqlite:///PATH/mlflow.db --study NAME [--budget 2] \\
+        [--truth PATH/truth.json] [--out benchmarks/results/grouping_NAME.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from orchestrator.report import find_parent  # noqa: E402
+from orchestrator.transfer import analysis as an  # noqa: E402
+from orchestrator.transfer.runner import analyse, load_affinity, load_runs, study_from_mlflow  # noqa: E402
+
+
+def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[str, float]]) -> float:
+    """Total measured gain of a grouping: each task in its best chosen group."""
+    total = 0.0
+    for t in tasks:
+        scores = [table[an.group_of(g)][t] for g in groups if t in g and an.group_of(g) in table]
+        total += max(scores) if scores else float("-inf")
+    return total
+
+
+def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None) -> tuple[dict, list[an.Run]]:
+    """What ``mtlo transfer --method METHOD`` would conclude, trained on these runs."""
+    tasks = study.tasks
+    if method == "pairwise":
+        used = [r for r in runs if len(r.group) <= 2]
+    elif method == "affinity":
+        used = [r for r in runs if len(r.group) == 1 or len(r.group) == len(tasks)]
+    else:
+        used = list(runs)
+    st = replace(study, method=method)
+    res = analyse(st, used, affinity if method != "pairwise" else None)
+    chosen = (res["proposed"] or {}).get("groups", []) if method == "affinity" else res["grouping"]["groups"]
+    trained = {r.group for r in used}
+    todo = {an.group_of(g) for g in chosen if len(g) > 1} - trained
+    if todo:  # confirmation: the proposed groups are trained (here: taken from the exhaustive runs)
+        used += [r for r in runs if r.group in todo]
+        res = analyse(st, used, affinity if method != "pairwise" else None)
+    return res, used
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tracking-uri", required=True)
+    ap.add_argument("--study", required=True, help="name or parent run id of an exhaustive study")
+    ap.add_argument("--budget", type=int, default=None, help="groups allowed (default: the study's)")
+    ap.add_argument("--truth", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(args.tracking_uri)
+    parent = find_parent(client, args.study)
+    study = study_from_mlflow(client, parent.info.run_id)
+    if args.budget:
+        study = replace(study, budget=args.budget)
+    runs = load_runs(client, parent.info.experiment_id, parent.info.run_id, study.main_metric)
+    affinity = load_affinity(client, parent.info.experiment_id, parent.info.run_id)
+    full = analyse(replace(study, method="exhaustive"), runs)
+    table = an.gain_table(study.tasks, [an.Gain(g["task"], tuple(g["group"]), g["delta"], None, None, False, g["n"])
+                                        for g in full["gains"]])
+    opt = full["grouping"]
+    out: dict[str, Any] = {"study": parent.info.run_name, "tasks": study.tasks, "seeds": study.seeds,
+                           "budget": study.budget, "optimum": {"groups": opt["groups"], "score": opt["score"]},
+                           "methods": {}}
+    all_steps = sum(r.steps for r in runs)
+    for method in ("exhaustive", "pairwise", "affinity"):
+        res, used = replay(method, study, runs, affinity)
+        groups = res["grouping"]["groups"]
+        v = value(groups, study.tasks, table)
+        steps = sum(r.steps for r in used)
+        out["methods"][method] = {
+            "groups": groups, "proposed": (res.get("proposed") or {}).get("groups"),
+            "measured_total_gain": v, "gap_to_optimum": opt["score"] - v,
+            "runs": len(used), "train_steps": steps, "compute_fraction": steps / all_steps if all_steps else None,
+            "negative_transfer": [(g["task"], g["group"]) for g in res["negative_transfer"]],
+        }
+    if args.truth:
+        truth = json.loads(Path(args.truth).read_text())
+        pair = {(g["task"], tuple(g["group"])): g for g in full["gains"] if len(g["group"]) == 2}
+        checks = {}
+        for kind, pairs in truth.items():
+            for task, partner in pairs:
+                g = pair.get((task, an.group_of((task, partner))))
+                checks[f"{kind}: {task} with {partner}"] = None if g is None else {
+                    "delta": g["delta"], "ci": g["ci"], "p": g["p"], "significant": g["significant"],
+                    "as_planted": (g["delta"] > 0 and g["significant"]) if kind == "helps" else
+                    (not (g["significant"] and g["delta"] > 0)) if kind == "hurts_or_neutral" else
+                    (not g["significant"])}
+        out["planted"] = checks
+        nulls = [tuple(p) for p in truth.get("null", [])]
+        out["null_flags"] = {m: sum(1 for t, grp in r["negative_transfer"]
+                                    if any(t == a and b in grp and len(grp) == 2 for a, b in nulls))
+                             for m, r in out["methods"].items()}
+        out["null_pairs"] = len(nulls)
+    text = json.dumps(out, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
