@@ -49,8 +49,8 @@ def _write(folder: Path, train: pd.DataFrame, val: pd.DataFrame) -> None:
 def make(out: Path, encoder: str, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     rt = read_source("rt", TaskSpec(source="builtin:rt_polarity"))
-    texts = list(rt.train.texts) + list(rt.val.texts if rt.val is not None else [])
-    labels = list(rt.train.labels) + list(rt.val.labels if rt.val is not None else [])
+    texts = list(rt.train.texts) + list(rt.validation.texts if rt.validation is not None else [])
+    labels = list(rt.train.labels) + list(rt.validation.labels if rt.validation is not None else [])
     order = rng.permutation(len(texts))
     pick = lambda lo, hi: pd.DataFrame({"text": [texts[i] for i in order[lo:hi]],  # noqa: E731
                                         "label": [labels[i] for i in order[lo:hi]]})

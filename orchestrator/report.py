@@ -41,6 +41,15 @@ def find_parent(client: Any, ref: str) -> Any:
     return runs[0]
 
 
+def _param(v: Any) -> str:
+    """A param as MLflow stores it (text), numbers shortened: 0.00013366875 -> 0.000134."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(v) if str(v).lstrip("-").isdigit() else f"{f:.3g}"
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.1f}%"
 
@@ -275,14 +284,14 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
         lines += ["| trial | status | objective | params |", "| --- | --- | --- | --- |"]
         for t in sorted(ok, key=lambda t: -t["objective"]):
             lines.append(f"| {t['trial_id']} | {t['status']} | {t['objective']:.4f} | "
-                         + ", ".join(f"{k}={v}" for k, v in t["params"].items()) + " |")
+                         + ", ".join(f"{k}={_param(v)}" for k, v in t["params"].items()) + " |")
     else:
         lines += [f"Pareto front: {len(res['pareto_front'])} trial(s).", "", "| trial | "
                   + " | ".join(sorted(ok[0]["objective"]) if ok else []) + " | params |"]
         lines.append("| --- " * (len(ok[0]["objective"]) + 2 if ok else 2) + "|")
         for t in res["pareto_front"]:
             objs = " | ".join(f"{t['objective'][k]:.4f}" for k in sorted(t["objective"]))
-            params = ", ".join(f"{k}={v}" for k, v in t["params"].items())
+            params = ", ".join(f"{k}={_param(v)}" for k, v in t["params"].items())
             lines.append(f"| {t['trial_id']} | {objs} | {params} |")
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return res, "\n".join(lines) + "\n"

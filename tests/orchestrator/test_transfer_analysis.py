@@ -125,3 +125,34 @@ def test_exact_grouping_matches_brute_force(seed):
                 best_grouping(tasks, table, budget)
             continue
         assert best_grouping(tasks, table, budget).score == pytest.approx(brute(tasks, table, budget))
+
+
+def test_benchmark_replay_uses_only_the_runs_each_method_trains():
+    """benchmarks/grouping.py: pairwise sees singles + pairs (+ the larger groups it proposes),
+    affinity sees singles + the all-tasks run (+ what it proposes)."""
+    import importlib.util
+    from pathlib import Path
+
+    from orchestrator.transfer.runner import Study
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "grouping.py"
+    spec = importlib.util.spec_from_file_location("grouping_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    score = {("a",): {"a": 0.5}, ("b",): {"b": 0.5}, ("c",): {"c": 0.5},
+             ("a", "b"): {"a": 0.6, "b": 0.6}, ("a", "c"): {"a": 0.5, "c": 0.4}, ("b", "c"): {"b": 0.5, "c": 0.4},
+             ("a", "b", "c"): {"a": 0.55, "b": 0.55, "c": 0.3}}
+    table = [Run(g, s, {t: v + 0.001 * s for t, v in sc.items()}, steps=10 * len(g)) for g, sc in score.items()
+             for s in range(3)]
+    study = Study("s", "p", ["a", "b", "c"], {t: "acc" for t in "abc"}, {t: True for t in "abc"}, "exhaustive",
+                  [0, 1, 2], 2)
+    res, used = mod.replay("pairwise", study, table, None)
+    assert {r.group for r in used} == {("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c")}
+    assert res["grouping"]["groups"] == [["a", "b"], ["c"]]
+    z = {"a": {"b": 0.2, "c": -0.1}, "b": {"a": 0.2, "c": -0.1}, "c": {"a": -0.1, "b": -0.1}}
+    res, used = mod.replay("affinity", study, table, z)
+    assert res["proposed"]["groups"] == [["a", "b"], ["c"]]  # a and b lower each other's loss
+    assert {r.group for r in used} == {("a",), ("b",), ("c",), ("a", "b", "c"), ("a", "b")}  # + confirmation
+    assert res["grouping"]["groups"] == [["a", "b"], ["c"]] and res["grouping"]["confirmed"]
+    assert mod.value([["a", "b"], ["c"]], ["a", "b", "c"], {("a", "b"): {"a": 0.2, "b": 0.1}, ("c",): {"c": 0.0}}) \
+        == pytest.approx(0.3)
