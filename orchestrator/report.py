@@ -269,9 +269,9 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
                            "trials": trials}
     figures = []
     if pareto:
-        front = [a for a in ok if not any(
-            all(b["objective"].get(k, -1e9) >= v for k, v in a["objective"].items()) and
-            any(b["objective"].get(k, -1e9) > v for k, v in a["objective"].items()) for b in ok if b is not a)]
+        from orchestrator.search.runner import pareto_front
+
+        front = pareto_front(ok)
         res["pareto_front"] = front
         if _pareto_plot(ok, front, out / "pareto.png"):
             figures.append("pareto.png")

@@ -36,6 +36,7 @@ class MlflowTrials(Callback):
         self.results: dict[str, dict[str, Any]] = {}  # last result per trial id
         self.status: dict[str, str] = {}
         self.best: dict[str, dict[str, Any]] = {}  # the result with the best objective per trial id
+        self.nodes: dict[str, str] = {}  # the node each trial's mtlo.node_id tag names
 
     @property
     def client(self) -> Any:
@@ -86,8 +87,10 @@ class MlflowTrials(Callback):
         step = int(result.get("epoch") or result.get("training_iteration") or 0)
         row = metric_row({k: v for k, v in result.items() if k not in _SKIP and v is not None})
         log_metrics(self.client, rid, row, step=step)
-        if result.get("node_id"):
-            self.client.set_tag(rid, "mtlo.node_id", str(result["node_id"]))
+        node = str(result.get("node_id") or "")
+        if node and self.nodes.get(trial.trial_id) != node:  # once per trial (again if Ray moved it)
+            self.client.set_tag(rid, "mtlo.node_id", node)
+            self.nodes[trial.trial_id] = node
         self.results[trial.trial_id] = dict(result)
         best = self.best.get(trial.trial_id)
         if result.get("objective") is not None and (best is None or result["objective"] > best["objective"]):

@@ -157,6 +157,50 @@ def _tuner_fit(tuner: Any, as_json: bool, progress: Progress) -> Any:
         progress.close()  # the live table ends on Ctrl-C too
 
 
+@dataclass
+class Parent:
+    """Where a search or study keeps its files, and its MLflow parent run."""
+
+    client: Any
+    experiment_id: str
+    run_id: str
+    exp_dir: Path
+    storage: Path
+    new: bool  # False: a resumed run
+
+
+def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, resume: bool,
+                address: str | None, tags: dict[str, str], state: dict[str, Any] | None = None) -> Parent:
+    """Check the name against earlier runs, start Ray, check the cluster, then continue the
+    parent run of an interrupted ``what`` (``--resume``) or create it (with the git commit,
+    and a state file that a later ``--resume`` reads)."""
+    storage = Path(cfg.ray.storage or "ray_results").expanduser().resolve()
+    exp_dir = storage / cfg.name
+    state_path = exp_dir / state_file
+    if resume and not state_path.is_file():
+        raise ConfigError(f"--resume: no interrupted {what} named '{cfg.name}' under {storage}")
+    if not resume and exp_dir.exists():
+        raise ConfigError(f"{what} '{cfg.name}' already exists under {storage}: use --resume to continue it, "
+                          "or give it another name (--set name=...)")
+    _ray_init(address or cfg.ray.address)
+    check_cluster(cfg, storage)
+    mlflow = tracking.configure(cfg)
+    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
+    experiment_id = client.get_experiment_by_name(cfg.experiment).experiment_id
+    if resume:
+        parent_id = json.loads(state_path.read_text())["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+        return Parent(client, experiment_id, parent_id, exp_dir, storage, new=False)
+    parent_id = client.create_run(experiment_id, run_name=cfg.name, tags=tags).info.run_id
+    commit = _git_commit(config_path.resolve().parent)
+    if commit:
+        client.set_tag(parent_id, "mlflow.source.git.commit", commit)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
+                                      "config": str(config_path.resolve()), **(state or {})}))
+    return Parent(client, experiment_id, parent_id, exp_dir, storage, new=True)
+
+
 def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None, resume: bool = False,
                address: str | None = None, as_json: bool = False) -> SearchOutcome:
     from ray import tune
@@ -169,37 +213,12 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     tasks = list(cfg.tasks)
     objective = Objective(cfg.search.objective, tuple(tasks), {t: i.main_metric for t, i in info.items()},
                           {t: i.higher_is_better for t, i in info.items()}, target=cfg.search.target)
-    storage = Path(cfg.ray.storage or "ray_results").expanduser().resolve()
-    exp_dir = storage / cfg.name
-    state_path = exp_dir / STATE_FILE
-    if resume and not state_path.is_file():
-        raise ConfigError(f"--resume: no interrupted search named '{cfg.name}' under {storage}")
-    if not resume and exp_dir.exists():
-        raise ConfigError(f"search '{cfg.name}' already exists under {storage}: use --resume to continue it, "
-                          "or give it another name (--set name=...)")
-
-    _ray_init(address or cfg.ray.address)
-    check_cluster(cfg, storage)
-
-    mlflow = tracking.configure(cfg)
-    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
-    experiment_id = client.get_experiment_by_name(cfg.experiment).experiment_id
-    if resume:
-        state = json.loads(state_path.read_text())
-        parent_id = state["parent_run_id"]
-        client.update_run(parent_id, status="RUNNING")
-    else:
-        parent = client.create_run(experiment_id, run_name=cfg.name,
-                                   tags={**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
-                                         "mtlo.objective": cfg.search.objective,
-                                         "mtlo.space": space.source})
-        parent_id = parent.info.run_id
-        commit = _git_commit(config_path.resolve().parent)
-        if commit:
-            client.set_tag(parent_id, "mlflow.source.git.commit", commit)
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
-                                          "config": str(config_path.resolve())}))
+    tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
+            "mtlo.objective": cfg.search.objective, "mtlo.space": space.source}
+    parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
+                         tags=tags)
+    client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
+    if parent.new:
         params = tracking.run_params(cfg)
         params.update(tracking.flatten({"search": cfg.search.model_dump(mode="json"),
                                         "resources": cfg.resources.model_dump(mode="json")}))
@@ -356,17 +375,21 @@ def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objecti
     return trials
 
 
+def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials (``objective``: {name: value}, all maximized) that no other trial matches on
+    every objective and beats on one."""
+    def dominated(a: dict[str, Any]) -> bool:
+        return any(all(b["objective"].get(k, -1e9) >= v for k, v in a["objective"].items()) and
+                   any(b["objective"].get(k, -1e9) > v for k, v in a["objective"].items())
+                   for b in trials if b is not a)
+
+    return [t for t in trials if not dominated(t)]
+
+
 def _best(trials: list[dict[str, Any]], multi: bool) -> dict[str, Any] | None:
     ok = [t for t in trials if t["status"] != "FAILED" and t["objective"] is not None]
     if not ok:
         return None
-    if multi:  # the Pareto front: no other trial at least as good on every task and better on one
-        def dominated(a: dict[str, Any]) -> bool:
-            return any(all(b["objective"].get(k, -1e9) >= v for k, v in a["objective"].items()) and
-                       any(b["objective"].get(k, -1e9) > v for k, v in a["objective"].items())
-                       for b in ok if b is not a)
-
-        front = [t for t in ok if not dominated(t)]
-        return {"pareto_front": front}
-    # among trials that ran every epoch where possible: an ASHA-stopped trial's score is from fewer epochs
+    if multi:
+        return {"pareto_front": pareto_front(ok)}
     return max(ok, key=lambda t: float(t["objective"]))

@@ -32,7 +32,7 @@ from orchestrator.config import Config
 from orchestrator.display import err_console
 from orchestrator.errors import ConfigError
 from orchestrator.search.objectives import Objective
-from orchestrator.search.runner import _git_commit, _ray_init, _recorder, check_cluster, run_grid
+from orchestrator.search.runner import _recorder, open_parent, run_grid
 from orchestrator.search.trial import TrialContext
 from orchestrator.transfer import analysis as an
 from trainables import inspect_tasks
@@ -55,10 +55,9 @@ class Study:
     budget: int
 
 
-def study_run(cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
+def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """The config's run dict under the equal-budget rule (step cap, patience, epochs that
-    never bind before the cap)."""
-    run = cfg.run_dict()
+    never bind before the cap); changes ``run`` in place and returns it."""
     tr = run["train"]
     batch = int(tr["batch_size"])
     per_epoch = {t: math.ceil(i.train_examples / batch) for t, i in info.items()}
@@ -215,40 +214,18 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     if len(tasks) < 2:
         raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
     groups = subsets(tasks, method)
-    base_run = cfg.run_dict()
-    info = inspect_tasks(base_run)  # bad data stops here, before Ray or MLflow
-    run = study_run(cfg, info)
+    run = cfg.run_dict()
+    info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow
+    run = study_run(run, info)
     main = {t: i.main_metric for t, i in info.items()}
     hib = {t: i.higher_is_better for t, i in info.items()}
     seed_list = [int(cfg.train.seed) + i for i in range(seeds)]
-    storage = Path(cfg.ray.storage or "ray_results").expanduser().resolve()
-    exp_dir = storage / cfg.name
-    state_path = exp_dir / STATE_FILE
-    if resume and not state_path.is_file():
-        raise ConfigError(f"--resume: no interrupted transfer study named '{cfg.name}' under {storage}")
-    if not resume and exp_dir.exists():
-        raise ConfigError(f"'{cfg.name}' already exists under {storage}: use --resume to continue it, "
-                          "or give it another name (--set name=...)")
-
-    _ray_init(address or cfg.ray.address)
-    check_cluster(cfg, storage)
-    mlflow = tracking.configure(cfg)
-    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
-    experiment_id = client.get_experiment_by_name(cfg.experiment).experiment_id
-    if resume:
-        parent_id = json.loads(state_path.read_text())["parent_run_id"]
-        client.update_run(parent_id, status="RUNNING")
-    else:
-        parent = client.create_run(experiment_id, run_name=cfg.name, tags={
-            **tracking.run_tags(cfg, command="transfer"), "mtlo.role": "transfer", "mtlo.method": method,
-            "mtlo.seeds": str(seeds), "mtlo.budget": str(budget)})
-        parent_id = parent.info.run_id
-        commit = _git_commit(config_path.resolve().parent)
-        if commit:
-            client.set_tag(parent_id, "mlflow.source.git.commit", commit)
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
-                                          "config": str(config_path.resolve()), "method": method}))
+    tags = {**tracking.run_tags(cfg, command="transfer"), "mtlo.role": "transfer", "mtlo.method": method,
+            "mtlo.seeds": str(seeds), "mtlo.budget": str(budget)}
+    parent = open_parent(cfg, config_path, what="transfer study", state_file=STATE_FILE, resume=resume,
+                         address=address, tags=tags, state={"method": method})
+    client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
+    if parent.new:
         params = tracking.run_params(cfg)
         params.update({"transfer.method": method, "transfer.seeds": seeds, "transfer.budget": budget,
                        "transfer.max_steps": run["train"]["max_steps"], "transfer.patience": run["train"]["patience"]})
