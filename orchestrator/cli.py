@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
+from orchestrator.errors import ServiceError
 from trainables.errors import InputError
 
 
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")
         return 2
+    except ServiceError as exc:
+        sys.stderr.write(f"mtlo: error: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("mtlo: interrupted\n")
         return 130

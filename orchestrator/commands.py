@@ -120,6 +120,9 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
 
     out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
                      as_json=as_json)
+    from orchestrator.report import build_report
+
+    _, _, folder = build_report(cfg.mlflow.tracking_uri, out.parent_run_id)
     if as_json:
         json.dump({"name": out.name, "parent_run_id": out.parent_run_id, "trials": out.trials, "best": out.best},
                   sys.stdout, indent=2, default=str)
@@ -146,6 +149,7 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
     elif out.best is not None:
         out_console().print(f"Pareto front: {len(out.best['pareto_front'])} trial(s): "
                             + ", ".join(t["trial_id"] for t in out.best["pareto_front"]))
+    out_console().print(f"report: {folder / 'report.md'} (also on the MLflow parent run, under report/)")
     return 0
 
 

@@ -66,6 +66,13 @@ class Config(_Strict):
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:  # it names folders (ray_results/NAME, reports/NAME)
+        if not _TASK_NAME.match(name) or name.strip(".") == "":
+            raise ValueError(f"may use only letters, digits, '_', '-', '.' (it names folders), got {name!r}")
+        return name
+
     @field_validator("tasks")
     @classmethod
     def _task_names(cls, tasks: dict[str, TaskSpec]) -> dict[str, TaskSpec]:

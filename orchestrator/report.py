@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tracking
+from orchestrator import faults, tracking
 from orchestrator.errors import ConfigError
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -261,9 +261,11 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
                        "status": c.data.tags.get("mtlo.status", c.info.status),
                        "params": {k[6:]: v for k, v in c.data.params.items() if k.startswith("param.")},
                        "tasks": c.data.tags.get("mtlo.tasks", "").split(","),
-                       "objective": {k[4:]: m[k] for k in obj_keys} if obj_keys else m.get("objective")})
+                       "objective": {k[4:]: m[k] for k in obj_keys} if obj_keys else m.get("objective"),
+                       "retries": int(c.data.tags.get("mtlo.retries", 0)), "error": c.data.tags.get("mtlo.error")})
     pareto = parent.data.tags.get("mtlo.objective") == "pareto"
-    ok = [t for t in trials if t["objective"] is not None and t["status"] != "FAILED"]
+    bad = [t for t in trials if t["status"] in ("FAILED", "DIVERGED")]
+    ok = [t for t in trials if t["objective"] is not None and t not in bad]
     res: dict[str, Any] = {"name": parent.info.run_name, "parent_run_id": parent.info.run_id,
                            "objective": parent.data.tags.get("mtlo.objective"), "status": parent.info.status,
                            "trials": trials}
@@ -277,9 +279,9 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
             figures.append("pareto.png")
     else:
         res["best"] = max(ok, key=lambda t: t["objective"]) if ok else None
+    counts = ", ".join(f"{sum(t['status'] == s for t in trials)} {s.lower()}" for s in ("FAILED", "DIVERGED"))
     lines = [f"# Search `{res['name']}`", "", f"Objective **{res['objective']}**, {len(trials)} trials "
-             f"({sum(t['status'] == 'FAILED' for t in trials)} failed), parent run `{res['parent_run_id']}` "
-             f"({res['status']}).", ""]
+             f"({counts}), parent run `{res['parent_run_id']}` ({res['status']}).", ""]
     if not pareto:
         lines += ["| trial | status | objective | params |", "| --- | --- | --- | --- |"]
         for t in sorted(ok, key=lambda t: -t["objective"]):
@@ -293,6 +295,13 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
             objs = " | ".join(f"{t['objective'][k]:.4f}" for k in sorted(t["objective"]))
             params = ", ".join(f"{k}={_param(v)}" for k, v in t["params"].items())
             lines.append(f"| {t['trial_id']} | {objs} | {params} |")
+    retried = [t for t in trials if t["retries"]]
+    if bad or retried:
+        lines += ["", "Trials that failed, diverged or were retried:", "",
+                  "| trial | status | retries | error |", "| --- | --- | --- | --- |"]
+        for t in sorted(bad + [t for t in retried if t not in bad], key=lambda t: str(t["trial_id"])):
+            error = (t["error"] or "").replace("|", "/").replace("\n", " ")[:200]
+            lines.append(f"| {t['trial_id']} | {t['status']} | {t['retries']} | {error} |")
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return res, "\n".join(lines) + "\n"
 
@@ -320,6 +329,13 @@ def _pareto_plot(ok: list[dict[str, Any]], front: list[dict[str, Any]], path: Pa
     return True
 
 
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a reader never sees a half-written report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[dict[str, Any], str, Path]:
     from mlflow.tracking import MlflowClient
 
@@ -331,7 +347,8 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
         res, md = transfer_report(client, parent, folder)
     else:
         res, md = search_report(client, parent, folder)
-    (folder / "report.md").write_text(md)
-    (folder / "report.json").write_text(tracking.as_json(res))
+    _write(folder / "report.md", md)
+    faults.driver_point(faults.from_env(), "report")  # test-only (MTLO_FAULT=driver@report)
+    _write(folder / "report.json", tracking.as_json(res))
     client.log_artifacts(parent.info.run_id, str(folder), artifact_path="report")
     return json.loads(tracking.as_json(res)), md, folder

@@ -78,11 +78,43 @@ def metric_row(row: dict[str, Any]) -> dict[str, float]:
 def configure(cfg: Config) -> Any:
     """Point MLflow at the config's tracking URI and experiment; return the client module."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # a tracking server that stops answering costs seconds per write, not minutes of retries
+    # (MLflow's defaults: 7 retries, backoff factor 2); the search goes on without it
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     import mlflow
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_experiment(cfg.experiment)
     return mlflow
+
+
+def store_problem(uri: str, timeout: float = 5.0) -> str | None:
+    """Why the tracking store cannot be used (None: it can): a server that does not answer,
+    or a sqlite file whose folder does not exist."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            answer = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as exc:
+            return f"no MLflow server answers at {uri} ({type(exc).__name__})"
+        return None if answer.ok else f"{uri}/health answered HTTP {answer.status_code}: not an MLflow server?"
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            return f"the folder of the sqlite file, {folder}, does not exist"
+    return None
+
+
+def check_store(uri: str) -> None:
+    """Refuse, before Ray starts or any trial runs, a tracking store that cannot be used."""
+    problem = store_problem(uri)
+    if problem:
+        from orchestrator.errors import ConfigError
+
+        raise ConfigError(f"mlflow.tracking_uri: {problem}")
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """Progress of a search on stderr.
 
 On a terminal: a live table (one row per trial: status, epoch, objective, node, the
-searched parameters) under a header with the counts running / done / stopped / failed,
+searched parameters) under a header with the counts running / done / stopped / failed
+(/ diverged),
 the best objective so far and the elapsed time. Elsewhere (a CI log, a pipe): one line
 whenever a trial starts, ends or fails, with the same counts.
 """
@@ -46,7 +47,9 @@ class Progress(Callback):
         best = f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
         return (f"[{time.time() - self.start:6.0f}s] {self.role}s: {self._count('RUNNING')} running, "
                 f"{self._count('FINISHED')} done, {self._count('STOPPED')} stopped early, "
-                f"{self._count('FAILED')} failed of {self.total} | {best}")
+                f"{self._count('FAILED')} failed"
+                + (f", {self._count('DIVERGED')} diverged" if self._count("DIVERGED") else "")
+                + f" of {self.total} | {best}")
 
     def table(self) -> Table:
         table = Table(title=self.header(), title_justify="left", expand=False)
@@ -83,7 +86,9 @@ class Progress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         row = self.rows.get(trial.trial_id)
         value = result.get(self.metric) if self.metric else None
-        if row is not None:
+        if row is not None and result.get("diverged"):
+            row["status"] = "DIVERGED"
+        elif row is not None:
             row["epoch"] = result.get("epoch")
             row["node"] = str(result.get("node_id") or "")[:8]
             if value is not None:
@@ -95,6 +100,9 @@ class Progress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         row = self.rows.setdefault(trial.trial_id, {"params": {}, "epoch": 0})
+        if row.get("status") == "DIVERGED":
+            self._event(f"DIVERGED {trial.trial_id} (NaN or infinite loss)")
+            return
         stopped = self.epochs is not None and int(row.get("epoch") or 0) < self.epochs
         row["status"] = "STOPPED" if stopped else "FINISHED"
         self._event(f"{'stopped' if stopped else 'finished'} {trial.trial_id}")
@@ -103,6 +111,11 @@ class Progress(Callback):
         row = self.rows.setdefault(trial.trial_id, {"params": {}, "epoch": 0})
         row["status"] = "FAILED"
         self._event(f"FAILED {trial.trial_id}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        row = self.rows.setdefault(trial.trial_id, {"params": {}, "epoch": 0})
+        row["status"] = "RETRYING"
+        self._event(f"failed, retrying from its last checkpoint: {trial.trial_id}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close()

@@ -3,23 +3,52 @@
 Runs the callback on the driver (one writer: no sqlite locking, and workers need no access
 to the tracking store). Child runs carry the ``mlflow.parentRunId`` tag (the UI nests them)
 and ``mtlo.trial_id``, which makes a resumed search continue the same child runs.
+
+MLflow may stop answering mid-search (a tracking server restarted, a network cut): a failed
+write never stops the search. Ray keeps every result on disk (each trial's result.json),
+the recorder stops writing until MLflow answers a probe again, and :meth:`MlflowTrials.sync`
+(after the search, and on ``--resume``) writes whatever MLflow lacks: child runs, per-epoch
+metrics at their epochs (each point once), final status and artifacts.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
 from ray.tune import Callback
 
+from orchestrator.display import err_console
+from orchestrator.errors import ServiceError
 from orchestrator.search.trial import TrialContext, trial_params, trial_run
-from orchestrator.tracking import flatten, log_metrics, log_params, metric_row
+from orchestrator.tracking import flatten, log_metrics, log_params, metric_row, store_problem
 
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
+
+
+PROBE_EVERY_S = 10.0  # while MLflow does not answer: how often to try again
+FINAL = ("FINISHED", "STOPPED", "FAILED", "DIVERGED")
+
+
+def _tolerant(method: Any) -> Any:
+    """An MLflow write that may fail without stopping the search (see the module doc)."""
+    @functools.wraps(method)
+    def wrapper(self: MlflowTrials, *args: Any, **kwargs: Any) -> Any:
+        if not self.online():
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any store failure: go offline, Ray keeps the results
+            self.went_offline(exc)
+            return None
+    return wrapper
 
 
 class MlflowTrials(Callback):
@@ -37,6 +66,11 @@ class MlflowTrials(Callback):
         self.status: dict[str, str] = {}
         self.best: dict[str, dict[str, Any]] = {}  # the result with the best objective per trial id
         self.nodes: dict[str, str] = {}  # the node each trial's mtlo.node_id tag names
+        self.retries: dict[str, int] = {}  # failures Ray recovered from, per trial id
+        self.logged: dict[str, set[int]] = {}  # steps whose metrics were written, per trial id
+        self.closed: set[str] = set()  # trial ids whose child run has its final status
+        self.offline_since: float | None = None
+        self.last_probe = 0.0
 
     @property
     def client(self) -> Any:
@@ -45,6 +79,27 @@ class MlflowTrials(Callback):
 
             self._client = MlflowClient(self.tracking_uri)
         return self._client
+
+    def online(self) -> bool:
+        if self.offline_since is None:
+            return True
+        if time.time() - self.last_probe < PROBE_EVERY_S:
+            return False
+        self.last_probe = time.time()
+        if store_problem(self.tracking_uri, timeout=2.0) is not None:
+            return False
+        err_console.print(f"MLflow answers again after {time.time() - self.offline_since:.0f}s: recording resumes "
+                          "(what it missed is written when the search ends)")
+        self.offline_since = None
+        return True
+
+    def went_offline(self, exc: Exception) -> None:
+        if self.offline_since is None:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            err_console.print(f"MLflow write failed ({type(exc).__name__}: {first}); the search goes on, Ray keeps "
+                              "every result, and they are written to MLflow when it answers again")
+            self.offline_since = time.time()
+        self.last_probe = time.time()
 
     def __getstate__(self) -> dict[str, Any]:  # Ray saves callbacks with the experiment state
         return {**self.__dict__, "_client": None}
@@ -79,26 +134,43 @@ class MlflowTrials(Callback):
         return self.runs[tid]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.run_id(trial)
         self.status[trial.trial_id] = "RUNNING"
+        self._start(trial)
+
+    @_tolerant
+    def _start(self, trial: Any) -> None:
+        self.run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._remember(trial.trial_id, result)
+        self._write_result(trial, result)
+
+    def _remember(self, tid: str, result: dict[str, Any]) -> None:
+        self.results[tid] = dict(result)
+        best = self.best.get(tid)
+        if result.get("objective") is not None and (best is None or result["objective"] > best["objective"]):
+            self.best[tid] = dict(result)
+
+    @staticmethod
+    def _step(result: dict[str, Any]) -> int:
+        return int(result.get("epoch") or result.get("training_iteration") or 0)
+
+    @_tolerant
+    def _write_result(self, trial: Any, result: dict[str, Any]) -> None:
         rid = self.run_id(trial)
-        step = int(result.get("epoch") or result.get("training_iteration") or 0)
-        row = metric_row({k: v for k, v in result.items() if k not in _SKIP and v is not None})
-        log_metrics(self.client, rid, row, step=step)
+        step = self._step(result)
+        log_metrics(self.client, rid, metric_row({k: v for k, v in result.items() if k not in _SKIP and v is not None}),
+                    step=step)
+        self.logged.setdefault(trial.trial_id, set()).add(step)
         node = str(result.get("node_id") or "")
         if node and self.nodes.get(trial.trial_id) != node:  # once per trial (again if Ray moved it)
             self.client.set_tag(rid, "mtlo.node_id", node)
             self.nodes[trial.trial_id] = node
-        self.results[trial.trial_id] = dict(result)
-        best = self.best.get(trial.trial_id)
-        if result.get("objective") is not None and (best is None or result["objective"] > best["objective"]):
-            self.best[trial.trial_id] = dict(result)
 
+    @_tolerant
     def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
-        rid = self.run_id(trial)
         self.status[trial.trial_id] = status
+        rid = self.run_id(trial)
         last = self.results.get(trial.trial_id, {})
         with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
             run = trial_run(self.ctx, trial.config)
@@ -117,16 +189,95 @@ class MlflowTrials(Callback):
         self.client.set_tag(rid, "mtlo.status", status)
         if error:
             self.client.set_tag(rid, "mtlo.error", error[:5000])
+        # MLflow's run status: FINISHED for a trial that trained to its end (or was stopped early
+        # by the scheduler or patience), FAILED for a failed or diverged one (mtlo.status says which)
         self.client.set_terminated(rid, "FINISHED" if status in ("FINISHED", "STOPPED") else "FAILED")
+        self.closed.add(trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        last = self.results.get(trial.trial_id, {})
-        epochs = int(self.ctx.run["train"]["epochs"])
+        self._finish(trial, *self._final_status(self.results.get(trial.trial_id, {})))
+
+    def _final_status(self, last: dict[str, Any]) -> tuple[str, str | None]:
+        if last.get("diverged"):  # NaN or infinite loss: stopped, not retried
+            return "DIVERGED", str(last.get("error") or "loss diverged")
         # fewer epochs than configured: the scheduler (ASHA) or patience stopped it early
-        self._finish(trial, "STOPPED" if int(last.get("epoch") or 0) < epochs else "FINISHED")
+        return ("STOPPED" if int(last.get("epoch") or 0) < int(self.ctx.run["train"]["epochs"]) else "FINISHED"), None
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "FAILED", error=_trial_error(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A failure Ray retries (search.max_failures): recorded on the child run, which goes on."""
+        n = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        self._write_retry(trial, n, _trial_error(trial))
+
+    @_tolerant
+    def _write_retry(self, trial: Any, n: int, error: str) -> None:
+        rid = self.run_id(trial)
+        self.client.set_tag(rid, "mtlo.retries", str(n))
+        self.client.set_tag(rid, f"mtlo.retry.{n}.error", error[:5000])
+
+    # -- after the search -----------------------------------------------------------------
+    def sync(self, grid: Any) -> int:
+        """Write to MLflow what it lacks of the finished grid (Ray's on-disk results): child
+        runs, metric points (each (metric, epoch) once), final status. Returns the number of
+        trials that needed it; raises ServiceError when MLflow does not answer."""
+        self.offline_since = None
+        try:
+            return self._sync(grid)
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(
+                f"mlflow.tracking_uri: MLflow at {self.tracking_uri} does not answer ({type(exc).__name__}); "
+                "every trial's results are kept by Ray: run the same command with --resume when it answers "
+                "to record them") from exc
+
+    def _sync(self, grid: Any) -> int:
+        children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'", max_results=50000)}
+        fixed = 0
+        for result in grid:
+            rows = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+            tid = (result.metrics or {}).get("trial_id") or (rows[-1].get("trial_id") if rows else None)
+            if not tid:
+                continue
+            steps = {self._step(r) for r in rows}
+            child = children.get(tid)
+            done = child is not None and child.data.tags.get("mtlo.status") in FINAL and child.info.status != "RUNNING"
+            if child is not None and done and (tid in self.closed or steps <= self.logged.get(tid, set()) or
+                                               self._complete(child.info.run_id, rows)):
+                continue
+            trial = SimpleNamespace(trial_id=tid, config=result.config)
+            rid = self.run_id(trial)
+            have = self._points(rid)
+            for r in rows:
+                step = self._step(r)
+                row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None and v == v})
+                missing = {k: v for k, v in row.items() if (k, step) not in have}
+                if missing:
+                    log_metrics(self.client, rid, missing, step=step)
+                self._remember(tid, r)
+            if not done:
+                if result.error is not None:
+                    self.status[tid] = "FAILED"
+                    self._finish_now(trial, "FAILED", f"{type(result.error).__name__}: {result.error}")
+                else:
+                    self._finish_now(trial, *self._final_status(self.results.get(tid, {})))
+            fixed += 1
+        return fixed
+
+    def _complete(self, rid: str, rows: list[dict[str, Any]]) -> bool:
+        """Every reported epoch is in MLflow (checked on one metric every row has)."""
+        reported = sum(1 for r in rows if isinstance(r.get("examples"), (int, float))
+                       and r["examples"] == r["examples"])  # NaN: a row without it (a diverged trial's last)
+        return len(self.client.get_metric_history(rid, "examples")) == reported
+
+    def _points(self, rid: str) -> set[tuple[str, int]]:
+        keys = self.client.get_run(rid).data.metrics
+        return {(k, m.step) for k in keys for m in self.client.get_metric_history(rid, k)}
+
+    def _finish_now(self, trial: Any, status: str, error: str | None) -> None:
+        _finish = MlflowTrials._finish.__wrapped__  # type: ignore[attr-defined]  # errors propagate here
+        _finish(self, trial, status, error)
 
 
 def _trial_error(trial: Any) -> str:

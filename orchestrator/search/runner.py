@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tracking
+from orchestrator import faults, tracking
 from orchestrator.config import Config
 from orchestrator.display import err_console
 from orchestrator.errors import ConfigError
@@ -51,6 +51,9 @@ def _ray_init(address: str | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines, not Ray's tables
+    # a result without the objective (a diverged trial's last one) is allowed: the searcher
+    # records it as pruned, ASHA ignores it
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": "ERROR", "configure_logging": True}
     if address:
@@ -182,6 +185,7 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     if not resume and exp_dir.exists():
         raise ConfigError(f"{what} '{cfg.name}' already exists under {storage}: use --resume to continue it, "
                           "or give it another name (--set name=...)")
+    tracking.check_store(cfg.mlflow.tracking_uri)
     _ray_init(address or cfg.ray.address)
     check_cluster(cfg, storage)
     mlflow = tracking.configure(cfg)
@@ -208,6 +212,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     from ray.tune.search.optuna import OptunaSearch
 
     space = check_space(cfg, config_path)
+    faults.from_env()  # a malformed MTLO_FAULT stops here, before Ray
     run = cfg.run_dict()
     info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow
     tasks = list(cfg.tasks)
@@ -236,7 +241,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         missing = [t for t in tasks if t not in baselines]
         if missing:
             err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
-            ctx = TrialContext(run, replace(objective, kind="mean_score"), cfg.resources.cpus_per_trial)
+            ctx = trial_context(cfg, run, replace(objective, kind="mean_score"))
             recorder = _recorder(cfg, experiment_id, parent_id, ctx, "baseline", base_tags)
             grid = run_grid(cfg, ctx, [{"tasks": t} for t in missing], name=f"{cfg.name}-baselines",
                             storage=exp_dir, recorder=recorder, role="baseline", resume=resume, as_json=as_json)
@@ -257,7 +262,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         objective = replace(objective, baselines=baselines)
         tracking.log_metrics(client, parent_id, {f"baseline/{t}": v for t, v in baselines.items()})
 
-    ctx = TrialContext(run, objective, cfg.resources.cpus_per_trial)
+    ctx = trial_context(cfg, run, objective)
     metrics = objective.metric_names
     modes = ["max"] * len(metrics)
     import optuna
@@ -287,11 +292,12 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
                                         max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name="search", storage_path=str(exp_dir), verbose=0,
-                                      callbacks=[recorder, progress],
+                                      callbacks=_callbacks(recorder, progress),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
     grid = _tuner_fit(tuner, as_json, progress)
+    recorder.sync(grid)
     trials = _collect(grid, client, experiment_id, parent_id, objective)
     best = _best(trials, multi)
     summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
@@ -301,7 +307,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         client.log_metric(parent_id, "best/objective", float(best["objective"]))
         client.set_tag(parent_id, "mtlo.best_trial", best["trial_id"])
         client.set_tag(parent_id, "mtlo.best_run_id", best.get("run_id") or "")
-    counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("FINISHED", "STOPPED", "FAILED")}
+    counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("FINISHED", "STOPPED", "FAILED", "DIVERGED")}
     tracking.log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
     client.set_terminated(parent_id, "FINISHED")
     return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir))
@@ -326,10 +332,23 @@ def run_grid(cfg: Config, ctx: TrialContext, points: list[dict[str, Any]], *, na
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=cfg.search.max_concurrent),
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                      callbacks=[recorder, progress],
+                                      callbacks=_callbacks(recorder, progress),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
-    return _tuner_fit(tuner, as_json, progress)
+    grid = _tuner_fit(tuner, as_json, progress)
+    recorder.sync(grid)
+    return grid
+
+
+def trial_context(cfg: Config, run: dict[str, Any], objective: Objective) -> TrialContext:
+    return TrialContext(run, objective, cfg.resources.cpus_per_trial, faults=faults.from_env().trial)
+
+
+def _callbacks(recorder: Any, progress: Progress) -> list[Any]:
+    """MLflow first (a result is recorded before anything else sees it), then the live
+    table, then the test-only driver faults (MTLO_FAULT)."""
+    extra = faults.driver_callback(faults.from_env())
+    return [recorder, progress] + ([extra] if extra is not None else [])
 
 
 def _recorder(cfg: Config, experiment_id: str, parent_id: str, ctx: TrialContext, role: str,
@@ -387,7 +406,7 @@ def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _best(trials: list[dict[str, Any]], multi: bool) -> dict[str, Any] | None:
-    ok = [t for t in trials if t["status"] != "FAILED" and t["objective"] is not None]
+    ok = [t for t in trials if t["status"] not in ("FAILED", "DIVERGED") and t["objective"] is not None]
     if not ok:
         return None
     if multi:

@@ -23,6 +23,7 @@ class TrialContext:
     objective: Objective
     cpus_per_trial: float
     checkpoint: bool = True
+    faults: tuple = ()  # test-only (orchestrator.faults, MTLO_FAULT)
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +48,9 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
 
     Every epoch's report carries a checkpoint of the whole training state; a trial that
     Ray restarts (a resumed search, a retried failure) continues from its last epoch.
+    A loss that turns NaN or infinite ends the trial with a last report ``{"diverged": 1,
+    "error": ...}`` and no objective: not retried (it would diverge again), recorded as
+    DIVERGED, and the searcher never sees a NaN.
     """
     import tempfile
     from pathlib import Path
@@ -55,7 +59,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     import torch
     from ray import tune
 
-    from trainables import build, fit
+    from orchestrator.faults import TrialFaults
+    from trainables import DivergedError, build, fit
 
     run = trial_run(ctx, config)
     tasks = list(run["tasks"])
@@ -72,7 +77,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         out.update(ctx.objective.compute(row, tasks))
         for k, v in list(out.items()):
             if isinstance(v, float) and not math.isfinite(v):
-                out[k] = None  # an undefined metric is missing, never NaN, for the searcher
+                del out[k]  # an undefined metric is missing, never NaN, for the searcher and scheduler
         out["tasks"] = "+".join(tasks)
         out["node_id"] = node_id
         saved = pending.pop("state", None)
@@ -82,9 +87,18 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         with tempfile.TemporaryDirectory(prefix="mtlo-ckpt-") as folder:
             torch.save(saved, Path(folder) / STATE_FILE)
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(folder))
+        if faults is not None:
+            faults.after_epoch(int(row.get("epoch") or 0))
 
     def save_state(st: dict[str, Any]) -> None:
         if ctx.checkpoint:
             pending["state"] = st
 
-    fit(build(run), report, state=state, save_state=save_state)
+    faults = TrialFaults(ctx.faults, tune.get_context().get_trial_id()) if ctx.faults else None
+    experiment = build(run)
+    if faults is not None:
+        faults.install(experiment)
+    try:
+        fit(experiment, report, state=state, save_state=save_state)
+    except DivergedError as exc:
+        tune.report({"diverged": 1, "error": str(exc), "tasks": "+".join(tasks), "node_id": node_id})

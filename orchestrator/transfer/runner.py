@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tracking
+from orchestrator import faults, tracking
 from orchestrator.config import Config
 from orchestrator.display import err_console
 from orchestrator.errors import ConfigError
 from orchestrator.search.objectives import Objective
-from orchestrator.search.runner import _recorder, open_parent, run_grid
-from orchestrator.search.trial import TrialContext
+from orchestrator.search.runner import _recorder, open_parent, run_grid, trial_context
 from orchestrator.transfer import analysis as an
 from trainables import inspect_tasks
 
@@ -214,6 +213,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     if len(tasks) < 2:
         raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
     groups = subsets(tasks, method)
+    faults.from_env()  # a malformed MTLO_FAULT stops here, before Ray
     run = cfg.run_dict()
     info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow
     run = study_run(run, info)
@@ -239,7 +239,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     started = time.time()
     study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget)
     objective = Objective("mean_score", tuple(tasks), main, hib)
-    ctx = TrialContext(run, objective, cfg.resources.cpus_per_trial)
+    ctx = trial_context(cfg, run, objective)
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}
     points: list[dict[str, Any]] = [{"tasks": "+".join(g), "seed": s} for g in groups for s in seed_list]
     if method in ("affinity", "exhaustive"):  # the all-tasks run measures the affinity as it trains

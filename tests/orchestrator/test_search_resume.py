@@ -2,12 +2,13 @@
 not rerun, the same parent run continues, no child run is duplicated, and a trial that was
 running continues from its last epoch's checkpoint."""
 
+import contextlib
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,6 @@ CONFIG = {
                "scheduler": "fifo"},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "resume"},
 }
-
-
-def mtlo(workdir: Path, *args: str, **kw):
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"}
-    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "search", "c.yaml", *args], cwd=workdir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kw)
 
 
 def children(db: Path) -> list[tuple[str, str, int]]:
@@ -51,36 +45,54 @@ def children(db: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
-def test_killed_driver_resumes_without_losing_or_repeating_work(tmp_path):
+def run(workdir: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MTLO_FAULT"}
+    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"})
+    if fault:
+        env["MTLO_FAULT"] = fault
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "search", "c.yaml", *args], cwd=workdir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    out, err = proc.communicate(timeout=600)
+    with contextlib.suppress(ProcessLookupError):  # Ray's processes share the killed driver's fate
+        os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(tmp_path):
+    """SIGKILL (MTLO_FAULT=driver@...) during the first trial, mid-search (2 trials done) and
+    while the report is written; after each, ``--resume``; then a final ``--resume`` completes."""
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
     db = tmp_path / "mlflow.db"
-    proc = mtlo(tmp_path)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill once one trial finished and the next has reported an epoch
-        rows = children(db)
-        if any(s == "FINISHED" for _, s, _ in rows) and any(s == "RUNNING" and n >= 1 for _, s, n in rows):
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"search ended before it could be killed: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.5)
-    else:
-        pytest.fail("search never reached its second trial")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = {rid: (status, n) for rid, status, n in children(db)}
-    finished_before = {rid for rid, (status, _) in before.items() if status == "FINISHED"}
-
-    again = mtlo(tmp_path, "--resume")
-    out, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err[-3000:]
-    after = {rid: (status, n) for rid, status, n in children(db)}
-    assert len(after) == 3  # three trials, each one child run: none duplicated
-    assert set(before) <= set(after)  # the same child runs continued
-    for rid in finished_before:
-        assert after[rid] == before[rid]  # finished trials were not rerun
-    for rid, (status, n) in after.items():
+    report = tmp_path / "reports" / "resume"
+    seen: dict[str, tuple[str, int]] = {}
+    for args, fault, expect in [((), "driver@first-result", {"RUNNING": 1}),
+                                (("--resume",), "driver@trials=2", {"FINISHED": 2}),
+                                (("--resume",), "driver@report", {"FINISHED": 3}),
+                                (("--resume",), None, {"FINISHED": 3})]:
+        out = run(tmp_path, *args, fault=fault)
+        if fault:
+            assert out.returncode == -signal.SIGKILL, (fault, out.returncode, out.stderr[-2000:])
+        else:
+            assert out.returncode == 0, out.stderr[-3000:]
+        rows = {rid: (status, n) for rid, status, n in children(db)}
+        statuses = [s for s, _ in rows.values()]
+        assert {s: statuses.count(s) for s in expect} == expect, (fault, rows)
+        for rid, (status, n) in seen.items():  # no child run lost; finished ones never touched again
+            assert rid in rows and (status != "FINISHED" or rows[rid] == (status, n)), (fault, rid)
+        seen = rows
+        if fault == "driver@report":  # killed midway: report.md complete, report.json not yet written
+            assert (report / "report.md").read_text().startswith("# Search") and not (report / "report.json").exists()
+    assert len(seen) == 3  # three trials, each one child run: none duplicated
+    for rid, (status, n) in seen.items():
         assert status == "FINISHED" and n == 3, (rid, status, n)  # each epoch logged exactly once
     con = sqlite3.connect(db)
-    parents = con.execute("select count(*) from tags where key='mtlo.role' and value='search'").fetchone()[0]
+    parents = con.execute("select run_uuid, status from runs where run_uuid in (select run_uuid from tags "
+                          "where key='mtlo.role' and value='search')").fetchall()
     con.close()
-    assert parents == 1  # the same parent run continued
+    assert len(parents) == 1 and parents[0][1] == "FINISHED"  # the same parent run continued, and ended
+    assert json.loads((report / "report.json").read_text())["status"] == "FINISHED"
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{db}").list_artifacts(parents[0][0], "report")}
+    assert {"report/report.md", "report/report.json"} <= artifacts

@@ -1,0 +1,120 @@
+"""False-alarm rate of the negative-transfer test on a planted null.
+
+The null: ``small`` (200 rt_polarity sentences) paired with ``topic`` (1,000 trec_coarse
+questions, an unrelated task; ``topic_copy`` of benchmarks/planted.py is an exact copy of
+it). One ``mtlo transfer --method pairwise`` study trains ``small``, ``topic`` and
+``small+topic`` at 3 x R seeds; the seeds are then cut into R disjoint triples, and each
+triple is one independent replicate of what a user running the default ``--seeds 3`` would
+see. The rate is how many replicates flag significant negative transfer of ``topic`` on
+``small`` (Welch's t-test, p < 0.05, as ``mtlo transfer`` decides it), with a Clopper-Pearson
+interval.
+
+With two tasks the three methods train the same runs (the pair *is* the all-tasks group,
+which exhaustive trains, pairwise trains, and affinity trains to measure the affinity), and
+they apply the same test to them, so their false-alarm rates on this null are one figure.
+
+    python benchmarks/null_rate.py --out /tmp/null --replicates 30 \\
+        [--json benchmarks/results/null_rate.json]
+
+``--analyse-only`` reads an existing study's runs from ``OUT/mlflow.db`` instead of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import planted  # noqa: E402
+
+from orchestrator.report import find_parent  # noqa: E402
+from orchestrator.transfer import analysis as an  # noqa: E402
+from orchestrator.transfer.runner import load_runs, study_from_mlflow  # noqa: E402
+
+TASK, PARTNER = "small", "topic"
+
+
+def make(out: Path, encoder: str) -> Path:
+    planted.make(out, encoder)
+    cfg = yaml.safe_load((out / "planted.yaml").read_text())
+    cfg["name"] = "null"
+    cfg["tasks"] = {k: v for k, v in cfg["tasks"].items() if k in (TASK, PARTNER)}
+    cfg["mlflow"]["experiment"] = "null"
+    path = out / "null.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def replicates(runs: list[an.Run], seeds: list[int], hib: dict[str, bool], size: int = 3) -> list[dict[str, Any]]:
+    """One replicate per disjoint block of ``size`` seeds: the test of every task of the pair."""
+    out = []
+    for i in range(len(seeds) // size):
+        block = set(seeds[i * size:(i + 1) * size])
+        rep = [r for r in runs if r.seed in block]
+        for g in an.gains(rep, hib):
+            out.append({"replicate": i, "seeds": sorted(block), "task": g.task, "partner":
+                        [t for t in g.group if t != g.task][0], "delta": g.delta, "p": g.p,
+                        "ci": list(g.ci) if g.ci else None, "significant": g.significant, "n": g.n})
+    return out
+
+
+def rate(rows: list[dict[str, Any]], task: str, negative: bool) -> dict[str, Any]:
+    from scipy.stats import binomtest
+
+    mine = [r for r in rows if r["task"] == task]
+    flagged = sum(1 for r in mine if r["significant"] and (r["delta"] < 0 or not negative))
+    ci = binomtest(flagged, len(mine)).proportion_ci(method="exact") if mine else None
+    return {"replicates": len(mine), "flagged": flagged, "rate": flagged / len(mine) if mine else None,
+            "ci95": [ci.low, ci.high] if ci else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--replicates", type=int, default=30)
+    ap.add_argument("--encoder", default="builtin:tiny-random")
+    ap.add_argument("--analyse-only", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the result here")
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = None
+    if not args.analyse_only:
+        config = make(out, args.encoder)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(config), "--method", "pairwise",
+                        "--seeds", str(3 * args.replicates), "--json"], cwd=out, check=True,
+                       stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    parent = find_parent(client, "null")
+    study = study_from_mlflow(client, parent.info.run_id)
+    runs = load_runs(client, parent.info.experiment_id, parent.info.run_id, study.main_metric)
+    rows = replicates(runs, sorted(study.seeds), study.higher_is_better)
+    result = {
+        "null": f"{TASK} paired with {PARTNER} (unrelated task)", "encoder": args.encoder,
+        "runs": len(runs), "seeds": len(study.seeds), "seconds": seconds,
+        "false_alarm_negative": rate(rows, TASK, negative=True),
+        "flagged_either_sign": rate(rows, TASK, negative=False),
+        "all_seeds": [g.as_dict() for g in an.gains(runs, study.higher_is_better)],
+        "replicates": rows,
+    }
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The test-only fault switch (MTLO_FAULT): parsing, matching, counting, and that a planted
+NaN reaches the training loop's own divergence check."""
+
+import pytest
+
+from orchestrator import faults
+from orchestrator.errors import ConfigError
+from tests.conftest import tiny_config
+from trainables import DivergedError, build, fit
+
+
+def test_parse_trial_and_driver_faults(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTLO_FAULT_DIR", str(tmp_path))
+    f = faults.parse("raise@2 trial=0; kill@1 trial=3 times=1; nan@4; driver@trials=2; driver@report")
+    assert [(x.kind, x.when, x.trial, x.times) for x in f.trial] == [
+        ("raise", "2", 0, None), ("kill", "1", 3, 1), ("nan", "4", None, None)]
+    assert [x.when for x in f.driver] == ["trials=2", "report"]
+    assert not faults.parse("") and not faults.parse(None)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("explode@2", "KIND@EPOCH"), ("raise@two", "KIND@EPOCH"), ("raise@2 trail=1", "trail=1"),
+    ("driver@lunch", "driver@lunch"), ("kill@1 times=1", "needs MTLO_FAULT_DIR")])
+def test_a_malformed_switch_is_a_one_line_error(text, message, monkeypatch):
+    monkeypatch.delenv("MTLO_FAULT_DIR", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        faults.parse(text)
+
+
+def test_matching_and_counting(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTLO_FAULT_DIR", str(tmp_path))
+    once = faults.parse("kill@1 trial=10 times=1").trial[0]
+    assert once.matches("ab12c_00010") and not once.matches("ab12c_00001")
+    assert faults.parse("raise@1 trial=0").trial[0].matches("ab12c_00000")
+    assert once.take("ab12c_00010") and not once.take("ab12c_00010")  # counted across attempts (processes)
+    tf = faults.TrialFaults(faults.parse("raise@2 trial=0").trial, "x_00000")
+    tf.after_epoch(1)  # not yet
+    with pytest.raises(RuntimeError, match="injected fault"):
+        tf.after_epoch(2)
+    tf.after_epoch(3)  # once per attempt
+
+
+def test_planted_nan_is_caught_by_the_loop(monkeypatch):
+    exp = build(tiny_config(epochs=3))
+    tf = faults.TrialFaults(faults.parse("nan@1").trial, "x_00000")
+    tf.install(exp)
+    epochs = []
+
+    def report(row):
+        epochs.append(row["epoch"])
+        tf.after_epoch(row["epoch"])
+
+    with pytest.raises(DivergedError, match="loss is nan"):
+        fit(exp, report)
+    assert epochs == [1]  # epoch 1 trained normally, epoch 2 diverged at its first step
