@@ -16,7 +16,9 @@ are reported, at the first report of an epoch >= WHEN in each attempt of the tri
 - ``nan`` / ``inf``: every later training loss is multiplied by NaN (inf), so the real
   divergence check of the training loop stops the trial, recorded as DIVERGED.
 
-Options: ``trial=N`` only the trial whose id ends in ``_0000N`` (default: every trial);
+Options: ``trial=N`` only the trial numbered N in its Ray folder name
+(``trainable_<id>_<N>_...``: a search counts from 1, a grid of ``mtlo transfer`` from 0;
+default: every trial);
 ``times=M`` at most M firings in all for that trial, counted in files under
 ``$MTLO_FAULT_DIR`` (required with ``times``; the default is to fire in every attempt).
 
@@ -49,8 +51,8 @@ class Fault:
     times: int | None = None
     state_dir: str | None = None
 
-    def matches(self, trial_id: str) -> bool:
-        return self.trial is None or trial_id.rsplit("_", 1)[-1].lstrip("0") == str(self.trial).lstrip("0")
+    def matches(self, number: int | None) -> bool:
+        return self.trial is None or self.trial == number
 
     def take(self, trial_id: str) -> bool:
         """Count one firing for this trial; False once ``times`` firings were made."""
@@ -125,8 +127,8 @@ class _PoisonedLoss:
 class TrialFaults:
     """The faults of one trial attempt: ``after_epoch`` is called after each epoch's report."""
 
-    def __init__(self, faults: tuple[Fault, ...], trial_id: str) -> None:
-        self.faults = [f for f in faults if f.matches(trial_id)]
+    def __init__(self, faults: tuple[Fault, ...], trial_id: str, number: int | None) -> None:
+        self.faults = [f for f in faults if f.matches(number)]
         self.trial_id = trial_id
         self.fired: set[int] = set()
         self.armed = [False]
@@ -149,6 +151,13 @@ class TrialFaults:
             if f.kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             self.armed[0] = True  # nan / inf: the next training step's loss
+
+
+def trial_number(trial_id: str, trial_dir: str) -> int | None:
+    """N of Ray's trial folder ``trainable_<trial_id>_<N>_<params>_<date>``."""
+    rest = Path(trial_dir).name.split(f"_{trial_id}_", 1)
+    head = rest[1].split("_", 1)[0] if len(rest) == 2 else ""
+    return int(head) if head.isdigit() else None
 
 
 # -- driver side -----------------------------------------------------------------------------

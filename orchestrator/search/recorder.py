@@ -225,18 +225,23 @@ class MlflowTrials(Callback):
         self.offline_since = None
         try:
             return self._sync(grid)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
+            problem = store_problem(self.tracking_uri)
+            if problem is None:
+                raise  # not the store: a bug, with its traceback in the log
             raise ServiceError(
-                f"mlflow.tracking_uri: MLflow at {self.tracking_uri} does not answer ({type(exc).__name__}); "
-                "every trial's results are kept by Ray: run the same command with --resume when it answers "
-                "to record them") from exc
+                f"mlflow.tracking_uri: {problem} ({type(exc).__name__} while recording); every trial's results "
+                "are kept by Ray: run the same command with --resume when it answers, to record them") from exc
 
     def _sync(self, grid: Any) -> int:
         children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'", max_results=50000)}
         fixed = 0
         for result in grid:
-            rows = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+            frame = result.metrics_dataframe
+            # a key some rows lack is NaN in the frame: drop it (the live path never logs NaN)
+            rows = [{k: v for k, v in r.items() if v == v} for r in frame.to_dict("records")] if frame is not None \
+                else []
             tid = (result.metrics or {}).get("trial_id") or (rows[-1].get("trial_id") if rows else None)
             if not tid:
                 continue
@@ -251,7 +256,7 @@ class MlflowTrials(Callback):
             have = self._points(rid)
             for r in rows:
                 step = self._step(r)
-                row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None and v == v})
+                row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
                 missing = {k: v for k, v in row.items() if (k, step) not in have}
                 if missing:
                     log_metrics(self.client, rid, missing, step=step)
@@ -267,8 +272,7 @@ class MlflowTrials(Callback):
 
     def _complete(self, rid: str, rows: list[dict[str, Any]]) -> bool:
         """Every reported epoch is in MLflow (checked on one metric every row has)."""
-        reported = sum(1 for r in rows if isinstance(r.get("examples"), (int, float))
-                       and r["examples"] == r["examples"])  # NaN: a row without it (a diverged trial's last)
+        reported = sum(1 for r in rows if isinstance(r.get("examples"), (int, float)))
         return len(self.client.get_metric_history(rid, "examples")) == reported
 
     def _points(self, rid: str) -> set[tuple[str, int]]:

@@ -209,7 +209,9 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                address: str | None = None, as_json: bool = False) -> SearchOutcome:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.search.searcher import Searcher
+
 
     space = check_space(cfg, config_path)
     faults.from_env()  # a malformed MTLO_FAULT stops here, before Ray
@@ -273,7 +275,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         optuna.samplers.TPESampler(seed=cfg.train.seed)
     from search_spaces import define_by_run
 
-    searcher = OptunaSearch(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
+    searcher = Searcher(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
                             mode=modes if multi else "max", sampler=sampler)
     scheduler = FIFOScheduler() if multi or cfg.search.scheduler == "fifo" else \
         ASHAScheduler(metric="objective", mode="max", time_attr="training_iteration",

@@ -59,7 +59,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     import torch
     from ray import tune
 
-    from orchestrator.faults import TrialFaults
+    from orchestrator.faults import TrialFaults, trial_number
     from trainables import DivergedError, build, fit
 
     run = trial_run(ctx, config)
@@ -71,6 +71,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
     pending: dict[str, Any] = {}
+    done = [0]  # the last epoch reported
 
     def report(row: dict[str, Any]) -> None:
         out = dict(row)
@@ -80,6 +81,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
                 del out[k]  # an undefined metric is missing, never NaN, for the searcher and scheduler
         out["tasks"] = "+".join(tasks)
         out["node_id"] = node_id
+        done[0] = int(row.get("epoch") or 0)
         saved = pending.pop("state", None)
         if saved is None:
             tune.report(out)
@@ -94,11 +96,15 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         if ctx.checkpoint:
             pending["state"] = st
 
-    faults = TrialFaults(ctx.faults, tune.get_context().get_trial_id()) if ctx.faults else None
+    faults = None
+    if ctx.faults:  # test-only (MTLO_FAULT)
+        tc = tune.get_context()
+        faults = TrialFaults(ctx.faults, tc.get_trial_id(), trial_number(tc.get_trial_id(), tc.get_trial_dir()))
     experiment = build(run)
     if faults is not None:
         faults.install(experiment)
     try:
         fit(experiment, report, state=state, save_state=save_state)
     except DivergedError as exc:
-        tune.report({"diverged": 1, "error": str(exc), "tasks": "+".join(tasks), "node_id": node_id})
+        tune.report({"diverged": 1, "error": str(exc), "epoch": done[0], "tasks": "+".join(tasks),
+                     "node_id": node_id})

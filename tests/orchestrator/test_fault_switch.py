@@ -30,10 +30,12 @@ def test_a_malformed_switch_is_a_one_line_error(text, message, monkeypatch):
 def test_matching_and_counting(tmp_path, monkeypatch):
     monkeypatch.setenv("MTLO_FAULT_DIR", str(tmp_path))
     once = faults.parse("kill@1 trial=10 times=1").trial[0]
-    assert once.matches("ab12c_00010") and not once.matches("ab12c_00001")
-    assert faults.parse("raise@1 trial=0").trial[0].matches("ab12c_00000")
-    assert once.take("ab12c_00010") and not once.take("ab12c_00010")  # counted across attempts (processes)
-    tf = faults.TrialFaults(faults.parse("raise@2 trial=0").trial, "x_00000")
+    assert faults.trial_number("318f814c", "/r/s/trainable_318f814c_10_task_weight_rt=1.25_2026-11-23") == 10
+    assert faults.trial_number("bcd53_00003", "/r/s/trainable_bcd53_00003_3_mtlo_fixed=x_2026") == 3
+    assert once.matches(10) and not once.matches(1) and not once.matches(None)
+    assert faults.parse("raise@1").trial[0].matches(None)  # no trial=: every trial
+    assert once.take("318f814c") and not once.take("318f814c")  # counted across attempts (processes)
+    tf = faults.TrialFaults(faults.parse("raise@2 trial=0").trial, "x_00000", 0)
     tf.after_epoch(1)  # not yet
     with pytest.raises(RuntimeError, match="injected fault"):
         tf.after_epoch(2)
@@ -42,7 +44,7 @@ def test_matching_and_counting(tmp_path, monkeypatch):
 
 def test_planted_nan_is_caught_by_the_loop(monkeypatch):
     exp = build(tiny_config(epochs=3))
-    tf = faults.TrialFaults(faults.parse("nan@1").trial, "x_00000")
+    tf = faults.TrialFaults(faults.parse("nan@1").trial, "x_00000", 0)
     tf.install(exp)
     epochs = []
 

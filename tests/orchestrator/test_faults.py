@@ -1,8 +1,8 @@
 """Faults injected into a real search (MTLO_FAULT, orchestrator/faults.py), under load.
 
 One ``mtlo search`` of 8 trials that all run at once (0.25 CPU each) for 3 epochs, where
-trial 0 raises after epoch 2 in every attempt (retried once, then FAILED), trial 1's worker
-is SIGKILLed once after epoch 2 (retried from its checkpoint, then FINISHED) and trial 2's
+trial 1 raises after epoch 2 in every attempt (retried once, then FAILED), trial 2's worker
+is SIGKILLed once after epoch 2 (retried from its checkpoint, then FINISHED) and trial 3's
 loss turns NaN after epoch 2 (DIVERGED, not retried). The search finishes the others, and
 every per-task metric of every epoch that Ray saw reported (each trial's result.json) is in
 MLflow exactly once, with its value.
@@ -29,7 +29,7 @@ CONFIG = {
     "resources": {"cpus_per_trial": 0.25},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "faults"},
 }
-FAULTS = "raise@2 trial=0; kill@2 trial=1 times=1; nan@2 trial=2"
+FAULTS = "raise@2 trial=1; kill@2 trial=2 times=1; nan@2 trial=3"  # trials are numbered from 1
 PER_TASK = ("val/", "train/", "weight/")
 
 
@@ -42,19 +42,21 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
-    status = {t["trial_id"].rsplit("_", 1)[1]: t["status"] for t in result["trials"]}
-    assert status == {"00000": "FAILED", "00001": "FINISHED", "00002": "DIVERGED",
-                      **{f"{i:05d}": "FINISHED" for i in range(3, 8)}}, status
+    search = tmp_path / "ray_results" / "faults" / "search"
+    folders = {int(f.name.split("_")[2]): f for f in search.glob("trainable_*")}
+    number = {f.name.split("_")[1]: n for n, f in folders.items()}  # trainable_<trial id>_<number>_...
+    status = {number[t["trial_id"]]: t["status"] for t in result["trials"]}
+    assert status == {1: "FAILED", 2: "FINISHED", 3: "DIVERGED", **{i: "FINISHED" for i in range(4, 9)}}, status
     assert result["best"]["status"] == "FINISHED" and math.isfinite(result["best"]["objective"])
     assert "DIVERGED" in out.stderr and "retrying" in out.stderr  # the progress lines said so
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = {r.data.tags["mtlo.trial_id"].rsplit("_", 1)[1]: r for r in client.search_runs(
+    runs = {number[r.data.tags["mtlo.trial_id"]]: r for r in client.search_runs(
         [client.get_experiment_by_name("faults").experiment_id], "tags.`mtlo.role` = 'trial'")}
     assert len(runs) == 8  # one child run per trial: a retry continues the same run
-    failed, killed, diverged = runs["00000"], runs["00001"], runs["00002"]
+    failed, killed, diverged = runs[1], runs[2], runs[3]
     assert failed.info.status == "FAILED" and failed.data.tags["mtlo.retries"] == "1"
     assert "injected fault" in failed.data.tags["mtlo.error"]
     assert "injected fault" in failed.data.tags["mtlo.retry.1.error"]
@@ -63,10 +65,9 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     assert "diverged" in diverged.data.tags["mtlo.error"] and "loss is nan" in diverged.data.tags["mtlo.error"]
 
     # every per-task metric of every reported epoch, against Ray's own record of the results
-    compared = 0
-    for folder in (tmp_path / "ray_results" / "faults" / "search").glob("trainable_*"):
+    compared, series = 0, set()
+    for tid, folder in folders.items():
         rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
-        tid = rows[0]["trial_id"].rsplit("_", 1)[1]
         rid = runs[tid].info.run_id
         reported: dict[str, list[tuple[int, float]]] = {}
         for row in rows:
@@ -74,17 +75,19 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
                 if k.startswith(PER_TASK) or k == "objective":
                     assert v is not None and math.isfinite(v), (tid, k, v)  # never NaN, never None
                     reported.setdefault(k, []).append((row["epoch"], v))
-        assert sorted(e for e, _ in reported["val/rt/accuracy"]) == {"00000": [1, 2, 3], "00002": [1, 2]}.get(
+        assert sorted(e for e, _ in reported["val/rt/accuracy"]) == {3: [1, 2]}.get(
             tid, [1, 2, 3]), tid  # the retried trials went on from their epoch-2 checkpoint
+        series.update(reported)
         for k, points in reported.items():
             logged = sorted((m.step, m.value) for m in client.get_metric_history(rid, k))
             assert logged == sorted(points), (tid, k)  # each point once, with its value
             compared += len(points)
-        if tid == "00002":
+        if tid == 3:
             assert rows[-1]["diverged"] == 1 and "objective" not in rows[-1]  # the searcher saw no NaN
-    # 2 tasks x (accuracy, macro_f1, loss, weight) + objective = 9 series per trial;
+    # every series (per task: validation metrics, loss, weight; the objective) in every trial,
     # 3 epochs for 7 trials, 2 for the diverged one
-    assert compared == 9 * (7 * 3 + 2)
+    assert {"val/rt/accuracy", "val/vader/pearson", "train/rt/loss", "weight/vader", "objective"} <= series
+    assert compared == len(series) * (7 * 3 + 2)
 
     # 8 trials at once: every child run started before the first one ended
     starts = sorted(r.info.start_time for r in runs.values())
