@@ -169,11 +169,10 @@ def driver_point(faults: Faults, point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def driver_callback(faults: Faults) -> Any:
-    """A Ray Tune callback that fires the driver faults tied to trial events (or None)."""
-    points = {f.when for f in faults.driver} - {"report"}
-    if not points:
-        return None
+def driver_callback() -> Any:
+    """A Ray Tune callback that fires the driver faults tied to trial events. It reads
+    ``MTLO_FAULT`` when an event comes, not when it is made: a resumed search runs with the
+    callbacks Ray saved with the experiment, which must follow the resumed run's switch."""
     from ray.tune import Callback
 
     class DriverFaults(Callback):
@@ -181,10 +180,13 @@ def driver_callback(faults: Faults) -> Any:
             self.completed = 0
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            driver_point(faults, "first-result")
+            driver_point(from_env(), "first-result")
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.completed += 1
-            driver_point(faults, f"trials={self.completed}")
+            driver_point(from_env(), f"trials={self.completed}")
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {"completed": 0}  # counts start again in each run of the driver
 
     return DriverFaults()

@@ -71,6 +71,9 @@ class MlflowTrials(Callback):
         self.closed: set[str] = set()  # trial ids whose child run has its final status
         self.offline_since: float | None = None
         self.last_probe = 0.0
+        # trial ids whose MLflow state this driver process has read (not kept across a resume:
+        # the saved state may lag what MLflow holds, e.g. after a kill)
+        self._checked: set[str] = set()
 
     @property
     def client(self) -> Any:
@@ -102,7 +105,7 @@ class MlflowTrials(Callback):
         self.last_probe = time.time()
 
     def __getstate__(self) -> dict[str, Any]:  # Ray saves callbacks with the experiment state
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "_checked": set()}
 
     def _existing(self) -> dict[str, str]:
         """Child runs already made for this parent (a resumed search reuses them)."""
@@ -159,6 +162,8 @@ class MlflowTrials(Callback):
     def _write_result(self, trial: Any, result: dict[str, Any]) -> None:
         rid = self.run_id(trial)
         step = self._step(result)
+        if step in self._steps_in_mlflow(trial.trial_id, rid):
+            return  # a resumed trial repeating an epoch it had reported before a kill: logged once
         log_metrics(self.client, rid, metric_row({k: v for k, v in result.items() if k not in _SKIP and v is not None}),
                     step=step)
         self.logged.setdefault(trial.trial_id, set()).add(step)
@@ -167,10 +172,24 @@ class MlflowTrials(Callback):
             self.client.set_tag(rid, "mtlo.node_id", node)
             self.nodes[trial.trial_id] = node
 
+    def _steps_in_mlflow(self, tid: str, rid: str) -> set[int]:
+        """Steps of this trial already in MLflow (read once per driver process)."""
+        logged = self.logged.setdefault(tid, set())
+        if tid not in self._checked:
+            logged.update(m.step for m in self.client.get_metric_history(rid, "examples"))
+            self._checked.add(tid)
+        return logged
+
     @_tolerant
     def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
         self.status[trial.trial_id] = status
         rid = self.run_id(trial)
+        if trial.trial_id in self.closed:
+            return
+        run = self.client.get_run(rid)
+        if run.data.tags.get("mtlo.status") in FINAL and run.info.status != "RUNNING":
+            self.closed.add(trial.trial_id)  # closed before a kill; Ray's saved state did not know yet
+            return
         last = self.results.get(trial.trial_id, {})
         with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
             run = trial_run(self.ctx, trial.config)
@@ -195,7 +214,11 @@ class MlflowTrials(Callback):
         self.closed.add(trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, *self._final_status(self.results.get(trial.trial_id, {})))
+        last = self.results.get(trial.trial_id, {})
+        ray_last = getattr(trial, "last_result", None) or {}
+        if int(ray_last.get("epoch") or 0) > int(last.get("epoch") or 0) or ray_last.get("diverged"):
+            last = ray_last  # Ray's restored record is newer than ours (a resumed search)
+        self._finish(trial, *self._final_status(last))
 
     def _final_status(self, last: dict[str, Any]) -> tuple[str, str | None]:
         if last.get("diverged"):  # NaN or infinite loss: stopped, not retried

@@ -54,6 +54,9 @@ def _ray_init(address: str | None) -> None:
     # a result without the objective (a diverged trial's last one) is allowed: the searcher
     # records it as pruned, ASHA ignores it
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # save the experiment state (what --resume restores) at least every 2 s, not Ray's
+    # adaptive period: after a kill, fewer finished epochs are recomputed
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": "ERROR", "configure_logging": True}
     if address:
@@ -348,9 +351,8 @@ def trial_context(cfg: Config, run: dict[str, Any], objective: Objective) -> Tri
 
 def _callbacks(recorder: Any, progress: Progress) -> list[Any]:
     """MLflow first (a result is recorded before anything else sees it), then the live
-    table, then the test-only driver faults (MTLO_FAULT)."""
-    extra = faults.driver_callback(faults.from_env())
-    return [recorder, progress] + ([extra] if extra is not None else [])
+    table, then the test-only driver faults (MTLO_FAULT; nothing happens without it)."""
+    return [recorder, progress, faults.driver_callback()]
 
 
 def _recorder(cfg: Config, experiment_id: str, parent_id: str, ctx: TrialContext, role: str,
