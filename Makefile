@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(BIN)/mtlo search examples/quickstart.yaml --set name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check orchestrator trainables search_spaces tests benchmarks
