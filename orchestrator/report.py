@@ -262,7 +262,8 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
                        "params": {k[6:]: v for k, v in c.data.params.items() if k.startswith("param.")},
                        "tasks": c.data.tags.get("mtlo.tasks", "").split(","),
                        "objective": {k[4:]: m[k] for k in obj_keys} if obj_keys else m.get("objective"),
-                       "retries": int(c.data.tags.get("mtlo.retries", 0)), "error": c.data.tags.get("mtlo.error")})
+                       "retries": int(c.data.tags.get("mtlo.retries", 0)), "error": c.data.tags.get("mtlo.error"),
+                       "scores": _best_scores(m)})
     pareto = parent.data.tags.get("mtlo.objective") == "pareto"
     bad = [t for t in trials if t["status"] in ("FAILED", "DIVERGED")]
     ok = [t for t in trials if t["objective"] is not None and t not in bad]
@@ -295,6 +296,12 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
             objs = " | ".join(f"{t['objective'][k]:.4f}" for k in sorted(t["objective"]))
             params = ", ".join(f"{k}={_param(v)}" for k, v in t["params"].items())
             lines.append(f"| {t['trial_id']} | {objs} | {params} |")
+    best = res.get("best")
+    if best and best["scores"]:
+        lines += ["", f"Best trial `{best['trial_id']}` (MLflow run `{best['run_id']}`), per task at its best epoch:",
+                  "", "| task | metrics |", "| --- | --- |"]
+        lines += [f"| {task} | " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(ms.items())) + " |"
+                  for task, ms in sorted(best["scores"].items())]
     retried = [t for t in trials if t["retries"]]
     if bad or retried:
         lines += ["", "Trials that failed, diverged or were retried:", "",
@@ -304,6 +311,16 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
             lines.append(f"| {t['trial_id']} | {t['status']} | {t['retries']} | {error} |")
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return res, "\n".join(lines) + "\n"
+
+
+def _best_scores(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} from a child run's ``best/<task>/<metric>`` metrics."""
+    out: dict[str, dict[str, float]] = {}
+    for k, v in metrics.items():
+        parts = k.split("/")
+        if len(parts) == 3 and parts[0] == "best":
+            out.setdefault(parts[1], {})[parts[2]] = v
+    return out
 
 
 def _pareto_plot(ok: list[dict[str, Any]], front: list[dict[str, Any]], path: Path) -> bool:

@@ -89,6 +89,9 @@ def test_four_trial_search_records_nested_runs(ray_local, workdir):
     assert res["best"]["objective"] == pytest.approx(best["objective"]) and len(res["trials"]) == 4
     ranked = [t["objective"] for t in sorted(out.trials, key=lambda t: md.index(t["trial_id"]))]
     assert ranked == sorted(ranked, reverse=True)  # ranked by objective (ties in either order)
+    best_run = c.get_run(res["best"]["run_id"]).data.metrics  # and the best trial's per-task scores
+    assert res["best"]["scores"]["rt"]["accuracy"] == best_run["best/rt/accuracy"]
+    assert f"| rt | accuracy={best_run['best/rt/accuracy']:.4f}" in md
 
 
 def test_mean_delta_trains_baselines_once_and_reuses_them(ray_local, workdir):
