@@ -5,7 +5,8 @@ trial 1 raises after epoch 2 in every attempt (retried once, then FAILED), trial
 is SIGKILLed once after epoch 2 (retried from its checkpoint, then FINISHED) and trial 3's
 loss turns NaN after epoch 2 (DIVERGED, not retried). The search finishes the others, and
 every per-task metric of every epoch that Ray saw reported (each trial's result.json) is in
-MLflow exactly once, with its value.
+MLflow exactly once, with its value. While it runs, every listening socket of the command's
+process tree (the driver, Ray's GCS, raylet and the 8 trial workers) is on loopback.
 """
 
 import json
@@ -13,9 +14,14 @@ import math
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 import yaml
+
+from tests.orchestrator.test_loopback import is_loopback, listening
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +42,23 @@ PER_TASK = ("val/", "train/", "weight/")
 def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
     (tmp_path / "faults").mkdir()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MTLO_FAULT": FAULTS,
-           "MTLO_FAULT_DIR": str(tmp_path / "faults")}
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", "c.yaml", "--json"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=900)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # the CLI sets its own
+    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "MTLO_FAULT": FAULTS, "MTLO_FAULT_DIR": str(tmp_path / "faults")})
+    with open(tmp_path / "out.json", "w") as stdout, open(tmp_path / "err.txt", "w") as stderr:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "mtlo"), "search", "c.yaml", "--json"],
+                                cwd=tmp_path, env=env, stdout=stdout, stderr=stderr)
+        root, seen, deadline = psutil.Process(proc.pid), set(), time.time() + 900
+        while proc.poll() is None and time.time() < deadline:
+            seen |= listening(root)
+            time.sleep(0.3)
+        if proc.poll() is None:
+            proc.kill()
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, (tmp_path / "out.json").read_text(),
+                                      (tmp_path / "err.txt").read_text())
     assert out.returncode == 0, out.stderr[-3000:]
+    assert len(seen) >= 10, seen  # GCS, raylet, workers... were seen, so the check below means something
+    exposed = {s for s in seen if not is_loopback(s[0])}
+    assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
     result = json.loads(out.stdout)
     search = tmp_path / "ray_results" / "faults" / "search"
     folders = {int(f.name.split("_")[2]): f for f in search.glob("trainable_*")}
