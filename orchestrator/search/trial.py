@@ -85,10 +85,10 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         saved = pending.pop("state", None)
         if saved is None:
             tune.report(out)
-            return
-        with tempfile.TemporaryDirectory(prefix="mtlo-ckpt-") as folder:
-            torch.save(saved, Path(folder) / STATE_FILE)
-            tune.report(out, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            with tempfile.TemporaryDirectory(prefix="mtlo-ckpt-") as folder:
+                torch.save(saved, Path(folder) / STATE_FILE)
+                tune.report(out, checkpoint=tune.Checkpoint.from_directory(folder))
         if faults is not None:
             faults.after_epoch(int(row.get("epoch") or 0))
 
