@@ -241,6 +241,10 @@ def print_transfer(out: dict[str, Any]) -> None:
               + "  |  ".join("+".join(g) for g in gr["groups"])
               + f"  total gain {_pct(gr['score'])}"
               + ("" if gr["confirmed"] else "  (includes estimated gains, not confirmed by training)"))
+    failed = out.get("failed_runs") or []
+    if failed:
+        con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "
+                  + ", ".join(f"{'+'.join(r['group'])} seed {r['seed']} {r['status']}" for r in failed))
     con.print(f"cost: {out['cost']['trials']} runs, {out['cost']['train_steps']} optimizer steps to their best epochs; "
               f"MLflow parent run {out['parent_run_id']}")
 

@@ -56,13 +56,14 @@ def _pct(v: float | None) -> str:
 
 # -- transfer ---------------------------------------------------------------------------------
 def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str]:
-    from orchestrator.transfer.runner import analyse, load_affinity, load_runs, study_from_mlflow
+    from orchestrator.transfer.runner import analyse, failed_runs, load_affinity, load_runs, study_from_mlflow
 
     study = study_from_mlflow(client, parent.info.run_id)
     runs = load_runs(client, parent.info.experiment_id, parent.info.run_id, study.main_metric)
     affinity = load_affinity(client, parent.info.experiment_id, parent.info.run_id) \
         if study.method in ("affinity", "exhaustive") else None
     res = analyse(study, runs, affinity)
+    res["failed_runs"] = failed_runs(client, parent.info.experiment_id, parent.info.run_id)
     res["status"] = parent.info.status
     figures = []
     if _heatmap(res, out / "transfer_matrix.png"):
@@ -245,6 +246,11 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
         cells = [f"{sum(r['scores'][t] for r in rs) / len(rs):.4f}" if t in grp else "" for t in tasks]
         lines.append(f"| {'+'.join(grp)} | {len(rs)} | {sum(r['best_step'] for r in rs) / len(rs):.0f} | "
                      + " | ".join(cells) + " |")
+    if res.get("failed_runs"):
+        lines += ["", f"{len(res['failed_runs'])} run(s) failed or diverged and are left out of every figure above:",
+                  "", "| task set | seed | status | error |", "| --- | --- | --- | --- |"]
+        lines += [f"| {'+'.join(r['group'])} | {r['seed']} | {r['status']} | "
+                  + r["error"].replace("|", "/").replace("\n", " ")[:200] + " |" for r in res["failed_runs"]]
     return "\n".join(lines) + "\n"
 
 

@@ -99,6 +99,17 @@ def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict
     return out
 
 
+def failed_runs(client: Any, experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
+    """The study's trials that failed or diverged: left out of the analysis, never dropped
+    silently (the report and ``--json`` list them)."""
+    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                  max_results=50000)
+    return [{"group": tags["mtlo.tasks"].split(","), "seed": int(tags.get("mtlo.seed", 0)),
+             "status": tags["mtlo.status"], "error": tags.get("mtlo.error", ""), "run_id": r.info.run_id}
+            for r in children for tags in [r.data.tags]
+            if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in ("FAILED", "DIVERGED")]
+
+
 def affinity_every(tasks: list[str], cap: int) -> int:
     """Steps between affinity measurements: one measurement (a backward pass per task and a
     forward pass per ordered pair) costs about n + n²/3 training steps; measure so that it
@@ -267,6 +278,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
                  storage=exp_dir, recorder=confirm, role="confirm", resume=resume, as_json=as_json)
         result = analyse(study, load_runs(client, experiment_id, parent_id, main), affinity)
     result["seconds"] = time.time() - started
+    result["failed_runs"] = failed_runs(client, experiment_id, parent_id)
     tracking.log_files(client, parent_id, {"transfer.json": tracking.as_json(result)})
     tracking.log_metrics(client, parent_id, {"grouping/score": result["grouping"]["score"],
                                              "cost/trials": result["cost"]["trials"],

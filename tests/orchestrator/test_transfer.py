@@ -139,7 +139,8 @@ def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
 def test_cli_transfer_json(tmp_path):
     path = write(tmp_path, name="cli", tasks={"rt": {"source": "builtin:rt_polarity"},
                                               "sms": {"source": "builtin:sms_spam"}})
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # the grid is rt, sms, rt+sms: the pair's loss turns NaN after its first epoch (MTLO_FAULT)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MTLO_FAULT": "nan@1 trial=2"}
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--method", "pairwise",
                           "--seeds", "1", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
@@ -147,7 +148,13 @@ def test_cli_transfer_json(tmp_path):
     data = json.loads(out.stdout)
     assert set(data) >= {"name", "parent_run_id", "baselines", "gains", "negative_transfer", "affinity",
                          "grouping", "cost"}
-    assert data["cost"]["trials"] == 3 and set(data["grouping"]) >= {"groups", "score", "method", "confirmed"}
+    assert set(data["grouping"]) >= {"groups", "score", "method", "confirmed"}
+    # the diverged run is left out of the analysis, and listed, not dropped silently
+    assert data["cost"]["trials"] == 2 and [(r["group"], r["status"]) for r in data["failed_runs"]] == \
+        [(["rt", "sms"], "DIVERGED")]
+    assert data["grouping"]["groups"] == [["rt"], ["sms"]] and data["gains"] == []
+    report = (tmp_path / "reports" / "cli" / "report.md").read_text()
+    assert "1 run(s) failed or diverged" in report and "| rt+sms | 0 | DIVERGED |" in report
     bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--method", "nope"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--method" in bad.stderr and "Traceback" not in bad.stderr
