@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ class Fault:
 @dataclass(frozen=True)
 class Faults:
     trial: tuple[Fault, ...] = ()
-    driver: tuple[Fault, ...] = field(default=())
+    driver: tuple[Fault, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.trial or self.driver)

@@ -56,14 +56,12 @@ def _pct(v: float | None) -> str:
 
 # -- transfer ---------------------------------------------------------------------------------
 def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str]:
-    from orchestrator.transfer.runner import analyse, failed_runs, load_affinity, load_runs, study_from_mlflow
+    from orchestrator.transfer.runner import analyse, read_study, study_from_mlflow
 
     study = study_from_mlflow(client, parent.info.run_id)
-    runs = load_runs(client, parent.info.experiment_id, parent.info.run_id, study.main_metric)
-    affinity = load_affinity(client, parent.info.experiment_id, parent.info.run_id) \
-        if study.method in ("affinity", "exhaustive") else None
+    runs, affinity, failed = read_study(client, parent.info.experiment_id, study)
     res = analyse(study, runs, affinity)
-    res["failed_runs"] = failed_runs(client, parent.info.experiment_id, parent.info.run_id)
+    res["failed_runs"] = failed
     res["status"] = parent.info.status
     figures = []
     if _heatmap(res, out / "transfer_matrix.png"):

@@ -28,6 +28,22 @@ def tiny_config(**train: object) -> dict:
     }
 
 
+def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examples: int = 96,
+                  **search: object) -> dict:
+    """A small end-to-end ``mtlo search`` config: rt + vader, the tiny encoder, 3 epochs, FIFO,
+    ``search`` on top of 3 trials one at a time (the fault, resume and outage tests)."""
+    return {
+        "name": name,
+        "encoder": {"model": "builtin:tiny-random", "max_length": 32},
+        "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}},
+        "train": {"epochs": 3, "batch_size": 16, "max_train_examples": examples, "max_eval_examples": 32,
+                  "lr": 1e-3},
+        "search": {"space": "weights", "num_samples": 3, "objective": "mean_score", "max_concurrent": 1,
+                   "scheduler": "fifo", **search},
+        "mlflow": {"tracking_uri": tracking_uri, "experiment": name},
+    }
+
+
 @pytest.fixture
 def tiny() -> dict:
     return tiny_config()

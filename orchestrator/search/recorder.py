@@ -71,9 +71,10 @@ class MlflowTrials(Callback):
         self.closed: set[str] = set()  # trial ids whose child run has its final status
         self.offline_since: float | None = None
         self.last_probe = 0.0
-        # trial ids whose MLflow state this driver process has read (not kept across a resume:
-        # the saved state may lag what MLflow holds, e.g. after a kill)
-        self._checked: set[str] = set()
+        # trial ids whose child run this driver process created: their MLflow state is what this
+        # recorder wrote (not kept across a resume: the saved state may lag MLflow after a kill)
+        self._created: set[str] = set()
+        self._checked: set[str] = set()  # older child runs whose logged steps were read once
 
     @property
     def client(self) -> Any:
@@ -105,7 +106,7 @@ class MlflowTrials(Callback):
         self.last_probe = time.time()
 
     def __getstate__(self) -> dict[str, Any]:  # Ray saves callbacks with the experiment state
-        return {**self.__dict__, "_client": None, "_checked": set()}
+        return {**self.__dict__, "_client": None, "_created": set(), "_checked": set()}
 
     def _existing(self) -> dict[str, str]:
         """Child runs already made for this parent (a resumed search reuses them)."""
@@ -134,6 +135,7 @@ class MlflowTrials(Callback):
             flat.update({f"task.{t}.source": s["source"] for t, s in run["tasks"].items()})
             log_params(self.client, rid, flat)
             self.runs[tid] = rid
+            self._created.add(tid)
         return self.runs[tid]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -173,21 +175,21 @@ class MlflowTrials(Callback):
             self.nodes[trial.trial_id] = node
 
     def _steps_in_mlflow(self, tid: str, rid: str) -> set[int]:
-        """Steps of this trial already in MLflow (read once per driver process)."""
+        """Steps of this trial already in MLflow (read once per driver process, and only for a
+        child run an earlier driver process made)."""
         logged = self.logged.setdefault(tid, set())
-        if tid not in self._checked:
+        if tid not in self._checked and tid not in self._created:
             logged.update(m.step for m in self.client.get_metric_history(rid, "examples"))
             self._checked.add(tid)
         return logged
 
-    @_tolerant
-    def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
+    def _close(self, trial: Any, status: str, error: str | None = None) -> None:
+        """Final status, best-epoch metrics and artifacts of a trial's child run (once)."""
         self.status[trial.trial_id] = status
         rid = self.run_id(trial)
         if trial.trial_id in self.closed:
             return
-        run = self.client.get_run(rid)
-        if run.data.tags.get("mtlo.status") in FINAL and run.info.status != "RUNNING":
+        if trial.trial_id not in self._created and _is_closed(self.client.get_run(rid)):
             self.closed.add(trial.trial_id)  # closed before a kill; Ray's saved state did not know yet
             return
         last = self.results.get(trial.trial_id, {})
@@ -212,6 +214,8 @@ class MlflowTrials(Callback):
         # by the scheduler or patience), FAILED for a failed or diverged one (mtlo.status says which)
         self.client.set_terminated(rid, "FINISHED" if status in ("FINISHED", "STOPPED") else "FAILED")
         self.closed.add(trial.trial_id)
+
+    _finish = _tolerant(_close)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = self.results.get(trial.trial_id, {})
@@ -241,13 +245,13 @@ class MlflowTrials(Callback):
         self.client.set_tag(rid, f"mtlo.retry.{n}.error", error[:5000])
 
     # -- after the search -----------------------------------------------------------------
-    def sync(self, grid: Any) -> int:
+    def sync(self, grid: Any) -> None:
         """Write to MLflow what it lacks of the finished grid (Ray's on-disk results): child
-        runs, metric points (each (metric, epoch) once), final status. Returns the number of
-        trials that needed it; raises ServiceError when MLflow does not answer."""
+        runs, metric points (each (metric, epoch) once), final status. Raises ServiceError
+        when MLflow does not answer."""
         self.offline_since = None
         try:
-            return self._sync(grid)
+            self._sync(grid)
         except Exception as exc:
             problem = store_problem(self.tracking_uri)
             if problem is None:
@@ -256,10 +260,9 @@ class MlflowTrials(Callback):
                 f"mlflow.tracking_uri: {problem} ({type(exc).__name__} while recording); every trial's results "
                 "are kept by Ray: run the same command with --resume when it answers, to record them") from exc
 
-    def _sync(self, grid: Any) -> int:
+    def _sync(self, grid: Any) -> None:
         children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'", max_results=50000)}
-        fixed = 0
         for result in grid:
             frame = result.metrics_dataframe
             # a key some rows lack is NaN in the frame: drop it (the live path never logs NaN)
@@ -268,11 +271,10 @@ class MlflowTrials(Callback):
             tid = (result.metrics or {}).get("trial_id") or (rows[-1].get("trial_id") if rows else None)
             if not tid:
                 continue
-            steps = {self._step(r) for r in rows}
             child = children.get(tid)
-            done = child is not None and child.data.tags.get("mtlo.status") in FINAL and child.info.status != "RUNNING"
-            if child is not None and done and (tid in self.closed or steps <= self.logged.get(tid, set()) or
-                                               self._complete(child.info.run_id, rows)):
+            done = child is not None and _is_closed(child)
+            if child is not None and done and (tid in self.closed or {self._step(r) for r in rows}
+                                               <= self._steps_in_mlflow(tid, child.info.run_id)):
                 continue
             trial = SimpleNamespace(trial_id=tid, config=result.config)
             rid = self.run_id(trial)
@@ -284,27 +286,17 @@ class MlflowTrials(Callback):
                 if missing:
                     log_metrics(self.client, rid, missing, step=step)
                 self._remember(tid, r)
-            if not done:
-                if result.error is not None:
-                    self.status[tid] = "FAILED"
-                    self._finish_now(trial, "FAILED", f"{type(result.error).__name__}: {result.error}")
-                else:
-                    self._finish_now(trial, *self._final_status(self.results.get(tid, {})))
-            fixed += 1
-        return fixed
-
-    def _complete(self, rid: str, rows: list[dict[str, Any]]) -> bool:
-        """Every reported epoch is in MLflow (checked on one metric every row has)."""
-        reported = sum(1 for r in rows if isinstance(r.get("examples"), (int, float)))
-        return len(self.client.get_metric_history(rid, "examples")) == reported
+            if not done:  # errors propagate here (sync turns them into one line)
+                error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
+                self._close(trial, *(("FAILED", error) if error else self._final_status(self.results.get(tid, {}))))
 
     def _points(self, rid: str) -> set[tuple[str, int]]:
         keys = self.client.get_run(rid).data.metrics
         return {(k, m.step) for k in keys for m in self.client.get_metric_history(rid, k)}
 
-    def _finish_now(self, trial: Any, status: str, error: str | None) -> None:
-        _finish = MlflowTrials._finish.__wrapped__  # type: ignore[attr-defined]  # errors propagate here
-        _finish(self, trial, status, error)
+
+def _is_closed(run: Any) -> bool:
+    return run.data.tags.get("mtlo.status") in FINAL and run.info.status != "RUNNING"
 
 
 def _trial_error(trial: Any) -> str:

@@ -80,10 +80,12 @@ def subsets(tasks: list[str], method: str) -> list[tuple[str, ...]]:
     return [an.group_of(c) for k in sizes for c in itertools.combinations(tasks, k)]
 
 
-def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict[str, str]) -> list[an.Run]:
-    """Every finished trial of a study, read back from MLflow (a report needs nothing else)."""
-    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-                                  max_results=50000)
+def _children(client: Any, experiment_id: str, parent_id: str) -> list[Any]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                              max_results=50000)
+
+
+def _runs(children: list[Any], main_metric: dict[str, str]) -> list[an.Run]:
     out = []
     for r in children:
         tags, metrics = r.data.tags, r.data.metrics
@@ -99,15 +101,47 @@ def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict
     return out
 
 
-def failed_runs(client: Any, experiment_id: str, parent_id: str) -> list[dict[str, Any]]:
-    """The study's trials that failed or diverged: left out of the analysis, never dropped
-    silently (the report and ``--json`` list them)."""
-    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-                                  max_results=50000)
+def _failed(children: list[Any]) -> list[dict[str, Any]]:
     return [{"group": tags["mtlo.tasks"].split(","), "seed": int(tags.get("mtlo.seed", 0)),
              "status": tags["mtlo.status"], "error": tags.get("mtlo.error", ""), "run_id": r.info.run_id}
             for r in children for tags in [r.data.tags]
             if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in ("FAILED", "DIVERGED")]
+
+
+def _affinity(children: list[Any]) -> dict[str, dict[str, float]]:
+    sums: dict[tuple[str, str], list[float]] = {}
+    for r in children:
+        if r.info.status != "FINISHED":
+            continue
+        for k, v in r.data.metrics.items():
+            if k.startswith("affinity/"):
+                _, i, j = k.split("/", 2)
+                sums.setdefault((i, j), []).append(float(v))
+    out: dict[str, dict[str, float]] = {}
+    for (i, j), vals in sums.items():
+        out.setdefault(i, {})[j] = sum(vals) / len(vals)
+    return out
+
+
+def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict[str, str]) -> list[an.Run]:
+    """Every finished trial of a study, read back from MLflow (a report needs nothing else)."""
+    return _runs(_children(client, experiment_id, parent_id), main_metric)
+
+
+def load_affinity(client: Any, experiment_id: str, parent_id: str) -> dict[str, dict[str, float]]:
+    """Z[i][j] (i's lookahead step on j's loss), averaged over training and over the seeds of
+    the finished runs that measured it."""
+    return _affinity(_children(client, experiment_id, parent_id))
+
+
+def read_study(client: Any, experiment_id: str, study: Study
+               ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]]]:
+    """One read of a study's child runs: the finished runs, the affinity (for the methods that
+    measure it) and the runs that failed or diverged (left out of the analysis, never dropped
+    silently: the report and ``--json`` list them)."""
+    children = _children(client, experiment_id, study.parent_run_id)
+    affinity = _affinity(children) if study.method in ("affinity", "exhaustive") else None
+    return _runs(children, study.main_metric), affinity, _failed(children)
 
 
 def affinity_every(tasks: list[str], cap: int) -> int:
@@ -127,23 +161,6 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
                  desc["method"], desc["seeds"], desc["budget"])
 
 
-def load_affinity(client: Any, experiment_id: str, parent_id: str) -> dict[str, dict[str, float]]:
-    """Z[i][j] (i's lookahead step on j's loss), averaged over training and over the seeds of
-    the finished runs that measured it."""
-    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-                                  max_results=50000)
-    sums: dict[tuple[str, str], list[float]] = {}
-    for r in children:
-        if r.info.status != "FINISHED":
-            continue
-        for k, v in r.data.metrics.items():
-            if k.startswith("affinity/"):
-                _, i, j = k.split("/", 2)
-                sums.setdefault((i, j), []).append(float(v))
-    out: dict[str, dict[str, float]] = {}
-    for (i, j), vals in sums.items():
-        out.setdefault(i, {})[j] = sum(vals) / len(vals)
-    return out
 
 
 def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.Group, dict[str, float]]:
@@ -264,8 +281,8 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     recorder = _recorder(cfg, experiment_id, parent_id, ctx, "trial", base_tags)
     run_grid(cfg, ctx, points, name="study", storage=exp_dir, recorder=recorder, role="trial", resume=resume,
              as_json=as_json)
-    affinity = load_affinity(client, experiment_id, parent_id) if method in ("affinity", "exhaustive") else None
-    result = analyse(study, load_runs(client, experiment_id, parent_id, main), affinity)
+    runs, affinity, failed = read_study(client, experiment_id, study)
+    result = analyse(study, runs, affinity)
 
     # confirmation: train the proposed groups whose gains were only estimated
     chosen = (result["proposed"] or {}).get("groups", []) if method == "affinity" else result["grouping"]["groups"]
@@ -276,9 +293,10 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         confirm = _recorder(cfg, experiment_id, parent_id, ctx, "confirm", base_tags)
         run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list], name="confirm",
                  storage=exp_dir, recorder=confirm, role="confirm", resume=resume, as_json=as_json)
-        result = analyse(study, load_runs(client, experiment_id, parent_id, main), affinity)
+        runs, affinity, failed = read_study(client, experiment_id, study)
+        result = analyse(study, runs, affinity)
     result["seconds"] = time.time() - started
-    result["failed_runs"] = failed_runs(client, experiment_id, parent_id)
+    result["failed_runs"] = failed
     tracking.log_files(client, parent_id, {"transfer.json": tracking.as_json(result)})
     tracking.log_metrics(client, parent_id, {"grouping/score": result["grouping"]["score"],
                                              "cost/trials": result["cost"]["trials"],

@@ -21,20 +21,13 @@ import psutil
 import pytest
 import yaml
 
+from tests.conftest import search_config
 from tests.orchestrator.test_loopback import is_loopback, listening
 
 pytestmark = pytest.mark.slow
 
-CONFIG = {
-    "name": "faults",
-    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
-    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}},
-    "train": {"epochs": 3, "batch_size": 16, "max_train_examples": 64, "max_eval_examples": 32, "lr": 1e-3},
-    "search": {"space": "weights", "num_samples": 8, "objective": "mean_score", "max_concurrent": 8,
-               "scheduler": "fifo", "max_failures": 1},
-    "resources": {"cpus_per_trial": 0.25},
-    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "faults"},
-}
+CONFIG = {**search_config("faults", examples=64, num_samples=8, max_concurrent=8, max_failures=1),
+          "resources": {"cpus_per_trial": 0.25}}
 FAULTS = "raise@2 trial=1; kill@2 trial=2 times=1; nan@2 trial=3"  # trials are numbered from 1
 PER_TASK = ("val/", "train/", "weight/")
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import search_config
+
 pytestmark = pytest.mark.slow
 
 
@@ -67,15 +69,7 @@ def server(tmp_path):
 
 
 def test_server_down_mid_search_loses_nothing(tmp_path, server):
-    config = {
-        "name": "outage",
-        "encoder": {"model": "builtin:tiny-random", "max_length": 32},
-        "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}},
-        "train": {"epochs": 3, "batch_size": 16, "max_train_examples": 96, "max_eval_examples": 32, "lr": 1e-3},
-        "search": {"space": "weights", "num_samples": 3, "objective": "mean_score", "max_concurrent": 1,
-                   "scheduler": "fifo"},
-        "mlflow": {"tracking_uri": server.uri, "experiment": "outage"},
-    }
+    config = search_config("outage", tracking_uri=server.uri)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MTLO_FAULT", None)

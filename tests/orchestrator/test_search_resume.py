@@ -14,17 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import search_config
+
 pytestmark = pytest.mark.slow
 
-CONFIG = {
-    "name": "resume",
-    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
-    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}},
-    "train": {"epochs": 3, "batch_size": 16, "max_train_examples": 96, "max_eval_examples": 32, "lr": 1e-3},
-    "search": {"space": "weights", "num_samples": 3, "objective": "mean_score", "max_concurrent": 1,
-               "scheduler": "fifo"},
-    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "resume"},
-}
+CONFIG = search_config("resume")
 
 
 def children(db: Path) -> list[tuple[str, str, int]]:
