@@ -12,6 +12,15 @@ grouping with the *measured* gains of the exhaustive study:
   measured) against the exhaustive optimum;
 - cost: runs and optimizer steps (to the best epoch) the method needed.
 
+``affinity`` is mtlo's affinity method (groups proposed from the estimates of
+orchestrator/transfer/predict.py: dilution from the baselines' learning curves plus the
+lookahead affinity); ``affinity_tag`` proposes them from TAG's own score (mean affinity onto
+each task), everything else equal. ``estimates`` compares every estimate with the gain the
+exhaustive study measured for the same task in the same group (Pearson and Spearman
+correlation, mean absolute error): mtlo's affinity estimate (α fitted on the all-tasks
+group only, as the method does), Standley's estimate from the pairs, and TAG's score (its
+units are not gains: correlations only).
+
 With ``--truth`` (``truth.json`` of benchmarks/planted.py) it also checks the planted signs
 and counts negative-transfer flags on the planted null pairs.
 
@@ -32,7 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.report import find_parent  # noqa: E402
 from orchestrator.transfer import analysis as an  # noqa: E402
-from orchestrator.transfer.runner import analyse, load_affinity, load_runs, study_from_mlflow  # noqa: E402
+from orchestrator.transfer.runner import (  # noqa: E402
+    affinity_table,
+    analyse,
+    estimator,
+    read_study,
+    study_from_mlflow,
+)
 
 
 def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[str, float]]) -> float:
@@ -49,10 +64,12 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None) -
     tasks = study.tasks
     if method == "pairwise":
         used = [r for r in runs if len(r.group) <= 2]
-    elif method == "affinity":
+    elif method in ("affinity", "affinity_tag"):
         used = [r for r in runs if len(r.group) == 1 or len(r.group) == len(tasks)]
     else:
         used = list(runs)
+    if method == "affinity_tag":
+        return replay_tag(study, runs, used, affinity or {})
     st = replace(study, method=method)
     res = analyse(st, used, affinity if method != "pairwise" else None)
     chosen = (res["proposed"] or {}).get("groups", []) if method == "affinity" else res["grouping"]["groups"]
@@ -62,6 +79,56 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None) -
         used += [r for r in runs if r.group in todo]
         res = analyse(st, used, affinity if method != "pairwise" else None)
     return res, used
+
+
+def replay_tag(study: Any, runs: list[an.Run], used: list[an.Run], affinity: dict) -> tuple[dict, list[an.Run]]:
+    """The affinity method with TAG's own group score for the proposal (then the same
+    confirmation and the same choice on measured gains)."""
+    st = replace(study, method="exhaustive")
+    proposed = an.best_grouping(study.tasks, affinity_table(study.tasks, affinity), study.budget)
+    todo = {an.group_of(g) for g in proposed.groups if len(g) > 1} - {r.group for r in used}
+    used = used + [r for r in runs if r.group in todo]
+    res = analyse(st, used)
+    table = an.gain_table(study.tasks, [an.Gain(g["task"], tuple(g["group"]), g["delta"], None, None, False, g["n"])
+                                        for g in res["gains"]])
+    res["grouping"] = an.best_grouping(study.tasks, table, study.budget).as_dict()
+    res["proposed"] = proposed.as_dict()
+    return res, used
+
+
+def correlations(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    from scipy import stats
+
+    if len(pairs) < 3:
+        return {"n": len(pairs)}
+    est, meas = zip(*pairs, strict=True)
+    return {"n": len(pairs), "pearson": float(stats.pearsonr(est, meas)[0]),
+            "spearman": float(stats.spearmanr(est, meas)[0]),
+            "mean_abs_error": sum(abs(a - b) for a, b in pairs) / len(pairs)}
+
+
+def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, full: dict) -> dict[str, Any]:
+    """Every estimate against the measured Δ_t(G), over the groups of 2 to n-1 tasks (the ones
+    the affinity method estimates: it measures the all-tasks group)."""
+    gains = [an.Gain(g["task"], tuple(g["group"]), g["delta"], None, None, False, g["n"]) for g in full["gains"]]
+    n = len(study.tasks)
+    every = an.group_of(study.tasks)
+    singles_all = [r for r in runs if len(r.group) == 1 or r.group == every]
+    est = estimator(study, singles_all, [g for g in gains if g.group == every], affinity)
+    tag = affinity_table(study.tasks, affinity)
+    matrix = an.pairwise_matrix(gains, study.tasks)
+    rows = [g for g in gains if 2 <= len(g.group) < n]
+    out: dict[str, Any] = {"alpha": est.alpha, "groups": len({g.group for g in rows})}
+    for name, f in (("affinity", lambda t, g: est(t, g)), ("dilution_only", lambda t, g: est.dilution(t, g)),
+                    ("tag_score", lambda t, g: tag.get(g, {}).get(t)),
+                    ("standley", lambda t, g: an.standley_estimate(matrix, t, g) if len(g) > 2 else None)):
+        pairs = [(v, g.delta) for g in rows for v in [f(g.task, g.group)] if v is not None]
+        out[name] = correlations(pairs)
+        if name == "tag_score":
+            out[name].pop("mean_abs_error", None)
+    three = [g for g in rows if len(g.group) > 2]  # where Standley estimates too: the same rows for both
+    out["affinity_3plus"] = correlations([(v, g.delta) for g in three for v in [est(g.task, g.group)] if v is not None])
+    return out
 
 
 def main() -> None:
@@ -79,8 +146,8 @@ def main() -> None:
     study = study_from_mlflow(client, parent.info.run_id)
     if args.budget:
         study = replace(study, budget=args.budget)
-    runs = load_runs(client, parent.info.experiment_id, parent.info.run_id, study.main_metric)
-    affinity = load_affinity(client, parent.info.experiment_id, parent.info.run_id)
+    runs, affinity, _ = read_study(client, parent.info.experiment_id, replace(study, method="exhaustive"))
+    affinity = affinity or {}
     full = analyse(replace(study, method="exhaustive"), runs)
     table = an.gain_table(study.tasks, [an.Gain(g["task"], tuple(g["group"]), g["delta"], None, None, False, g["n"])
                                         for g in full["gains"]])
@@ -89,7 +156,7 @@ def main() -> None:
                            "budget": study.budget, "optimum": {"groups": opt["groups"], "score": opt["score"]},
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
-    for method in ("exhaustive", "pairwise", "affinity"):
+    for method in ("exhaustive", "pairwise", "affinity", "affinity_tag"):
         res, used = replay(method, study, runs, affinity)
         groups = res["grouping"]["groups"]
         v = value(groups, study.tasks, table)
@@ -100,6 +167,7 @@ def main() -> None:
             "runs": len(used), "train_steps": steps, "compute_fraction": steps / all_steps if all_steps else None,
             "negative_transfer": [(g["task"], g["group"]) for g in res["negative_transfer"]],
         }
+    out["estimates"] = estimate_accuracy(study, runs, affinity, full)
     if args.truth:
         truth = json.loads(Path(args.truth).read_text())
         pair = {(g["task"], tuple(g["group"])): g for g in full["gains"] if len(g["group"]) == 2}

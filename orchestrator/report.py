@@ -121,6 +121,41 @@ def _heatmap(res: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
+def _estimator_lines(res: dict[str, Any]) -> list[str]:
+    """How the affinity method proposed its groups (orchestrator/transfer/predict.py), and
+    what the estimate said of each proposed group beside what training measured."""
+    fit = res.get("estimator")
+    if not fit:
+        return []
+    tasks = res["tasks"]
+    everyone = sorted(tasks)
+    measured_all = {g["task"]: g["delta"] for g in res["gains"] if sorted(g["group"]) == everyone}
+    lines = ["", "The groups were proposed from estimated gains: the gain of task t in group G is estimated as "
+             "its *dilution* (t trains only its share of the step cap in G: what its own single-task runs had "
+             "reached by then, against their best) plus α × its *transfer* (mean over the other members j of "
+             "Z[j → t] / Z[t → t], or over the largest |Z[· → t]| where a step on t itself is not the largest); "
+             f"α = {fit['alpha']:.3g}, fitted to the gains measured in the all-tasks group.",
+             "", "| task | dilution (all tasks) | transfer (all tasks) | estimated | measured |",
+             "| --- | --- | --- | --- | --- |"]
+    for t in tasks:
+        d, r = fit["dilution"].get(t), fit["transfer"].get(t)
+        est = None if d is None or r is None else d + fit["alpha"] * r
+        lines.append(f"| {t} | {_pct(d)} | {_num(r)} | {_pct(est)} | {_pct(measured_all.get(t))} |")
+    if fit.get("proposed"):
+        by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}
+        lines += ["", "Proposed groups, estimated and (once trained) measured:", "",
+                  "| group | task | estimated | measured |", "| --- | --- | --- | --- |"]
+        for e in fit["proposed"]:
+            grp = tuple(e["group"])
+            measured = by.get((e["task"], grp))
+            lines.append(f"| {'+'.join(grp)} | {e['task']} | {_pct(e['estimated'])} | {_pct(measured)} |")
+    return lines
+
+
 def _affinity_map(res: dict[str, Any], path: Path) -> bool:
     import numpy as np
 
@@ -203,12 +238,15 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
                   "estimates; the gains below are measured by training.", "",
                   "| step on ↓ / loss of → | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
         for i in tasks:
-            cells = ["" if i == j else f"{res['affinity'].get(i, {}).get(j, float('nan')):.3g}" for j in tasks]
+            cells = [_num(res["affinity"].get(i, {}).get(j)) for j in tasks]
             lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
+        lines += ["", "The diagonal Z[i → i] is a step on i measured on another batch of i: the yardstick for "
+                  "what a step on another task is worth to i."]
         if res.get("proposed"):
             lines += ["", "Groups proposed from the affinity: "
                       + ", ".join("**" + " + ".join(g) + "**" for g in res["proposed"]["groups"])
                       + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
+        lines += _estimator_lines(res)
     gr = res["grouping"]
     lines += ["", "## Recommended grouping", ""]
     if not gr["groups"]:

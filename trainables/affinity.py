@@ -11,6 +11,11 @@ Adam-preconditioned step of the same rate overshoots once losses are small and t
 affinity negative). Z[i -> j] > 0: a step on i lowers j's loss (i helps j). The losses are
 taken in eval mode (no dropout) so that the only change is the lookahead step. The run
 reports the running mean of every Z[i -> j].
+
+The diagonal Z[i -> i] (how much a step on i lowers i's loss on *another* batch of i, so that
+it is not the step's own batch) is measured too: it is the yardstick for the others, "a step
+on j is worth Z[j -> i] / Z[i -> i] of a step on i itself", which the transfer analysis uses
+to estimate gains under the equal-budget rule (orchestrator/transfer/predict.py).
 """
 
 from __future__ import annotations
@@ -24,14 +29,14 @@ import torch
 class AffinityMeter:
     def __init__(self, tasks: list[str]) -> None:
         self.tasks = list(tasks)
-        self.sums = {(i, j): 0.0 for i in self.tasks for j in self.tasks if i != j}
+        self.sums = {(i, j): 0.0 for i in self.tasks for j in self.tasks if i != j}  # the diagonal once measured
         self.count = 0
 
     def state(self) -> dict[str, Any]:
         return {"sums": {f"{i}\t{j}": v for (i, j), v in self.sums.items()}, "count": self.count}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.sums = {tuple(k.split("\t")): v for k, v in state["sums"].items()}  # type: ignore[misc]
+        self.sums.update({tuple(k.split("\t")): v for k, v in state["sums"].items()})  # type: ignore[misc]
         self.count = state["count"]
 
     def mean(self) -> dict[tuple[str, str], float]:
@@ -43,8 +48,10 @@ class AffinityMeter:
 
     def measure(self, model: torch.nn.Module, optim: torch.optim.Optimizer, shared: list[torch.nn.Parameter],
                 loss_fn: Callable[[str, dict[str, torch.Tensor]], torch.Tensor],
-                batches: dict[str, dict[str, torch.Tensor]]) -> dict[tuple[str, str], float]:
-        """One measurement; adds it to the running sums and returns it."""
+                batches: dict[str, dict[str, torch.Tensor]],
+                holdout: dict[str, dict[str, torch.Tensor]] | None = None) -> dict[tuple[str, str], float]:
+        """One measurement; adds it to the running sums and returns it. ``holdout``: a second
+        batch per task, where Z[i -> i] is measured (without it the diagonal is not measured)."""
         if not shared:
             raise ValueError("affinity needs parameters that the tasks share (sharing: hard or partial)")
         was_training = model.training
@@ -54,6 +61,7 @@ class AffinityMeter:
         try:
             with torch.no_grad():
                 base = {j: float(loss_fn(j, batches[j])) for j in self.tasks}
+                base_self = {j: float(loss_fn(j, b)) for j, b in (holdout or {}).items()}
             z: dict[tuple[str, str], float] = {}
             for i in self.tasks:
                 loss = loss_fn(i, batches[i])
@@ -66,12 +74,15 @@ class AffinityMeter:
                         if j != i:
                             after = float(loss_fn(j, batches[j]))
                             z[(i, j)] = 1.0 - after / base[j] if base[j] > 0 else 0.0
+                    if i in base_self:
+                        after = float(loss_fn(i, holdout[i]))  # type: ignore[index]
+                        z[(i, i)] = 1.0 - after / base_self[i] if base_self[i] > 0 else 0.0
                     for p, keep in zip(shared, saved, strict=True):
                         p.copy_(keep)
         finally:
             model.train(was_training)
         for k, v in z.items():
-            self.sums[k] += v
+            self.sums[k] = self.sums.get(k, 0.0) + v
         self.count += 1
         return z
 

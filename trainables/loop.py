@@ -292,12 +292,14 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             optim.zero_grad(set_to_none=True)
             step += 1
             if meter is not None and len(exp.tasks) > 1 and step % tr.affinity_every == 0:  # type: ignore[operator]
-                batches = {}
+                batches, holdout = {}, {}
                 for t, d in exp.data.items():
                     n = len(d.train.lengths)
-                    idx = aff_rng.choice(n, size=min(tr.batch_size, n), replace=False)
-                    batches[t] = _to(d.train.batch(idx, exp.pad_id), exp.device)
-                meter.measure(model, optim, shared, task_loss, batches)
+                    order = aff_rng.permutation(n)
+                    size = min(tr.batch_size, max(1, n // 2))  # two disjoint batches: the step's, and Z[t -> t]'s
+                    batches[t] = _to(d.train.batch(order[:size], exp.pad_id), exp.device)
+                    holdout[t] = _to(d.train.batch(order[size:2 * size], exp.pad_id), exp.device)
+                meter.measure(model, optim, shared, task_loss, batches, holdout)
         mean_losses = {t: loss_sum[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
         exp.weighting.end_epoch(mean_losses)
         metrics = evaluate(exp)

@@ -39,6 +39,7 @@ class Run:
     steps: int = 0
     best_epoch: int = 0
     run_id: str | None = None
+    curve: tuple[tuple[int, float], ...] = ()  # single-task runs: (steps, score) at every epoch
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.search.objectives import Objective
 from orchestrator.search.runner import _recorder, open_parent, run_grid, trial_context
 from orchestrator.transfer import analysis as an
+from orchestrator.transfer.predict import Estimator
 from trainables import inspect_tasks
 
 METHODS = ("pairwise", "exhaustive", "affinity")
@@ -52,19 +53,27 @@ class Study:
     method: str
     seeds: list[int]
     budget: int
+    max_steps: int = 0  # the equal-budget step cap of every run
+    schedule: str = "round_robin"
+    batches: dict[str, int] = field(default_factory=dict)  # each task's training batches per pass
+    temperature: float = 1.0
 
 
 def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """The config's run dict under the equal-budget rule (step cap, patience, epochs that
     never bind before the cap); changes ``run`` in place and returns it."""
     tr = run["train"]
-    batch = int(tr["batch_size"])
-    per_epoch = {t: math.ceil(i.train_examples / batch) for t, i in info.items()}
+    per_epoch = batches_per_pass(run, info)
     cap = int(tr.get("max_steps") or int(tr["epochs"]) * sum(per_epoch.values()))
     tr["max_steps"] = cap
     tr["patience"] = int(tr.get("patience") or DEFAULT_PATIENCE)
     tr["epochs"] = max(int(tr["epochs"]), math.ceil(cap / max(1, min(per_epoch.values()))))
     return run
+
+
+def batches_per_pass(run: dict[str, Any], info: dict[str, Any]) -> dict[str, int]:
+    batch = int(run["train"]["batch_size"])
+    return {t: math.ceil(i.train_examples / batch) for t, i in info.items()}
 
 
 def subsets(tasks: list[str], method: str) -> list[tuple[str, ...]]:
@@ -134,14 +143,34 @@ def load_affinity(client: Any, experiment_id: str, parent_id: str) -> dict[str, 
     return _affinity(_children(client, experiment_id, parent_id))
 
 
+def with_curves(client: Any, runs: list[an.Run], main_metric: dict[str, str]) -> list[an.Run]:
+    """The single-task runs with their learning curves (the validation score and the steps
+    at every epoch, from their MLflow metric histories): the affinity method's estimates read
+    how much each task loses from fewer steps off them."""
+    out = []
+    for r in runs:
+        if len(r.group) == 1 and r.run_id and not r.curve:
+            t = r.group[0]
+            steps = {m.step: m.value for m in client.get_metric_history(r.run_id, "step")}
+            scores = {m.step: m.value for m in client.get_metric_history(r.run_id, f"val/{t}/{main_metric[t]}")}
+            r = replace(r, curve=tuple((int(steps[e]), float(v)) for e, v in sorted(scores.items()) if e in steps))
+        out.append(r)
+    return out
+
+
 def read_study(client: Any, experiment_id: str, study: Study
                ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]]]:
     """One read of a study's child runs: the finished runs, the affinity (for the methods that
     measure it) and the runs that failed or diverged (left out of the analysis, never dropped
-    silently: the report and ``--json`` list them)."""
+    silently: the report and ``--json`` list them). For the methods that measure affinity,
+    the single-task runs come with their learning curves."""
     children = _children(client, experiment_id, study.parent_run_id)
-    affinity = _affinity(children) if study.method in ("affinity", "exhaustive") else None
-    return _runs(children, study.main_metric), affinity, _failed(children)
+    runs = _runs(children, study.main_metric)
+    affinity = None
+    if study.method in ("affinity", "exhaustive"):
+        affinity = _affinity(children)
+        runs = with_curves(client, runs, study.main_metric)
+    return runs, affinity, _failed(children)
 
 
 def affinity_every(tasks: list[str], cap: int) -> int:
@@ -158,14 +187,17 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
     with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
         desc = json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
     return Study(desc["name"], parent_id, desc["tasks"], desc["main_metric"], desc["higher_is_better"],
-                 desc["method"], desc["seeds"], desc["budget"])
+                 desc["method"], desc["seeds"], desc["budget"], int(desc.get("max_steps") or 0),
+                 desc.get("schedule", "round_robin"), dict(desc.get("batches") or {}),
+                 float(desc.get("temperature") or 1.0))
 
 
 
 
 def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.Group, dict[str, float]]:
-    """TAG's group score: task t in group G scores the mean affinity of the others onto it,
-    mean over j in G \\ {t} of Z[j -> t]; a task alone scores 0."""
+    """TAG's own group score (for comparison, benchmarks/grouping.py): task t in group G
+    scores the mean affinity of the others onto it, mean over j in G \\ {t} of Z[j -> t]; a
+    task alone scores 0. ``analyse`` proposes groups from ``estimator`` instead."""
     table: dict[an.Group, dict[str, float]] = {(t,): {t: 0.0} for t in tasks}
     for k in range(2, len(tasks) + 1):
         for combo in itertools.combinations(sorted(tasks), k):
@@ -180,29 +212,55 @@ def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.
     return table
 
 
+def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
+              affinity: dict[str, dict[str, float]]) -> Estimator:
+    """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), its α
+    fitted to the gains measured in the all-tasks group."""
+    curves: dict[str, list[Any]] = {}
+    for r in runs:
+        if len(r.group) == 1 and r.curve:
+            curves.setdefault(r.group[0], []).append(r.curve)
+    base = {t: s.mean for t, s in an.baselines(runs).items()}
+    everyone = an.group_of(study.tasks)
+    est = Estimator(list(study.tasks), study.higher_is_better, base, curves, affinity, study.max_steps,
+                    study.schedule, study.batches, study.temperature)
+    return est.fit({g.task: g.delta for g in gains if g.group == everyone})
+
+
 def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None
             ) -> dict[str, Any]:
     """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix).
 
     ``pairwise`` / ``exhaustive``: the grouping is chosen on measured gains, and on Standley
-    estimates for groups never trained. ``affinity``: groups are proposed from the affinity
-    (``proposed``), then the grouping is chosen on measured gains only, once the proposed
-    groups have been trained."""
+    estimates for groups never trained. ``affinity``: groups are proposed from estimates
+    built on the affinity and the baselines' learning curves (``proposed``; ``estimator``),
+    then the grouping is chosen on measured gains only, once the proposed groups have been
+    trained."""
     gains = an.gains(runs, study.higher_is_better)
     base = an.baselines(runs)
     matrix = an.pairwise_matrix(gains, study.tasks)
     measured = {(g.group, g.task) for g in gains}
     proposed = None
+    fit: dict[str, Any] | None = None
     if study.method == "affinity":
         table = an.gain_table(study.tasks, gains)
+        estimates = table
         if affinity:
+            est = estimator(study, runs, gains, affinity)
+            fit = {"alpha": est.alpha, "dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
+                   "transfer": {t: est.transfer(t, study.tasks) for t in study.tasks}}
+            estimates = an.gain_table(study.tasks, gains, estimate=est)
             try:
-                proposed = an.best_grouping(study.tasks, affinity_table(study.tasks, affinity), study.budget)
+                proposed = an.best_grouping(study.tasks, estimates, study.budget)
                 proposed.method = "affinity (estimated)"
+                # what the estimate said of each proposed group, to set beside what training measured
+                fit["proposed"] = [{"group": g, "task": t, "estimated": est(t, g)}
+                                   for g in proposed.groups if len(g) > 1 for t in g]
             except ValueError:
                 proposed = None
     else:
-        table = an.gain_table(study.tasks, gains, estimate=lambda t, g: an.standley_estimate(matrix, t, g))
+        table = estimates = an.gain_table(study.tasks, gains,
+                                          estimate=lambda t, g: an.standley_estimate(matrix, t, g))
     try:
         grouping = an.best_grouping(study.tasks, table, study.budget)
         grouping.confirmed = all(len(g) == 1 or all((tuple(g), t) in measured for t in g) for g in grouping.groups)
@@ -213,7 +271,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
     estimated = [an.Gain(t, g, row[t], None, None, False, 0, estimated=True).as_dict()
-                 for g, row in table.items() if len(g) > 1 for t in g if (g, t) not in measured]
+                 for g, row in estimates.items() if len(g) > 1 for t in g if (g, t) not in measured]
     return {
         "name": study.name, "parent_run_id": study.parent_run_id, "method": study.method, "budget": study.budget,
         "tasks": study.tasks, "main_metric": study.main_metric, "seeds": study.seeds,
@@ -224,6 +282,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "estimated_gains": estimated,
         "affinity": affinity or {},
         "proposed": proposed.as_dict() if proposed is not None else None,
+        "estimator": fit,
         "grouping": grouping.as_dict(),
         "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs)},
         "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "best_step": r.steps,
@@ -260,12 +319,15 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         tracking.log_params(client, parent_id, params)
         study_desc = {"name": cfg.name, "tasks": tasks, "main_metric": main, "higher_is_better": hib,
                       "method": method, "seeds": seed_list, "budget": budget,
-                      "max_steps": run["train"]["max_steps"], "patience": run["train"]["patience"]}
+                      "max_steps": run["train"]["max_steps"], "patience": run["train"]["patience"],
+                      "schedule": run["train"]["schedule"], "temperature": run["train"].get("temperature", 1.0),
+                      "batches": batches_per_pass(run, info)}
         tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
                                                 STUDY_FILE: tracking.as_json(study_desc)})
 
     started = time.time()
-    study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget)
+    study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
+                  run["train"]["schedule"], batches_per_pass(run, info), float(run["train"].get("temperature", 1.0)))
     objective = Objective("mean_score", tuple(tasks), main, hib)
     ctx = trial_context(cfg, run, objective)
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}

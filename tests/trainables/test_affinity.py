@@ -36,11 +36,15 @@ def test_affinity_recovers_a_planted_copy_and_noise(tmp_path):
     rows = []
     train(cfg, rows.append)
     z = {k.split("/", 1)[1]: v for k, v in rows[-1].items() if k.startswith("affinity/")}
-    assert len(z) == 6  # every ordered pair of the three tasks, at every epoch's report
+    assert len(z) == 9  # every ordered pair of the three tasks and the diagonal, at every epoch's report
     assert all(k.startswith("affinity/") for r in rows for k in r if "affinity" in k)
     assert z["a/copy"] > 0 and z["copy/a"] > 0  # a step on a task lowers its copy's loss
     assert z["a/copy"] > z["a/noise"] and z["copy/a"] > z["noise/a"]
     assert z["a/copy"] > 3 * abs(z["a/noise"])
+    # the diagonal is measured on another batch of the same task: a real-label step generalises
+    # to unseen sentences of its task, a shuffled-label step does not
+    assert z["a/a"] > 0 and z["copy/copy"] > 0
+    assert z["a/a"] > 3 * abs(z["noise/noise"])
 
 
 def test_measuring_affinity_does_not_change_training(tmp_path):
