@@ -47,6 +47,7 @@ from orchestrator.transfer.runner import (  # noqa: E402
     estimator,
     read_study,
     study_from_mlflow,
+    to_confirm,
 )
 
 
@@ -59,7 +60,8 @@ def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[
     return total
 
 
-def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None) -> tuple[dict, list[an.Run]]:
+def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, rounds: int = 1
+           ) -> tuple[dict, list[an.Run]]:
     """What ``mtlo transfer --method METHOD`` would conclude, trained on these runs."""
     tasks = study.tasks
     if method == "pairwise":
@@ -72,10 +74,10 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None) -
         return replay_tag(study, runs, used, affinity or {})
     st = replace(study, method=method)
     res = analyse(st, used, affinity if method != "pairwise" else None)
-    chosen = (res["proposed"] or {}).get("groups", []) if method == "affinity" else res["grouping"]["groups"]
-    trained = {r.group for r in used}
-    todo = {an.group_of(g) for g in chosen if len(g) > 1} - trained
-    if todo:  # confirmation: the proposed groups are trained (here: taken from the exhaustive runs)
+    for _ in range(rounds):  # confirmation, as mtlo transfer does (here: taken from the exhaustive runs)
+        todo = {an.group_of(g) for g in to_confirm(res)}
+        if not todo:
+            break
         used += [r for r in runs if r.group in todo]
         res = analyse(st, used, affinity if method != "pairwise" else None)
     return res, used
@@ -118,7 +120,7 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, full: dict
     tag = affinity_table(study.tasks, affinity)
     matrix = an.pairwise_matrix(gains, study.tasks)
     rows = [g for g in gains if 2 <= len(g.group) < n]
-    out: dict[str, Any] = {"alpha": est.alpha, "groups": len({g.group for g in rows})}
+    out: dict[str, Any] = {"residual": est.residual, "groups": len({g.group for g in rows})}
     for name, f in (("affinity", lambda t, g: est(t, g)), ("dilution_only", lambda t, g: est.dilution(t, g)),
                     ("tag_score", lambda t, g: tag.get(g, {}).get(t)),
                     ("standley", lambda t, g: an.standley_estimate(matrix, t, g) if len(g) > 2 else None)):
@@ -136,6 +138,7 @@ def main() -> None:
     ap.add_argument("--tracking-uri", required=True)
     ap.add_argument("--study", required=True, help="name or parent run id of an exhaustive study")
     ap.add_argument("--budget", type=int, default=None, help="groups allowed (default: the study's)")
+    ap.add_argument("--confirm-rounds", type=int, default=1, help="as mtlo transfer --confirm-rounds (default 1)")
     ap.add_argument("--truth", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -153,11 +156,12 @@ def main() -> None:
                                         for g in full["gains"]])
     opt = full["grouping"]
     out: dict[str, Any] = {"study": parent.info.run_name, "tasks": study.tasks, "seeds": study.seeds,
-                           "budget": study.budget, "optimum": {"groups": opt["groups"], "score": opt["score"]},
+                           "budget": study.budget, "confirm_rounds": args.confirm_rounds,
+                           "optimum": {"groups": opt["groups"], "score": opt["score"]},
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
     for method in ("exhaustive", "pairwise", "affinity", "affinity_tag"):
-        res, used = replay(method, study, runs, affinity)
+        res, used = replay(method, study, runs, affinity, args.confirm_rounds)
         groups = res["grouping"]["groups"]
         v = value(groups, study.tasks, table)
         steps = sum(r.steps for r in used)

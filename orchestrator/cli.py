@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    "then the proposed groups")
     x.add_argument("--seeds", type=int, default=3, help="seeds per task set (default 3)")
     x.add_argument("--budget", type=int, default=2, help="at most this many groups (models) in the grouping")
+    x.add_argument("--confirm-rounds", type=int, default=1, metavar="N",
+                   help="rounds of training the proposed groups that were only estimated (default 1; 0: none)")
     x.add_argument("--address", default=None, help="Ray cluster: 'auto' or ray://host:10001 (default: local Ray)")
     x.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "transfer":
             return commands.cmd_transfer(args.config, sets=args.set, as_json=args.json, resume=args.resume,
                                          address=args.address, method=args.method, seeds=args.seeds,
-                                         budget=args.budget)
+                                         budget=args.budget, confirm_rounds=args.confirm_rounds)
         return commands.cmd_train(args.config, sets=args.set, as_json=args.json)
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")

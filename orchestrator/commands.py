@@ -158,7 +158,7 @@ def _pct(v: float | None) -> str:
 
 
 def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
-                 method: str, seeds: int, budget: int) -> int:
+                 method: str, seeds: int, budget: int, confirm_rounds: int = 1) -> int:
     from pathlib import Path
 
     cfg = load_config(config_path, sets)
@@ -166,7 +166,7 @@ def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bo
     from orchestrator.transfer.runner import run_transfer
 
     out = run_transfer(cfg, Path(config_path), method=method, seeds=seeds, budget=budget, resume=resume,
-                       address=address, as_json=as_json)
+                       address=address, as_json=as_json, confirm_rounds=confirm_rounds)
     from orchestrator.report import build_report
 
     _, _, folder = build_report(cfg.mlflow.tracking_uri, out["parent_run_id"])
@@ -239,8 +239,10 @@ def print_transfer(out: dict[str, Any]) -> None:
     gr = out["grouping"]
     con.print(f"[bold]recommended grouping[/bold] (at most {len(gr['groups'])} model(s)): "
               + "  |  ".join("+".join(g) for g in gr["groups"])
-              + f"  total gain {_pct(gr['score'])}"
-              + ("" if gr["confirmed"] else "  (includes estimated gains, not confirmed by training)"))
+              + f"  total gain {_pct(gr['score'])} (measured)"
+              + ("" if gr["confirmed"] or not out.get("proposed") else
+                 "  (the estimates propose " + "  |  ".join("+".join(g) for g in out["proposed"]["groups"])
+                 + ", not all trained: more --confirm-rounds train them)"))
     failed = out.get("failed_runs") or []
     if failed:
         con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "

@@ -121,6 +121,15 @@ def _heatmap(res: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _confirmation(res: dict[str, Any]) -> str:
+    if res["grouping"]["confirmed"]:
+        return "every group that the estimates propose was trained."
+    src = "the affinity" if res["method"] == "affinity" else "the pairs (Standley et al.)"
+    prop = (res.get("proposed") or {}).get("groups") or []
+    return (f"the estimates from {src} propose " + ", ".join("**" + " + ".join(g) + "**" for g in prop)
+            + ", not all trained yet (more `--confirm-rounds` train them).")
+
+
 def _num(v: float | None) -> str:
     return "–" if v is None else f"{v:.3g}"
 
@@ -134,17 +143,17 @@ def _estimator_lines(res: dict[str, Any]) -> list[str]:
     tasks = res["tasks"]
     everyone = sorted(tasks)
     measured_all = {g["task"]: g["delta"] for g in res["gains"] if sorted(g["group"]) == everyone}
-    lines = ["", "The groups were proposed from estimated gains: the gain of task t in group G is estimated as "
-             "its *dilution* (t trains only its share of the step cap in G: what its own single-task runs had "
-             "reached by then, against their best) plus α × its *transfer* (mean over the other members j of "
-             "Z[j → t] / Z[t → t], or over the largest |Z[· → t]| where a step on t itself is not the largest); "
-             f"α = {fit['alpha']:.3g}, fitted to the gains measured in the all-tasks group.",
-             "", "| task | dilution (all tasks) | transfer (all tasks) | estimated | measured |",
+    lines = ["", "The groups were proposed from estimated gains (orchestrator/transfer/predict.py): the gain of "
+             "task t in group G is estimated as its *dilution* in G (t trains only its share of the step cap for "
+             "its own batches: what its own single-task runs had reached by then, against their best) plus its "
+             "*transfer*: what it gained in the all-tasks group beyond its dilution there (measured), times the "
+             "presence in G of the task that the affinity says it came from (its best helper, or for a loss its "
+             "most harmful task; relative to the yardstick Z[t → t]).",
+             "", "| task | measured (all tasks) | dilution (all tasks) | transfer (all tasks) | came from |",
              "| --- | --- | --- | --- | --- |"]
     for t in tasks:
-        d, r = fit["dilution"].get(t), fit["transfer"].get(t)
-        est = None if d is None or r is None else d + fit["alpha"] * r
-        lines.append(f"| {t} | {_pct(d)} | {_num(r)} | {_pct(est)} | {_pct(measured_all.get(t))} |")
+        lines.append(f"| {t} | {_pct(measured_all.get(t))} | {_pct(fit['dilution'].get(t))} | "
+                     f"{_pct(fit['residual'].get(t))} | {fit['helper'].get(t) or '–'} |")
     if fit.get("proposed"):
         by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}
         lines += ["", "Proposed groups, estimated and (once trained) measured:", "",
@@ -254,10 +263,7 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     else:
         lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
                      + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
-                     + f"; total gain {_pct(gr['score'])}; "
-                     + ("every proposed group was trained (measured)." if gr["confirmed"] else
-                        "the groups proposed from the affinity are not trained yet." if res["method"] == "affinity"
-                        else "includes gains estimated from pairs (Standley et al.), not confirmed by training."))
+                     + f"; total gain {_pct(gr['score'])} (measured); " + _confirmation(res))
         lines += ["", "| task | scored in | gain | 95% CI | evidence |", "| --- | --- | --- | --- | --- |"]
         by = {(g["task"], tuple(g["group"])): g for g in res["gains"]}
         est = {(g["task"], tuple(g["group"])): g for g in res.get("estimated_gains", [])}

@@ -10,20 +10,27 @@ every sentence task, yet -46% in the five-task group).
 
 The estimate, for task t in a group G of two or more tasks:
 
-    Δ̂_t(G) = D_t(G) + α · R_t(G)
+    Δ̂_t(G) = D_t(G) + r_t · P_t(G)
 
 - D_t(G) = s_t · (curve_t(share_t(G) · C) − b_t) / |b_t|, the *dilution*: curve_t(s) is the
   best validation score t's own single-task runs (the baselines, which every method trains)
   had reached within s optimizer steps, mean over seeds; b_t is the baseline; s_t the sign
   (+1 when higher is better). D_t(G) <= 0: fewer own steps can only cost. Without learning
   curves (studies recorded before they were read) D is 0.
-- R_t(G) = mean over j in G \\ {t} of Z[j -> t] / Z*_t, the *transfer*: what a step on j is
-  worth to t against a step on t itself. Z[t -> t] is measured on another batch of t; the
-  yardstick Z*_t is the largest |Z[j -> t]| over every j, t included (usually Z[t -> t]), so
-  that R is within [-1, 1] even for a task whose own steps have stopped generalising.
-- α >= 0, one number for the study, fitted by least squares through the origin to the gains
-  measured in the all-tasks run (which the affinity method trains anyway):
-  Δ_t(all) − D_t(all) ≈ α · R_t(all). Without those gains α is 0 (dilution only).
+- r_t = Δ_t(all) − D_t(all), the *transfer* t received in the all-tasks group beyond its
+  dilution there: *measured* (the affinity method trains the all-tasks group at every seed).
+- P_t(G) in [0, 1], the *presence* in G of what caused it, from the affinity: with
+  R[j -> t] = Z[j -> t] / Z*_t (what a step on j is worth to t; Z[t -> t] is measured on
+  another batch of t; the yardstick Z*_t is the largest |Z[j -> t]| over every j, t included,
+  so R is within [-1, 1]), P_t(G) is the best helper's R in G over the best helper's R among
+  all tasks when r_t >= 0, and the same with the most harmful task when r_t < 0 (one task
+  that helps is enough: a twin of a small task lifted it by the same amount in every group
+  it was in, whatever else was there; benchmarks/results/grouping_planted_tiny.json). If no
+  task helps (harms) t by the affinity, P_t(G) is the share of the other tasks that are in G.
+
+So the affinity says only *which* tasks a measured transfer came from; the sizes come from
+measurements the method makes anyway (baselines with their learning curves, and the
+all-tasks group).
 
 Everything here is an estimate; the runner trains the groups it proposes before it
 recommends them (``analyse``), and the report says which figures were estimated.
@@ -64,7 +71,7 @@ def best_within(curve: Curve, steps: float, higher_is_better: bool) -> float | N
 
 @dataclass
 class Estimator:
-    """Δ̂_t(G) for a study; ``alpha``, ``dilution`` and ``transfer`` are kept for the report."""
+    """Δ̂_t(G) for a study (the module doc); ``residual`` is set by ``fit``."""
 
     tasks: list[str]
     higher_is_better: Mapping[str, bool]
@@ -75,7 +82,7 @@ class Estimator:
     schedule: str = "round_robin"
     batches: Mapping[str, int] = field(default_factory=dict)
     temperature: float = 1.0
-    alpha: float = 0.0
+    residual: dict[str, float] = field(default_factory=dict)  # r_t: measured in the all-tasks group − dilution
 
     def dilution(self, t: str, group: Sequence[str]) -> float | None:
         share = step_shares(self.schedule, self.batches, group, self.temperature)[t]
@@ -89,14 +96,6 @@ class Estimator:
         sign = 1.0 if self.higher_is_better[t] else -1.0
         return min(0.0, sign * (statistics.fmean(vals) - b) / max(abs(b), 1e-12))
 
-    def transfer(self, t: str, group: Sequence[str]) -> float | None:
-        found = [self.affinity.get(j, {}).get(t) for j in group if j != t]
-        others = [v for v in found if v is not None]
-        if not others or len(others) < len(found):
-            return None
-        scale = self.yardstick(t)
-        return statistics.fmean(others) / scale if scale > 0 else 0.0
-
     def yardstick(self, t: str) -> float:
         """The largest |Z[j -> t]| over every j, t itself included: usually Z[t -> t]; a task
         whose own steps no longer generalise (it overfits, or has nothing left to learn) is
@@ -104,23 +103,58 @@ class Estimator:
         and one near-zero Z[t -> t] cannot blow a ratio up."""
         return max((abs(self.affinity[j][t]) for j in self.affinity if t in self.affinity[j]), default=0.0)
 
+    def ratio(self, j: str, t: str) -> float | None:
+        """R[j -> t] = Z[j -> t] / Z*_t: what a step on j is worth to t against the yardstick."""
+        z = self.affinity.get(j, {}).get(t)
+        if z is None:
+            return None
+        scale = self.yardstick(t)
+        return z / scale if scale > 0 else 0.0
+
+    def presence(self, t: str, group: Sequence[str]) -> float | None:
+        """How much of what moved t in the all-tasks group is in ``group``: for a gain (r_t >= 0),
+        the best helper's R in the group over the best helper's R among all tasks; for a loss,
+        the same with the most harmful member. Where no member helps (or harms) at all by the
+        affinity, the share of the other tasks that are in the group."""
+        others = [j for j in self.tasks if j != t]
+        inside = [j for j in group if j != t]
+        ratios = {j: self.ratio(j, t) for j in others}
+        if any(ratios[j] is None for j in inside):
+            return None
+        sign = 1.0 if self.residual.get(t, 0.0) >= 0 else -1.0
+        strength = {j: max(0.0, sign * v) for j, v in ratios.items() if v is not None}
+        full = max(strength.values(), default=0.0)
+        if full <= 0:
+            return len(inside) / max(1, len(others))
+        return max((strength[j] for j in inside), default=0.0) / full
+
+    def transfer(self, t: str, group: Sequence[str]) -> float | None:
+        """r_t × presence: the transfer part of the estimate (0 without an all-tasks measurement)."""
+        if t not in self.residual:
+            return 0.0
+        p = self.presence(t, group)
+        return None if p is None else self.residual[t] * p
+
     def __call__(self, t: str, group: Sequence[str]) -> float | None:
         if len(group) < 2:
             return 0.0
         d, r = self.dilution(t, group), self.transfer(t, group)
         if d is None or r is None:
             return None
-        return d + self.alpha * r
+        return d + r
 
     def fit(self, measured_all: Mapping[str, float]) -> Estimator:
-        """α from the gains measured in the all-tasks group (least squares through the
-        origin, clipped at 0); unchanged (0) where there is nothing to fit."""
-        xs, ys = [], []
+        """r_t = Δ_t(all) − D_t(all) for every task measured in the all-tasks group."""
+        self.residual = {}
         for t, gain in measured_all.items():
-            d, r = self.dilution(t, self.tasks), self.transfer(t, self.tasks)
-            if d is not None and r is not None:
-                xs.append(r)
-                ys.append(gain - d)
-        denom = sum(x * x for x in xs)
-        self.alpha = max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / denom) if denom > 0 else 0.0
+            d = self.dilution(t, self.tasks)
+            if d is not None:
+                self.residual[t] = gain - d
         return self
+
+    def helper(self, t: str) -> str | None:
+        """The task whose presence carries t's all-tasks transfer (best helper, or worst harm)."""
+        sign = 1.0 if self.residual.get(t, 0.0) >= 0 else -1.0
+        cands = [(sign * v, j) for j in self.tasks if j != t
+                 for v in [self.ratio(j, t)] if v is not None and sign * v > 0]
+        return max(cands)[1] if cands else None

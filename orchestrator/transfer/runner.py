@@ -214,8 +214,8 @@ def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.
 
 def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
               affinity: dict[str, dict[str, float]]) -> Estimator:
-    """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), its α
-    fitted to the gains measured in the all-tasks group."""
+    """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), fitted to
+    the gains measured in the all-tasks group."""
     curves: dict[str, list[Any]] = {}
     for r in runs:
         if len(r.group) == 1 and r.curve:
@@ -231,42 +231,40 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
             ) -> dict[str, Any]:
     """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix).
 
-    ``pairwise`` / ``exhaustive``: the grouping is chosen on measured gains, and on Standley
-    estimates for groups never trained. ``affinity``: groups are proposed from estimates
-    built on the affinity and the baselines' learning curves (``proposed``; ``estimator``),
-    then the grouping is chosen on measured gains only, once the proposed groups have been
-    trained."""
+    ``proposed``: the best grouping on measured gains, and on estimates for groups never
+    trained (``pairwise`` / ``exhaustive``: Standley's, from the pairs; ``affinity``: built on
+    the affinity, the baselines' learning curves and the all-tasks group, see ``estimator``).
+    ``grouping``, the recommendation: the best grouping on measured gains only; confirmed
+    once every proposed group was trained (``run_transfer`` trains them)."""
     gains = an.gains(runs, study.higher_is_better)
     base = an.baselines(runs)
     matrix = an.pairwise_matrix(gains, study.tasks)
     measured = {(g.group, g.task) for g in gains}
-    proposed = None
     fit: dict[str, Any] | None = None
+    est: Any = None
     if study.method == "affinity":
-        table = an.gain_table(study.tasks, gains)
-        estimates = table
         if affinity:
             est = estimator(study, runs, gains, affinity)
-            fit = {"alpha": est.alpha, "dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
-                   "transfer": {t: est.transfer(t, study.tasks) for t in study.tasks}}
-            estimates = an.gain_table(study.tasks, gains, estimate=est)
-            try:
-                proposed = an.best_grouping(study.tasks, estimates, study.budget)
-                proposed.method = "affinity (estimated)"
-                # what the estimate said of each proposed group, to set beside what training measured
-                fit["proposed"] = [{"group": g, "task": t, "estimated": est(t, g)}
-                                   for g in proposed.groups if len(g) > 1 for t in g]
-            except ValueError:
-                proposed = None
+            fit = {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
+                   "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks}}
     else:
-        table = estimates = an.gain_table(study.tasks, gains,
-                                          estimate=lambda t, g: an.standley_estimate(matrix, t, g))
+        est = lambda t, g: an.standley_estimate(matrix, t, g)  # noqa: E731
+    table = an.gain_table(study.tasks, gains)
+    estimates = an.gain_table(study.tasks, gains, estimate=est) if est is not None else table
+    proposed = None
     try:
+        proposed = an.best_grouping(study.tasks, estimates, study.budget)
+        proposed.method = "affinity (estimated)" if study.method == "affinity" else "Standley (estimated from pairs)"
+        if fit is not None:  # what the estimate said of each proposed group, beside what training measured
+            fit["proposed"] = [{"group": g, "task": t, "estimated": est(t, g)}
+                               for g in proposed.groups if len(g) > 1 for t in g]
+    except ValueError:
+        proposed = None
+    try:  # the recommendation: measured gains only
         grouping = an.best_grouping(study.tasks, table, study.budget)
-        grouping.confirmed = all(len(g) == 1 or all((tuple(g), t) in measured for t in g) for g in grouping.groups)
-        if proposed is not None:  # affinity: confirmed once every proposed group was trained
-            grouping.confirmed = all(len(g) == 1 or all((tuple(g), t) in measured for t in g)
-                                     for g in proposed.groups)
+        # confirmed: every group the estimates propose was trained, so no estimated grouping beats it
+        grouping.confirmed = proposed is not None and all(
+            len(g) == 1 or all((tuple(g), t) in measured for t in g) for g in proposed.groups)
     except ValueError as exc:  # too few runs so far (a study still running or interrupted)
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
@@ -290,12 +288,24 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
     }
 
 
+def to_confirm(result: dict[str, Any], failed: list[dict[str, Any]] | None = None) -> list[list[str]]:
+    """The groups of two or more tasks that the analysis proposes and that were never trained
+    (nor tried and failed). Once they are trained the proposal is made again on their
+    measured gains, and may move."""
+    chosen = (result["proposed"] or {}).get("groups", [])
+    tried = {an.group_of(r["group"]) for r in list(result["runs"]) + list(failed or [])}
+    return [g for g in chosen if len(g) > 1 and an.group_of(g) not in tried]
+
+
 def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3, budget: int = 2,
-                 resume: bool = False, address: str | None = None, as_json: bool = False) -> dict[str, Any]:
+                 resume: bool = False, address: str | None = None, as_json: bool = False,
+                 confirm_rounds: int = 1) -> dict[str, Any]:
     if seeds < 1:
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if budget < 1:
         raise ConfigError(f"--budget: must be at least 1, got {budget}")
+    if confirm_rounds < 0:
+        raise ConfigError(f"--confirm-rounds: must be 0 or more, got {confirm_rounds}")
     tasks = list(cfg.tasks)
     if len(tasks) < 2:
         raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
@@ -346,15 +356,17 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     runs, affinity, failed = read_study(client, experiment_id, study)
     result = analyse(study, runs, affinity)
 
-    # confirmation: train the proposed groups whose gains were only estimated
-    chosen = (result["proposed"] or {}).get("groups", []) if method == "affinity" else result["grouping"]["groups"]
-    todo = [g for g in chosen if len(g) > 1 and not result["grouping"]["confirmed"]]
-    todo = [g for g in todo if an.group_of(g) not in {an.group_of(r["group"]) for r in result["runs"]}]
-    if todo:
-        err_console.print(f"confirming the proposed group(s) by training them: {todo}")
+    # confirmation: train the proposed groups whose gains were only estimated; with more rounds,
+    # again for the groups that the estimates propose once those gains are measured
+    for round_no in range(1, confirm_rounds + 1):
+        todo = to_confirm(result, failed)
+        if not todo:
+            break
+        err_console.print(f"confirming the proposed group(s) by training them (round {round_no}): {todo}")
         confirm = _recorder(cfg, experiment_id, parent_id, ctx, "confirm", base_tags)
-        run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list], name="confirm",
-                 storage=exp_dir, recorder=confirm, role="confirm", resume=resume, as_json=as_json)
+        run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list],
+                 name="confirm" if round_no == 1 else f"confirm-{round_no}", storage=exp_dir, recorder=confirm,
+                 role="confirm", resume=resume, as_json=as_json)
         runs, affinity, failed = read_study(client, experiment_id, study)
         result = analyse(study, runs, affinity)
     result["seconds"] = time.time() - started

@@ -106,7 +106,8 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
 
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, name="aff")
-    out = run_transfer(load_config(path), path, method="affinity", seeds=1, budget=2)
+    # three rounds: with three tasks, enough to train every group the estimates can propose
+    out = run_transfer(load_config(path), path, method="affinity", seeds=1, budget=2, confirm_rounds=3)
     tasks = ["rt", "vader", "sms"]
     assert {(i, j) for i in out["affinity"] for j in out["affinity"][i]} == \
         {(i, j) for i in tasks for j in tasks}  # every ordered pair measured, and the diagonal
@@ -121,6 +122,16 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     res, md, folder = build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "aff", tmp_path / "rep")
     assert res["affinity"] == out["affinity"] and (folder / "affinity.png").is_file()
     assert "## Affinity (estimated)" in md
+    # the proposal's estimates: each task's dilution, measured residual and its source in the all-tasks
+    # group (single-task learning curves were read back from MLflow), each proposed group's estimate
+    fit = out["estimator"]
+    assert set(fit["dilution"]) == set(tasks) == set(fit["residual"])
+    assert all(v <= 0 for v in fit["dilution"].values())  # fewer own steps can only cost
+    everyone = {g["task"]: g["delta"] for g in out["gains"] if sorted(g["group"]) == sorted(tasks)}
+    assert all(fit["residual"][t] == pytest.approx(everyone[t] - fit["dilution"][t]) for t in tasks)
+    assert {tuple(e["group"]) for e in fit["proposed"]} == {tuple(g) for g in proposed if len(g) > 1}
+    assert res["estimator"] == fit and "| task | measured (all tasks) | dilution (all tasks) |" in md
+    assert all(fit["helper"][t] in (None, *tasks) for t in tasks)
 
 
 def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
@@ -130,6 +141,8 @@ def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
     path = write(tmp_path)
     with pytest.raises(ConfigError, match="--seeds: must be at least 1"):
         run_transfer(load_config(path), path, method="pairwise", seeds=0)
+    with pytest.raises(ConfigError, match="--confirm-rounds: must be 0 or more"):
+        run_transfer(load_config(path), path, method="affinity", confirm_rounds=-1)
     one = write(tmp_path, tasks={"rt": {"source": "builtin:rt_polarity"}})
     with pytest.raises(ConfigError, match="needs at least two tasks"):
         run_transfer(load_config(one), one, method="pairwise")

@@ -1,7 +1,8 @@
 """The affinity method's estimates (orchestrator/transfer/predict.py) on hand-computed
-cases: step shares per schedule, the dilution read off a learning curve, the fit of α, and
-the case that made TAG's own score fail on the five built-in tasks (a slow task with positive
-affinity from every other task, which still loses when it gets fewer of its own steps)."""
+cases: step shares per schedule, the dilution read off a learning curve, the measured
+residual and where the affinity says it came from, and the case that made TAG's own score
+fail on the five built-in tasks (a slow task with positive affinity from every other task,
+which still loses when it gets fewer of its own steps)."""
 
 import pytest
 
@@ -30,36 +31,46 @@ def test_best_within_reads_the_best_score_so_far():
     assert best_within([], 10, True) is None
 
 
-def two_tasks(**kw):
-    return Estimator(["a", "b"], {"a": True, "b": True}, {"a": 0.8, "b": 0.5},
-                     {"a": [[(10, 0.4), (20, 0.6), (40, 0.8)]], "b": [[(10, 0.5), (20, 0.5), (40, 0.5)]]},
-                     {"a": {"a": 0.02, "b": 0.0}, "b": {"a": 0.01, "b": 0.04}}, cap=40, **kw)
+def three_tasks(**kw):
+    return Estimator(["a", "b", "c"], {t: True for t in "abc"}, {"a": 0.8, "b": 0.5, "c": 0.9},
+                     {"a": [[(10, 0.4), (20, 0.6), (40, 0.8)]], "b": [[(10, 0.5), (40, 0.5)]], "c": [[(10, 0.9)]]},
+                     {"a": {"a": 0.02, "b": 0.0, "c": -0.02}, "b": {"a": 0.01, "b": 0.04, "c": 0.005},
+                      "c": {"a": -0.005, "b": 0.0, "c": 0.01}}, cap=90, **kw)
 
 
-def test_dilution_transfer_and_alpha_by_hand():
-    est = two_tasks()
-    # round robin in a pair: 20 of the 40 steps are a's own: a had reached 0.6 by then, 0.8 at best
-    assert est.dilution("a", ["a", "b"]) == pytest.approx((0.6 - 0.8) / 0.8)
-    assert est.dilution("b", ["a", "b"]) == 0.0  # b had its best score after 10 steps
-    assert est.transfer("a", ["a", "b"]) == pytest.approx(0.01 / 0.02)  # a step on b is worth half a step on a
-    assert est.transfer("b", ["a", "b"]) == 0.0
-    # α: least squares through the origin of (measured − dilution) on transfer; only a has transfer
-    est.fit({"a": -0.05, "b": -0.01})
-    assert est.alpha == pytest.approx((-0.05 + 0.25) * 0.5 / 0.25)
-    assert est("a", ["a", "b"]) == pytest.approx(-0.25 + 0.4 * 0.5)
+def test_dilution_residual_and_presence_by_hand():
+    est = three_tasks()
+    # round robin: a trains 30 of the 90 steps in the trio (it had reached 0.6 by then, 0.8 at best)
+    assert est.dilution("a", ["a", "b", "c"]) == pytest.approx((0.6 - 0.8) / 0.8)
+    assert est.dilution("a", ["a", "b"]) == 0.0  # 45 steps: its best
+    assert est.dilution("b", ["a", "b", "c"]) == 0.0  # b had its best score after 10 steps
+    # R[j -> t] = Z[j -> t] over the largest |Z[. -> t]|
+    assert est.ratio("b", "a") == pytest.approx(0.5) and est.ratio("c", "a") == pytest.approx(-0.25)
+    assert est.ratio("a", "c") == pytest.approx(-1.0)  # yardstick of c: |Z[a -> c]| = 0.02 > Z[c -> c]
+    est.fit({"a": -0.05, "b": -0.01, "c": -0.1})  # measured in the trio
+    assert est.residual == pytest.approx({"a": -0.05 + 0.25, "b": -0.01, "c": -0.1})
+    # a gained 0.2 beyond its dilution; its best helper is b: with b the gain is there, without it not
+    assert est.helper("a") == "b"
+    assert est("a", ["a", "b"]) == pytest.approx(0.0 + 0.2)
+    assert est("a", ["a", "c"]) == pytest.approx(0.0)
+    # c lost 0.1; the most harmful task for c is a: with a the loss is there, without it not
+    assert est.helper("c") == "a"
+    assert est("c", ["a", "c"]) == pytest.approx(-0.1) and est("c", ["b", "c"]) == pytest.approx(0.0)
+    # b lost 0.01 but no task harms b by the affinity: the loss goes with the share of the others present
+    assert est.helper("b") is None
+    assert est("b", ["a", "b"]) == pytest.approx(-0.005)
     assert est("a", ["a"]) == 0.0
     # a joint schedule trains every task at every step: no dilution
-    assert two_tasks(schedule="joint").dilution("a", ["a", "b"]) == 0.0
+    assert three_tasks(schedule="joint").dilution("a", ["a", "b", "c"]) == 0.0
 
 
-def test_alpha_is_never_negative_and_missing_pieces_are_not_guessed():
-    est = two_tasks().fit({"a": -0.9})  # worse than dilution alone: the transfer term is not turned around
-    assert est.alpha == 0.0
-    assert two_tasks().fit({}).alpha == 0.0
+def test_missing_pieces_are_not_guessed():
+    est = three_tasks().fit({})  # the all-tasks group not measured (yet): dilution only
+    assert est("a", ["a", "b", "c"]) == pytest.approx(-0.25) and est("a", ["a", "b"]) == 0.0
     no_curves = Estimator(["a", "b"], {"a": True, "b": True}, {"a": 0.8, "b": 0.5}, {},
-                          {"a": {"b": 0.01}, "b": {"a": 0.02}}, cap=40)
+                          {"a": {"b": 0.01}, "b": {"a": 0.02}}, cap=40).fit({"a": 0.1})
     assert no_curves.dilution("a", ["a", "b"]) == 0.0  # no learning curves: dilution not estimated
-    assert no_curves.transfer("a", ["a", "b"]) == pytest.approx(1.0)  # no Z[a -> a]: the largest |Z[j -> a]|
+    assert no_curves("a", ["a", "b"]) == pytest.approx(0.1)
     assert no_curves("c", ["a", "c"]) is None  # no affinity onto c, no baseline: no estimate
 
 
@@ -85,8 +96,11 @@ def test_a_slow_task_is_split_off_although_every_affinity_onto_it_is_positive():
     assert res["proposed"]["groups"] == [["a", "b"], ["c"]]
     fit = res["estimator"]
     assert fit["dilution"]["c"] == pytest.approx((0.30 - 0.50) / 0.50)  # 30 of its own steps
-    assert fit["dilution"]["a"] == 0.0 and fit["alpha"] > 0
+    assert fit["residual"]["c"] == pytest.approx(-0.30 + 0.40)  # it lost less than its dilution alone
+    assert fit["dilution"]["a"] == 0.0 and fit["residual"]["a"] == pytest.approx(0.05) and fit["helper"]["a"] == "b"
     estimated = {(e["task"], tuple(e["group"])): e["delta"] for e in res["estimated_gains"]}
     # in a pair c trains 45 of the 90 steps: it had reached 0.30 after 30 (its next evaluation was at 60)
-    assert estimated[("c", ("a", "c"))] == pytest.approx((0.30 - 0.50) / 0.50 + fit["alpha"] * 0.002 / 0.01)
-    assert estimated[("a", ("a", "b"))] > 0  # the pair gains: no dilution for a fast task, positive transfer
+    assert estimated[("c", ("a", "c"))] == pytest.approx((0.30 - 0.50) / 0.50 + 0.10)
+    assert estimated[("a", ("a", "b"))] == pytest.approx(0.05)  # no dilution for a fast task, b present
+    # the recommendation stays on measured gains until the proposed groups are trained
+    assert res["grouping"]["groups"] == [["a", "b", "c"], ["c"]] and not res["grouping"]["confirmed"]
