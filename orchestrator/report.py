@@ -251,7 +251,7 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
             lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
         lines += ["", "The diagonal Z[i → i] is a step on i measured on another batch of i: the yardstick for "
                   "what a step on another task is worth to i."]
-        if res.get("proposed"):
+        if res.get("proposed") and res["method"] == "affinity":
             lines += ["", "Groups proposed from the affinity: "
                       + ", ".join("**" + " + ".join(g) + "**" for g in res["proposed"]["groups"])
                       + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
