@@ -156,7 +156,7 @@ def _estimator_lines(res: dict[str, Any]) -> list[str]:
                      f"{_pct(fit['residual'].get(t))} | {fit['helper'].get(t) or '–'} |")
     if fit.get("proposed"):
         by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}
-        lines += ["", "Proposed groups, estimated and (once trained) measured:", "",
+        lines += ["", "Every group proposed so far, estimated and (once trained) measured:", "",
                   "| group | task | estimated | measured |", "| --- | --- | --- | --- |"]
         for e in fit["proposed"]:
             grp = tuple(e["group"])

@@ -255,9 +255,12 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
     try:
         proposed = an.best_grouping(study.tasks, estimates, study.budget)
         proposed.method = "affinity (estimated)" if study.method == "affinity" else "Standley (estimated from pairs)"
-        if fit is not None:  # what the estimate said of each proposed group, beside what training measured
-            fit["proposed"] = [{"group": g, "task": t, "estimated": est(t, g)}
-                               for g in proposed.groups if len(g) > 1 for t in g]
+        if fit is not None:  # what the estimate says of every group proposed so far (and trained since)
+            n = len(study.tasks)
+            shown = {an.group_of(g) for g in proposed.groups if len(g) > 1}
+            shown |= {g.group for g in gains if 1 < len(g.group) < n}  # affinity: only confirmations are trained
+            fit["proposed"] = [{"group": list(g), "task": t, "estimated": est(t, g)}
+                               for g in sorted(shown, key=lambda g: (len(g), g)) for t in g]
     except ValueError:
         proposed = None
     try:  # the recommendation: measured gains only
