@@ -242,7 +242,7 @@ def print_transfer(out: dict[str, Any]) -> None:
               + f"  total gain {_pct(gr['score'])} (measured)"
               + ("" if gr["confirmed"] or not out.get("proposed") else
                  "  (the estimates propose " + "  |  ".join("+".join(g) for g in out["proposed"]["groups"])
-                 + ", not all trained: more --confirm-rounds train them)"))
+                 + ", not all trained: --resume --confirm-rounds N trains them)"))
     failed = out.get("failed_runs") or []
     if failed:
         con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "

@@ -127,7 +127,7 @@ def _confirmation(res: dict[str, Any]) -> str:
     src = "the affinity" if res["method"] == "affinity" else "the pairs (Standley et al.)"
     prop = (res.get("proposed") or {}).get("groups") or []
     return (f"the estimates from {src} propose " + ", ".join("**" + " + ".join(g) + "**" for g in prop)
-            + ", not all trained yet (more `--confirm-rounds` train them).")
+            + ", not all trained yet (`mtlo transfer ... --resume --confirm-rounds N` trains them).")
 
 
 def _num(v: float | None) -> str:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -367,9 +368,12 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
             break
         err_console.print(f"confirming the proposed group(s) by training them (round {round_no}): {todo}")
         confirm = _recorder(cfg, experiment_id, parent_id, ctx, "confirm", base_tags)
+        # the grid is named by what it trains: --resume restores an interrupted round, and a
+        # resumed study that was complete goes on with the groups it proposes now
+        key = hashlib.sha1(" ".join(sorted("+".join(g) for g in todo)).encode()).hexdigest()[:10]
         run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list],
-                 name="confirm" if round_no == 1 else f"confirm-{round_no}", storage=exp_dir, recorder=confirm,
-                 role="confirm", resume=resume, as_json=as_json)
+                 name=f"confirm-{key}", storage=exp_dir, recorder=confirm, role="confirm", resume=resume,
+                 as_json=as_json)
         runs, affinity, failed = read_study(client, experiment_id, study)
         result = analyse(study, runs, affinity)
     result["seconds"] = time.time() - started

@@ -102,12 +102,35 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
 
 def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, monkeypatch):
     from orchestrator.report import build_report
+    from orchestrator.transfer import runner
     from orchestrator.transfer.runner import run_transfer
 
+    # the tiny encoder's gains are all positive here, so the real estimate proposes the trained
+    # all-tasks group; a planted estimate (rt + vader: +100% each, any other group: -100%) makes
+    # the proposal need a confirmation, whatever the tiny encoder learns
+    real = runner.estimator
+
+    def planted(*args):
+        est = real(*args)
+
+        class Planted(type(est)):  # type: ignore[misc]
+            def __call__(self, t, g):
+                return 1.0 if tuple(g) == ("rt", "vader") else -1.0 if len(g) > 1 else 0.0
+
+        est.__class__ = Planted
+        return est
+
+    monkeypatch.setattr(runner, "estimator", planted)
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, name="aff")
-    # three rounds: with three tasks, enough to train every group the estimates can propose
-    out = run_transfer(load_config(path), path, method="affinity", seeds=1, budget=2, confirm_rounds=3)
+    # no confirmation at first: the proposal is only estimated, the recommendation measured
+    first = run_transfer(load_config(path), path, method="affinity", seeds=1, budget=2, confirm_rounds=0)
+    assert {tuple(r["group"]) for r in first["runs"]} == {("rt",), ("sms",), ("vader",), ("rt", "sms", "vader")}
+    assert ["rt", "vader"] in first["proposed"]["groups"] and not first["grouping"]["confirmed"]
+    assert runner.to_confirm(first) == [["rt", "vader"]]
+    # resumed with more rounds, the finished study goes on with the groups it proposes; once
+    # measured, rt + vader's gains replace the planted estimate
+    out = run_transfer(load_config(path), path, method="affinity", seeds=1, budget=2, confirm_rounds=3, resume=True)
     tasks = ["rt", "vader", "sms"]
     assert {(i, j) for i in out["affinity"] for j in out["affinity"][i]} == \
         {(i, j) for i in tasks for j in tasks}  # every ordered pair measured, and the diagonal
@@ -115,7 +138,7 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     assert {t for g in proposed for t in g} == set(tasks) and len(proposed) <= 2  # a cover, within budget
     trained = {tuple(r["group"]) for r in out["runs"]}
     # 3 singles + the all-tasks run, then every proposed group of 2+ tasks, trained to confirm it
-    assert {("rt",), ("sms",), ("vader",), ("rt", "sms", "vader")} <= trained
+    assert {("rt",), ("sms",), ("vader",), ("rt", "sms", "vader"), ("rt", "vader")} <= trained
     assert all(tuple(sorted(g)) in trained for g in proposed)
     assert out["grouping"]["confirmed"] is True and out["grouping"]["method"] == "affinity"
     assert out["cost"]["trials"] == len(trained)
@@ -130,7 +153,8 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     everyone = {g["task"]: g["delta"] for g in out["gains"] if sorted(g["group"]) == sorted(tasks)}
     assert all(fit["residual"][t] == pytest.approx(everyone[t] - fit["dilution"][t]) for t in tasks)
     shown = {tuple(e["group"]) for e in fit["proposed"]}  # estimate beside measurement, every group proposed so far
-    assert {tuple(g) for g in proposed if len(g) > 1} <= shown
+    assert {tuple(g) for g in proposed if len(g) > 1} <= shown and ("rt", "vader") in shown
+    assert {"group": ["rt", "vader"], "task": "rt", "estimated": 1.0} in fit["proposed"]
     assert shown <= {tuple(g) for g in trained if len(g) > 1} | {tuple(g) for g in proposed}
     assert res["estimator"] == fit and "| task | measured (all tasks) | dilution (all tasks) |" in md
     assert all(fit["helper"][t] in (None, *tasks) for t in tasks)
