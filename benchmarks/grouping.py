@@ -48,6 +48,7 @@ from orchestrator.transfer.runner import (  # noqa: E402
     read_study,
     study_from_mlflow,
     to_confirm,
+    with_curves,
 )
 
 
@@ -90,10 +91,7 @@ def replay_tag(study: Any, runs: list[an.Run], used: list[an.Run], affinity: dic
     proposed = an.best_grouping(study.tasks, affinity_table(study.tasks, affinity), study.budget)
     todo = {an.group_of(g) for g in proposed.groups if len(g) > 1} - {r.group for r in used}
     used = used + [r for r in runs if r.group in todo]
-    res = analyse(st, used)
-    table = an.gain_table(study.tasks, [an.Gain(g["task"], tuple(g["group"]), g["delta"], None, None, False, g["n"])
-                                        for g in res["gains"]])
-    res["grouping"] = an.best_grouping(study.tasks, table, study.budget).as_dict()
+    res = analyse(st, used)  # its recommendation is chosen on measured gains only
     res["proposed"] = proposed.as_dict()
     return res, used
 
@@ -109,10 +107,9 @@ def correlations(pairs: list[tuple[float, float]]) -> dict[str, Any]:
             "mean_abs_error": sum(abs(a - b) for a, b in pairs) / len(pairs)}
 
 
-def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, full: dict) -> dict[str, Any]:
+def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: list[an.Gain]) -> dict[str, Any]:
     """Every estimate against the measured Δ_t(G), over the groups of 2 to n-1 tasks (the ones
     the affinity method estimates: it measures the all-tasks group)."""
-    gains = [an.Gain(g["task"], tuple(g["group"]), g["delta"], None, None, False, g["n"]) for g in full["gains"]]
     n = len(study.tasks)
     every = an.group_of(study.tasks)
     singles_all = [r for r in runs if len(r.group) == 1 or r.group == every]
@@ -150,10 +147,11 @@ def main() -> None:
     if args.budget:
         study = replace(study, budget=args.budget)
     runs, affinity, _ = read_study(client, parent.info.experiment_id, replace(study, method="exhaustive"))
+    runs = with_curves(client, runs, study.main_metric)  # for the affinity method's replay
     affinity = affinity or {}
     full = analyse(replace(study, method="exhaustive"), runs)
-    table = an.gain_table(study.tasks, [an.Gain(g["task"], tuple(g["group"]), g["delta"], None, None, False, g["n"])
-                                        for g in full["gains"]])
+    gains = an.gains(runs, study.higher_is_better)
+    table = an.gain_table(study.tasks, gains)
     opt = full["grouping"]
     out: dict[str, Any] = {"study": parent.info.run_name, "tasks": study.tasks, "seeds": study.seeds,
                            "budget": study.budget, "confirm_rounds": args.confirm_rounds,
@@ -171,7 +169,7 @@ def main() -> None:
             "runs": len(used), "train_steps": steps, "compute_fraction": steps / all_steps if all_steps else None,
             "negative_transfer": [(g["task"], g["group"]) for g in res["negative_transfer"]],
         }
-    out["estimates"] = estimate_accuracy(study, runs, affinity, full)
+    out["estimates"] = estimate_accuracy(study, runs, affinity, gains)
     if args.truth:
         truth = json.loads(Path(args.truth).read_text())
         pair = {(g["task"], tuple(g["group"])): g for g in full["gains"] if len(g["group"]) == 2}

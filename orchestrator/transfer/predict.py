@@ -83,6 +83,7 @@ class Estimator:
     batches: Mapping[str, int] = field(default_factory=dict)
     temperature: float = 1.0
     residual: dict[str, float] = field(default_factory=dict)  # r_t: measured in the all-tasks group − dilution
+    _strengths: dict[str, dict[str, float | None]] = field(default_factory=dict, repr=False)
 
     def dilution(self, t: str, group: Sequence[str]) -> float | None:
         share = step_shares(self.schedule, self.batches, group, self.temperature)[t]
@@ -111,22 +112,28 @@ class Estimator:
         scale = self.yardstick(t)
         return z / scale if scale > 0 else 0.0
 
+    def strengths(self, t: str) -> dict[str, float | None]:
+        """Per other task j, how much it carries t's all-tasks transfer by the affinity: R[j -> t]
+        for a gain (r_t >= 0), −R[j -> t] for a loss, floored at 0 (None: not measured).
+        Affinity and residual are fixed once fitted, so this is computed once per task."""
+        if t not in self._strengths:
+            sign = 1.0 if self.residual.get(t, 0.0) >= 0 else -1.0
+            self._strengths[t] = {j: None if v is None else max(0.0, sign * v)
+                                  for j in self.tasks if j != t for v in [self.ratio(j, t)]}
+        return self._strengths[t]
+
     def presence(self, t: str, group: Sequence[str]) -> float | None:
-        """How much of what moved t in the all-tasks group is in ``group``: for a gain (r_t >= 0),
-        the best helper's R in the group over the best helper's R among all tasks; for a loss,
-        the same with the most harmful member. Where no member helps (or harms) at all by the
-        affinity, the share of the other tasks that are in the group."""
-        others = [j for j in self.tasks if j != t]
-        inside = [j for j in group if j != t]
-        ratios = {j: self.ratio(j, t) for j in others}
-        if any(ratios[j] is None for j in inside):
+        """How much of what moved t in the all-tasks group is in ``group``: the strongest
+        member's strength over the strongest among all tasks. Where no task helps (or harms) t
+        by the affinity, the share of the other tasks that are in the group."""
+        strength = self.strengths(t)
+        inside = [strength.get(j) for j in group if j != t]
+        if any(v is None for v in inside):
             return None
-        sign = 1.0 if self.residual.get(t, 0.0) >= 0 else -1.0
-        strength = {j: max(0.0, sign * v) for j, v in ratios.items() if v is not None}
-        full = max(strength.values(), default=0.0)
+        full = max((v for v in strength.values() if v is not None), default=0.0)
         if full <= 0:
-            return len(inside) / max(1, len(others))
-        return max((strength[j] for j in inside), default=0.0) / full
+            return len(inside) / max(1, len(strength))
+        return max((v for v in inside if v is not None), default=0.0) / full
 
     def transfer(self, t: str, group: Sequence[str]) -> float | None:
         """r_t × presence: the transfer part of the estimate (0 without an all-tasks measurement)."""
@@ -146,6 +153,7 @@ class Estimator:
     def fit(self, measured_all: Mapping[str, float]) -> Estimator:
         """r_t = Δ_t(all) − D_t(all) for every task measured in the all-tasks group."""
         self.residual = {}
+        self._strengths = {}
         for t, gain in measured_all.items():
             d = self.dilution(t, self.tasks)
             if d is not None:
@@ -154,7 +162,5 @@ class Estimator:
 
     def helper(self, t: str) -> str | None:
         """The task whose presence carries t's all-tasks transfer (best helper, or worst harm)."""
-        sign = 1.0 if self.residual.get(t, 0.0) >= 0 else -1.0
-        cands = [(sign * v, j) for j in self.tasks if j != t
-                 for v in [self.ratio(j, t)] if v is not None and sign * v > 0]
+        cands = [(v, j) for j, v in self.strengths(t).items() if v]
         return max(cands)[1] if cands else None

@@ -24,7 +24,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +144,18 @@ def load_affinity(client: Any, experiment_id: str, parent_id: str) -> dict[str, 
     return _affinity(_children(client, experiment_id, parent_id))
 
 
-def with_curves(client: Any, runs: list[an.Run], main_metric: dict[str, str]) -> list[an.Run]:
+def with_curves(client: Any, runs: list[an.Run], main_metric: dict[str, str],
+                known: list[an.Run] | None = None) -> list[an.Run]:
     """The single-task runs with their learning curves (the validation score and the steps
-    at every epoch, from their MLflow metric histories): the affinity method's estimates read
-    how much each task loses from fewer steps off them."""
+    at every epoch, from their MLflow metric histories; a finished run's never change, so
+    those of ``known`` runs are reused): the affinity method's estimates read how much each
+    task loses from fewer steps off them."""
+    have = {r.run_id: r.curve for r in known or [] if r.curve}
     out = []
     for r in runs:
-        if len(r.group) == 1 and r.run_id and not r.curve:
+        if r.run_id in have:
+            r = replace(r, curve=have[r.run_id])
+        elif len(r.group) == 1 and r.run_id:
             t = r.group[0]
             steps = {m.step: m.value for m in client.get_metric_history(r.run_id, "step")}
             scores = {m.step: m.value for m in client.get_metric_history(r.run_id, f"val/{t}/{main_metric[t]}")}
@@ -159,18 +164,17 @@ def with_curves(client: Any, runs: list[an.Run], main_metric: dict[str, str]) ->
     return out
 
 
-def read_study(client: Any, experiment_id: str, study: Study
+def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run] | None = None
                ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]]]:
     """One read of a study's child runs: the finished runs, the affinity (for the methods that
     measure it) and the runs that failed or diverged (left out of the analysis, never dropped
-    silently: the report and ``--json`` list them). For the methods that measure affinity,
-    the single-task runs come with their learning curves."""
+    silently: the report and ``--json`` list them). For the affinity method, the single-task
+    runs come with their learning curves (taken from ``known`` runs where read before)."""
     children = _children(client, experiment_id, study.parent_run_id)
     runs = _runs(children, study.main_metric)
-    affinity = None
-    if study.method in ("affinity", "exhaustive"):
-        affinity = _affinity(children)
-        runs = with_curves(client, runs, study.main_metric)
+    affinity = _affinity(children) if study.method in ("affinity", "exhaustive") else None
+    if study.method == "affinity":
+        runs = with_curves(client, runs, study.main_metric, known)
     return runs, affinity, _failed(children)
 
 
@@ -187,10 +191,8 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
 
     with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
         desc = json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
-    return Study(desc["name"], parent_id, desc["tasks"], desc["main_metric"], desc["higher_is_better"],
-                 desc["method"], desc["seeds"], desc["budget"], int(desc.get("max_steps") or 0),
-                 desc.get("schedule", "round_robin"), dict(desc.get("batches") or {}),
-                 float(desc.get("temperature") or 1.0))
+    known = {f.name for f in fields(Study)}  # an older study.json lacks the later fields: their defaults
+    return Study(**{k: v for k, v in desc.items() if k in known and k != "parent_run_id"}, parent_run_id=parent_id)
 
 
 
@@ -326,22 +328,19 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     parent = open_parent(cfg, config_path, what="transfer study", state_file=STATE_FILE, resume=resume,
                          address=address, tags=tags, state={"method": method})
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
+    study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
+                  run["train"]["schedule"], batches_per_pass(run, info), float(run["train"]["temperature"]))
     if parent.new:
         params = tracking.run_params(cfg)
         params.update({"transfer.method": method, "transfer.seeds": seeds, "transfer.budget": budget,
                        "transfer.max_steps": run["train"]["max_steps"], "transfer.patience": run["train"]["patience"]})
         tracking.log_params(client, parent_id, params)
-        study_desc = {"name": cfg.name, "tasks": tasks, "main_metric": main, "higher_is_better": hib,
-                      "method": method, "seeds": seed_list, "budget": budget,
-                      "max_steps": run["train"]["max_steps"], "patience": run["train"]["patience"],
-                      "schedule": run["train"]["schedule"], "temperature": run["train"].get("temperature", 1.0),
-                      "batches": batches_per_pass(run, info)}
+        study_desc = {k: v for k, v in asdict(study).items() if k != "parent_run_id"}
+        study_desc["patience"] = run["train"]["patience"]
         tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
                                                 STUDY_FILE: tracking.as_json(study_desc)})
 
     started = time.time()
-    study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
-                  run["train"]["schedule"], batches_per_pass(run, info), float(run["train"].get("temperature", 1.0)))
     objective = Objective("mean_score", tuple(tasks), main, hib)
     ctx = trial_context(cfg, run, objective)
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}
@@ -374,7 +373,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list],
                  name=f"confirm-{key}", storage=exp_dir, recorder=confirm, role="confirm", resume=resume,
                  as_json=as_json)
-        runs, affinity, failed = read_study(client, experiment_id, study)
+        runs, affinity, failed = read_study(client, experiment_id, study, known=runs)
         result = analyse(study, runs, affinity)
     result["seconds"] = time.time() - started
     result["failed_runs"] = failed
