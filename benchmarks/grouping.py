@@ -31,6 +31,7 @@ and counts negative-transfer flags on the planted null pairs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from dataclasses import replace
@@ -42,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.report import find_parent  # noqa: E402
 from orchestrator.transfer import analysis as an  # noqa: E402
 from orchestrator.transfer.runner import (  # noqa: E402
-    affinity_table,
     analyse,
     estimator,
     read_study,
@@ -82,6 +82,24 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, r
         used += [r for r in runs if r.group in todo]
         res = analyse(st, used, affinity if method != "pairwise" else None)
     return res, used
+
+
+def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.Group, dict[str, float]]:
+    """TAG's own group score, the comparison for mtlo's estimate: task t in group G scores the
+    mean affinity of the others onto it, mean over j in G \\ {t} of Z[j -> t]; a task alone
+    scores 0."""
+    table: dict[an.Group, dict[str, float]] = {(t,): {t: 0.0} for t in tasks}
+    for k in range(2, len(tasks) + 1):
+        for combo in itertools.combinations(sorted(tasks), k):
+            row = {}
+            for t in combo:
+                vals = [z.get(j, {}).get(t) for j in combo if j != t]
+                if any(v is None for v in vals):
+                    break
+                row[t] = sum(vals) / len(vals)  # type: ignore[arg-type]
+            else:
+                table[combo] = row
+    return table
 
 
 def replay_tag(study: Any, runs: list[an.Run], used: list[an.Run], affinity: dict) -> tuple[dict, list[an.Run]]:

@@ -138,12 +138,6 @@ def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict
     return _runs(_children(client, experiment_id, parent_id), main_metric)
 
 
-def load_affinity(client: Any, experiment_id: str, parent_id: str) -> dict[str, dict[str, float]]:
-    """Z[i][j] (i's lookahead step on j's loss), averaged over training and over the seeds of
-    the finished runs that measured it."""
-    return _affinity(_children(client, experiment_id, parent_id))
-
-
 def with_curves(client: Any, runs: list[an.Run], main_metric: dict[str, str],
                 known: list[an.Run] | None = None) -> list[an.Run]:
     """The single-task runs with their learning curves (the validation score and the steps
@@ -193,26 +187,6 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
         desc = json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
     known = {f.name for f in fields(Study)}  # an older study.json lacks the later fields: their defaults
     return Study(**{k: v for k, v in desc.items() if k in known and k != "parent_run_id"}, parent_run_id=parent_id)
-
-
-
-
-def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.Group, dict[str, float]]:
-    """TAG's own group score (for comparison, benchmarks/grouping.py): task t in group G
-    scores the mean affinity of the others onto it, mean over j in G \\ {t} of Z[j -> t]; a
-    task alone scores 0. ``analyse`` proposes groups from ``estimator`` instead."""
-    table: dict[an.Group, dict[str, float]] = {(t,): {t: 0.0} for t in tasks}
-    for k in range(2, len(tasks) + 1):
-        for combo in itertools.combinations(sorted(tasks), k):
-            row = {}
-            for t in combo:
-                vals = [z.get(j, {}).get(t) for j in combo if j != t]
-                if any(v is None for v in vals):
-                    break
-                row[t] = sum(vals) / len(vals)  # type: ignore[arg-type]
-            else:
-                table[combo] = row
-    return table
 
 
 def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
