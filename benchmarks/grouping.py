@@ -21,18 +21,30 @@ correlation, mean absolute error): mtlo's affinity estimate (α fitted on the al
 group only, as the method does), Standley's estimate from the pairs, and TAG's score (its
 units are not gains: correlations only).
 
+The exhaustive optimum is the best of many groupings scored on the same three seeds it was
+chosen on, so its score is biased upward (selection on seed noise). With ``--holdout-config``
+(the study's config) every method's grouping is scored again on *fresh* seeds: each task in
+the group its method chose for it, against fresh single-task baselines, and compared with the
+exhaustive method's choice scored the same way (per-seed differences, t interval). The
+groups are trained as a study named ``NAME-holdout-<key>`` (``run_transfer(groups=...)``,
+seeds following the study's) in the same store; a later call trains only the groups that
+the holdout studies there lack.
+
 With ``--truth`` (``truth.json`` of benchmarks/planted.py) it also checks the planted signs
 and counts negative-transfer flags on the planted null pairs.
 
     python benchmarks/grouping.py --tracking-uri sqlite:///PATH/mlflow.db --study NAME [--budget 2] \\
-        [--truth PATH/truth.json] [--out benchmarks/results/grouping_NAME.json]
+        [--holdout-config PATH/config.yaml] [--truth PATH/truth.json] [--out benchmarks/results/grouping_NAME.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
+import math
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -148,12 +160,81 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: lis
     return out
 
 
+def holdout_runs(client: Any, prefix: str, study: Any) -> list[an.Run]:
+    """The finished runs of the studies named ``prefix...`` (the holdout studies of one
+    study), one per task set and seed (a task alone is trained by each of them)."""
+    from orchestrator.transfer.runner import load_runs
+
+    exps = [e.experiment_id for e in client.search_experiments()]
+    parents = client.search_runs(exps, filter_string=f"attributes.run_name LIKE '{prefix}%'",
+                                 order_by=["attributes.start_time ASC"], max_results=100)
+    out: dict[tuple[an.Group, int], an.Run] = {}
+    for p in parents:
+        if p.data.tags.get("mtlo.role") == "transfer":
+            for r in load_runs(client, p.info.experiment_id, p.info.run_id, study.main_metric):
+                out.setdefault((r.group, r.seed), r)
+    return list(out.values())
+
+
+def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups: list[list[str]]) -> None:
+    """Train ``groups`` (and every task alone) at fresh seeds, as the study ``name``."""
+    from orchestrator.commands import _loopback_unless
+    from orchestrator.config import load_config
+    from orchestrator.transfer.runner import run_transfer
+
+    seed = max(study.seeds) + 1
+    cfg = load_config(config, [f"name={name}", f"train.seed={seed}", f"mlflow.tracking_uri={tracking_uri}"])
+    if sorted(cfg.tasks) != sorted(study.tasks):
+        sys.exit(f"--holdout-config: {config}: its tasks {sorted(cfg.tasks)} are not the study's {study.tasks}")
+    _loopback_unless(None)
+    run_transfer(cfg, Path(config), method="exhaustive", seeds=len(study.seeds), budget=study.budget,
+                 groups=groups)
+
+
+def holdout_scores(study: Any, runs: list[an.Run], choices: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
+    """Each method's grouping scored on the fresh-seed runs: Δ_t of each task in the group its
+    method chose for it (assignment), summed; and per seed (fresh baselines' mean as the
+    reference), the difference from the exhaustive method's choice, with its t interval."""
+    from scipy import stats
+
+    base = {t: s.mean for t, s in an.baselines(runs).items()}
+    by_seed: dict[tuple[an.Group, int], dict[str, float]] = {(r.group, r.seed): dict(r.scores) for r in runs}
+    seeds = sorted({r.seed for r in runs})
+
+    def gain(t: str, score: float) -> float:
+        sign = 1.0 if study.higher_is_better[t] else -1.0
+        return sign * (score - base[t]) / max(abs(base[t]), 1e-12)
+
+    def per_seed(assign: dict[str, list[str]]) -> list[float]:
+        return [sum(gain(t, by_seed[(an.group_of(g), s)][t]) for t, g in assign.items()) for s in seeds]
+
+    ref = per_seed(choices["exhaustive"])
+    out: dict[str, Any] = {"seeds": seeds, "runs": len(runs), "methods": {}}
+    for m, assign in choices.items():
+        vals = per_seed(assign)
+        diff = [a - b for a, b in zip(vals, ref, strict=True)]
+        mean_diff = sum(diff) / len(diff)
+        ci = None
+        if len(diff) > 1 and any(d != diff[0] for d in diff):
+            res = stats.ttest_1samp(diff, 0.0)
+            c = res.confidence_interval(0.95)
+            ci = [float(c.low), float(c.high)]
+        total = sum(vals) / len(vals)
+        se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else None
+        out["methods"][m] = {"total_gain": total, "standard_error": se, "per_seed": vals,
+                             "diff_to_exhaustive": mean_diff, "diff_ci": ci,
+                             "relative_gap": -mean_diff / abs(sum(ref) / len(ref))}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracking-uri", required=True)
     ap.add_argument("--study", required=True, help="name or parent run id of an exhaustive study")
     ap.add_argument("--budget", type=int, default=None, help="groups allowed (default: the study's)")
     ap.add_argument("--confirm-rounds", type=int, default=1, help="as mtlo transfer --confirm-rounds (default 1)")
+    ap.add_argument("--holdout-config", default=None,
+                    help="the study's config: score every grouping again on fresh seeds (trained if missing)")
     ap.add_argument("--truth", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -176,6 +257,7 @@ def main() -> None:
                            "optimum": {"groups": opt["groups"], "score": opt["score"]},
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
+    choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in
     for method in ("exhaustive", "pairwise", "affinity", "affinity_tag"):
         res, used = replay(method, study, runs, affinity, args.confirm_rounds)
         groups = res["grouping"]["groups"]
@@ -187,6 +269,16 @@ def main() -> None:
             "runs": len(used), "train_steps": steps, "compute_fraction": steps / all_steps if all_steps else None,
             "negative_transfer": [(g["task"], g["group"]) for g in res["negative_transfer"]],
         }
+        choices[method] = res["grouping"]["assignment"]
+    if args.holdout_config:
+        prefix = f"{parent.info.run_name}-holdout"
+        have = {r.group for r in holdout_runs(client, prefix, study)}
+        need = {an.group_of(g) for a in choices.values() for g in a.values()} | {(t,) for t in study.tasks}
+        missing = sorted(need - have, key=lambda g: (len(g), g))
+        if missing:
+            key = hashlib.sha1(" ".join("+".join(g) for g in missing).encode()).hexdigest()[:8]
+            train_holdout(args.holdout_config, args.tracking_uri, f"{prefix}-{key}", study, [list(g) for g in missing])
+        out["holdout"] = holdout_scores(study, holdout_runs(client, prefix, study), choices)
     out["estimates"] = estimate_accuracy(study, runs, affinity, gains)
     if args.truth:
         truth = json.loads(Path(args.truth).read_text())

@@ -9,7 +9,9 @@
 3. Trials: ``pairwise`` trains every task alone and every pair; ``exhaustive`` every
    non-empty subset; each at ``--seeds`` seeds. Every trial is an MLflow child run of the
    study's parent run (tags ``mtlo.tasks``, ``mtlo.seed``; metrics ``best/<task>/<metric>``,
-   ``best_step``, ``train_steps``).
+   ``best_step``, ``train_steps``). ``run_transfer(..., groups=...)`` trains given task
+   sets instead (and every task alone), e.g. to score groupings again on fresh seeds
+   (benchmarks/grouping.py --holdout-config).
 4. Analysis (``orchestrator.transfer.analysis``): gains with Welch intervals, negative
    transfer, the pairwise matrix, Standley's estimates for untrained groups, the best
    grouping into at most ``--budget`` groups.
@@ -277,9 +279,24 @@ def to_confirm(result: dict[str, Any], failed: list[dict[str, Any]] | None = Non
     return [g for g in chosen if len(g) > 1 and an.group_of(g) not in tried]
 
 
+def given_subsets(tasks: list[str], groups: list[list[str]]) -> list[tuple[str, ...]]:
+    """Every task alone, then the given task sets (each once, in order); names checked."""
+    out = [an.group_of((t,)) for t in tasks]
+    for g in groups:
+        unknown = [t for t in g if t not in tasks]
+        if unknown or not g:
+            raise ConfigError(f"groups: {'+'.join(g) or '(empty)'}: "
+                              + (f"no task {unknown[0]!r} in the config" if unknown else "an empty task set"))
+        if an.group_of(g) not in out:
+            out.append(an.group_of(g))
+    return out
+
+
 def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3, budget: int = 2,
                  resume: bool = False, address: str | None = None, as_json: bool = False,
-                 confirm_rounds: int = 1) -> dict[str, Any]:
+                 confirm_rounds: int = 1, groups: list[list[str]] | None = None) -> dict[str, Any]:
+    """``groups``: train these task sets and every task alone instead of ``method``'s (which
+    is then recorded as ``groups``), with no confirmation."""
     if seeds < 1:
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if budget < 1:
@@ -289,7 +306,9 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     tasks = list(cfg.tasks)
     if len(tasks) < 2:
         raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
-    groups = subsets(tasks, method)
+    if groups is not None:
+        method, confirm_rounds = "groups", 0
+    sets = subsets(tasks, method) if groups is None else given_subsets(tasks, groups)
     faults.from_env()  # a malformed MTLO_FAULT stops here, before Ray
     run = cfg.run_dict()
     info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow
@@ -318,13 +337,13 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     objective = Objective("mean_score", tuple(tasks), main, hib)
     ctx = trial_context(cfg, run, objective)
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}
-    points: list[dict[str, Any]] = [{"tasks": "+".join(g), "seed": s} for g in groups for s in seed_list]
+    points: list[dict[str, Any]] = [{"tasks": "+".join(g), "seed": s} for g in sets for s in seed_list]
     if method in ("affinity", "exhaustive"):  # the all-tasks run measures the affinity as it trains
         every = affinity_every(tasks, run["train"]["max_steps"])
         for p in points:
             if len(str(p["tasks"]).split("+")) == len(tasks):
                 p["affinity_every"] = every
-    err_console.print(f"[bold]mtlo transfer[/bold] {cfg.name}: {method}, {len(groups)} task sets x {seeds} seeds = "
+    err_console.print(f"[bold]mtlo transfer[/bold] {cfg.name}: {method}, {len(sets)} task sets x {seeds} seeds = "
                       f"{len(points)} trials; every run capped at {run['train']['max_steps']} steps, "
                       f"patience {run['train']['patience']} epochs")
     recorder = _recorder(cfg, experiment_id, parent_id, ctx, "trial", base_tags)

@@ -169,6 +169,8 @@ def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
         run_transfer(load_config(path), path, method="pairwise", seeds=0)
     with pytest.raises(ConfigError, match="--confirm-rounds: must be 0 or more"):
         run_transfer(load_config(path), path, method="affinity", confirm_rounds=-1)
+    with pytest.raises(ConfigError, match="groups: ner\\+rt: no task 'ner' in the config"):
+        run_transfer(load_config(path), path, method="exhaustive", groups=[["rt", "ner"]])
     one = write(tmp_path, tasks={"rt": {"source": "builtin:rt_polarity"}})
     with pytest.raises(ConfigError, match="needs at least two tasks"):
         run_transfer(load_config(one), one, method="pairwise")

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from orchestrator.errors import ConfigError
 from orchestrator.transfer.analysis import (
     Gain,
     Run,
@@ -130,15 +131,9 @@ def test_exact_grouping_matches_brute_force(seed):
 def test_benchmark_replay_uses_only_the_runs_each_method_trains():
     """benchmarks/grouping.py: pairwise sees singles + pairs (+ the larger groups it proposes),
     affinity sees singles + the all-tasks run (+ what it proposes)."""
-    import importlib.util
-    from pathlib import Path
-
     from orchestrator.transfer.runner import Study
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "grouping.py"
-    spec = importlib.util.spec_from_file_location("grouping_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _grouping_bench()
     score = {("a",): {"a": 0.5}, ("b",): {"b": 0.5}, ("c",): {"c": 0.5},
              ("a", "b"): {"a": 0.6, "b": 0.6}, ("a", "c"): {"a": 0.5, "c": 0.4}, ("b", "c"): {"b": 0.5, "c": 0.4},
              ("a", "b", "c"): {"a": 0.55, "b": 0.55, "c": 0.3}}
@@ -156,3 +151,49 @@ def test_benchmark_replay_uses_only_the_runs_each_method_trains():
     assert res["grouping"]["groups"] == [["a", "b"], ["c"]] and res["grouping"]["confirmed"]
     assert mod.value([["a", "b"], ["c"]], ["a", "b", "c"], {("a", "b"): {"a": 0.2, "b": 0.1}, ("c",): {"c": 0.0}}) \
         == pytest.approx(0.3)
+
+
+def _grouping_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "grouping.py"
+    spec = importlib.util.spec_from_file_location("grouping_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_given_task_sets_come_after_every_task_alone_each_once():
+    from orchestrator.transfer.runner import given_subsets
+
+    assert given_subsets(["b", "a", "c"], [["c", "a"], ["a"], ["a", "c"], ["a", "b", "c"]]) == \
+        [("b",), ("a",), ("c",), ("a", "c"), ("a", "b", "c")]
+    with pytest.raises(ConfigError, match="an empty task set"):
+        given_subsets(["a", "b"], [[]])
+
+
+def test_holdout_scores_by_hand():
+    """Fresh-seed scoring of two groupings, by hand: baselines a 0.50 (0.48, 0.52), b 0.40
+    (loss-like: lower is better, 0.40 at every seed)."""
+    from orchestrator.transfer.runner import Study
+
+    mod = _grouping_bench()
+    study = Study("s", "p", ["a", "b"], {"a": "acc", "b": "loss"}, {"a": True, "b": False}, "exhaustive", [0, 1], 1)
+    runs = [Run(("a",), 2, {"a": 0.48}), Run(("a",), 3, {"a": 0.52}),
+            Run(("b",), 2, {"b": 0.40}), Run(("b",), 3, {"b": 0.40}),
+            Run(("a", "b"), 2, {"a": 0.55, "b": 0.36}), Run(("a", "b"), 3, {"a": 0.60, "b": 0.44})]
+    choices = {"exhaustive": {"a": ["a", "b"], "b": ["a", "b"]}, "alone": {"a": ["a"], "b": ["b"]}}
+    out = mod.holdout_scores(study, runs, choices)
+    assert out["seeds"] == [2, 3] and out["runs"] == 6
+    # seed 2: a (0.55-0.5)/0.5 = +0.10, b -(0.36-0.40)/0.40 = +0.10; seed 3: a +0.20, b -0.10
+    ex = out["methods"]["exhaustive"]
+    assert ex["per_seed"] == pytest.approx([0.20, 0.10]) and ex["total_gain"] == pytest.approx(0.15)
+    assert ex["standard_error"] == pytest.approx(0.05)  # sd 0.0707 over 2 seeds / sqrt(2)
+    assert ex["diff_to_exhaustive"] == 0 and ex["diff_ci"] is None
+    alone = out["methods"]["alone"]  # seed 2: a -0.04, b 0; seed 3: a +0.04, b 0
+    assert alone["per_seed"] == pytest.approx([-0.04, 0.04]) and alone["total_gain"] == pytest.approx(0.0)
+    assert alone["diff_to_exhaustive"] == pytest.approx(-0.15) and alone["relative_gap"] == pytest.approx(1.0)
+    lo, hi = alone["diff_ci"]  # differences -0.24, -0.06: mean -0.15, sd 0.127, t(1) 12.706
+    half = 12.706 * (0.18 / 2 ** 0.5) / 2 ** 0.5
+    assert lo == pytest.approx(-0.15 - half, rel=1e-3) and hi == pytest.approx(-0.15 + half, rel=1e-3)
