@@ -39,10 +39,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
     x = sub.add_parser("transfer", help="negative-transfer study: task subsets x seeds, gains, grouping")
     x.add_argument("config", help="the YAML config file")
-    x.add_argument("--method", required=True, choices=["pairwise", "exhaustive", "affinity"],
-                   help="pairwise: every task alone and every pair; exhaustive: every subset; "
-                   "affinity: every task alone and one all-tasks run that measures affinity (TAG), "
-                   "then the proposed groups")
+    what = x.add_mutually_exclusive_group(required=True)
+    what.add_argument("--method", choices=["pairwise", "exhaustive", "affinity"],
+                      help="pairwise: every task alone and every pair; exhaustive: every subset; "
+                      "affinity: every task alone and one all-tasks run that measures affinity (TAG), "
+                      "then the proposed groups")
+    what.add_argument("--groups", default=None, metavar="A+B,C+D",
+                      help="train these task sets (and every task alone) instead: e.g. to check a recommended "
+                      "grouping on new seeds with --set train.seed=N")
     x.add_argument("--seeds", type=int, default=3, help="seeds per task set (default 3)")
     x.add_argument("--budget", type=int, default=2, help="at most this many groups (models) in the grouping")
     x.add_argument("--confirm-rounds", type=int, default=1, metavar="N",
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "transfer":
             return commands.cmd_transfer(args.config, sets=args.set, as_json=args.json, resume=args.resume,
                                          address=args.address, method=args.method, seeds=args.seeds,
-                                         budget=args.budget, confirm_rounds=args.confirm_rounds)
+                                         budget=args.budget, confirm_rounds=args.confirm_rounds,
+                                         groups=args.groups)
         return commands.cmd_train(args.config, sets=args.set, as_json=args.json)
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")

@@ -158,15 +158,17 @@ def _pct(v: float | None) -> str:
 
 
 def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
-                 method: str, seeds: int, budget: int, confirm_rounds: int = 1) -> int:
+                 method: str | None, seeds: int, budget: int, confirm_rounds: int = 1,
+                 groups: str | None = None) -> int:
     from pathlib import Path
 
     cfg = load_config(config_path, sets)
     _loopback_unless(address or cfg.ray.address)
-    from orchestrator.transfer.runner import run_transfer
+    from orchestrator.transfer.runner import parse_groups, run_transfer
 
-    out = run_transfer(cfg, Path(config_path), method=method, seeds=seeds, budget=budget, resume=resume,
-                       address=address, as_json=as_json, confirm_rounds=confirm_rounds)
+    out = run_transfer(cfg, Path(config_path), method=method or "groups", seeds=seeds, budget=budget, resume=resume,
+                       address=address, as_json=as_json, confirm_rounds=confirm_rounds,
+                       groups=None if groups is None else parse_groups(groups))
     from orchestrator.report import build_report
 
     _, _, folder = build_report(cfg.mlflow.tracking_uri, out["parent_run_id"])
@@ -239,10 +241,15 @@ def print_transfer(out: dict[str, Any]) -> None:
     gr = out["grouping"]
     con.print(f"[bold]recommended grouping[/bold] (at most {len(gr['groups'])} model(s)): "
               + "  |  ".join("+".join(g) for g in gr["groups"])
-              + f"  total gain {_pct(gr['score'])} (measured)"
+              + f"  total gain {_pct(gr['score'])} (measured"
+              + (f", 95% CI {_pct(gr['ci'][0])} to {_pct(gr['ci'][1])}" if gr.get("ci") else "") + ")"
               + ("" if gr["confirmed"] or not out.get("proposed") else
                  "  (the estimates propose " + "  |  ".join("+".join(g) for g in out["proposed"]["groups"])
                  + ", not all trained: --resume --confirm-rounds N trains them)"))
+    from orchestrator.report import check_command
+
+    if out["method"] != "groups" and check_command(out):
+        con.print(f"  best of the trained groups on these seeds; to check it on new seeds: {check_command(out)}")
     failed = out.get("failed_runs") or []
     if failed:
         con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "

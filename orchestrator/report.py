@@ -121,6 +121,16 @@ def _heatmap(res: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def check_command(res: dict[str, Any]) -> str | None:
+    """The command that trains a study's recommended groups (and the baselines) again on new
+    seeds; None where it recommends training every task alone."""
+    groups = ",".join("+".join(g) for g in res["grouping"]["groups"] if len(g) > 1)
+    if not groups or not res["seeds"]:
+        return None
+    return (f"mtlo transfer CONFIG --groups {groups} --seeds {len(res['seeds'])} "
+            f"--set train.seed={max(res['seeds']) + 1} --set name={res['name']}-check")
+
+
 def _confirmation(res: dict[str, Any]) -> str:
     if res["grouping"]["confirmed"]:
         return "every group that the estimates propose was trained."
@@ -263,7 +273,13 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     else:
         lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
                      + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
-                     + f"; total gain {_pct(gr['score'])} (measured); " + _confirmation(res))
+                     + f"; total gain {_pct(gr['score'])} (measured"
+                     + (f", 95% CI {_pct(gr['ci'][0])} to {_pct(gr['ci'][1])} over seeds" if gr.get("ci") else "")
+                     + "); " + _confirmation(res))
+        if res["method"] != "groups" and check_command(res):
+            lines += ["", "It is the best of the trained groups *on these seeds*, so part of its lead over the "
+                      "alternatives can be seed noise, and its gain on new seeds is likely lower. To check it on "
+                      f"new seeds: `{check_command(res)}`."]
         lines += ["", "| task | scored in | gain | 95% CI | evidence |", "| --- | --- | --- | --- | --- |"]
         by = {(g["task"], tuple(g["group"])): g for g in res["gains"]}
         est = {(g["task"], tuple(g["group"])): g for g in res.get("estimated_gains", [])}

@@ -185,13 +185,42 @@ class Grouping:
     method: str = ""
     confirmed: bool = False
     note: str = ""
+    ci: tuple[float, float] | None = None  # of score, over seeds (grouping_interval)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"groups": self.groups, "score": None if math.isnan(self.score) else self.score,
+               "ci": list(self.ci) if self.ci else None,
                "method": self.method, "confirmed": self.confirmed, "assignment": self.assignment}
         if self.note:
             out["note"] = self.note
         return out
+
+
+def grouping_interval(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]],
+                      higher_is_better: Mapping[str, bool], alpha: float = 0.05) -> tuple[float, float] | None:
+    """1 − alpha t interval of a grouping's total gain over seeds. At seed s the total is
+    Σ_t s_t · (m_t(G_t, s) − b_t(s)) / |mean b_t| (G_t: the group t is scored in, b_t(s):
+    t alone at seed s); the seeds are independent repetitions, and these totals average to
+    the grouping's score. None with fewer than two seeds at which every run is there."""
+    from scipy import stats
+
+    score: dict[tuple[Group, int], Mapping[str, float]] = {(r.group, r.seed): r.scores for r in runs}
+    base = {t: s.mean for t, s in baselines(runs).items()}
+    totals = []
+    for seed in sorted({r.seed for r in runs}):
+        total = 0.0
+        for t, g in assignment.items():
+            own, alone = score.get((group_of(g), seed), {}).get(t), score.get(((t,), seed), {}).get(t)
+            if own is None or alone is None or t not in base or not (math.isfinite(own) and math.isfinite(alone)):
+                break
+            total += (1.0 if higher_is_better[t] else -1.0) * (own - alone) / max(abs(base[t]), 1e-12)
+        else:
+            totals.append(total)
+    if len(totals) < 2:
+        return None
+    mean, sd = statistics.fmean(totals), statistics.stdev(totals)
+    half = float(stats.t.ppf(1 - alpha / 2, len(totals) - 1)) * sd / math.sqrt(len(totals))
+    return (mean - half, mean + half)
 
 
 MAX_EXACT_TASKS = 14

@@ -247,6 +247,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         # confirmed: every group the estimates propose was trained, so no estimated grouping beats it
         grouping.confirmed = proposed is not None and all(
             len(g) == 1 or all((tuple(g), t) in measured for t in g) for g in proposed.groups)
+        grouping.ci = an.grouping_interval(runs, grouping.assignment, study.higher_is_better)
     except ValueError as exc:  # too few runs so far (a study still running or interrupted)
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
@@ -277,6 +278,11 @@ def to_confirm(result: dict[str, Any], failed: list[dict[str, Any]] | None = Non
     chosen = (result["proposed"] or {}).get("groups", [])
     tried = {an.group_of(r["group"]) for r in list(result["runs"]) + list(failed or [])}
     return [g for g in chosen if len(g) > 1 and an.group_of(g) not in tried]
+
+
+def parse_groups(text: str) -> list[list[str]]:
+    """``--groups``: task sets separated by commas, tasks within a set by '+': "a+b,c"."""
+    return [[t.strip() for t in g.split("+") if t.strip()] for g in text.split(",")]
 
 
 def given_subsets(tasks: list[str], groups: list[list[str]]) -> list[tuple[str, ...]]:

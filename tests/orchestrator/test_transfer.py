@@ -83,6 +83,14 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
                   {"rt": True, "vader": True, "sms": True}, "pairwise", [0, 1], 1)
     again = analyse(study, load_runs(client, exp.experiment_id, out["parent_run_id"], out["main_metric"]))
     assert again["gains"] == out["gains"] and again["grouping"] == out["grouping"]
+    # the grouping's interval over seeds, by hand: at seed s, the sum over tasks of
+    # (score in the group − score alone, both at s) / |mean alone|; t interval with 1 df
+    base = {t: out["baselines"][t]["mean"] for t in ("rt", "vader", "sms")}
+    at = {(tuple(r["group"]), r["seed"]): r["scores"] for r in out["runs"]}
+    totals = [sum((at[(("rt", "sms", "vader"), s)][t] - at[((t,), s)][t]) / abs(base[t]) for t in base) for s in (0, 1)]
+    half = 12.7062 * abs(totals[0] - totals[1]) / 2 ** 0.5 / 2 ** 0.5
+    assert sum(totals) / 2 == pytest.approx(out["grouping"]["score"])
+    assert out["grouping"]["ci"] == pytest.approx([sum(totals) / 2 - half, sum(totals) / 2 + half], rel=1e-4)
     logged = client.download_artifacts(out["parent_run_id"], "transfer.json", str(tmp_path))
     assert json.loads(Path(logged).read_text())["grouping"] == out["grouping"]
 
@@ -93,6 +101,7 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     assert res["grouping"] == out["grouping"] and res["gains"] == out["gains"]
     assert {p.name for p in folder.iterdir()} == {"report.md", "report.json", "transfer_matrix.png", "gains.png"}
     assert "## Recommended grouping" in md and "**rt + sms + vader**" in md
+    assert "`mtlo transfer CONFIG --groups rt+sms+vader --seeds 2 --set train.seed=2 --set name=study-check`" in md
     assert (folder / "transfer_matrix.png").read_bytes()[:4] == b"\x89PNG"
     logged = {a.path for a in client.list_artifacts(out["parent_run_id"], "report")}
     assert {"report/report.md", "report/transfer_matrix.png", "report/gains.png"} <= logged
@@ -169,7 +178,7 @@ def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
         run_transfer(load_config(path), path, method="pairwise", seeds=0)
     with pytest.raises(ConfigError, match="--confirm-rounds: must be 0 or more"):
         run_transfer(load_config(path), path, method="affinity", confirm_rounds=-1)
-    with pytest.raises(ConfigError, match="groups: ner\\+rt: no task 'ner' in the config"):
+    with pytest.raises(ConfigError, match="groups: rt\\+ner: no task 'ner' in the config"):
         run_transfer(load_config(path), path, method="exhaustive", groups=[["rt", "ner"]])
     one = write(tmp_path, tasks={"rt": {"source": "builtin:rt_polarity"}})
     with pytest.raises(ConfigError, match="needs at least two tasks"):
@@ -182,11 +191,13 @@ def test_cli_transfer_json(tmp_path):
                                               "sms": {"source": "builtin:sms_spam"}})
     # the grid is rt, sms, rt+sms: the pair's loss turns NaN after its first epoch (MTLO_FAULT)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MTLO_FAULT": "nan@1 trial=2"}
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--method", "pairwise",
-                          "--seeds", "1", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    # --groups: these task sets and every task alone (here the same grid as --method pairwise)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--groups", "sms+rt",
+                          "--seeds", "1", "--set", "train.seed=4", "--json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     data = json.loads(out.stdout)
+    assert data["method"] == "groups" and data["seeds"] == [4]
     assert set(data) >= {"name", "parent_run_id", "baselines", "gains", "negative_transfer", "affinity",
                          "grouping", "cost"}
     assert set(data["grouping"]) >= {"groups", "score", "method", "confirmed"}
@@ -195,7 +206,13 @@ def test_cli_transfer_json(tmp_path):
         [(["rt", "sms"], "DIVERGED")]
     assert data["grouping"]["groups"] == [["rt"], ["sms"]] and data["gains"] == []
     report = (tmp_path / "reports" / "cli" / "report.md").read_text()
-    assert "1 run(s) failed or diverged" in report and "| rt+sms | 0 | DIVERGED |" in report
+    assert "1 run(s) failed or diverged" in report and "| rt+sms | 4 | DIVERGED |" in report
     bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--method", "nope"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--method" in bad.stderr and "Traceback" not in bad.stderr
+    for args, said in ((["--method", "pairwise", "--groups", "rt+sms"], "not allowed with argument --method"),
+                       (["--groups", "rt+nope"], "groups: rt+nope: no task 'nope' in the config"),
+                       (["--groups", "rt,,sms"], "groups: (empty): an empty task set")):
+        bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), *args],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and said in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

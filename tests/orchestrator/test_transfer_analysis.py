@@ -197,3 +197,45 @@ def test_holdout_scores_by_hand():
     lo, hi = alone["diff_ci"]  # differences -0.24, -0.06: mean -0.15, sd 0.127, t(1) 12.706
     half = 12.706 * (0.18 / 2 ** 0.5) / 2 ** 0.5
     assert lo == pytest.approx(-0.15 - half, rel=1e-3) and hi == pytest.approx(-0.15 + half, rel=1e-3)
+
+
+def test_grouping_interval_by_hand():
+    """Totals per seed (group score − alone score at the same seed, over |mean alone|):
+    seed 0: a (0.6-0.5)/0.5 + b 0 (alone) = 0.2; seed 1: (0.66-0.54)/0.5 = 0.24; seed 2: (0.55-0.46)/0.5 = 0.18."""
+    from orchestrator.transfer.analysis import grouping_interval
+
+    runs = [Run(("a",), 0, {"a": 0.5}), Run(("a",), 1, {"a": 0.54}), Run(("a",), 2, {"a": 0.46}),
+            Run(("b",), 0, {"b": 0.3}), Run(("b",), 1, {"b": 0.3}), Run(("b",), 2, {"b": 0.3}),
+            Run(("a", "b"), 0, {"a": 0.6, "b": 0.2}), Run(("a", "b"), 1, {"a": 0.66, "b": 0.2}),
+            Run(("a", "b"), 2, {"a": 0.55, "b": 0.2})]
+    lo, hi = grouping_interval(runs, {"a": ["a", "b"], "b": ["b"]}, {"a": True, "b": True})
+    mean, sd = 0.62 / 3, 0.030550504633  # of 0.2, 0.24, 0.18
+    half = 4.302653 * sd / 3 ** 0.5
+    assert lo == pytest.approx(mean - half, rel=1e-5) and hi == pytest.approx(mean + half, rel=1e-5)
+    # the grouping's score is the mean of these totals
+    table = gain_table(["a", "b"], gains(runs, {"a": True, "b": True}))
+    assert best_grouping(["a", "b"], table, 2).score == pytest.approx(mean)
+    # a seed that lacks a run is left out; fewer than two seeds: no interval
+    assert grouping_interval(runs[:1] + runs[3:4] + runs[6:7], {"a": ["a", "b"]}, {"a": True}) is None
+
+
+def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
+    from orchestrator.commands import print_transfer
+
+    out = {"name": "five", "tasks": ["a", "b", "c"], "seeds": [0, 1, 2], "main_metric": {t: "acc" for t in "abc"},
+           "method": "exhaustive", "parent_run_id": "p", "negative_transfer": [], "gains": [], "proposed": None,
+           "baselines": {t: {"mean": 0.5, "std": 0.01, "n": 3} for t in "abc"},
+           "pairwise": {i: {j: None for j in "abc"} for i in "abc"},
+           "grouping": {"groups": [["a", "b"], ["c"]], "score": 0.12, "ci": [0.02, 0.22], "confirmed": True,
+                        "assignment": {"a": ["a", "b"], "b": ["a", "b"], "c": ["c"]}},
+           "cost": {"trials": 21, "train_steps": 900}}
+    print_transfer(out)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a+b | c total gain +12.0% (measured, 95% CI +2.0% to +22.0%)" in text
+    assert "to check it on new seeds: mtlo transfer CONFIG --groups a+b --seeds 3 --set train.seed=3 " \
+           "--set name=five-check" in text
+    print_transfer({**out, "method": "groups"})  # a check study: nothing more to check
+    assert "to check it" not in capsys.readouterr().out
+    print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None}})
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(measured)" in text and "to check it" not in text  # every task alone: no group to check
