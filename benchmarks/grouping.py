@@ -43,7 +43,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import math
 import statistics
 import sys
 from dataclasses import replace
@@ -192,38 +191,21 @@ def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups:
 
 
 def holdout_scores(study: Any, runs: list[an.Run], choices: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
-    """Each method's grouping scored on the fresh-seed runs: Δ_t of each task in the group its
-    method chose for it (assignment), summed; and per seed (fresh baselines' mean as the
-    reference), the difference from the exhaustive method's choice, with its t interval."""
-    from scipy import stats
-
-    base = {t: s.mean for t, s in an.baselines(runs).items()}
-    by_seed: dict[tuple[an.Group, int], dict[str, float]] = {(r.group, r.seed): dict(r.scores) for r in runs}
-    seeds = sorted({r.seed for r in runs})
-
-    def gain(t: str, score: float) -> float:
-        sign = 1.0 if study.higher_is_better[t] else -1.0
-        return sign * (score - base[t]) / max(abs(base[t]), 1e-12)
-
-    def per_seed(assign: dict[str, list[str]]) -> list[float]:
-        return [sum(gain(t, by_seed[(an.group_of(g), s)][t]) for t, g in assign.items()) for s in seeds]
-
-    ref = per_seed(choices["exhaustive"])
-    out: dict[str, Any] = {"seeds": seeds, "runs": len(runs), "methods": {}}
+    """Each method's grouping scored on the fresh-seed runs: each task in the group its
+    method chose for it (assignment), its total gain per seed (``an.grouping_totals``), and
+    per seed the difference from the exhaustive method's choice, with its t interval (the
+    baselines cancel out of it)."""
+    ref = an.grouping_totals(runs, choices["exhaustive"], study.higher_is_better)
+    out: dict[str, Any] = {"seeds": sorted(ref), "runs": len(runs), "methods": {}}
     for m, assign in choices.items():
-        vals = per_seed(assign)
-        diff = [a - b for a, b in zip(vals, ref, strict=True)]
-        mean_diff = sum(diff) / len(diff)
-        ci = None
-        if len(diff) > 1 and any(d != diff[0] for d in diff):
-            res = stats.ttest_1samp(diff, 0.0)
-            c = res.confidence_interval(0.95)
-            ci = [float(c.low), float(c.high)]
-        total = sum(vals) / len(vals)
-        se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else None
-        out["methods"][m] = {"total_gain": total, "standard_error": se, "per_seed": vals,
-                             "diff_to_exhaustive": mean_diff, "diff_ci": ci,
-                             "relative_gap": -mean_diff / abs(sum(ref) / len(ref))}
+        totals = an.grouping_totals(runs, assign, study.higher_is_better)
+        vals = [totals[s] for s in sorted(ref)]
+        diff = [totals[s] - ref[s] for s in sorted(ref)]
+        mean_diff, total = statistics.fmean(diff), statistics.fmean(vals)
+        ci = an.t_interval(diff) if any(d != diff[0] for d in diff) else None
+        out["methods"][m] = {"total_gain": total, "ci": an.t_interval(vals), "per_seed": vals,
+                             "diff_to_exhaustive": mean_diff, "diff_ci": list(ci) if ci else None,
+                             "relative_gap": -mean_diff / abs(statistics.fmean(ref.values()))}
     return out
 
 
@@ -254,7 +236,7 @@ def main() -> None:
     opt = full["grouping"]
     out: dict[str, Any] = {"study": parent.info.run_name, "tasks": study.tasks, "seeds": study.seeds,
                            "budget": study.budget, "confirm_rounds": args.confirm_rounds,
-                           "optimum": {"groups": opt["groups"], "score": opt["score"]},
+                           "optimum": {"groups": opt["groups"], "score": opt["score"], "ci": opt["ci"]},
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
     choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in

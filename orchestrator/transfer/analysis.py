@@ -196,17 +196,15 @@ class Grouping:
         return out
 
 
-def grouping_interval(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]],
-                      higher_is_better: Mapping[str, bool], alpha: float = 0.05) -> tuple[float, float] | None:
-    """1 − alpha t interval of a grouping's total gain over seeds. At seed s the total is
-    Σ_t s_t · (m_t(G_t, s) − b_t(s)) / |mean b_t| (G_t: the group t is scored in, b_t(s):
-    t alone at seed s); the seeds are independent repetitions, and these totals average to
-    the grouping's score. None with fewer than two seeds at which every run is there."""
-    from scipy import stats
-
+def grouping_totals(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]],
+                    higher_is_better: Mapping[str, bool]) -> dict[int, float]:
+    """A grouping's total gain at each seed: Σ_t s_t · (m_t(G_t, s) − b_t(s)) / |mean b_t|
+    (G_t: the group t is scored in, b_t(s): t alone at seed s), for the seeds at which every
+    run is there. They average to the grouping's score."""
+    runs = list(runs)
     score: dict[tuple[Group, int], Mapping[str, float]] = {(r.group, r.seed): r.scores for r in runs}
     base = {t: s.mean for t, s in baselines(runs).items()}
-    totals = []
+    totals = {}
     for seed in sorted({r.seed for r in runs}):
         total = 0.0
         for t, g in assignment.items():
@@ -215,12 +213,26 @@ def grouping_interval(runs: Iterable[Run], assignment: Mapping[str, Sequence[str
                 break
             total += (1.0 if higher_is_better[t] else -1.0) * (own - alone) / max(abs(base[t]), 1e-12)
         else:
-            totals.append(total)
-    if len(totals) < 2:
+            totals[seed] = total
+    return totals
+
+
+def t_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float] | None:
+    """1 − alpha t interval of the mean; None with fewer than two values."""
+    from scipy import stats
+
+    if len(values) < 2:
         return None
-    mean, sd = statistics.fmean(totals), statistics.stdev(totals)
-    half = float(stats.t.ppf(1 - alpha / 2, len(totals) - 1)) * sd / math.sqrt(len(totals))
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    half = float(stats.t.ppf(1 - alpha / 2, len(values) - 1)) * sd / math.sqrt(len(values))
     return (mean - half, mean + half)
+
+
+def grouping_interval(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]],
+                      higher_is_better: Mapping[str, bool], alpha: float = 0.05) -> tuple[float, float] | None:
+    """1 − alpha t interval of a grouping's total gain over the seeds (``grouping_totals``:
+    the seeds are independent repetitions)."""
+    return t_interval(list(grouping_totals(runs, assignment, higher_is_better).values()), alpha)
 
 
 MAX_EXACT_TASKS = 14
