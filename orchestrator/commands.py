@@ -157,6 +157,13 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:+.1f}%"
 
 
+def _grouping_text(gr: dict[str, Any]) -> str:
+    if not gr["groups"]:
+        return f"not available: {gr.get('note', 'too few runs')}"
+    return ("  |  ".join("+".join(g) for g in gr["groups"]) + f"  total gain {_pct(gr['score'])} (measured"
+            + (f", 95% CI {_pct(gr['ci'][0])} to {_pct(gr['ci'][1])}" if gr.get("ci") else "") + ")")
+
+
 def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
                  method: str | None, seeds: int, budget: int, confirm_rounds: int = 1,
                  groups: str | None = None) -> int:
@@ -238,11 +245,12 @@ def print_transfer(out: dict[str, Any]) -> None:
                       f"{_pct(g['delta'])}  95% CI [{_pct(g['ci'][0])}, {_pct(g['ci'][1])}], p={g['p']:.3g}")
     else:
         con.print("negative transfer: none significant")
+    if out.get("checked"):
+        seeds = ", ".join(map(str, out["seeds"]))
+        con.print(f"[bold]the task sets given[/bold] on seeds {seeds}: " + _grouping_text(out["checked"]))
     gr = out["grouping"]
     con.print(f"[bold]recommended grouping[/bold] (at most {len(gr['groups'])} model(s)): "
-              + "  |  ".join("+".join(g) for g in gr["groups"])
-              + f"  total gain {_pct(gr['score'])} (measured"
-              + (f", 95% CI {_pct(gr['ci'][0])} to {_pct(gr['ci'][1])}" if gr.get("ci") else "") + ")"
+              + _grouping_text(gr)
               + ("" if gr["confirmed"] or not out.get("proposed") else
                  "  (the estimates propose " + "  |  ".join("+".join(g) for g in out["proposed"]["groups"])
                  + ", not all trained: --resume --confirm-rounds N trains them)"))

@@ -266,6 +266,16 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
                       + ", ".join("**" + " + ".join(g) + "**" for g in res["proposed"]["groups"])
                       + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
         lines += _estimator_lines(res)
+    ck = res.get("checked")
+    if ck:
+        lines += ["", "## The task sets given", ""]
+        seeds = ", ".join(map(str, res["seeds"]))
+        sets = "**" + "**, **".join(" + ".join(g) for g in ck["groups"]) + "**"
+        lines.append(f"{sets} (each task in its best given set, a task in none alone): total gain "
+                     f"{_pct(ck['score'])} on seeds {seeds}"
+                     + (f" (95% CI {_pct(ck['ci'][0])} to {_pct(ck['ci'][1])} over seeds)" if ck.get("ci") else "")
+                     + ", against baselines trained at the same seeds." if ck["groups"]
+                     else f"Not available: {ck.get('note', 'too few runs')}.")
     gr = res["grouping"]
     lines += ["", "## Recommended grouping", ""]
     if not gr["groups"]:

@@ -60,6 +60,7 @@ class Study:
     schedule: str = "round_robin"
     batches: dict[str, int] = field(default_factory=dict)  # each task's training batches per pass
     temperature: float = 1.0
+    groups: list[list[str]] = field(default_factory=list)  # method "groups": the task sets given
 
 
 def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +252,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
     except ValueError as exc:  # too few runs so far (a study still running or interrupted)
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
+    checked = checked_grouping(study, runs, table) if study.groups else None
     estimated = [an.Gain(t, g, row[t], None, None, False, 0, estimated=True).as_dict()
                  for g, row in estimates.items() if len(g) > 1 for t in g if (g, t) not in measured]
     return {
@@ -265,10 +267,26 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "proposed": proposed.as_dict() if proposed is not None else None,
         "estimator": fit,
         "grouping": grouping.as_dict(),
+        "checked": checked.as_dict() if checked is not None else None,
         "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs)},
         "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "best_step": r.steps,
                   "run_id": r.run_id} for r in runs],
     }
+
+
+def checked_grouping(study: Study, runs: list[an.Run], table: dict[an.Group, dict[str, float]]) -> an.Grouping:
+    """A ``groups`` study: the given task sets as a grouping, scored on its runs (each task in
+    its best given set, a task in none alone), with its interval over seeds."""
+    given = {an.group_of(g) for g in study.groups}
+    covered = {t for g in given for t in g}
+    cand = {g: row for g, row in table.items() if g in given or (len(g) == 1 and g[0] not in covered)}
+    try:
+        out = an.best_grouping(study.tasks, cand, max(1, len(cand)))
+    except ValueError as exc:  # a given set not trained (yet, or it failed)
+        return an.Grouping([], math.nan, method="groups", note=str(exc))
+    out.method = "groups"
+    out.ci = an.grouping_interval(runs, out.assignment, study.higher_is_better)
+    return out
 
 
 def to_confirm(result: dict[str, Any], failed: list[dict[str, Any]] | None = None) -> list[list[str]]:
@@ -328,7 +346,8 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
                          address=address, tags=tags, state={"method": method})
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
     study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
-                  run["train"]["schedule"], batches_per_pass(run, info), float(run["train"]["temperature"]))
+                  run["train"]["schedule"], batches_per_pass(run, info), float(run["train"]["temperature"]),
+                  [list(an.group_of(g)) for g in groups or []])
     if parent.new:
         params = tracking.run_params(cfg)
         params.update({"transfer.method": method, "transfer.seeds": seeds, "transfer.budget": budget,

@@ -198,6 +198,8 @@ def test_cli_transfer_json(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     data = json.loads(out.stdout)
     assert data["method"] == "groups" and data["seeds"] == [4]
+    # the given set diverged (below): the checked grouping has no score, and says why
+    assert data["checked"]["groups"] == [] and data["checked"]["score"] is None and "rt" in data["checked"]["note"]
     assert set(data) >= {"name", "parent_run_id", "baselines", "gains", "negative_transfer", "affinity",
                          "grouping", "cost"}
     assert set(data["grouping"]) >= {"groups", "score", "method", "confirmed"}

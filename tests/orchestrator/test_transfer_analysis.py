@@ -3,6 +3,7 @@ groupings, and the exact grouping against brute force on random tables."""
 
 import itertools
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -214,6 +215,21 @@ def test_grouping_interval_by_hand():
     # the grouping's score is the mean of these totals
     table = gain_table(["a", "b"], gains(runs, {"a": True, "b": True}))
     assert best_grouping(["a", "b"], table, 2).score == pytest.approx(mean)
+    # a "groups" study scores the given sets as they are: b in a+b (-0.333), not alone as the
+    # recommendation would have it; a task in no given set (c) alone
+    from orchestrator.transfer.runner import Study, checked_grouping
+
+    runs_c = runs + [Run(("c",), s, {"c": 0.7}) for s in range(3)]
+    hib = {"a": True, "b": True, "c": True}
+    study = Study("s", "p", ["a", "b", "c"], {t: "acc" for t in "abc"}, hib, "groups", [0, 1, 2], 2,
+                  groups=[["a", "b"]])
+    ck = checked_grouping(study, runs_c, gain_table(["a", "b", "c"], gains(runs_c, hib)))
+    assert ck.groups == [["a", "b"], ["c"]] and ck.assignment == {"a": ["a", "b"], "b": ["a", "b"], "c": ["c"]}
+    assert ck.score == pytest.approx(mean - 1 / 3)
+    lo, hi = ck.ci  # per seed: 0.2 - 1/3, 0.24 - 1/3, 0.18 - 1/3: the same spread as above
+    assert lo == pytest.approx(mean - 1 / 3 - half, rel=1e-5) and hi == pytest.approx(mean - 1 / 3 + half, rel=1e-5)
+    missing = replace(study, groups=[["a", "c"]])  # never trained: no score, a note
+    assert checked_grouping(missing, runs_c, gain_table(["a", "b", "c"], gains(runs_c, hib))).groups == []
     # a seed that lacks a run is left out; fewer than two seeds: no interval
     assert grouping_interval(runs[:1] + runs[3:4] + runs[6:7], {"a": ["a", "b"]}, {"a": True}) is None
 
