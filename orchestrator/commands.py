@@ -160,8 +160,10 @@ def _pct(v: float | None) -> str:
 def _grouping_text(gr: dict[str, Any]) -> str:
     if not gr["groups"]:
         return f"not available: {gr.get('note', 'too few runs')}"
-    return ("  |  ".join("+".join(g) for g in gr["groups"]) + f"  total gain {_pct(gr['score'])} (measured"
-            + (f", 95% CI {_pct(gr['ci'][0])} to {_pct(gr['ci'][1])}" if gr.get("ci") else "") + ")")
+    from orchestrator.report import ci_clause
+
+    return "  |  ".join("+".join(g) for g in gr["groups"]) + f"  total gain {_pct(gr['score'])} " \
+        f"(measured{ci_clause(gr.get('ci'))})"
 
 
 def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
@@ -256,8 +258,9 @@ def print_transfer(out: dict[str, Any]) -> None:
                  + ", not all trained: --resume --confirm-rounds N trains them)"))
     from orchestrator.report import check_command
 
-    if out["method"] != "groups" and check_command(out):
-        con.print(f"  best of the trained groups on these seeds; to check it on new seeds: {check_command(out)}")
+    check = check_command(out)
+    if check:
+        con.print(f"  best of the trained groups on these seeds; to check it on new seeds: {check}")
     failed = out.get("failed_runs") or []
     if failed:
         con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "

@@ -123,12 +123,18 @@ def _heatmap(res: dict[str, Any], path: Path) -> bool:
 
 def check_command(res: dict[str, Any]) -> str | None:
     """The command that trains a study's recommended groups (and the baselines) again on new
-    seeds; None where it recommends training every task alone."""
+    seeds; None where it recommends training every task alone, and for a study that is such a
+    check already (``--groups``)."""
     groups = ",".join("+".join(g) for g in res["grouping"]["groups"] if len(g) > 1)
-    if not groups or not res["seeds"]:
+    if res["method"] == "groups" or not groups or not res["seeds"]:
         return None
     return (f"mtlo transfer CONFIG --groups {groups} --seeds {len(res['seeds'])} "
             f"--set train.seed={max(res['seeds']) + 1} --set name={res['name']}-check")
+
+
+def ci_clause(ci: list[float] | None) -> str:
+    """", 95% CI a to b" for a grouping's interval over seeds (empty without one)."""
+    return f", 95% CI {_pct(ci[0])} to {_pct(ci[1])}" if ci else ""
 
 
 def _confirmation(res: dict[str, Any]) -> str:
@@ -272,9 +278,8 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
         seeds = ", ".join(map(str, res["seeds"]))
         sets = "**" + "**, **".join(" + ".join(g) for g in ck["groups"]) + "**"
         lines.append(f"{sets} (each task in its best given set, a task in none alone): total gain "
-                     f"{_pct(ck['score'])} on seeds {seeds}"
-                     + (f" (95% CI {_pct(ck['ci'][0])} to {_pct(ck['ci'][1])} over seeds)" if ck.get("ci") else "")
-                     + ", against baselines trained at the same seeds." if ck["groups"]
+                     f"{_pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}), against baselines "
+                     "trained at the same seeds." if ck["groups"]
                      else f"Not available: {ck.get('note', 'too few runs')}.")
     gr = res["grouping"]
     lines += ["", "## Recommended grouping", ""]
@@ -283,13 +288,13 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     else:
         lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
                      + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
-                     + f"; total gain {_pct(gr['score'])} (measured"
-                     + (f", 95% CI {_pct(gr['ci'][0])} to {_pct(gr['ci'][1])} over seeds" if gr.get("ci") else "")
-                     + "); " + _confirmation(res))
-        if res["method"] != "groups" and check_command(res):
+                     + f"; total gain {_pct(gr['score'])} (measured{ci_clause(gr.get('ci'))} over seeds); "
+                     + _confirmation(res))
+        check = check_command(res)
+        if check:
             lines += ["", "It is the best of the trained groups *on these seeds*, so part of its lead over the "
                       "alternatives can be seed noise, and its gain on new seeds is likely lower. To check it on "
-                      f"new seeds: `{check_command(res)}`."]
+                      f"new seeds: `{check}`."]
         lines += ["", "| task | scored in | gain | 95% CI | evidence |", "| --- | --- | --- | --- | --- |"]
         by = {(g["task"], tuple(g["group"])): g for g in res["gains"]}
         est = {(g["task"], tuple(g["group"])): g for g in res.get("estimated_gains", [])}
