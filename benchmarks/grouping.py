@@ -14,7 +14,9 @@ grouping with the *measured* gains of the exhaustive study:
 
 ``affinity`` is mtlo's affinity method (groups proposed from the estimates of
 orchestrator/transfer/predict.py: dilution from the baselines' learning curves plus the
-lookahead affinity); ``affinity_tag`` proposes them from TAG's own score (mean affinity onto
+lookahead affinity); ``affinity_effective`` the same with the effective-steps dilution
+(``Estimator.effective_steps``: a fitted part of the other tasks' steps counted as the
+task's own); ``affinity_tag`` proposes them from TAG's own score (mean affinity onto
 each task), everything else equal. ``estimates`` compares every estimate with the gain the
 exhaustive study measured for the same task in the same group (Pearson and Spearman
 correlation, mean absolute error): mtlo's affinity estimate (α fitted on the all-tasks
@@ -78,20 +80,21 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, r
     tasks = study.tasks
     if method == "pairwise":
         used = [r for r in runs if len(r.group) <= 2]
-    elif method in ("affinity", "affinity_tag"):
+    elif method in ("affinity", "affinity_effective", "affinity_tag"):
         used = [r for r in runs if len(r.group) == 1 or len(r.group) == len(tasks)]
     else:
         used = list(runs)
     if method == "affinity_tag":
         return replay_tag(study, runs, used, affinity or {})
-    st = replace(study, method=method)
-    res = analyse(st, used, affinity if method != "pairwise" else None)
+    st = replace(study, method="affinity" if method == "affinity_effective" else method)
+    eff = method == "affinity_effective"
+    res = analyse(st, used, affinity if method != "pairwise" else None, effective_steps=eff)
     for _ in range(rounds):  # confirmation, as mtlo transfer does (here: taken from the exhaustive runs)
         todo = {an.group_of(g) for g in to_confirm(res)}
         if not todo:
             break
         used += [r for r in runs if r.group in todo]
-        res = analyse(st, used, affinity if method != "pairwise" else None)
+        res = analyse(st, used, affinity if method != "pairwise" else None, effective_steps=eff)
     return res, used
 
 
@@ -142,12 +145,17 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: lis
     n = len(study.tasks)
     every = an.group_of(study.tasks)
     singles_all = [r for r in runs if len(r.group) == 1 or r.group == every]
-    est = estimator(study, singles_all, [g for g in gains if g.group == every], affinity)
+    at_all = [g for g in gains if g.group == every]
+    est = estimator(study, singles_all, at_all, affinity)
+    eff = estimator(study, singles_all, at_all, affinity, effective_steps=True)
     tag = affinity_table(study.tasks, affinity)
     matrix = an.pairwise_matrix(gains, study.tasks)
     rows = [g for g in gains if 2 <= len(g.group) < n]
-    out: dict[str, Any] = {"residual": est.residual, "groups": len({g.group for g in rows})}
+    out: dict[str, Any] = {"residual": est.residual, "groups": len({g.group for g in rows}),
+                           "effective_steps_fit": {"carry": eff.carry, "residual": eff.residual}}
     for name, f in (("affinity", lambda t, g: est(t, g)), ("dilution_only", lambda t, g: est.dilution(t, g)),
+                    ("affinity_effective", lambda t, g: eff(t, g)),
+                    ("effective_dilution_only", lambda t, g: eff.dilution(t, g)),
                     ("tag_score", lambda t, g: tag.get(g, {}).get(t)),
                     ("standley", lambda t, g: an.standley_estimate(matrix, t, g) if len(g) > 2 else None)):
         pairs = [(v, g.delta) for g in rows for v in [f(g.task, g.group)] if v is not None]
@@ -177,7 +185,7 @@ def holdout_runs(client: Any, prefix: str, study: Any) -> list[an.Run]:
 
 def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups: list[list[str]]) -> None:
     """Train ``groups`` (and every task alone) at fresh seeds, as the study ``name``."""
-    from orchestrator.commands import _loopback_unless
+    from orchestrator.commands import loopback_unless
     from orchestrator.config import load_config
     from orchestrator.transfer.runner import run_transfer
 
@@ -185,7 +193,7 @@ def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups:
     cfg = load_config(config, [f"name={name}", f"train.seed={seed}", f"mlflow.tracking_uri={tracking_uri}"])
     if sorted(cfg.tasks) != sorted(study.tasks):
         sys.exit(f"--holdout-config: {config}: its tasks {sorted(cfg.tasks)} are not the study's {study.tasks}")
-    _loopback_unless(None)
+    loopback_unless(None)
     run_transfer(cfg, Path(config), method="exhaustive", seeds=len(study.seeds), budget=study.budget,
                  groups=groups)
 
@@ -240,7 +248,7 @@ def main() -> None:
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
     choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in
-    for method in ("exhaustive", "pairwise", "affinity", "affinity_tag"):
+    for method in ("exhaustive", "pairwise", "affinity", "affinity_effective", "affinity_tag"):
         res, used = replay(method, study, runs, affinity, args.confirm_rounds)
         groups = res["grouping"]["groups"]
         v = value(groups, study.tasks, table)

@@ -101,7 +101,7 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
     return 0
 
 
-def _loopback_unless(address: str | None) -> None:
+def loopback_unless(address: str | None) -> None:
     """A local Ray (no cluster address) listens on loopback only; Ray reads this setting once,
     when it is first imported, so it is set before any command imports Ray."""
     import os
@@ -115,7 +115,7 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
     from pathlib import Path
 
     cfg = load_config(config_path, sets)
-    _loopback_unless(address or cfg.ray.address)
+    loopback_unless(address or cfg.ray.address)
     from orchestrator.search.runner import run_search
 
     out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
@@ -154,7 +154,9 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
 
 
 def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:+.1f}%"
+    from orchestrator.report import pct
+
+    return pct(v, missing="-")
 
 
 def _grouping_text(gr: dict[str, Any]) -> str:
@@ -172,7 +174,7 @@ def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bo
     from pathlib import Path
 
     cfg = load_config(config_path, sets)
-    _loopback_unless(address or cfg.ray.address)
+    loopback_unless(address or cfg.ray.address)
     from orchestrator.transfer.runner import parse_groups, run_transfer
 
     out = run_transfer(cfg, Path(config_path), method=method or "groups", seeds=seeds, budget=budget, resume=resume,

@@ -50,8 +50,9 @@ def _param(v: Any) -> str:
     return str(v) if str(v).lstrip("-").isdigit() else f"{f:.3g}"
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.1f}%"
+def pct(v: float | None, missing: str = "–") -> str:
+    """A relative gain as a signed percentage (``missing`` for none, or NaN)."""
+    return missing if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.1f}%"
 
 
 # -- transfer ---------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def check_command(res: dict[str, Any]) -> str | None:
 
 def ci_clause(ci: list[float] | None) -> str:
     """", 95% CI a to b" for a grouping's interval over seeds (empty without one)."""
-    return f", 95% CI {_pct(ci[0])} to {_pct(ci[1])}" if ci else ""
+    return f", 95% CI {pct(ci[0])} to {pct(ci[1])}" if ci else ""
 
 
 def _confirmation(res: dict[str, Any]) -> str:
@@ -168,8 +169,8 @@ def _estimator_lines(res: dict[str, Any]) -> list[str]:
              "", "| task | measured (all tasks) | dilution (all tasks) | transfer (all tasks) | came from |",
              "| --- | --- | --- | --- | --- |"]
     for t in tasks:
-        lines.append(f"| {t} | {_pct(measured_all.get(t))} | {_pct(fit['dilution'].get(t))} | "
-                     f"{_pct(fit['residual'].get(t))} | {fit['helper'].get(t) or '–'} |")
+        lines.append(f"| {t} | {pct(measured_all.get(t))} | {pct(fit['dilution'].get(t))} | "
+                     f"{pct(fit['residual'].get(t))} | {fit['helper'].get(t) or '–'} |")
     if fit.get("proposed"):
         by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}
         lines += ["", "Every group proposed so far, estimated and (once trained) measured:", "",
@@ -177,7 +178,7 @@ def _estimator_lines(res: dict[str, Any]) -> list[str]:
         for e in fit["proposed"]:
             grp = tuple(e["group"])
             measured = by.get((e["task"], grp))
-            lines.append(f"| {'+'.join(grp)} | {e['task']} | {_pct(e['estimated'])} | {_pct(measured)} |")
+            lines.append(f"| {'+'.join(grp)} | {e['task']} | {pct(e['estimated'])} | {pct(measured)} |")
     return lines
 
 
@@ -196,7 +197,12 @@ def _affinity_map(res: dict[str, Any], path: Path) -> bool:
     return True
 
 
+GAIN_BARS_ONE_PANEL = 40  # above this many gains, one panel per task (an exhaustive study of 6 tasks has 186)
+
+
 def _gain_bars(res: dict[str, Any], path: Path) -> bool:
+    """Every measured gain with its interval; one panel per task, its groups sorted best first,
+    once a single column of bars would be too tall to read."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,22 +211,38 @@ def _gain_bars(res: dict[str, Any], path: Path) -> bool:
     gains = [g for g in res["gains"] if not g["estimated"]]
     if not gains:
         return False
-    gains.sort(key=lambda g: (g["task"], len(g["group"]), g["group"]))
-    labels = [f"{g['task']} | {'+'.join(x for x in g['group'] if x != g['task'])}" for g in gains]
-    vals = [100 * g["delta"] for g in gains]
-    lo = [100 * (g["delta"] - g["ci"][0]) if g["ci"] else 0 for g in gains]
-    hi = [100 * (g["ci"][1] - g["delta"]) if g["ci"] else 0 for g in gains]
-    colors = ["#b2182b" if g["significant"] and g["delta"] < 0 else "#2166ac" if g["significant"] else "#999999"
-              for g in gains]
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(gains) + 1.5))
-    ax.barh(range(len(gains)), vals, xerr=[lo, hi], color=colors, capsize=2)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(range(len(gains)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("relative gain over the task alone, % (95% Welch CI; colour: significant)")
-    ax.set_title(f"{res['name']}: gain of each task in each trained group")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    if len(gains) <= GAIN_BARS_ONE_PANEL:
+        by_task[""] = sorted(gains, key=lambda g: (g["task"], len(g["group"]), g["group"]))
+    else:
+        for g in gains:
+            by_task.setdefault(g["task"], []).append(g)
+        for rows in by_task.values():
+            rows.sort(key=lambda g: -g["delta"])
+    cols = 1 if len(by_task) == 1 else 2
+    nrows = -(-len(by_task) // cols)
+    tallest = max(len(v) for v in by_task.values())
+    fig, axes = plt.subplots(nrows, cols, figsize=(8 * cols, nrows * (0.24 * tallest + 1.2) + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax, (task, rows) in zip(axes.flat, by_task.items(), strict=False):
+        others = ["+".join(x for x in g["group"] if x != g["task"]) for g in rows]
+        labels = [f"{g['task']} | {o}" for g, o in zip(rows, others, strict=True)] if not task else others
+        vals = [100 * g["delta"] for g in rows]
+        lo = [100 * (g["delta"] - g["ci"][0]) if g["ci"] else 0 for g in rows]
+        hi = [100 * (g["ci"][1] - g["delta"]) if g["ci"] else 0 for g in rows]
+        colors = ["#b2182b" if g["significant"] and g["delta"] < 0 else "#2166ac" if g["significant"] else "#999999"
+                  for g in rows]
+        ax.barh(range(len(rows)), vals, xerr=[lo, hi], color=colors, capsize=2)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(rows)), labels, fontsize=8 if len(rows) <= 20 else 7)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        if task:
+            ax.set_title(f"{task}, trained with ... (best first)", fontsize=10)
+    for ax in list(axes.flat)[len(by_task):]:
+        ax.axis("off")
+    fig.supxlabel("relative gain over the task alone, % (95% Welch CI; colour: significant)", fontsize=10)
+    fig.suptitle(f"{res['name']}: gain of each task in each trained group")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
@@ -244,14 +266,14 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
               "| | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
     sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
     for i in tasks:
-        cells = ["" if i == j else _pct(res["pairwise"][i][j]) + ("*" if (i, tuple(sorted((i, j)))) in sig else "")
+        cells = ["" if i == j else pct(res["pairwise"][i][j]) + ("*" if (i, tuple(sorted((i, j)))) in sig else "")
                  for j in tasks]
         lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
     lines += [""] + [f"![{f}]({f})" for f in figures] + ["", "## Negative transfer", ""]
     if res["negative_transfer"]:
         for g in res["negative_transfer"]:
             lines.append(f"- **{g['task']}** with {'+'.join(x for x in g['group'] if x != g['task'])}: "
-                         f"{_pct(g['delta'])} (95% CI {_pct(g['ci'][0])} to {_pct(g['ci'][1])}, p = {g['p']:.3g}, "
+                         f"{pct(g['delta'])} (95% CI {pct(g['ci'][0])} to {pct(g['ci'][1])}, p = {g['p']:.3g}, "
                          f"{g['n']} seeds)")
     else:
         lines.append("No significant loss: no task was measurably hurt by another "
@@ -278,7 +300,7 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
         seeds = ", ".join(map(str, res["seeds"]))
         sets = "**" + "**, **".join(" + ".join(g) for g in ck["groups"]) + "**"
         lines.append(f"{sets} (each task in its best given set, a task in none alone): total gain "
-                     f"{_pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}), against baselines "
+                     f"{pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}), against baselines "
                      "trained at the same seeds." if ck["groups"]
                      else f"Not available: {ck.get('note', 'too few runs')}.")
     gr = res["grouping"]
@@ -288,7 +310,7 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     else:
         lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
                      + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
-                     + f"; total gain {_pct(gr['score'])} (measured{ci_clause(gr.get('ci'))} over seeds); "
+                     + f"; total gain {pct(gr['score'])} (measured{ci_clause(gr.get('ci'))} over seeds); "
                      + _confirmation(res))
         check = check_command(res)
         if check:
@@ -304,9 +326,9 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
                 lines.append(f"| {t} | alone | 0 | – | baseline |")
                 continue
             g = by.get((t, grp)) or est.get((t, grp))
-            ci = f"{_pct(g['ci'][0])} to {_pct(g['ci'][1])}" if g and g.get("ci") else "–"
+            ci = f"{pct(g['ci'][0])} to {pct(g['ci'][1])}" if g and g.get("ci") else "–"
             kind = "estimated" if g and g.get("estimated") else f"measured, {g['n'] if g else 0} seeds"
-            lines.append(f"| {t} | {'+'.join(grp)} | {_pct(g['delta'] if g else None)} | {ci} | {kind} |")
+            lines.append(f"| {t} | {'+'.join(grp)} | {pct(g['delta'] if g else None)} | {ci} | {kind} |")
     lines += ["", "## Runs", "", "Each task set at each seed, trained until its validation objective stopped improving "
               "(steps to its best epoch; the same cap for every run).", "",
               "| task set | seeds | steps to best epoch (mean) | " + " | ".join(tasks) + " |",

@@ -193,7 +193,7 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
 
 
 def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
-              affinity: dict[str, dict[str, float]]) -> Estimator:
+              affinity: dict[str, dict[str, float]], effective_steps: bool = False) -> Estimator:
     """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), fitted to
     the gains measured in the all-tasks group."""
     curves: dict[str, list[Any]] = {}
@@ -203,12 +203,12 @@ def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
     base = {t: s.mean for t, s in an.baselines(runs).items()}
     everyone = an.group_of(study.tasks)
     est = Estimator(list(study.tasks), study.higher_is_better, base, curves, affinity, study.max_steps,
-                    study.schedule, study.batches, study.temperature)
+                    study.schedule, study.batches, study.temperature, effective_steps=effective_steps)
     return est.fit({g.task: g.delta for g in gains if g.group == everyone})
 
 
-def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None
-            ) -> dict[str, Any]:
+def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None,
+            effective_steps: bool = False) -> dict[str, Any]:
     """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix).
 
     ``proposed``: the best grouping on measured gains, and on estimates for groups never
@@ -224,9 +224,10 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
     est: Any = None
     if study.method == "affinity":
         if affinity:
-            est = estimator(study, runs, gains, affinity)
+            est = estimator(study, runs, gains, affinity, effective_steps)
             fit = {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
-                   "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks}}
+                   "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
+                   **({"carry": dict(est.carry)} if effective_steps else {})}
     else:
         est = lambda t, g: an.standley_estimate(matrix, t, g)  # noqa: E731
     table = an.gain_table(study.tasks, gains)

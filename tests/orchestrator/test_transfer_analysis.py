@@ -254,3 +254,26 @@ def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
     print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None}})
     text = " ".join(capsys.readouterr().out.split())
     assert "(measured)" in text and "to check it" not in text  # every task alone: no group to check
+
+
+@pytest.mark.parametrize("n_tasks", [3, 6])
+def test_gain_bars_stay_readable_for_an_exhaustive_study(tmp_path, n_tasks):
+    """One column of bars up to GAIN_BARS_ONE_PANEL gains (3 tasks: 9), one panel per task
+    beyond (6 tasks: 186 gains, whose single column was 7,322 px tall)."""
+    from PIL import Image
+
+    from orchestrator.report import GAIN_BARS_ONE_PANEL, _gain_bars
+
+    tasks = [f"t{i}" for i in range(n_tasks)]
+    rng = random.Random(0)
+    gains = [{"task": t, "group": list(g), "delta": rng.uniform(-0.2, 0.2), "ci": [-0.3, 0.3],
+              "significant": False, "estimated": False}
+             for k in range(2, n_tasks + 1) for g in itertools.combinations(tasks, k) for t in g]
+    assert (len(gains) > GAIN_BARS_ONE_PANEL) == (n_tasks == 6)
+    assert _gain_bars({"name": "x", "gains": gains}, tmp_path / "gains.png")
+    w, h = Image.open(tmp_path / "gains.png").size
+    if n_tasks == 3:
+        assert w == 8 * 110, (w, h)  # one column
+    else:  # two columns of panels, 3 rows of 31 bars: well under the single column's ~7,000 px
+        assert w == 16 * 110 and h < 3200, (w, h)
+    assert not _gain_bars({"name": "x", "gains": [dict(g, estimated=True) for g in gains]}, tmp_path / "none.png")

@@ -64,6 +64,28 @@ def test_dilution_residual_and_presence_by_hand():
     assert three_tasks(schedule="joint").dilution("a", ["a", "b", "c"]) == 0.0
 
 
+def test_effective_steps_count_a_fitted_part_of_the_others_steps():
+    """a reaches its best 0.8 at 40 of the 90 steps; in the trio it trains 30 (dilution -25%)
+    but measured only -5%: the smallest λ with 1/3 + λ·2/3 of the cap >= 40 steps is 0.17
+    (0.16 gives 39.6 steps). Its loss is then all dilution-free transfer (residual -5%);
+    c and b have nothing to lose from fewer steps: λ = 0."""
+    est = three_tasks(effective_steps=True).fit({"a": -0.05, "b": -0.01, "c": -0.1})
+    assert est.carry == pytest.approx({"a": 0.17, "b": 0.0, "c": 0.0})
+    assert est.dilution("a", ["a", "b", "c"]) == 0.0
+    assert est.residual["a"] == pytest.approx(-0.05)
+    assert est("a", ["a", "c"]) == pytest.approx(-0.05)  # c is a's most harmful task by the affinity
+    assert est("a", ["a", "b"]) == pytest.approx(0.0)
+    # the own-steps estimate of the same study: a's 20% gain beyond its dilution
+    assert three_tasks().fit({"a": -0.05})("a", ["a", "b"]) == pytest.approx(0.2)
+    # a cap too small for a's best at any λ: λ = 1, the remaining loss is fitted as transfer
+    short = three_tasks(effective_steps=True)
+    short.cap = 30
+    short.fit({"a": -0.05})
+    assert short.carry["a"] == 1.0 and short.dilution("a", ["a", "b"]) == pytest.approx(-0.25)
+    assert short.residual["a"] == pytest.approx(0.2)
+    assert three_tasks().carry == {}  # off by default
+
+
 def test_missing_pieces_are_not_guessed():
     est = three_tasks().fit({})  # the all-tasks group not measured (yet): dilution only
     assert est("a", ["a", "b", "c"]) == pytest.approx(-0.25) and est("a", ["a", "b"]) == 0.0
