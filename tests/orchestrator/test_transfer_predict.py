@@ -126,3 +126,14 @@ def test_a_slow_task_is_split_off_although_every_affinity_onto_it_is_positive():
     assert estimated[("a", ("a", "b"))] == pytest.approx(0.05)  # no dilution for a fast task, b present
     # the recommendation stays on measured gains until the proposed groups are trained
     assert res["grouping"]["groups"] == [["a", "b", "c"], ["c"]] and not res["grouping"]["confirmed"]
+    # effective steps: c needs 60 of the 90 steps to reach 0.40 (-20%, no worse than the -30% it
+    # measured in the trio), so half of the others' steps count as its own (λ = 0.5): dilution
+    # -20% in the trio, residual -10% (no task harms c by the affinity: it scales with the share
+    # of the others present); in a pair c reads its curve at 0.75 of the cap (0.40, -20%)
+    eff = analyse(study, runs, z, effective_steps=True)
+    assert eff["estimator"]["carry"] == pytest.approx({"a": 0.0, "b": 0.0, "c": 0.5})
+    assert eff["estimator"]["residual"]["c"] == pytest.approx(-0.10)
+    estimated = {(e["task"], tuple(e["group"])): e["delta"] for e in eff["estimated_gains"]}
+    assert estimated[("c", ("a", "c"))] == pytest.approx(-0.20 - 0.10 / 2)
+    assert eff["proposed"]["groups"] == [["a", "b"], ["c"]]
+    assert "carry" not in fit
