@@ -14,13 +14,13 @@ grouping with the *measured* gains of the exhaustive study:
 
 ``affinity`` is mtlo's affinity method (groups proposed from the estimates of
 orchestrator/transfer/predict.py: dilution from the baselines' learning curves plus the
-lookahead affinity); ``affinity_effective`` the same with the effective-steps dilution
-(``Estimator.effective_steps``: a fitted part of the other tasks' steps counted as the
-task's own); ``affinity_tag`` proposes them from TAG's own score (mean affinity onto
+lookahead affinity, the other tasks' steps counted in part as the task's own);
+``affinity_own_steps`` the same with the estimate before that (``effective_steps=False``:
+own steps only); ``affinity_tag`` proposes them from TAG's own score (mean affinity onto
 each task), everything else equal. ``estimates`` compares every estimate with the gain the
 exhaustive study measured for the same task in the same group (Pearson and Spearman
-correlation, mean absolute error): mtlo's affinity estimate (α fitted on the all-tasks
-group only, as the method does), Standley's estimate from the pairs, and TAG's score (its
+correlation, mean absolute error): mtlo's affinity estimate (fitted on the baselines and
+the all-tasks group only, as the method does; also with own steps only), Standley's estimate from the pairs, and TAG's score (its
 units are not gains: correlations only).
 
 The exhaustive optimum is the best of many groupings scored on the same three seeds it was
@@ -80,14 +80,14 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, r
     tasks = study.tasks
     if method == "pairwise":
         used = [r for r in runs if len(r.group) <= 2]
-    elif method in ("affinity", "affinity_effective", "affinity_tag"):
+    elif method in ("affinity", "affinity_own_steps", "affinity_tag"):
         used = [r for r in runs if len(r.group) == 1 or len(r.group) == len(tasks)]
     else:
         used = list(runs)
     if method == "affinity_tag":
         return replay_tag(study, runs, used, affinity or {})
-    st = replace(study, method="affinity" if method == "affinity_effective" else method)
-    eff = method == "affinity_effective"
+    st = replace(study, method="affinity" if method == "affinity_own_steps" else method)
+    eff = method != "affinity_own_steps"
     res = analyse(st, used, affinity if method != "pairwise" else None, effective_steps=eff)
     for _ in range(rounds):  # confirmation, as mtlo transfer does (here: taken from the exhaustive runs)
         todo = {an.group_of(g) for g in to_confirm(res)}
@@ -147,15 +147,15 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: lis
     singles_all = [r for r in runs if len(r.group) == 1 or r.group == every]
     at_all = [g for g in gains if g.group == every]
     est = estimator(study, singles_all, at_all, affinity)
-    eff = estimator(study, singles_all, at_all, affinity, effective_steps=True)
+    own = estimator(study, singles_all, at_all, affinity, effective_steps=False)
     tag = affinity_table(study.tasks, affinity)
     matrix = an.pairwise_matrix(gains, study.tasks)
     rows = [g for g in gains if 2 <= len(g.group) < n]
-    out: dict[str, Any] = {"residual": est.residual, "groups": len({g.group for g in rows}),
-                           "effective_steps_fit": {"carry": eff.carry, "residual": eff.residual}}
+    out: dict[str, Any] = {"carry": est.carry, "residual": est.residual, "groups": len({g.group for g in rows}),
+                           "own_steps_residual": own.residual}
     for name, f in (("affinity", lambda t, g: est(t, g)), ("dilution_only", lambda t, g: est.dilution(t, g)),
-                    ("affinity_effective", lambda t, g: eff(t, g)),
-                    ("effective_dilution_only", lambda t, g: eff.dilution(t, g)),
+                    ("affinity_own_steps", lambda t, g: own(t, g)),
+                    ("own_steps_dilution_only", lambda t, g: own.dilution(t, g)),
                     ("tag_score", lambda t, g: tag.get(g, {}).get(t)),
                     ("standley", lambda t, g: an.standley_estimate(matrix, t, g) if len(g) > 2 else None)):
         pairs = [(v, g.delta) for g in rows for v in [f(g.task, g.group)] if v is not None]
@@ -248,7 +248,7 @@ def main() -> None:
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
     choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in
-    for method in ("exhaustive", "pairwise", "affinity", "affinity_effective", "affinity_tag"):
+    for method in ("exhaustive", "pairwise", "affinity", "affinity_own_steps", "affinity_tag"):
         res, used = replay(method, study, runs, affinity, args.confirm_rounds)
         groups = res["grouping"]["groups"]
         v = value(groups, study.tasks, table)

@@ -162,14 +162,17 @@ def _estimator_lines(res: dict[str, Any]) -> list[str]:
     measured_all = {g["task"]: g["delta"] for g in res["gains"] if sorted(g["group"]) == everyone}
     lines = ["", "The groups were proposed from estimated gains (orchestrator/transfer/predict.py): the gain of "
              "task t in group G is estimated as its *dilution* in G (t trains only its share of the step cap for "
-             "its own batches: what its own single-task runs had reached by then, against their best) plus its "
-             "*transfer*: what it gained in the all-tasks group beyond its dilution there (measured), times the "
-             "presence in G of the task that the affinity says it came from (its best helper, or for a loss its "
-             "most harmful task; relative to the yardstick Z[t → t]).",
-             "", "| task | measured (all tasks) | dilution (all tasks) | transfer (all tasks) | came from |",
-             "| --- | --- | --- | --- | --- |"]
+             "its own batches, plus a part λ of the other members' steps, which train the shared encoder too: "
+             "what its own single-task runs had reached by then, against their best; λ is fitted on the "
+             "all-tasks group) plus its *transfer*: what it gained in the all-tasks group beyond its dilution "
+             "there (measured), times the presence in G of the task that the affinity says it came from (its "
+             "best helper, or for a loss its most harmful task; relative to the yardstick Z[t → t]).",
+             "", "| task | measured (all tasks) | λ | dilution (all tasks) | transfer (all tasks) | came from |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    carry = fit.get("carry") or {}
     for t in tasks:
-        lines.append(f"| {t} | {pct(measured_all.get(t))} | {pct(fit['dilution'].get(t))} | "
+        lam = f"{carry[t]:.2f}" if t in carry else "–"
+        lines.append(f"| {t} | {pct(measured_all.get(t))} | {lam} | {pct(fit['dilution'].get(t))} | "
                      f"{pct(fit['residual'].get(t))} | {fit['helper'].get(t) or '–'} |")
     if fit.get("proposed"):
         by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}

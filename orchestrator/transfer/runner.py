@@ -193,7 +193,7 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
 
 
 def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
-              affinity: dict[str, dict[str, float]], effective_steps: bool = False) -> Estimator:
+              affinity: dict[str, dict[str, float]], effective_steps: bool = True) -> Estimator:
     """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), fitted to
     the gains measured in the all-tasks group."""
     curves: dict[str, list[Any]] = {}
@@ -208,7 +208,7 @@ def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
 
 
 def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None,
-            effective_steps: bool = False) -> dict[str, Any]:
+            effective_steps: bool = True) -> dict[str, Any]:
     """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix).
 
     ``proposed``: the best grouping on measured gains, and on estimates for groups never
@@ -227,7 +227,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
             est = estimator(study, runs, gains, affinity, effective_steps)
             fit = {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
                    "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
-                   **({"carry": dict(est.carry)} if effective_steps else {})}
+                   "carry": dict(est.carry)}
     else:
         est = lambda t, g: an.standley_estimate(matrix, t, g)  # noqa: E731
     table = an.gain_table(study.tasks, gains)

@@ -165,7 +165,8 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     assert {tuple(g) for g in proposed if len(g) > 1} <= shown and ("rt", "vader") in shown
     assert {"group": ["rt", "vader"], "task": "rt", "estimated": 1.0} in fit["proposed"]
     assert shown <= {tuple(g) for g in trained if len(g) > 1} | {tuple(g) for g in proposed}
-    assert res["estimator"] == fit and "| task | measured (all tasks) | dilution (all tasks) |" in md
+    assert set(fit["carry"]) == set(tasks) and all(0 <= v <= 1 for v in fit["carry"].values())
+    assert res["estimator"] == fit and "| task | measured (all tasks) | λ | dilution (all tasks) |" in md
     assert all(fit["helper"][t] in (None, *tasks) for t in tasks)
 
 

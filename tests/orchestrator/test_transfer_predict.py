@@ -39,7 +39,8 @@ def three_tasks(**kw):
 
 
 def test_dilution_residual_and_presence_by_hand():
-    est = three_tasks()
+    """Own steps only (λ = 0, the estimate before effective steps): the transfer terms by hand."""
+    est = three_tasks(effective_steps=False)
     # round robin: a trains 30 of the 90 steps in the trio (it had reached 0.6 by then, 0.8 at best)
     assert est.dilution("a", ["a", "b", "c"]) == pytest.approx((0.6 - 0.8) / 0.8)
     assert est.dilution("a", ["a", "b"]) == 0.0  # 45 steps: its best
@@ -69,21 +70,21 @@ def test_effective_steps_count_a_fitted_part_of_the_others_steps():
     but measured only -5%: the smallest λ with 1/3 + λ·2/3 of the cap >= 40 steps is 0.17
     (0.16 gives 39.6 steps). Its loss is then all dilution-free transfer (residual -5%);
     c and b have nothing to lose from fewer steps: λ = 0."""
-    est = three_tasks(effective_steps=True).fit({"a": -0.05, "b": -0.01, "c": -0.1})
+    est = three_tasks().fit({"a": -0.05, "b": -0.01, "c": -0.1})
     assert est.carry == pytest.approx({"a": 0.17, "b": 0.0, "c": 0.0})
     assert est.dilution("a", ["a", "b", "c"]) == 0.0
     assert est.residual["a"] == pytest.approx(-0.05)
     assert est("a", ["a", "c"]) == pytest.approx(-0.05)  # c is a's most harmful task by the affinity
     assert est("a", ["a", "b"]) == pytest.approx(0.0)
     # the own-steps estimate of the same study: a's 20% gain beyond its dilution
-    assert three_tasks().fit({"a": -0.05})("a", ["a", "b"]) == pytest.approx(0.2)
+    assert three_tasks(effective_steps=False).fit({"a": -0.05})("a", ["a", "b"]) == pytest.approx(0.2)
     # a cap too small for a's best at any λ: λ = 1, the remaining loss is fitted as transfer
-    short = three_tasks(effective_steps=True)
+    short = three_tasks()
     short.cap = 30
     short.fit({"a": -0.05})
     assert short.carry["a"] == 1.0 and short.dilution("a", ["a", "b"]) == pytest.approx(-0.25)
     assert short.residual["a"] == pytest.approx(0.2)
-    assert three_tasks().carry == {}  # off by default
+    assert three_tasks(effective_steps=False).fit({"a": -0.05}).carry == {}
 
 
 def test_missing_pieces_are_not_guessed():
@@ -114,7 +115,7 @@ def test_a_slow_task_is_split_off_although_every_affinity_onto_it_is_positive():
          "c": {"a": 0.001, "b": 0.001, "c": 0.01}}
     study = Study("s", "p", ["a", "b", "c"], {t: "acc" for t in "abc"}, {t: True for t in "abc"}, "affinity",
                   [0, 1, 2], 2, max_steps=cap)
-    res = analyse(study, runs, z)
+    res = analyse(study, runs, z, effective_steps=False)
     assert res["proposed"]["groups"] == [["a", "b"], ["c"]]
     fit = res["estimator"]
     assert fit["dilution"]["c"] == pytest.approx((0.30 - 0.50) / 0.50)  # 30 of its own steps
@@ -130,10 +131,10 @@ def test_a_slow_task_is_split_off_although_every_affinity_onto_it_is_positive():
     # measured in the trio), so half of the others' steps count as its own (λ = 0.5): dilution
     # -20% in the trio, residual -10% (no task harms c by the affinity: it scales with the share
     # of the others present); in a pair c reads its curve at 0.75 of the cap (0.40, -20%)
-    eff = analyse(study, runs, z, effective_steps=True)
+    eff = analyse(study, runs, z)  # the default
     assert eff["estimator"]["carry"] == pytest.approx({"a": 0.0, "b": 0.0, "c": 0.5})
     assert eff["estimator"]["residual"]["c"] == pytest.approx(-0.10)
     estimated = {(e["task"], tuple(e["group"])): e["delta"] for e in eff["estimated_gains"]}
     assert estimated[("c", ("a", "c"))] == pytest.approx(-0.20 - 0.10 / 2)
     assert eff["proposed"]["groups"] == [["a", "b"], ["c"]]
-    assert "carry" not in fit
+    assert fit["carry"] == {}
