@@ -20,8 +20,8 @@ own steps only); ``affinity_tag`` proposes them from TAG's own score (mean affin
 each task), everything else equal. ``estimates`` compares every estimate with the gain the
 exhaustive study measured for the same task in the same group (Pearson and Spearman
 correlation, mean absolute error): mtlo's affinity estimate (fitted on the baselines and
-the all-tasks group only, as the method does; also with own steps only), Standley's estimate from the pairs, and TAG's score (its
-units are not gains: correlations only).
+the all-tasks group only, as the method does; also with own steps only), Standley's
+estimate from the pairs, and TAG's score (its units are not gains: correlations only).
 
 The exhaustive optimum is the best of many groupings scored on the same three seeds it was
 chosen on, so its score is biased upward (selection on seed noise). With ``--holdout-config``
