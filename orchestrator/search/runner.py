@@ -351,8 +351,11 @@ def trial_context(cfg: Config, run: dict[str, Any], objective: Objective) -> Tri
 
 def _callbacks(recorder: Any, progress: Progress) -> list[Any]:
     """MLflow first (a result is recorded before anything else sees it), then the live
-    table, then the test-only driver faults (MTLO_FAULT; nothing happens without it)."""
-    return [recorder, progress, faults.driver_callback()]
+    table, then the test-only driver faults (MTLO_FAULT; nothing happens without it), last
+    the removal of a finished trial's checkpoints (orchestrator/search/checkpoints.py)."""
+    from orchestrator.search.checkpoints import DropFinishedCheckpoints
+
+    return [recorder, progress, faults.driver_callback(), DropFinishedCheckpoints()]
 
 
 def _recorder(cfg: Config, experiment_id: str, parent_id: str, ctx: TrialContext, role: str,

@@ -60,6 +60,11 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     assert status == {1: "FAILED", 2: "FINISHED", 3: "DIVERGED", **{i: "FINISHED" for i in range(4, 9)}}, status
     assert result["best"]["status"] == "FINISHED" and math.isfinite(result["best"]["objective"])
     assert "DIVERGED" in out.stderr and "retrying" in out.stderr  # the progress lines said so
+    # a finished (or diverged) trial gave its checkpoints back; the failed one keeps its last,
+    # which --resume retries it from; every trial keeps its results
+    kept = {n for n, f in folders.items() if any(f.glob("checkpoint_*"))}
+    assert kept == {1}, kept
+    assert all((f / "result.json").is_file() for f in folders.values())
 
     from mlflow.tracking import MlflowClient
 

@@ -153,3 +153,19 @@ def test_cli_search_json_and_bad_space(workdir):
     assert out.returncode == 2 and out.stderr.strip().endswith("bad.yaml: lr: low must be below high, got [0.1, 0.01]")
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (workdir / "ray_results" / "bad").exists()  # nothing started
+
+
+def test_drop_checkpoints_removes_only_checkpoint_folders(tmp_path):
+    from pyarrow import fs
+
+    from orchestrator.search.checkpoints import drop_checkpoints
+
+    for name in ("checkpoint_000000", "checkpoint_000003"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.pt").write_bytes(b"x" * 10)
+    (tmp_path / "result.json").write_text("{}")
+    (tmp_path / "checkpoint_notes.txt").write_text("a file, not a checkpoint folder")
+    assert drop_checkpoints(fs.LocalFileSystem(), str(tmp_path)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_notes.txt", "result.json"]
+    assert drop_checkpoints(fs.LocalFileSystem(), str(tmp_path / "missing")) == 0
+    assert drop_checkpoints(fs.LocalFileSystem(), None) == 0

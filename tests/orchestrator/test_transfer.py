@@ -91,6 +91,9 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     half = 12.7062 * abs(totals[0] - totals[1]) / 2 ** 0.5 / 2 ** 0.5
     assert sum(totals) / 2 == pytest.approx(out["grouping"]["score"])
     assert out["grouping"]["ci"] == pytest.approx([sum(totals) / 2 - half, sum(totals) / 2 + half], rel=1e-4)
+    trials = list((tmp_path / "ray_results").rglob("trainable_*"))  # finished: results kept, checkpoints gone
+    assert len(trials) == 14 and all((t / "result.json").is_file() and not any(t.glob("checkpoint_*"))
+                                     for t in trials)
     logged = client.download_artifacts(out["parent_run_id"], "transfer.json", str(tmp_path))
     assert json.loads(Path(logged).read_text())["grouping"] == out["grouping"]
 
