@@ -13,10 +13,16 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.display import err_console
+
 
 class DropFinishedCheckpoints(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        drop_checkpoints(trial.storage.storage_filesystem, trial.path)
+        try:
+            drop_checkpoints(trial.storage.storage_filesystem, trial.path)
+        except OSError as exc:  # housekeeping: never stop a study for it
+            err_console.print(f"[yellow]could not delete the checkpoints of finished trial {trial.trial_id}: "
+                              f"{exc}[/yellow]")
 
 
 def drop_checkpoints(fs: Any, trial_dir: str | None) -> int:

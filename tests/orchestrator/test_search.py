@@ -169,3 +169,17 @@ def test_drop_checkpoints_removes_only_checkpoint_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_notes.txt", "result.json"]
     assert drop_checkpoints(fs.LocalFileSystem(), str(tmp_path / "missing")) == 0
     assert drop_checkpoints(fs.LocalFileSystem(), None) == 0
+
+
+def test_a_checkpoint_that_cannot_be_deleted_does_not_stop_the_study(capsys):
+    from types import SimpleNamespace
+
+    from orchestrator.search.checkpoints import DropFinishedCheckpoints
+
+    class Broken:
+        def get_file_info(self, selector):
+            raise OSError("read-only file system")
+
+    trial = SimpleNamespace(trial_id="t1", path="/x", storage=SimpleNamespace(storage_filesystem=Broken()))
+    DropFinishedCheckpoints().on_trial_complete(0, [], trial)
+    assert "could not delete the checkpoints of finished trial t1: read-only file system" in capsys.readouterr().err
