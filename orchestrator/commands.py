@@ -226,6 +226,11 @@ def print_transfer(out: dict[str, Any]) -> None:
         base.add_row(t, out["main_metric"][t], *(("-",) * 3 if b is None else
                                                   (f"{b['mean']:.4f}", f"{b['std']:.4f}", str(b["n"]))))
     con.print(base)
+    from orchestrator.report import check_command, noisy_note
+
+    note = noisy_note(out)
+    if note:
+        con.print(f"[yellow]{note}[/yellow]")
     mat = Table(title="pairwise transfer A[row, col] = gain of row when trained with col (relative to alone)",
                 title_justify="left")
     mat.add_column("task")
@@ -258,8 +263,6 @@ def print_transfer(out: dict[str, Any]) -> None:
               + ("" if gr["confirmed"] or not out.get("proposed") else
                  "  (the estimates propose " + "  |  ".join("+".join(g) for g in out["proposed"]["groups"])
                  + ", not all trained: --resume --confirm-rounds N trains them)"))
-    from orchestrator.report import check_command
-
     check = check_command(out)
     if check:
         con.print(f"  best of the trained groups on these seeds; to check it on new seeds: {check}")

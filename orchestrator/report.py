@@ -122,6 +122,19 @@ def _heatmap(res: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def noisy_note(res: dict[str, Any]) -> str | None:
+    """One sentence on the tasks whose baseline varies a lot from seed to seed (``noisy_baselines``)."""
+    from orchestrator.transfer.analysis import NOISY_BASELINE_CV
+
+    noisy = res.get("noisy_baselines") or {}
+    if not noisy:
+        return None
+    parts = [f"{t} {'(mean 0)' if v is None else f'{100 * v:.0f}%'}" for t, v in noisy.items()]
+    return (f"Noisy baselines (seed-to-seed std over |mean|, above {100 * NOISY_BASELINE_CV:.0f}%): "
+            f"{', '.join(parts)}. A relative gain divides by the baseline, so these tasks' gains are noisy, and "
+            "large ones weigh most in a grouping's total gain: read them with their intervals.")
+
+
 def check_command(res: dict[str, Any]) -> str | None:
     """The command that trains a study's recommended groups (and the baselines) again on new
     seeds; None where it recommends training every task alone, and for a study that is such a
@@ -263,6 +276,9 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
         b = res["baselines"].get(t)
         lines.append(f"| {t} | {res['main_metric'][t]} | " +
                      (f"{b['mean']:.4f} | {b['std']:.4f} | {b['n']} |" if b else "– | – | 0 |"))
+    note = noisy_note(res)
+    if note:
+        lines += ["", note]
     lines += ["", "## Pairwise transfer", "",
               "Gain of the row task when trained with the column task, relative to the row task alone "
               "(* significant, Welch's t-test over seeds, p < 0.05).", "",

@@ -89,6 +89,19 @@ def baselines(runs: Iterable[Run]) -> dict[str, Stats]:
     return {g[0]: _stats(ts[g[0]]) for g, ts in scores_by_group(runs).items() if len(g) == 1 and ts.get(g[0])}
 
 
+NOISY_BASELINE_CV = 0.10  # seed-to-seed std over |mean| of a baseline above which its task's gains are flagged
+
+
+def noisy_baselines(base: dict[str, Stats], cv: float = NOISY_BASELINE_CV) -> dict[str, float]:
+    """The tasks whose baseline varies by more than ``cv`` of its size from seed to seed
+    (std / |mean|, at least two seeds), with that ratio. A relative gain divides by |b_t|, so
+    such a task's gains are noisy and, being large, weigh most in a grouping's total (a
+    Pearson of 0.13 ± 0.024 on vader_nyt made every grouping's total of a six-task study
+    swing by ±100 points from seed to seed: BENCHMARKS.md)."""
+    ratio = {t: s.std / abs(s.mean) if s.mean else math.inf for t, s in base.items() if s.n >= 2}
+    return {t: r for t, r in ratio.items() if r > cv}
+
+
 def welch(a: Sequence[float], b: Sequence[float], alpha: float = 0.05
           ) -> tuple[float | None, tuple[float, float] | None]:
     """Welch's t-test of mean(a) − mean(b): (two-sided p, 1 − alpha interval of the difference).

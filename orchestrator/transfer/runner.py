@@ -260,6 +260,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "name": study.name, "parent_run_id": study.parent_run_id, "method": study.method, "budget": study.budget,
         "tasks": study.tasks, "main_metric": study.main_metric, "seeds": study.seeds,
         "baselines": {t: s.as_dict() for t, s in base.items()},
+        "noisy_baselines": {t: v if math.isfinite(v) else None for t, v in an.noisy_baselines(base).items()},
         "gains": [g.as_dict() for g in gains],
         "negative_transfer": [g.as_dict() for g in an.negative_transfer(gains)],
         "pairwise": matrix,

@@ -254,6 +254,22 @@ def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
     print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None}})
     text = " ".join(capsys.readouterr().out.split())
     assert "(measured)" in text and "to check it" not in text  # every task alone: no group to check
+    assert "Noisy baselines" not in text
+    print_transfer({**out, "noisy_baselines": {"b": 0.187, "c": None}})
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Noisy baselines (seed-to-seed std over |mean|, above 10%): b 19%, c (mean 0)." in text
+
+
+def test_noisy_baselines_by_hand():
+    """std / |mean| over seeds above 10%: vader_nyt's 0.1297 ± 0.0243 (18.7%) of the second
+    six-task study is flagged, its 4-5% tasks are not; a zero mean always is; one seed never."""
+    from orchestrator.transfer.analysis import noisy_baselines
+
+    base = baselines(runs(["a"], {"a": [0.10, 0.13, 0.16]}) + runs(["b"], {"b": [0.60, 0.62, 0.64]})
+                     + runs(["c"], {"c": [-0.1, 0.0, 0.1]}) + runs(["m"], {"m": [5.0]}, seeds=(0,)))
+    got = noisy_baselines(base)
+    assert set(got) == {"a", "c"} and got["a"] == pytest.approx(0.03 / 0.13) and got["c"] == float("inf")
+    assert noisy_baselines(base, cv=0.5) == {"c": float("inf")}
 
 
 @pytest.mark.parametrize("n_tasks", [3, 6])
