@@ -92,3 +92,47 @@ def _step_scale(optim: torch.optim.Optimizer, shared: list[torch.nn.Parameter]) 
     SGD step at that rate)."""
     where = {id(p): g for g in optim.param_groups for p in g["params"]}
     return [float(where[id(p)]["lr"]) if id(p) in where else 0.0 for p in shared]
+
+
+class GradientAffinity:
+    """First-order lookahead affinity from the training steps' own gradients, at every step.
+
+    For an SGD step of rate η along task i's gradient g_i, to first order
+    Z[i -> j] ≈ η ⟨g_i, g_j⟩ / L_j. A schedule that trains one task per step (round_robin,
+    proportional, temperature) computes some g_t at every step anyway: each step's gradient
+    of the shared parameters is paired with the latest gradient of every other task (a few
+    steps old) and with t's own previous one (another batch of t: the diagonal). So the
+    affinity is measured at every step, at the cost of a dot product per task, where the
+    lookahead (:class:`AffinityMeter`) costs about n + n²/3 training steps a measurement and
+    is taken ten times a run. ``gcos`` is the cosine of the same pair of gradients.
+    """
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.tasks = list(tasks)
+        self.sums: dict[tuple[str, str], float] = {}
+        self.cos: dict[tuple[str, str], float] = {}
+        self.counts: dict[tuple[str, str], int] = {}
+        self.last: dict[str, tuple[torch.Tensor, float]] = {}
+
+    def observe(self, task: str, shared: list[torch.nn.Parameter], loss: float, lr: float, scale: float = 1.0) -> None:
+        """After the backward pass of a step that trained ``task`` alone (its loss ``loss``,
+        its weight in the objective ``scale``), before the optimizer step."""
+        if not shared or not loss > 0 or not scale:
+            return
+        g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
+                       for p in shared]) / scale
+        norm = float(g.norm())
+        for j, (gj, loss_j) in self.last.items():
+            dot = float(g @ gj)
+            cos = dot / max(norm * float(gj.norm()), 1e-30)
+            pairs = [(task, task, loss)] if j == task else [(task, j, loss_j), (j, task, loss)]
+            for a, b, lb in pairs:
+                self.sums[(a, b)] = self.sums.get((a, b), 0.0) + lr * dot / lb
+                self.cos[(a, b)] = self.cos.get((a, b), 0.0) + cos
+                self.counts[(a, b)] = self.counts.get((a, b), 0) + 1
+        self.last[task] = (g, loss)
+
+    def row(self) -> dict[str, float]:
+        out = {f"gaffinity/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.sums.items()}
+        out.update({f"gcos/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.cos.items()})
+        return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.affinity import AffinityMeter
+from trainables.affinity import AffinityMeter, GradientAffinity, _step_scale
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.errors import InputError
@@ -228,6 +228,7 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     shared = model.shared_parameters() if meter else []
     if meter is not None and len(exp.tasks) > 1 and not shared:
         raise InputError("train.affinity_every: affinity needs parameters the tasks share (sharing: hard or partial)")
+    gmeter = GradientAffinity(exp.tasks) if meter is not None and len(exp.tasks) > 1 else None
     aff_rng = np.random.default_rng(tr.seed + 7919)  # its own draws: training batches are unchanged
 
     def task_loss(t: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -282,6 +283,9 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
                 loss_sum[t] += value
                 loss_n[t] += 1
             weights.update(exp.weighting.backward(losses, model))
+            if gmeter is not None and len(losses) == 1:
+                (t1, l1), = losses.items()
+                gmeter.observe(t1, shared, float(l1.detach()), _step_scale(optim, shared[:1])[0], weights.get(t1, 1.0))
             penalty = penalty_fn(encoders, tr)
             if penalty is not None:
                 penalty.backward()
@@ -312,6 +316,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         row.update({f"weight/{t}": v for t, v in weights.items()})
         if meter is not None:
             row.update(meter.row())
+        if gmeter is not None:
+            row.update(gmeter.row())
         history.append(row)
         if best is None or score > best["objective"] + tr.min_delta:
             stale = 0
