@@ -235,7 +235,7 @@ def main() -> None:
     study = study_from_mlflow(client, parent.info.run_id)
     if args.budget:
         study = replace(study, budget=args.budget)
-    runs, affinity, _ = read_study(client, parent.info.experiment_id, replace(study, method="exhaustive"))
+    runs, affinity, _, _ = read_study(client, parent.info.experiment_id, replace(study, method="exhaustive"))
     runs = with_curves(client, runs, study.main_metric)  # for the affinity method's replay
     affinity = affinity or {}
     full = analyse(replace(study, method="exhaustive"), runs)

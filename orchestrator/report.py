@@ -60,9 +60,10 @@ def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any]
     from orchestrator.transfer.runner import analyse, read_study, study_from_mlflow
 
     study = study_from_mlflow(client, parent.info.run_id)
-    runs, affinity, failed = read_study(client, parent.info.experiment_id, study)
+    runs, affinity, failed, signals = read_study(client, parent.info.experiment_id, study)
     res = analyse(study, runs, affinity)
     res["failed_runs"] = failed
+    res["affinity_signals"] = signals
     res["status"] = parent.info.status
     figures = []
     if _heatmap(res, out / "transfer_matrix.png"):
@@ -198,6 +199,25 @@ def _estimator_lines(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _agreement_lines(signals: dict[str, Any]) -> list[str]:
+    """Whether the affinity's ranking of helpers is reproducible across the all-tasks runs."""
+    rows = [(name, s) for name, s in signals.items() if s.get("agreement") is not None]
+    if not rows:
+        return []
+    what = {"lookahead": "lookahead (above; ten measurements a run)",
+            "gradient": "first-order, from the training gradients at every step"}
+    out = ["", "How far the all-tasks runs (one per seed) agree on who helps whom: for each task, the Spearman "
+           "correlation between two runs of the affinity onto it from the other tasks, mean over tasks and pairs "
+           "of runs (1: the same ranking at every seed; near 0: seed noise).", ""]
+    out += [f"- {what.get(name, name)}: **{s['agreement']:+.2f}** over {s['runs']} runs" for name, s in rows]
+    look = signals.get("lookahead", {}).get("agreement")
+    if look is not None and look < 0.5:
+        out += ["", f"The lookahead ranking agrees only {look:+.2f} across seeds: which task a transfer comes from "
+                "is mostly seed noise here, so groups proposed from it rest on the measured gains (the all-tasks "
+                "group, the baselines' learning curves) and must be confirmed by training."]
+    return out
+
+
 def _affinity_map(res: dict[str, Any], path: Path) -> bool:
     import numpy as np
 
@@ -308,6 +328,7 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
             lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
         lines += ["", "The diagonal Z[i → i] is a step on i measured on another batch of i: the yardstick for "
                   "what a step on another task is worth to i."]
+        lines += _agreement_lines(res.get("affinity_signals") or {})
         if res.get("proposed") and res["method"] == "affinity":
             lines += ["", "Groups proposed from the affinity: "
                       + ", ".join("**" + " + ".join(g) + "**" for g in res["proposed"]["groups"])

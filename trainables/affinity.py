@@ -132,6 +132,18 @@ class GradientAffinity:
                 self.counts[(a, b)] = self.counts.get((a, b), 0) + 1
         self.last[task] = (g, loss)
 
+    def state(self) -> dict[str, Any]:
+        return {"sums": {f"{i}\t{j}": v for (i, j), v in self.sums.items()},
+                "cos": {f"{i}\t{j}": v for (i, j), v in self.cos.items()},
+                "counts": {f"{i}\t{j}": v for (i, j), v in self.counts.items()},
+                "last": {t: [g.cpu(), loss] for t, (g, loss) in self.last.items()}}
+
+    def load(self, state: dict[str, Any], device: torch.device | None = None) -> None:
+        for name in ("sums", "cos", "counts"):
+            getattr(self, name).update({tuple(k.split("\t")): v for k, v in state[name].items()})
+        self.last = {t: (g.to(device) if device is not None else g, float(loss))
+                     for t, (g, loss) in state["last"].items()}
+
     def row(self) -> dict[str, float]:
         out = {f"gaffinity/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.sums.items()}
         out.update({f"gcos/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.cos.items()})

@@ -255,6 +255,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         first_epoch = state["epoch"] + 1
         if meter is not None and state.get("affinity"):
             meter.load(state["affinity"])
+        if gmeter is not None and state.get("gradient_affinity"):
+            gmeter.load(state["gradient_affinity"], exp.device)
             aff_rng.bit_generator.state = state["aff_rng"]
         start -= history[-1]["seconds"] if history else 0.0
         if state.get("stopped"):
@@ -338,6 +340,7 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
                 "stale": stale, "best": dict(best), "history": list(history),
                 "stopped": stopped if stopped != "epochs" else None,
                 "affinity": meter.state() if meter is not None else None,
+                "gradient_affinity": gmeter.state() if gmeter is not None else None,
                 "aff_rng": aff_rng.bit_generator.state,
             })
         report(row)

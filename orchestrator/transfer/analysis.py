@@ -328,3 +328,24 @@ def best_grouping(tasks: Sequence[str], table: Mapping[Group, Mapping[str, float
         k -= 1
     score = best[k_best][full][0]
     return Grouping(sorted(groups, key=lambda g: (-len(g), g)), score, assignment)
+
+
+def agreement(matrices: Sequence[Mapping[str, Mapping[str, float]]], tasks: Sequence[str]) -> float | None:
+    """How far several measurements of an affinity (one per all-tasks run, i.e. per seed)
+    agree on *who helps whom*: for each task t, the Spearman correlation between two runs of
+    Z[j -> t] over the other tasks j; mean over tasks and over pairs of runs. 1: the same
+    ranking of helpers at every seed; near 0: the ranking is seed noise. None with fewer than
+    two runs or four tasks (three helpers per task, the fewest a ranking can say much of)."""
+    from scipy import stats
+
+    if len(matrices) < 2 or len(tasks) < 4:
+        return None
+    vals = []
+    for a, b in itertools.combinations(matrices, 2):
+        for t in tasks:
+            xa = [a.get(j, {}).get(t) for j in tasks if j != t]
+            xb = [b.get(j, {}).get(t) for j in tasks if j != t]
+            if any(v is None for v in xa + xb) or len(set(xa)) < 2 or len(set(xb)) < 2:
+                continue
+            vals.append(float(stats.spearmanr(xa, xb)[0]))
+    return statistics.fmean(vals) if vals else None

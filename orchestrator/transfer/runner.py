@@ -121,18 +121,45 @@ def _failed(children: list[Any]) -> list[dict[str, Any]]:
             if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in ("FAILED", "DIVERGED")]
 
 
-def _affinity(children: list[Any]) -> dict[str, dict[str, float]]:
-    sums: dict[tuple[str, str], list[float]] = {}
+def _matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, float]]]:
+    """Per finished run that measured it, the affinity ``prefix/<i>/<j>`` as Z[i][j]."""
+    out = []
     for r in children:
         if r.info.status != "FINISHED":
             continue
+        z: dict[str, dict[str, float]] = {}
         for k, v in r.data.metrics.items():
-            if k.startswith("affinity/"):
+            if k.startswith(prefix + "/"):
                 _, i, j = k.split("/", 2)
-                sums.setdefault((i, j), []).append(float(v))
+                z.setdefault(i, {})[j] = float(v)
+        if z:
+            out.append(z)
+    return out
+
+
+def _mean_matrix(ms: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for (i, j), vals in sums.items():
-        out.setdefault(i, {})[j] = sum(vals) / len(vals)
+    for i in sorted({i for m in ms for i in m}):
+        for j in sorted({j for m in ms for j in m.get(i, {})}):
+            vals = [m[i][j] for m in ms if j in m.get(i, {})]
+            out.setdefault(i, {})[j] = sum(vals) / len(vals)
+    return out
+
+
+def _affinity(children: list[Any]) -> dict[str, dict[str, float]]:
+    return _mean_matrix(_matrices(children, "affinity"))
+
+
+def affinity_signals(children: list[Any], tasks: list[str]) -> dict[str, Any]:
+    """Both affinities of the all-tasks runs: TAG's lookahead (measured ten times a run; what
+    the estimate uses) and the first-order one from the training gradients at every step
+    (trainables/affinity.py, ``GradientAffinity``), each with its mean over runs and how far
+    the runs (seeds) agree on who helps whom (``analysis.agreement``)."""
+    out: dict[str, Any] = {}
+    for name, prefix in (("lookahead", "affinity"), ("gradient", "gaffinity")):
+        ms = _matrices(children, prefix)
+        if ms:
+            out[name] = {"runs": len(ms), "agreement": an.agreement(ms, tasks), "matrix": _mean_matrix(ms)}
     return out
 
 
@@ -162,17 +189,18 @@ def with_curves(client: Any, runs: list[an.Run], main_metric: dict[str, str],
 
 
 def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run] | None = None
-               ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]]]:
+               ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]], dict[str, Any]]:
     """One read of a study's child runs: the finished runs, the affinity (for the methods that
     measure it) and the runs that failed or diverged (left out of the analysis, never dropped
     silently: the report and ``--json`` list them). For the affinity method, the single-task
     runs come with their learning curves (taken from ``known`` runs where read before)."""
     children = _children(client, experiment_id, study.parent_run_id)
     runs = _runs(children, study.main_metric)
-    affinity = _affinity(children) if study.method in ("affinity", "exhaustive") else None
+    measured = study.method in ("affinity", "exhaustive")
+    affinity = _affinity(children) if measured else None
     if study.method == "affinity":
         runs = with_curves(client, runs, study.main_metric, known)
-    return runs, affinity, _failed(children)
+    return runs, affinity, _failed(children), affinity_signals(children, study.tasks) if measured else {}
 
 
 def affinity_every(tasks: list[str], cap: int) -> int:
@@ -376,7 +404,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     recorder = _recorder(cfg, experiment_id, parent_id, ctx, "trial", base_tags)
     run_grid(cfg, ctx, points, name="study", storage=exp_dir, recorder=recorder, role="trial", resume=resume,
              as_json=as_json)
-    runs, affinity, failed = read_study(client, experiment_id, study)
+    runs, affinity, failed, signals = read_study(client, experiment_id, study)
     result = analyse(study, runs, affinity)
 
     # confirmation: train the proposed groups whose gains were only estimated; with more rounds,
@@ -393,10 +421,11 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         run_grid(cfg, ctx, [{"tasks": "+".join(g), "seed": s} for g in todo for s in seed_list],
                  name=f"confirm-{key}", storage=exp_dir, recorder=confirm, role="confirm", resume=resume,
                  as_json=as_json)
-        runs, affinity, failed = read_study(client, experiment_id, study, known=runs)
+        runs, affinity, failed, signals = read_study(client, experiment_id, study, known=runs)
         result = analyse(study, runs, affinity)
     result["seconds"] = time.time() - started
     result["failed_runs"] = failed
+    result["affinity_signals"] = signals
     tracking.log_files(client, parent_id, {"transfer.json": tracking.as_json(result)})
     tracking.log_metrics(client, parent_id, {"grouping/score": result["grouping"]["score"],
                                              "cost/trials": result["cost"]["trials"],

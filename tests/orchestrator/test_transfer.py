@@ -156,6 +156,10 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     assert out["cost"]["trials"] == len(trained)
     res, md, folder = build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "aff", tmp_path / "rep")
     assert res["affinity"] == out["affinity"] and (folder / "affinity.png").is_file()
+    # one all-tasks run: no agreement across seeds to measure; the joint schedule trains every
+    # task at every step, so no single task's gradient is read (no gradient affinity)
+    assert out["affinity_signals"] == res["affinity_signals"] == {
+        "lookahead": {"runs": 1, "agreement": None, "matrix": out["affinity"]}}
     assert "## Affinity (estimated)" in md
     # the proposal's estimates: each task's dilution, measured residual and its source in the all-tasks
     # group (single-task learning curves were read back from MLflow), each proposed group's estimate

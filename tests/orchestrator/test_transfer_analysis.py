@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from orchestrator.errors import ConfigError
+from orchestrator.transfer import analysis as an
 from orchestrator.transfer.analysis import (
     Gain,
     Run,
@@ -293,3 +294,34 @@ def test_gain_bars_stay_readable_for_an_exhaustive_study(tmp_path, n_tasks):
     else:  # two columns of panels, 3 rows of 31 bars: well under the single column's ~7,000 px
         assert w == 16 * 110 and h < 3200, (w, h)
     assert not _gain_bars({"name": "x", "gains": [dict(g, estimated=True) for g in gains]}, tmp_path / "none.png")
+
+
+def test_affinity_agreement_by_hand():
+    tasks = ["a", "b", "c", "d"]
+    # Z[j][t]: onto a, run 1 ranks b > c > d, run 2 the same, run 3 reversed
+    def run(order_a, order_b):
+        z = {j: {} for j in tasks}
+        for t, order in (("a", order_a), ("b", order_b)):
+            for rank, j in enumerate(order):
+                z[j][t] = 1.0 - rank / 10
+        for t in ("c", "d"):  # constant onto c and d: no ranking, left out
+            for j in tasks:
+                z[j][t] = 0.5
+        return z
+    one, two, three = run("bcd", "acd"), run("bcd", "acd"), run("dcb", "acd")
+    assert an.agreement([one, two], tasks) == pytest.approx(1.0)
+    # pairs (1,2): a +1, b +1; (1,3): a -1, b +1; (2,3): a -1, b +1 -> mean of six = 1/3
+    assert an.agreement([one, two, three], tasks) == pytest.approx(1 / 3)
+    assert an.agreement([one], tasks) is None
+    assert an.agreement([one, two], ["a", "b", "c"]) is None  # two helpers a task: too few to rank
+
+
+def test_report_says_when_the_affinity_is_seed_noise():
+    from orchestrator.report import _agreement_lines
+
+    noisy = _agreement_lines({"lookahead": {"runs": 3, "agreement": 0.09}, "gradient": {"runs": 3, "agreement": 0.42}})
+    text = "\n".join(noisy)
+    assert "**+0.09** over 3 runs" in text and "**+0.42** over 3 runs" in text and "mostly seed noise" in text
+    steady = "\n".join(_agreement_lines({"lookahead": {"runs": 3, "agreement": 0.8}}))
+    assert "**+0.80**" in steady and "seed noise here" not in steady
+    assert _agreement_lines({"lookahead": {"runs": 1, "agreement": None}}) == []
