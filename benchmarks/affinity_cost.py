@@ -1,0 +1,68 @@
+"""What measuring the affinity costs, in training steps of the same run.
+
+The transfer benchmarks count compute as optimizer steps; the all-tasks runs also measure
+the affinity. This times, in one process and interleaved (the machine is noisy: medians of
+``--repeats``), the same all-tasks training (six built-in tasks, the tiny encoder, round-robin,
+``--steps`` steps) three ways: plain; with the gradient affinity only (a dot product per task
+at every step; the lookahead set to never fire); with both, the lookahead every ``--every``
+steps. Reported: the gradient affinity's overhead per training step and one lookahead
+measurement, both in training steps.
+
+    python benchmarks/affinity_cost.py [--steps 120] [--every 12] [--repeats 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trainables.loop import build, fit  # noqa: E402
+
+TASKS = {"rt": "rt_polarity", "imdb": "imdb", "tweets": "vader_tweets", "amazon": "vader_amazon",
+         "coarse": "trec_coarse", "fine": "trec_fine"}
+
+
+def config(steps: int, every: int | None) -> dict:
+    return {"encoder": {"model": "builtin:tiny-random", "max_length": 64},
+            "tasks": {k: {"source": f"builtin:{v}"} for k, v in TASKS.items()},
+            "train": {"epochs": 1, "batch_size": 32, "lr": 1e-3, "head_lr": 3e-3, "schedule": "round_robin",
+                      "max_train_examples": 600, "max_eval_examples": 8, "max_steps": steps, "seed": 0,
+                      "num_threads": 1, "device": "cpu", "affinity_every": every}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--every", type=int, default=12)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    ways = {"plain": None, "gradient": 10 ** 9, "gradient+lookahead": args.every}
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(args.repeats):
+        for name, every in ways.items():
+            exp = build(config(args.steps, every))
+            t0 = time.perf_counter()
+            fit(exp, lambda row: None)
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    step = med["plain"] / args.steps
+    out = {"steps": args.steps, "every": args.every, "repeats": args.repeats, "seconds": times,
+           "median_seconds": med, "seconds_per_step": step,
+           "gradient_overhead_steps_per_step": (med["gradient"] - med["plain"]) / args.steps / step,
+           "lookahead_steps_per_measurement": (med["gradient+lookahead"] - med["gradient"])
+           / (args.steps // args.every) / step}
+    text = json.dumps(out, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
