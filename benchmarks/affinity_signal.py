@@ -23,8 +23,8 @@ between two seeds of the measured pair gains (single-seed; the 3-seed mean is st
 The all-tasks runs may come from another store (``--signals-uri``/``--signals-study``): a
 study recorded before the gradient affinity existed gets it from a re-run of its all-tasks
 group at the same seeds (``mtlo transfer CONFIG --method affinity --confirm-rounds 0 --set
-name=...`` trains it, with the baselines; the runs are deterministic, and the lookahead they
-measure is the exhaustive study's to the last digit).
+train.gradient_affinity=true --set name=...`` trains it, with the baselines; the runs are
+deterministic, and the lookahead they measure is the exhaustive study's to the last digit).
 
     python benchmarks/affinity_signal.py --tracking-uri sqlite:///PATH/mlflow.db --study NAME \\
         [--signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2] [--out FILE]

@@ -113,6 +113,7 @@ class GradientAffinity:
         self.cos: dict[tuple[str, str], float] = {}
         self.counts: dict[tuple[str, str], int] = {}
         self.last: dict[str, tuple[torch.Tensor, float]] = {}
+        self._norms: dict[str, float] = {}
 
     def observe(self, task: str, shared: list[torch.nn.Parameter], loss: float, lr: float, scale: float = 1.0) -> None:
         """After the backward pass of a step that trained ``task`` alone (its loss ``loss``,
@@ -120,17 +121,20 @@ class GradientAffinity:
         if not shared or not loss > 0 or not scale:
             return
         g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
-                       for p in shared]) / scale
+                       for p in shared])  # the one copy a step
+        if scale != 1.0:
+            g.div_(scale)
         norm = float(g.norm())
         for j, (gj, loss_j) in self.last.items():
             dot = float(g @ gj)
-            cos = dot / max(norm * float(gj.norm()), 1e-30)
+            cos = dot / max(norm * self._norms[j], 1e-30)
             pairs = [(task, task, loss)] if j == task else [(task, j, loss_j), (j, task, loss)]
             for a, b, lb in pairs:
                 self.sums[(a, b)] = self.sums.get((a, b), 0.0) + lr * dot / lb
                 self.cos[(a, b)] = self.cos.get((a, b), 0.0) + cos
                 self.counts[(a, b)] = self.counts.get((a, b), 0) + 1
         self.last[task] = (g, loss)
+        self._norms[task] = norm
 
     def state(self) -> dict[str, Any]:
         return {"sums": {f"{i}\t{j}": v for (i, j), v in self.sums.items()},
@@ -143,6 +147,7 @@ class GradientAffinity:
             getattr(self, name).update({tuple(k.split("\t")): v for k, v in state[name].items()})
         self.last = {t: (g.to(device) if device is not None else g, float(loss))
                      for t, (g, loss) in state["last"].items()}
+        self._norms = {t: float(g.norm()) for t, (g, _) in self.last.items()}
 
     def row(self) -> dict[str, float]:
         out = {f"gaffinity/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.sums.items()}

@@ -228,7 +228,7 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     shared = model.shared_parameters() if meter else []
     if meter is not None and len(exp.tasks) > 1 and not shared:
         raise InputError("train.affinity_every: affinity needs parameters the tasks share (sharing: hard or partial)")
-    gmeter = GradientAffinity(exp.tasks) if meter is not None and len(exp.tasks) > 1 else None
+    gmeter = GradientAffinity(exp.tasks) if meter is not None and tr.gradient_affinity and len(exp.tasks) > 1 else None
     aff_rng = np.random.default_rng(tr.seed + 7919)  # its own draws: training batches are unchanged
 
     def task_loss(t: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -85,6 +85,9 @@ class TrainSpec:
     min_delta: NonNeg = 1.0e-4  # an objective gain below this is "not improving" for patience
     max_steps: PosInt | None = None
     affinity_every: PosInt | None = None  # measure lookahead inter-task affinity (TAG) every k steps
+    # with affinity_every and one task a step: the first-order affinity from every step's gradient
+    # (trainables/affinity.py; off by default: it costs a copy of the shared gradient a step)
+    gradient_affinity: bool = False
     max_train_examples: PosInt | None = 2000
     max_eval_examples: PosInt | None = None
     val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.2

@@ -100,6 +100,10 @@ def test_gradient_affinity_in_training(tmp_path):
     cfg["train"].update(schedule="round_robin", epochs=3)
     rows = []
     train(cfg, rows.append)
+    assert not any(k.startswith(("gaffinity/", "gcos/")) for k in rows[-1])  # off by default
+    cfg["train"]["gradient_affinity"] = True
+    rows = []
+    train(cfg, rows.append)
     g = {k.split("/", 1)[1]: v for k, v in rows[-1].items() if k.startswith("gaffinity/")}
     assert len(g) == 9
     assert g["a/copy"] > 0 and g["a/copy"] > g["a/noise"] and g["copy/a"] > g["noise/a"]
