@@ -192,8 +192,9 @@ def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run
                ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]], dict[str, Any]]:
     """One read of a study's child runs: the finished runs, the affinity (for the methods that
     measure it) and the runs that failed or diverged (left out of the analysis, never dropped
-    silently: the report and ``--json`` list them). For the affinity method, the single-task
-    runs come with their learning curves (taken from ``known`` runs where read before)."""
+    silently: the report and ``--json`` list them), and ``affinity_signals`` (each affinity's
+    agreement across the all-tasks runs). For the affinity method, the single-task runs come
+    with their learning curves (taken from ``known`` runs where read before)."""
     children = _children(client, experiment_id, study.parent_run_id)
     runs = _runs(children, study.main_metric)
     measured = study.method in ("affinity", "exhaustive")
@@ -205,8 +206,10 @@ def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run
 
 def affinity_every(tasks: list[str], cap: int) -> int:
     """Steps between affinity measurements: one measurement (a backward pass per task and a
-    forward pass per ordered pair) costs about n + n²/3 training steps; measure so that it
-    adds about a fifth to the run, but at least 10 times within the step cap."""
+    forward pass per ordered pair) was modelled at n + n²/3 training steps (measured: 11.8 at
+    six tasks on the tiny encoder, benchmarks/affinity_cost.py); measure so that it adds about
+    a fifth to the run, but at least 10 times within the step cap (at six tasks and a short
+    cap the ten measurements add about a third)."""
     n = len(tasks)
     return max(1, min(int(5 * (n + n * n / 3)), cap // 10))
 
