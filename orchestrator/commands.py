@@ -226,11 +226,11 @@ def print_transfer(out: dict[str, Any]) -> None:
         base.add_row(t, out["main_metric"][t], *(("-",) * 3 if b is None else
                                                   (f"{b['mean']:.4f}", f"{b['std']:.4f}", str(b["n"]))))
     con.print(base)
-    from orchestrator.report import check_command, noisy_note
+    from orchestrator.report import affinity_note, check_command, noisy_note
 
-    note = noisy_note(out)
-    if note:
-        con.print(f"[yellow]{note}[/yellow]")
+    for note in (noisy_note(out), affinity_note(out.get("affinity_signals") or {})):
+        if note:
+            con.print(f"[yellow]{note}[/yellow]")
     mat = Table(title="pairwise transfer A[row, col] = gain of row when trained with col (relative to alone)",
                 title_justify="left")
     mat.add_column("task")

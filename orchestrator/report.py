@@ -210,12 +210,18 @@ def _agreement_lines(signals: dict[str, Any]) -> list[str]:
            "correlation between two runs of the affinity onto it from the other tasks, mean over tasks and pairs "
            "of runs (1: the same ranking at every seed; near 0: seed noise).", ""]
     out += [f"- {what.get(name, name)}: **{s['agreement']:+.2f}** over {s['runs']} runs" for name, s in rows]
-    look = signals.get("lookahead", {}).get("agreement")
-    if look is not None and look < 0.5:
-        out += ["", f"The lookahead ranking agrees only {look:+.2f} across seeds: which task a transfer comes from "
-                "is mostly seed noise here, so groups proposed from it rest on the measured gains (the all-tasks "
-                "group, the baselines' learning curves) and must be confirmed by training."]
-    return out
+    note = affinity_note(signals)
+    return out + (["", note] if note else [])
+
+
+def affinity_note(signals: dict[str, Any]) -> str | None:
+    """One sentence when the lookahead's ranking of helpers disagrees across seeds."""
+    look = (signals.get("lookahead") or {}).get("agreement")
+    if look is None or look >= 0.5:
+        return None
+    return (f"The lookahead affinity's ranking of helpers agrees only {look:+.2f} across seeds: which task a "
+            "transfer comes from is mostly seed noise here, so groups proposed from it rest on the measured gains "
+            "(the all-tasks group, the baselines' learning curves) and must be confirmed by training.")
 
 
 def _affinity_map(res: dict[str, Any], path: Path) -> bool:

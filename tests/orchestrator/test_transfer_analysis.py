@@ -317,11 +317,12 @@ def test_affinity_agreement_by_hand():
 
 
 def test_report_says_when_the_affinity_is_seed_noise():
-    from orchestrator.report import _agreement_lines
+    from orchestrator.report import _agreement_lines, affinity_note
 
     noisy = _agreement_lines({"lookahead": {"runs": 3, "agreement": 0.09}, "gradient": {"runs": 3, "agreement": 0.42}})
     text = "\n".join(noisy)
     assert "**+0.09** over 3 runs" in text and "**+0.42** over 3 runs" in text and "mostly seed noise" in text
+    assert text.endswith(affinity_note({"lookahead": {"runs": 3, "agreement": 0.09}}))  # the terminal's line
     steady = "\n".join(_agreement_lines({"lookahead": {"runs": 3, "agreement": 0.8}}))
     assert "**+0.80**" in steady and "seed noise here" not in steady
     assert _agreement_lines({"lookahead": {"runs": 1, "agreement": None}}) == []
