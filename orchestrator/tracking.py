@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,14 +61,15 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
 
-def log_metrics(client: Any, run_id: str, values: dict[str, float], *, step: int = 0) -> None:
-    """Log many metrics at one step in one call."""
+def log_metrics(client: Any, run_id: str, values: Mapping[str, float | None], *, step: int = 0) -> None:
+    """Log many metrics at one step in one call; a value that does not exist (None: e.g. the
+    score of a grouping that could not be formed because a task's every run failed) is left out."""
     import time
 
     from mlflow.entities import Metric
 
     ts = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items() if v is not None])
 
 
 def metric_row(row: dict[str, Any]) -> dict[str, float]:

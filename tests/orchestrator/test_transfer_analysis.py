@@ -326,3 +326,19 @@ def test_report_says_when_the_affinity_is_seed_noise():
     steady = "\n".join(_agreement_lines({"lookahead": {"runs": 3, "agreement": 0.8}}))
     assert "**+0.80**" in steady and "seed noise here" not in steady
     assert _agreement_lines({"lookahead": {"runs": 1, "agreement": None}}) == []
+
+
+def test_a_grouping_that_cannot_be_formed_is_not_logged_as_a_metric(tmp_path):
+    # more tasks than the exact grouping handles (a 15-task pairwise study): the analysis
+    # records no grouping (score None in --json) and the study's closing metrics leave it out
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import tracking
+
+    tasks = [f"t{i}" for i in range(an.MAX_EXACT_TASKS + 1)]
+    with pytest.raises(ValueError, match="exact grouping handles up to"):
+        an.best_grouping(tasks, {(t,): {t: 0.0} for t in tasks}, 2)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("x"))
+    tracking.log_metrics(client, run.info.run_id, {"grouping/score": None, "cost/trials": 3})
+    assert client.get_run(run.info.run_id).data.metrics == {"cost/trials": 3.0}
