@@ -204,7 +204,7 @@ def _agreement_lines(signals: dict[str, Any]) -> list[str]:
     rows = [(name, s) for name, s in signals.items() if s.get("agreement") is not None]
     if not rows:
         return []
-    what = {"lookahead": "lookahead (above; ten measurements a run)",
+    what = {"lookahead": "lookahead (the table above)",
             "gradient": "first-order, from the training gradients at every step"}
     out = ["", "How far the all-tasks runs (one per seed) agree on who helps whom: for each task, the Spearman "
            "correlation between two runs of the affinity onto it from the other tasks, mean over tasks and pairs "

@@ -63,7 +63,8 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
 
 def log_metrics(client: Any, run_id: str, values: Mapping[str, float | None], *, step: int = 0) -> None:
     """Log many metrics at one step in one call; a value that does not exist (None: e.g. the
-    score of a grouping that could not be formed because a task's every run failed) is left out."""
+    score of a grouping that could not be formed, with more tasks than the exact grouping
+    handles) is left out."""
     import time
 
     from mlflow.entities import Metric

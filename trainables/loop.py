@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.affinity import AffinityMeter, GradientAffinity, _step_scale
+from trainables.affinity import AffinityMeter, GradientAffinity
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.errors import InputError
@@ -228,7 +228,7 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     shared = model.shared_parameters() if meter else []
     if meter is not None and len(exp.tasks) > 1 and not shared:
         raise InputError("train.affinity_every: affinity needs parameters the tasks share (sharing: hard or partial)")
-    gmeter = GradientAffinity(exp.tasks) if meter is not None and tr.gradient_affinity and len(exp.tasks) > 1 else None
+    gmeter = GradientAffinity() if meter is not None and tr.gradient_affinity and len(exp.tasks) > 1 else None
     aff_rng = np.random.default_rng(tr.seed + 7919)  # its own draws: training batches are unchanged
 
     def task_loss(t: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -255,13 +255,17 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         first_epoch = state["epoch"] + 1
         if meter is not None and state.get("affinity"):
             meter.load(state["affinity"])
+            aff_rng.bit_generator.state = state["aff_rng"]
         if gmeter is not None and state.get("gradient_affinity"):
             gmeter.load(state["gradient_affinity"], exp.device)
-            aff_rng.bit_generator.state = state["aff_rng"]
         start -= history[-1]["seconds"] if history else 0.0
         if state.get("stopped"):
             first_epoch = tr.epochs + 1  # it had already stopped: nothing left to train
             stopped = state["stopped"]
+    # the shared parameters' optimizer group, found once (after a resume: load_state_dict replaces
+    # the groups); its lr is the lookahead's η, which the scheduler changes in place
+    shared_group = next((g for g in optim.param_groups if any(p is shared[0] for p in g["params"])), None) \
+        if gmeter is not None else None
     for epoch in range(first_epoch, tr.epochs + 1):
         loss_sum = {t: 0.0 for t in exp.tasks}
         loss_n = {t: 0 for t in exp.tasks}
@@ -287,7 +291,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             weights.update(exp.weighting.backward(losses, model))
             if gmeter is not None and len(losses) == 1:
                 (t1, l1), = losses.items()
-                gmeter.observe(t1, shared, float(l1.detach()), _step_scale(optim, shared[:1])[0], weights.get(t1, 1.0))
+                lr = float(shared_group["lr"]) if shared_group is not None else 0.0
+                gmeter.observe(t1, shared, float(l1.detach()), lr, weights.get(t1, 1.0))
             penalty = penalty_fn(encoders, tr)
             if penalty is not None:
                 penalty.backward()

@@ -146,13 +146,9 @@ def _mean_matrix(ms: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, f
     return out
 
 
-def _affinity(children: list[Any]) -> dict[str, dict[str, float]]:
-    return _mean_matrix(_matrices(children, "affinity"))
-
-
 def affinity_signals(children: list[Any], tasks: list[str]) -> dict[str, Any]:
-    """Both affinities of the all-tasks runs: TAG's lookahead (measured ten times a run; what
-    the estimate uses) and the first-order one from the training gradients at every step
+    """Both affinities of the all-tasks runs: TAG's lookahead (every k steps; what the
+    estimate uses) and the first-order one from the training gradients at every step
     (trainables/affinity.py, ``GradientAffinity``), each with its mean over runs and how far
     the runs (seeds) agree on who helps whom (``analysis.agreement``)."""
     out: dict[str, Any] = {}
@@ -198,10 +194,11 @@ def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run
     children = _children(client, experiment_id, study.parent_run_id)
     runs = _runs(children, study.main_metric)
     measured = study.method in ("affinity", "exhaustive")
-    affinity = _affinity(children) if measured else None
+    signals = affinity_signals(children, study.tasks) if measured else {}
+    affinity = signals.get("lookahead", {}).get("matrix", {}) if measured else None
     if study.method == "affinity":
         runs = with_curves(client, runs, study.main_metric, known)
-    return runs, affinity, _failed(children), affinity_signals(children, study.tasks) if measured else {}
+    return runs, affinity, _failed(children), signals
 
 
 def affinity_every(tasks: list[str], cap: int) -> int:

@@ -71,7 +71,7 @@ def test_gradient_affinity_by_hand():
     from trainables.affinity import GradientAffinity
 
     w = torch.nn.Parameter(torch.zeros(3))
-    meter = GradientAffinity(["a", "b"])
+    meter = GradientAffinity()
     ga, gb, ga2 = torch.tensor([1.0, 2.0, 0.0]), torch.tensor([2.0, -1.0, 2.0]), torch.tensor([2.0, 2.0, 1.0])
     w.grad = ga * 0.5  # weight 0.5 in the objective: divided out
     meter.observe("a", [w], loss=2.0, lr=0.1, scale=0.5)
@@ -86,7 +86,7 @@ def test_gradient_affinity_by_hand():
     assert z["gaffinity/a/b"] == pytest.approx((0.1 * 0 / 4.0 + 0.2 * 4 / 4.0) / 2)  # onto b: b's latest loss
     assert z["gaffinity/a/a"] == pytest.approx(0.2 * 6 / 1.0)  # two batches of a
     assert z["gcos/a/b"] == pytest.approx((0 + 4 / (3 * 3)) / 2) and z["gcos/a/a"] == pytest.approx(6 / (3 * 5 ** 0.5))
-    again = GradientAffinity(["a", "b"])
+    again = GradientAffinity()
     again.load(meter.state())
     assert again.row() == z
     w.grad = gb
@@ -111,3 +111,21 @@ def test_gradient_affinity_in_training(tmp_path):
     rows = []
     train(cfg, rows.append)
     assert not any(k.startswith(("gaffinity/", "gcos/")) for k in rows[-1])
+
+
+def test_resumed_run_measures_both_affinities_as_the_uninterrupted_one(tmp_path):
+    import torch
+
+    from trainables.loop import build, fit
+
+    cfg = planted(tmp_path)
+    cfg["train"].update(schedule="round_robin", epochs=3, gradient_affinity=True)
+    full: list[dict] = []
+    fit(build(cfg), full.append, save_state=lambda s: torch.save(s, tmp_path / f"epoch{s['epoch']}.pt"))
+    state = torch.load(tmp_path / "epoch1.pt", weights_only=True)
+    resumed: list[dict] = []
+    fit(build(cfg), resumed.append, state=state)
+    keys = [k for k in full[-1] if k.startswith(("affinity/", "gaffinity/", "gcos/"))]
+    assert any(k.startswith("affinity/") for k in keys) and any(k.startswith("gaffinity/") for k in keys)
+    # the lookahead's own batch draws and the gradient meter's sums and last gradients restored
+    assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in full[1:]]
