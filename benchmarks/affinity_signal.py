@@ -26,8 +26,17 @@ group at the same seeds (``mtlo transfer CONFIG --method affinity --confirm-roun
 train.gradient_affinity=true --set name=...`` trains it, with the baselines; the runs are
 deterministic, and the lookahead they measure is the exhaustive study's to the last digit).
 
+Without an exhaustive study (``--pairs-report``: the ``--json`` report of a pairwise study,
+e.g. one trained on another machine whose store is gone), the truth is that report's pair
+matrix, the mean over seeds of Δ_t({t, j}). Under the round-robin schedule every pair gives t
+half the steps, so D_t({t, j}) is the same for every j and the within-task ``validity`` is
+unchanged; ``validity_pooled`` (which D would shift) and ``grouping`` (which needs every
+subset) are left out.
+
     python benchmarks/affinity_signal.py --tracking-uri sqlite:///PATH/mlflow.db --study NAME \\
         [--signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2] [--out FILE]
+    python benchmarks/affinity_signal.py --pairs-report REPORT.json \\
+        --signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2 [--out FILE]
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ from orchestrator.transfer.runner import (  # noqa: E402
     with_curves,
 )
 
+SIGNALS = (("lookahead", "affinity"), ("gradient", "gaffinity"), ("cosine", "gcos"))
+
 
 def within(z: dict[str, dict[str, float]], truth: dict[str, dict[str, float]], tasks: list[str]) -> float | None:
     """Mean over tasks t of the Spearman correlation of z[j][t] and truth[j][t] over j != t."""
@@ -71,7 +82,7 @@ def pooled(z: dict[str, dict[str, float]], truth: dict[str, dict[str, float]], t
     return float(stats.spearmanr(*zip(*pairs, strict=True))[0])
 
 
-def pair_gain_reliability(study: Any, runs: list[an.Run]) -> float | None:
+def pair_gain_reliability(tasks: list[str], higher_is_better: dict[str, bool], runs: list[an.Run]) -> float | None:
     """Within-task Spearman between two seeds of the single-seed pair gains, mean over pairs of seeds."""
     base = {t: s.mean for t, s in an.baselines(runs).items()}
     per: dict[int, dict[str, dict[str, float]]] = {}
@@ -79,33 +90,57 @@ def pair_gain_reliability(study: Any, runs: list[an.Run]) -> float | None:
         if len(r.group) == 2:
             for t in r.group:
                 (j,) = [x for x in r.group if x != t]
-                sign = 1.0 if study.higher_is_better[t] else -1.0
+                sign = 1.0 if higher_is_better[t] else -1.0
                 per.setdefault(r.seed, {}).setdefault(j, {})[t] = sign * (r.scores[t] - base[t]) / abs(base[t])
-    vals = [an.agreement([per[a], per[b]], study.tasks) for a, b in itertools.combinations(sorted(per), 2)]
-    vals = [v for v in vals if v is not None]
+    got = [an.agreement([per[a], per[b]], tasks) for a, b in itertools.combinations(sorted(per), 2)]
+    vals = [v for v in got if v is not None]
     return statistics.fmean(vals) if vals else None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tracking-uri", required=True)
-    ap.add_argument("--study", required=True, help="an exhaustive study (name or parent run id)")
-    ap.add_argument("--signals-uri", default=None, help="store of the all-tasks runs (default: --tracking-uri)")
-    ap.add_argument("--signals-study", default=None, help="their study (default: --study)")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+def all_tasks_runs(uri: str, name: str, n: int) -> tuple[Any, list[Any]]:
+    """A study's parent run and its finished-or-not children that trained all n tasks."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(args.tracking_uri)
-    parent = find_parent(client, args.study)
+    client = MlflowClient(uri)
+    parent = find_parent(client, name)
+    children = [c for c in _children(client, parent.info.experiment_id, parent.info.run_id)
+                if c.data.tags.get("mtlo.tasks") and len(c.data.tags["mtlo.tasks"].split(",")) == n]
+    return parent, children
+
+
+def from_pairs_report(path: str, signals_uri: str, signals_study: str) -> dict[str, Any]:
+    """Agreement and validity against a pairwise study's --json report (see the module doc)."""
+    from mlflow.tracking import MlflowClient
+
+    rep = json.loads(Path(path).read_text())
+    tasks = list(rep["tasks"])
+    sparent, children = all_tasks_runs(signals_uri, signals_study, len(tasks))
+    hib = study_from_mlflow(MlflowClient(signals_uri), sparent.info.run_id).higher_is_better
+    pair = rep["pairwise"]
+    truth = {j: {t: float(pair[t][j]) for t in tasks if t != j} for j in tasks}
+    runs = [an.Run(group=an.group_of(r["group"]), seed=int(r["seed"]), scores=r["scores"]) for r in rep["runs"]]
+    out: dict[str, Any] = {"study": rep["name"], "tasks": tasks, "signals_from": sparent.info.run_name,
+                           "all_tasks_runs": len(children),
+                           "pair_gain_reliability": pair_gain_reliability(tasks, hib, runs), "signals": {}}
+    for name, prefix in SIGNALS:
+        ms = _matrices(children, prefix)
+        if ms:
+            out["signals"][name] = {"runs": len(ms), "agreement": an.agreement(ms, tasks),
+                                    "validity": within(_mean_matrix(ms), truth, tasks)}
+    return out
+
+
+def from_exhaustive(uri: str, name: str, signals_uri: str | None, signals_study: str | None) -> dict[str, Any]:
+    """Agreement, validity and the replayed grouping against an exhaustive study."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = find_parent(client, name)
     study = replace(study_from_mlflow(client, parent.info.run_id), method="exhaustive")
     runs, _, _, _ = read_study(client, parent.info.experiment_id, study)
     runs = with_curves(client, runs, study.main_metric)
-    sclient = MlflowClient(args.signals_uri or args.tracking_uri)
-    sparent = find_parent(sclient, args.signals_study or args.study)
-    children = [c for c in _children(sclient, sparent.info.experiment_id, sparent.info.run_id)
-                if c.data.tags.get("mtlo.tasks") and len(c.data.tags["mtlo.tasks"].split(",")) == len(study.tasks)]
     tasks = study.tasks
+    sparent, children = all_tasks_runs(signals_uri or uri, signals_study or name, len(tasks))
     gains = an.gains(runs, study.higher_is_better)
     every = an.group_of(tasks)
     lookahead = _mean_matrix(_matrices(children, "affinity"))
@@ -117,21 +152,42 @@ def main() -> None:
     opt = an.best_grouping(tasks, table, study.budget)
     out: dict[str, Any] = {"study": parent.info.run_name, "tasks": tasks, "signals_from": sparent.info.run_name,
                            "all_tasks_runs": len(children), "optimum": {"groups": opt.groups, "score": opt.score},
-                           "pair_gain_reliability": pair_gain_reliability(study, runs), "signals": {}}
-    for name, prefix in (("lookahead", "affinity"), ("gradient", "gaffinity"), ("cosine", "gcos")):
+                           "pair_gain_reliability": pair_gain_reliability(tasks, study.higher_is_better, runs),
+                           "signals": {}}
+    for sname, prefix in SIGNALS:
         ms = _matrices(children, prefix)
         if not ms:
             continue
         z = _mean_matrix(ms)
         res, used = replay("affinity", replace(study, method="exhaustive"), runs, z)
         got = value(res["grouping"]["groups"], tasks, table)
-        out["signals"][name] = {
+        out["signals"][sname] = {
             "runs": len(ms), "agreement": an.agreement(ms, tasks), "validity": within(z, transfer, tasks),
             "validity_pooled": pooled(z, transfer, tasks),
             "grouping": {"groups": res["grouping"]["groups"], "measured_total_gain": got, "gap": opt.score - got,
                          "relative_gap": (opt.score - got) / abs(opt.score),
                          "compute_fraction": sum(r.steps for r in used) / sum(r.steps for r in runs)},
         }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--study", default=None, help="an exhaustive study (name or parent run id)")
+    ap.add_argument("--pairs-report", default=None, help="instead: a pairwise study's --json report")
+    ap.add_argument("--signals-uri", default=None, help="store of the all-tasks runs (default: --tracking-uri)")
+    ap.add_argument("--signals-study", default=None, help="their study (default: --study)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.pairs_report:
+        if not (args.signals_uri and args.signals_study):
+            ap.error("--pairs-report needs --signals-uri and --signals-study")
+        out = from_pairs_report(args.pairs_report, args.signals_uri, args.signals_study)
+    else:
+        if not (args.tracking_uri and args.study):
+            ap.error("give --tracking-uri and --study (an exhaustive study), or --pairs-report")
+        out = from_exhaustive(args.tracking_uri, args.study, args.signals_uri, args.signals_study)
     text = json.dumps(out, indent=2, default=str)
     if args.out:
         Path(args.out).write_text(text)
