@@ -89,9 +89,15 @@ class AffinityMeter:
 
 def _step_scale(optim: torch.optim.Optimizer, shared: list[torch.nn.Parameter]) -> list[float]:
     """Per shared parameter, the learning rate of its optimizer group (the lookahead is an
-    SGD step at that rate)."""
+    SGD step at that rate; 0 for a parameter no group trains)."""
     where = {id(p): g for g in optim.param_groups for p in g["params"]}
     return [float(where[id(p)]["lr"]) if id(p) in where else 0.0 for p in shared]
+
+
+def param_group(optim: torch.optim.Optimizer, p: torch.nn.Parameter) -> dict[str, Any] | None:
+    """The optimizer group that trains ``p`` (its ``lr`` is read live: schedulers change it in
+    place), or None. Look it up again after ``optim.load_state_dict``, which replaces the groups."""
+    return next((g for g in optim.param_groups if any(q is p for q in g["params"])), None)
 
 
 class GradientAffinity:

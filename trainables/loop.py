@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.affinity import AffinityMeter, GradientAffinity
+from trainables.affinity import AffinityMeter, GradientAffinity, param_group
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.errors import InputError
@@ -262,10 +262,9 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         if state.get("stopped"):
             first_epoch = tr.epochs + 1  # it had already stopped: nothing left to train
             stopped = state["stopped"]
-    # the shared parameters' optimizer group, found once (after a resume: load_state_dict replaces
-    # the groups); its lr is the lookahead's η, which the scheduler changes in place
-    shared_group = next((g for g in optim.param_groups if any(p is shared[0] for p in g["params"])), None) \
-        if gmeter is not None else None
+    # the shared parameters' optimizer group, found once, after any resume: its lr is the η of
+    # the gradient affinity
+    shared_group = param_group(optim, shared[0]) if gmeter is not None else None
     for epoch in range(first_epoch, tr.epochs + 1):
         loss_sum = {t: 0.0 for t in exp.tasks}
         loss_n = {t: 0 for t in exp.tasks}
