@@ -58,10 +58,10 @@ from grouping import replay, value  # noqa: E402
 from orchestrator.report import find_parent  # noqa: E402
 from orchestrator.transfer import analysis as an  # noqa: E402
 from orchestrator.transfer.runner import (  # noqa: E402
-    _children,
-    _matrices,
-    _mean_matrix,
+    affinity_matrices,
+    child_runs,
     estimator,
+    mean_matrix,
     read_study,
     study_from_mlflow,
     with_curves,
@@ -103,7 +103,7 @@ def all_tasks_runs(uri: str, name: str, n: int) -> tuple[Any, list[Any]]:
 
     client = MlflowClient(uri)
     parent = find_parent(client, name)
-    children = [c for c in _children(client, parent.info.experiment_id, parent.info.run_id)
+    children = [c for c in child_runs(client, parent.info.experiment_id, parent.info.run_id)
                 if c.data.tags.get("mtlo.tasks") and len(c.data.tags["mtlo.tasks"].split(",")) == n]
     return parent, children
 
@@ -123,10 +123,10 @@ def from_pairs_report(path: str, signals_uri: str, signals_study: str) -> dict[s
                            "all_tasks_runs": len(children),
                            "pair_gain_reliability": pair_gain_reliability(tasks, hib, runs), "signals": {}}
     for name, prefix in SIGNALS:
-        ms = _matrices(children, prefix)
+        ms = affinity_matrices(children, prefix)
         if ms:
             out["signals"][name] = {"runs": len(ms), "agreement": an.agreement(ms, tasks),
-                                    "validity": within(_mean_matrix(ms), truth, tasks)}
+                                    "validity": within(mean_matrix(ms), truth, tasks)}
     return out
 
 
@@ -143,7 +143,7 @@ def from_exhaustive(uri: str, name: str, signals_uri: str | None, signals_study:
     sparent, children = all_tasks_runs(signals_uri or uri, signals_study or name, len(tasks))
     gains = an.gains(runs, study.higher_is_better)
     every = an.group_of(tasks)
-    lookahead = _mean_matrix(_matrices(children, "affinity"))
+    lookahead = mean_matrix(affinity_matrices(children, "affinity"))
     est = estimator(replace(study, method="affinity"), [r for r in runs if len(r.group) in (1, len(tasks))],
                     [g for g in gains if g.group == every], lookahead)
     transfer = {j: {t: g.delta - (est.dilution(t, g.group) or 0.0) for g in gains
@@ -155,10 +155,10 @@ def from_exhaustive(uri: str, name: str, signals_uri: str | None, signals_study:
                            "pair_gain_reliability": pair_gain_reliability(tasks, study.higher_is_better, runs),
                            "signals": {}}
     for sname, prefix in SIGNALS:
-        ms = _matrices(children, prefix)
+        ms = affinity_matrices(children, prefix)
         if not ms:
             continue
-        z = _mean_matrix(ms)
+        z = mean_matrix(ms)
         res, used = replay("affinity", replace(study, method="exhaustive"), runs, z)
         got = value(res["grouping"]["groups"], tasks, table)
         out["signals"][sname] = {

@@ -30,7 +30,7 @@ the group its method chose for it, against fresh single-task baselines, and comp
 exhaustive method's choice scored the same way (per-seed differences, t interval). The
 groups are trained as a study named ``NAME-holdout-<key>`` (``run_transfer(groups=...)``,
 seeds following the study's) in the same store; a later call trains only the groups that
-the holdout studies there lack.
+the holdout studies there lack (not the baselines again, once trained at every fresh seed).
 
 With ``--truth`` (``truth.json`` of benchmarks/planted.py) it also checks the planted signs
 and counts negative-transfer flags on the planted null pairs.
@@ -169,7 +169,8 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: lis
 
 def holdout_runs(client: Any, prefix: str, study: Any) -> list[an.Run]:
     """The finished runs of the studies named ``prefix...`` (the holdout studies of one
-    study), one per task set and seed (a task alone is trained by each of them)."""
+    study), one per task set and seed (the first one trained every task alone; a task set
+    trained by more than one counts once, the first)."""
     from orchestrator.transfer.runner import load_runs
 
     exps = [e.experiment_id for e in client.search_experiments()]
@@ -183,19 +184,38 @@ def holdout_runs(client: Any, prefix: str, study: Any) -> list[an.Run]:
     return list(out.values())
 
 
-def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups: list[list[str]]) -> None:
-    """Train ``groups`` (and every task alone) at fresh seeds, as the study ``name``."""
+def holdout_seeds(study: Any) -> list[int]:
+    """The fresh seeds: as many as the study's, following them."""
+    return [max(study.seeds) + 1 + i for i in range(len(study.seeds))]
+
+
+def holdout_todo(study: Any, choices: dict[str, dict[str, list[str]]], done: list[an.Run]
+                 ) -> tuple[list[an.Group], bool]:
+    """What the holdout studies still lack: the task sets the methods chose (and every task
+    alone) never trained there, and whether the baselines must be trained with them (not
+    when an earlier holdout study trained every task alone at every fresh seed)."""
+    have = {(r.group, r.seed) for r in done}
+    need = {an.group_of(g) for a in choices.values() for g in a.values()} | {(t,) for t in study.tasks}
+    missing = sorted(need - {g for g, _ in have}, key=lambda g: (len(g), g))
+    singles = not all(((t,), s) in have for t in study.tasks for s in holdout_seeds(study))
+    return missing, singles
+
+
+def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups: list[list[str]],
+                  singles: bool = True) -> None:
+    """Train ``groups`` at fresh seeds as the study ``name``, with every task alone unless
+    ``singles`` is false (an earlier holdout study trained them at these seeds)."""
     from orchestrator.commands import loopback_unless
     from orchestrator.config import load_config
     from orchestrator.transfer.runner import run_transfer
 
-    seed = max(study.seeds) + 1
+    seed = holdout_seeds(study)[0]
     cfg = load_config(config, [f"name={name}", f"train.seed={seed}", f"mlflow.tracking_uri={tracking_uri}"])
     if sorted(cfg.tasks) != sorted(study.tasks):
         sys.exit(f"--holdout-config: {config}: its tasks {sorted(cfg.tasks)} are not the study's {study.tasks}")
     loopback_unless(None)
     run_transfer(cfg, Path(config), method="exhaustive", seeds=len(study.seeds), budget=study.budget,
-                 groups=groups)
+                 groups=groups, singles=singles)
 
 
 def holdout_scores(study: Any, runs: list[an.Run], choices: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
@@ -262,12 +282,11 @@ def main() -> None:
         choices[method] = res["grouping"]["assignment"]
     if args.holdout_config:
         prefix = f"{parent.info.run_name}-holdout"
-        have = {r.group for r in holdout_runs(client, prefix, study)}
-        need = {an.group_of(g) for a in choices.values() for g in a.values()} | {(t,) for t in study.tasks}
-        missing = sorted(need - have, key=lambda g: (len(g), g))
+        missing, singles = holdout_todo(study, choices, holdout_runs(client, prefix, study))
         if missing:
             key = hashlib.sha1(" ".join("+".join(g) for g in missing).encode()).hexdigest()[:8]
-            train_holdout(args.holdout_config, args.tracking_uri, f"{prefix}-{key}", study, [list(g) for g in missing])
+            train_holdout(args.holdout_config, args.tracking_uri, f"{prefix}-{key}", study,
+                          [list(g) for g in missing], singles)
         out["holdout"] = holdout_scores(study, holdout_runs(client, prefix, study), choices)
     out["estimates"] = estimate_accuracy(study, runs, affinity, gains)
     if args.truth:

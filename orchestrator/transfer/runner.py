@@ -93,7 +93,7 @@ def subsets(tasks: list[str], method: str) -> list[tuple[str, ...]]:
     return [an.group_of(c) for k in sizes for c in itertools.combinations(tasks, k)]
 
 
-def _children(client: Any, experiment_id: str, parent_id: str) -> list[Any]:
+def child_runs(client: Any, experiment_id: str, parent_id: str) -> list[Any]:
     return client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
                               max_results=50000)
 
@@ -121,7 +121,7 @@ def _failed(children: list[Any]) -> list[dict[str, Any]]:
             if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in ("FAILED", "DIVERGED")]
 
 
-def _matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, float]]]:
+def affinity_matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, float]]]:
     """Per finished run that measured it, the affinity ``prefix/<i>/<j>`` as Z[i][j]."""
     out = []
     for r in children:
@@ -137,7 +137,7 @@ def _matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, floa
     return out
 
 
-def _mean_matrix(ms: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def mean_matrix(ms: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for i in sorted({i for m in ms for i in m}):
         for j in sorted({j for m in ms for j in m.get(i, {})}):
@@ -153,15 +153,15 @@ def affinity_signals(children: list[Any], tasks: list[str]) -> dict[str, Any]:
     the runs (seeds) agree on who helps whom (``analysis.agreement``)."""
     out: dict[str, Any] = {}
     for name, prefix in (("lookahead", "affinity"), ("gradient", "gaffinity")):
-        ms = _matrices(children, prefix)
+        ms = affinity_matrices(children, prefix)
         if ms:
-            out[name] = {"runs": len(ms), "agreement": an.agreement(ms, tasks), "matrix": _mean_matrix(ms)}
+            out[name] = {"runs": len(ms), "agreement": an.agreement(ms, tasks), "matrix": mean_matrix(ms)}
     return out
 
 
 def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict[str, str]) -> list[an.Run]:
     """Every finished trial of a study, read back from MLflow (a report needs nothing else)."""
-    return _runs(_children(client, experiment_id, parent_id), main_metric)
+    return _runs(child_runs(client, experiment_id, parent_id), main_metric)
 
 
 def with_curves(client: Any, runs: list[an.Run], main_metric: dict[str, str],
@@ -191,7 +191,7 @@ def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run
     silently: the report and ``--json`` list them), and ``affinity_signals`` (each affinity's
     agreement across the all-tasks runs). For the affinity method, the single-task runs come
     with their learning curves (taken from ``known`` runs where read before)."""
-    children = _children(client, experiment_id, study.parent_run_id)
+    children = child_runs(client, experiment_id, study.parent_run_id)
     runs = _runs(children, study.main_metric)
     measured = study.method in ("affinity", "exhaustive")
     signals = affinity_signals(children, study.tasks) if measured else {}
@@ -333,24 +333,28 @@ def parse_groups(text: str) -> list[list[str]]:
     return [[t.strip() for t in g.split("+") if t.strip()] for g in text.split(",")]
 
 
-def given_subsets(tasks: list[str], groups: list[list[str]]) -> list[tuple[str, ...]]:
-    """Every task alone, then the given task sets (each once, in order); names checked."""
-    out = [an.group_of((t,)) for t in tasks]
+def given_subsets(tasks: list[str], groups: list[list[str]], singles: bool = True) -> list[tuple[str, ...]]:
+    """Every task alone (unless ``singles`` is false), then the given task sets (each once,
+    in order); names checked."""
+    out = [an.group_of((t,)) for t in tasks] if singles else []
     for g in groups:
         unknown = [t for t in g if t not in tasks]
         if unknown or not g:
             raise ConfigError(f"groups: {'+'.join(g) or '(empty)'}: "
                               + (f"no task {unknown[0]!r} in the config" if unknown else "an empty task set"))
-        if an.group_of(g) not in out:
+        if an.group_of(g) not in out and (singles or len(g) > 1):
             out.append(an.group_of(g))
     return out
 
 
 def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3, budget: int = 2,
                  resume: bool = False, address: str | None = None, as_json: bool = False,
-                 confirm_rounds: int = 1, groups: list[list[str]] | None = None) -> dict[str, Any]:
+                 confirm_rounds: int = 1, groups: list[list[str]] | None = None,
+                 singles: bool = True) -> dict[str, Any]:
     """``groups``: train these task sets and every task alone instead of ``method``'s (which
-    is then recorded as ``groups``), with no confirmation."""
+    is then recorded as ``groups``), with no confirmation; ``singles=False``: the given sets
+    of two or more tasks only, for a top-up whose baselines (same seeds) another study of
+    the same store already trained (benchmarks/grouping.py reads both)."""
     if seeds < 1:
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if budget < 1:
@@ -362,7 +366,9 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
     if groups is not None:
         method, confirm_rounds = "groups", 0
-    sets = subsets(tasks, method) if groups is None else given_subsets(tasks, groups)
+    sets = subsets(tasks, method) if groups is None else given_subsets(tasks, groups, singles)
+    if not sets:
+        raise ConfigError("groups: no task set of two or more tasks to train (and singles=False)")
     faults.from_env()  # a malformed MTLO_FAULT stops here, before Ray
     run = cfg.run_dict()
     info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow

@@ -188,6 +188,8 @@ def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
         run_transfer(load_config(path), path, method="affinity", confirm_rounds=-1)
     with pytest.raises(ConfigError, match="groups: rt\\+ner: no task 'ner' in the config"):
         run_transfer(load_config(path), path, method="exhaustive", groups=[["rt", "ner"]])
+    with pytest.raises(ConfigError, match="groups: no task set of two or more tasks to train"):
+        run_transfer(load_config(path), path, method="exhaustive", groups=[["rt"]], singles=False)
     one = write(tmp_path, tasks={"rt": {"source": "builtin:rt_polarity"}})
     with pytest.raises(ConfigError, match="needs at least two tasks"):
         run_transfer(load_config(one), one, method="pairwise")

@@ -173,6 +173,29 @@ def test_given_task_sets_come_after_every_task_alone_each_once():
         [("b",), ("a",), ("c",), ("a", "c"), ("a", "b", "c")]
     with pytest.raises(ConfigError, match="an empty task set"):
         given_subsets(["a", "b"], [[]])
+    # singles=False (a holdout top-up whose baselines were trained): the sets of two or more only
+    assert given_subsets(["b", "a", "c"], [["c", "a"], ["a"], ["a", "b", "c"]], singles=False) == \
+        [("a", "c"), ("a", "b", "c")]
+
+
+def test_holdout_top_up_trains_only_what_the_holdout_studies_lack():
+    from orchestrator.transfer.runner import Study
+
+    mod = _grouping_bench()
+    study = Study("s", "p", ["a", "b", "c"], {t: "acc" for t in "abc"}, {t: True for t in "abc"},
+                  "exhaustive", [0, 1], 2)
+    assert mod.holdout_seeds(study) == [2, 3]
+    choices = {"exhaustive": {"a": ["a", "b"], "b": ["a", "b"], "c": ["c"]},
+               "affinity": {"a": ["a", "b", "c"], "b": ["a", "b", "c"], "c": ["a", "b", "c"]}}
+    # nothing trained yet: the chosen sets and every task alone, baselines included
+    assert mod.holdout_todo(study, choices, []) == ([("a",), ("b",), ("c",), ("a", "b"), ("a", "b", "c")], True)
+    first = [Run((t,), s, {t: 0.5}) for t in "abc" for s in (2, 3)] + \
+        [Run(("a", "b"), s, {"a": 0.6, "b": 0.6}) for s in (2, 3)]
+    # a top-up after a study that trained every task alone at both fresh seeds: no baselines again
+    assert mod.holdout_todo(study, choices, first) == ([("a", "b", "c")], False)
+    # a baseline missing at one fresh seed (it failed): trained again with the top-up
+    assert mod.holdout_todo(study, choices, first[1:]) == ([("a", "b", "c")], True)
+    assert mod.holdout_todo(study, choices, first + [Run(("a", "b", "c"), 2, {})]) == ([], False)
 
 
 def test_holdout_scores_by_hand():
