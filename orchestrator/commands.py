@@ -226,9 +226,9 @@ def print_transfer(out: dict[str, Any]) -> None:
         base.add_row(t, out["main_metric"][t], *(("-",) * 3 if b is None else
                                                   (f"{b['mean']:.4f}", f"{b['std']:.4f}", str(b["n"]))))
     con.print(base)
-    from orchestrator.report import affinity_note, check_command, noisy_note
+    from orchestrator.report import affinity_note, check_command, noisy_note, zero_note
 
-    for note in (noisy_note(out), affinity_note(out.get("affinity_signals") or {})):
+    for note in (zero_note(out), noisy_note(out), affinity_note(out.get("affinity_signals") or {})):
         if note:
             con.print(f"[yellow]{note}[/yellow]")
     mat = Table(title="pairwise transfer A[row, col] = gain of row when trained with col (relative to alone)",
@@ -237,12 +237,13 @@ def print_transfer(out: dict[str, Any]) -> None:
     for t in tasks:
         mat.add_column(t, justify="right")
     sig = {(g["task"], tuple(g["group"])): g["significant"] for g in out["gains"]}
+    zero = set(out.get("zero_baselines") or [])
     for i in tasks:
         cells = []
         for j in tasks:
             v = out["pairwise"][i][j]
             mark = "*" if i != j and sig.get((i, tuple(sorted((i, j))))) else ""
-            cells.append("" if i == j else _pct(v) + mark)
+            cells.append("" if i == j else "n/a" if i in zero else _pct(v) + mark)
         mat.add_row(i, *cells)
     con.print(mat)
     con.print("* significant (Welch's t-test over seeds, p < 0.05)")

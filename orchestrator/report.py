@@ -130,10 +130,22 @@ def noisy_note(res: dict[str, Any]) -> str | None:
     noisy = res.get("noisy_baselines") or {}
     if not noisy:
         return None
-    parts = [f"{t} {'(mean 0)' if v is None else f'{100 * v:.0f}%'}" for t, v in noisy.items()]
+    parts = [f"{t} {100 * v:.0f}%" for t, v in noisy.items()]
     return (f"Noisy baselines (seed-to-seed std over |mean|, above {100 * NOISY_BASELINE_CV:.0f}%): "
             f"{', '.join(parts)}. A relative gain divides by the baseline, so these tasks' gains are noisy, and "
             "large ones weigh most in a grouping's total gain: read them with their intervals.")
+
+
+def zero_note(res: dict[str, Any]) -> str | None:
+    """One sentence on the tasks whose baseline is 0 (``analysis.zero_baselines``)."""
+    zero = res.get("zero_baselines") or []
+    if not zero:
+        return None
+    names = ", ".join(f"{t} ({res['main_metric'][t]})" for t in zero)
+    return (f"Baseline 0: {names} scored 0 alone. A gain relative to 0 is undefined, so "
+            f"{'its' if len(zero) == 1 else 'their'} gains are not computed (n/a below) and a grouping counts "
+            f"{'it' if len(zero) == 1 else 'them'} 0 wherever placed; "
+            f"{'its' if len(zero) == 1 else 'their'} scores in each group are in the runs (--json: runs).")
 
 
 def check_command(res: dict[str, Any]) -> str | None:
@@ -302,17 +314,18 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
         b = res["baselines"].get(t)
         lines.append(f"| {t} | {res['main_metric'][t]} | " +
                      (f"{b['mean']:.4f} | {b['std']:.4f} | {b['n']} |" if b else "– | – | 0 |"))
-    note = noisy_note(res)
-    if note:
-        lines += ["", note]
+    for note in (zero_note(res), noisy_note(res)):
+        if note:
+            lines += ["", note]
     lines += ["", "## Pairwise transfer", "",
               "Gain of the row task when trained with the column task, relative to the row task alone "
               "(* significant, Welch's t-test over seeds, p < 0.05).", "",
               "| | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
     sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
+    zero = set(res.get("zero_baselines") or [])
     for i in tasks:
-        cells = ["" if i == j else pct(res["pairwise"][i][j]) + ("*" if (i, tuple(sorted((i, j)))) in sig else "")
-                 for j in tasks]
+        cells = ["" if i == j else "n/a" if i in zero else
+                 pct(res["pairwise"][i][j]) + ("*" if (i, tuple(sorted((i, j)))) in sig else "") for j in tasks]
         lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
     lines += [""] + [f"![{f}]({f})" for f in figures] + ["", "## Negative transfer", ""]
     if res["negative_transfer"]:
@@ -370,6 +383,9 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
             grp = tuple(gr["assignment"].get(t, [t]))
             if len(grp) == 1:
                 lines.append(f"| {t} | alone | 0 | – | baseline |")
+                continue
+            if t in (res.get("zero_baselines") or []):
+                lines.append(f"| {t} | {'+'.join(grp)} | n/a | – | baseline 0: counted 0 |")
                 continue
             g = by.get((t, grp)) or est.get((t, grp))
             ci = f"{pct(g['ci'][0])} to {pct(g['ci'][1])}" if g and g.get("ci") else "–"

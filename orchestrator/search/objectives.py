@@ -5,7 +5,8 @@ a minus sign.
 
 - ``mean_score``: mean over the trial's tasks of the signed main metric.
 - ``mean_delta``: mean over the trial's tasks of the relative gain against the task's
-  single-task baseline b_t: s_t * (m_t - b_t) / |b_t| (DESIGN, "Negative transfer").
+  single-task baseline b_t: s_t * (m_t - b_t) / |b_t| (DESIGN, "Negative transfer"); a
+  task whose baseline is 0 counts 0 (a gain relative to 0 is undefined).
 - ``target``: the signed main metric of one task; the others are auxiliaries.
 - ``pareto``: one objective per task (``obj/<task>``), for a multi-objective sampler.
 """
@@ -42,7 +43,7 @@ class Objective:
         b = self.baselines[task]
         m = float(row[f"val/{task}/{self.main_metric[task]}"])
         sign = 1.0 if self.higher_is_better[task] else -1.0
-        return sign * (m - b) / max(abs(b), 1e-12)
+        return sign * (m - b) / abs(b) if b else 0.0
 
     def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
         """The objective value(s) of one epoch's report."""

@@ -5,6 +5,7 @@ s_t (+1 if higher is better):
 
 - baseline b_t = m_t({t}) over seeds;
 - relative gain of t in group S: Δ_t(S) = s_t · (mean m_t(S) − mean b_t) / |mean b_t|;
+  undefined where b_t = 0 (``zero_baselines``: left out of the gains, counted 0 in a grouping);
 - negative transfer of S on t: Δ_t(S) < 0 and significant across seeds (Welch's t-test
   on the per-seed scores of t in S against t alone, p < alpha, at least ``min_seeds`` each);
 - pairwise matrix A[i][j] = Δ_i({i, j});
@@ -18,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,13 +93,26 @@ def baselines(runs: Iterable[Run]) -> dict[str, Stats]:
 NOISY_BASELINE_CV = 0.10  # seed-to-seed std over |mean| of a baseline above which its task's gains are flagged
 
 
+ZERO_BASELINE = 1e-12  # |mean baseline| below which a relative gain is undefined
+
+
+def zero_baselines(base: Mapping[str, Stats]) -> list[str]:
+    """The tasks whose baseline is 0 (a task that learned nothing alone: span F1 0 at every
+    seed, say). Δ_t divides by |b_t|, so their relative gains are undefined: ``gains`` leaves
+    them out, and a grouping counts them 0 wherever they are placed (``gain_table``'s
+    ``neutral``, ``grouping_totals``): they ride along without deciding it."""
+    return sorted(t for t, s in base.items() if abs(s.mean) < ZERO_BASELINE)
+
+
 def noisy_baselines(base: dict[str, Stats], cv: float = NOISY_BASELINE_CV) -> dict[str, float]:
     """The tasks whose baseline varies by more than ``cv`` of its size from seed to seed
     (std / |mean|, at least two seeds), with that ratio. A relative gain divides by |b_t|, so
     such a task's gains are noisy and, being large, weigh most in a grouping's total (a
     Pearson of 0.13 ± 0.024 on vader_nyt made every grouping's total of a six-task study
-    swing by ±100 points from seed to seed: BENCHMARKS.md)."""
-    ratio = {t: s.std / abs(s.mean) if s.mean else math.inf for t, s in base.items() if s.n >= 2}
+    swing by ±100 points from seed to seed: BENCHMARKS.md). A baseline of 0 is
+    ``zero_baselines``' case, not this one's."""
+    zero = set(zero_baselines(base))
+    ratio = {t: s.std / abs(s.mean) for t, s in base.items() if s.n >= 2 and t not in zero}
     return {t: r for t, r in ratio.items() if r > cv}
 
 
@@ -122,18 +136,20 @@ def welch(a: Sequence[float], b: Sequence[float], alpha: float = 0.05
 
 def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: float = 0.05,
           min_seeds: int = 3) -> list[Gain]:
-    """Δ_t(S) for every trained group S of two or more tasks and every t in S."""
+    """Δ_t(S) for every trained group S of two or more tasks and every t in S (but a task
+    whose baseline is 0: ``zero_baselines``)."""
     table = scores_by_group(runs)
     base = baselines(runs)
+    zero = set(zero_baselines(base))
     out = []
     for g in sorted(table, key=lambda g: (len(g), g)):
         if len(g) < 2:
             continue
         for t in g:
-            if t not in base or not table[g].get(t):
+            if t not in base or t in zero or not table[g].get(t):
                 continue
             vals, b = table[g][t], base[t]
-            scale = (1.0 if higher_is_better[t] else -1.0) / max(abs(b.mean), 1e-12)
+            scale = (1.0 if higher_is_better[t] else -1.0) / abs(b.mean)
             delta = scale * (statistics.fmean(vals) - b.mean)
             p, ci = welch(vals, b.values, alpha)
             ci_delta = tuple(sorted((scale * ci[0], scale * ci[1]))) if ci else None
@@ -165,12 +181,15 @@ def standley_estimate(matrix: Mapping[str, Mapping[str, float | None]], task: st
 
 def gain_table(tasks: Sequence[str], measured: Iterable[Gain], *,
                estimate: Callable[[str, Group], float | None] | None = None,
-               max_size: int | None = None) -> dict[Group, dict[str, float]]:
+               max_size: int | None = None, neutral: Collection[str] = ()) -> dict[Group, dict[str, float]]:
     """Δ_t(G) for every candidate group G: measured where trained, else ``estimate`` (if
-    given); a single task's own group scores 0 (its baseline)."""
+    given); a single task's own group scores 0 (its baseline), and so does a ``neutral``
+    task (``zero_baselines``) in every group that is a candidate for its other members."""
     table: dict[Group, dict[str, float]] = {(t,): {t: 0.0} for t in tasks}
     for g in measured:
         table.setdefault(g.group, {})[g.task] = g.delta
+    for group, row in table.items():
+        row.update({t: 0.0 for t in group if t in neutral})
     if estimate is not None:
         top = max_size or len(tasks)
         for k in range(2, top + 1):
@@ -180,7 +199,7 @@ def gain_table(tasks: Sequence[str], measured: Iterable[Gain], *,
                 row = table.get(combo, {}).copy()
                 for t in combo:
                     if t not in row:
-                        est = estimate(t, combo)
+                        est = 0.0 if t in neutral else estimate(t, combo)
                         if est is None:
                             break
                         row[t] = est
@@ -213,10 +232,12 @@ def grouping_totals(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]]
                     higher_is_better: Mapping[str, bool]) -> dict[int, float]:
     """A grouping's total gain at each seed: Σ_t s_t · (m_t(G_t, s) − b_t(s)) / |mean b_t|
     (G_t: the group t is scored in, b_t(s): t alone at seed s), for the seeds at which every
-    run is there. They average to the grouping's score."""
+    run is there. They average to the grouping's score. A task whose baseline is 0 counts 0."""
     runs = list(runs)
     score: dict[tuple[Group, int], Mapping[str, float]] = {(r.group, r.seed): r.scores for r in runs}
-    base = {t: s.mean for t, s in baselines(runs).items()}
+    stats_ = baselines(runs)
+    zero = set(zero_baselines(stats_))
+    base = {t: s.mean for t, s in stats_.items()}
     totals = {}
     for seed in sorted({r.seed for r in runs}):
         total = 0.0
@@ -224,7 +245,8 @@ def grouping_totals(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]]
             own, alone = score.get((group_of(g), seed), {}).get(t), score.get(((t,), seed), {}).get(t)
             if own is None or alone is None or t not in base or not (math.isfinite(own) and math.isfinite(alone)):
                 break
-            total += (1.0 if higher_is_better[t] else -1.0) * (own - alone) / max(abs(base[t]), 1e-12)
+            if t not in zero:
+                total += (1.0 if higher_is_better[t] else -1.0) * (own - alone) / abs(base[t])
         else:
             totals[seed] = total
     return totals

@@ -107,12 +107,12 @@ class Estimator:
         reached = [best_within(c, share * self.cap, self.higher_is_better[t]) for c in self.curves.get(t, [])]
         vals = [v for v in reached if v is not None]
         b = self.baseline.get(t)
-        if b is None:
+        if b is None or b == 0:  # b = 0: a relative gain is undefined (analysis.zero_baselines)
             return None
         if not vals or not self.cap:
             return 0.0  # no learning curve (a study recorded before curves were read): not estimated
         sign = 1.0 if self.higher_is_better[t] else -1.0
-        return min(0.0, sign * (statistics.fmean(vals) - b) / max(abs(b), 1e-12))
+        return min(0.0, sign * (statistics.fmean(vals) - b) / abs(b))
 
     def yardstick(self, t: str) -> float:
         """The largest |Z[j -> t]| over every j, t itself included: usually Z[t -> t]; a task

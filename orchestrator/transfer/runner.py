@@ -258,8 +258,9 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
                    "carry": dict(est.carry)}
     else:
         est = lambda t, g: an.standley_estimate(matrix, t, g)  # noqa: E731
-    table = an.gain_table(study.tasks, gains)
-    estimates = an.gain_table(study.tasks, gains, estimate=est) if est is not None else table
+    zero = an.zero_baselines(base)  # relative gains undefined: counted 0 wherever placed
+    table = an.gain_table(study.tasks, gains, neutral=zero)
+    estimates = an.gain_table(study.tasks, gains, estimate=est, neutral=zero) if est is not None else table
     proposed = None
     try:
         proposed = an.best_grouping(study.tasks, estimates, study.budget)
@@ -269,26 +270,29 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
             shown = {an.group_of(g) for g in proposed.groups if len(g) > 1}
             shown |= {g.group for g in gains if 1 < len(g.group) < n}  # affinity: only confirmations are trained
             fit["proposed"] = [{"group": list(g), "task": t, "estimated": est(t, g)}
-                               for g in sorted(shown, key=lambda g: (len(g), g)) for t in g]
+                               for g in sorted(shown, key=lambda g: (len(g), g)) for t in g if t not in zero]
     except ValueError:
         proposed = None
     try:  # the recommendation: measured gains only
         grouping = an.best_grouping(study.tasks, table, study.budget)
         # confirmed: every group the estimates propose was trained, so no estimated grouping beats it
+        trained = {r.group for r in runs}  # a task of baseline 0 has no gain, but its group is trained
         grouping.confirmed = proposed is not None and all(
-            len(g) == 1 or all((tuple(g), t) in measured for t in g) for g in proposed.groups)
+            len(g) == 1 or all((tuple(g), t) in measured or (t in zero and tuple(g) in trained) for t in g)
+            for g in proposed.groups)
         grouping.ci = an.grouping_interval(runs, grouping.assignment, study.higher_is_better)
     except ValueError as exc:  # too few runs so far (a study still running or interrupted)
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
     checked = checked_grouping(study, runs, table) if study.groups else None
     estimated = [an.Gain(t, g, row[t], None, None, False, 0, estimated=True).as_dict()
-                 for g, row in estimates.items() if len(g) > 1 for t in g if (g, t) not in measured]
+                 for g, row in estimates.items() if len(g) > 1 for t in g if (g, t) not in measured and t not in zero]
     return {
         "name": study.name, "parent_run_id": study.parent_run_id, "method": study.method, "budget": study.budget,
         "tasks": study.tasks, "main_metric": study.main_metric, "seeds": study.seeds,
         "baselines": {t: s.as_dict() for t, s in base.items()},
-        "noisy_baselines": {t: v if math.isfinite(v) else None for t, v in an.noisy_baselines(base).items()},
+        "noisy_baselines": an.noisy_baselines(base),
+        "zero_baselines": zero,
         "gains": [g.as_dict() for g in gains],
         "negative_transfer": [g.as_dict() for g in an.negative_transfer(gains)],
         "pairwise": matrix,

@@ -24,6 +24,9 @@ def test_mean_delta_is_relative_gain_against_baselines():
     # rt: (0.8-0.75)/0.75 = 0.0667; vader (lower is better): -(2.0-2.5)/2.5 = 0.2; ner: (0.3-0.25)/0.25 = 0.2
     assert o.compute(ROW, ["rt", "vader", "ner"])["objective"] == pytest.approx((0.05 / 0.75 + 0.2 + 0.2) / 3)
     assert o.compute(ROW, ["vader"])["objective"] == pytest.approx(0.2)
+    # ner learned nothing alone (F1 0): its gain is undefined and counts 0, not 0.3 / 1e-12
+    zero = obj("mean_delta", baselines={"rt": 0.75, "vader": 2.5, "ner": 0.0})
+    assert zero.compute(ROW, ["rt", "vader", "ner"])["objective"] == pytest.approx((0.05 / 0.75 + 0.2 + 0) / 3)
 
 
 def test_target_and_pareto():

@@ -279,21 +279,60 @@ def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(measured)" in text and "to check it" not in text  # every task alone: no group to check
     assert "Noisy baselines" not in text
-    print_transfer({**out, "noisy_baselines": {"b": 0.187, "c": None}})
+    print_transfer({**out, "noisy_baselines": {"b": 0.187}, "zero_baselines": ["c"]})
     text = " ".join(capsys.readouterr().out.split())
-    assert "Noisy baselines (seed-to-seed std over |mean|, above 10%): b 19%, c (mean 0)." in text
+    assert "Noisy baselines (seed-to-seed std over |mean|, above 10%): b 19%." in text
+    assert "Baseline 0: c (acc) scored 0 alone. A gain relative to 0 is undefined" in text
+    assert "│ c │ n/a │ n/a │ │" in text and "│ a │ │ - │ - │" in text  # c's row: undefined, not untrained
 
 
 def test_noisy_baselines_by_hand():
     """std / |mean| over seeds above 10%: vader_nyt's 0.1297 ± 0.0243 (18.7%) of the second
-    six-task study is flagged, its 4-5% tasks are not; a zero mean always is; one seed never."""
-    from orchestrator.transfer.analysis import noisy_baselines
+    six-task study is flagged, its 4-5% tasks are not; one seed never; a zero mean is
+    zero_baselines' case."""
+    from orchestrator.transfer.analysis import noisy_baselines, zero_baselines
 
     base = baselines(runs(["a"], {"a": [0.10, 0.13, 0.16]}) + runs(["b"], {"b": [0.60, 0.62, 0.64]})
                      + runs(["c"], {"c": [-0.1, 0.0, 0.1]}) + runs(["m"], {"m": [5.0]}, seeds=(0,)))
     got = noisy_baselines(base)
-    assert set(got) == {"a", "c"} and got["a"] == pytest.approx(0.03 / 0.13) and got["c"] == float("inf")
-    assert noisy_baselines(base, cv=0.5) == {"c": float("inf")}
+    assert set(got) == {"a"} and got["a"] == pytest.approx(0.03 / 0.13)
+    assert noisy_baselines(base, cv=0.5) == {}
+    assert zero_baselines(base) == ["c"]
+
+
+def test_a_zero_baseline_has_no_relative_gain_and_does_not_decide_the_grouping():
+    """z learned nothing alone (F1 0 at every seed): Δ_z is undefined. a: 0.5 alone, 0.6 with
+    z (+20%), 0.55 with b (+10%); b: 0.4 alone, 0.44 with a (+10%), 0.36 with z (-10%); z
+    scores 0.3 with a, 0.1 with b (a relative gain of 3e11 against the old 1e-12 floor)."""
+    from orchestrator.transfer.analysis import grouping_totals, zero_baselines
+    from orchestrator.transfer.predict import Estimator
+
+    hib = {"a": True, "b": True, "z": True}
+    rs = (runs(["a"], {"a": [0.5] * 3}) + runs(["b"], {"b": [0.4] * 3}) + runs(["z"], {"z": [0.0] * 3})
+          + runs(["a", "z"], {"a": [0.6] * 3, "z": [0.3] * 3}) + runs(["a", "b"], {"a": [0.55] * 3, "b": [0.44] * 3})
+          + runs(["b", "z"], {"b": [0.36] * 3, "z": [0.1] * 3}))
+    assert zero_baselines(baselines(rs)) == ["z"]
+    gs = gains(rs, hib)
+    assert {(g.task, g.group) for g in gs} == {("a", ("a", "z")), ("a", ("a", "b")), ("b", ("a", "b")),
+                                               ("b", ("b", "z"))}
+    assert pairwise_matrix(gs, ["a", "b", "z"])["z"] == {"a": None, "b": None, "z": 0.0}
+    table = gain_table(["a", "b", "z"], gs, neutral=["z"])
+    assert table[("a", "z")] == pytest.approx({"a": 0.2, "z": 0.0})
+    assert table[("b", "z")] == pytest.approx({"b": -0.1, "z": 0.0})
+    assert ("a", "z") not in gain_table(["a", "b", "z"], gs)  # without neutral: z incomplete everywhere
+    # two models: {a, b} and {a, z}, each task in its best: a +0.2 (with z), b +0.1, z 0
+    two = best_grouping(["a", "b", "z"], table, 2)
+    assert sorted(two.groups) == [["a", "b"], ["a", "z"]] and two.score == pytest.approx(0.3)
+    assert two.assignment["z"] == ["a", "z"]
+    # one model must hold z too: the all-tasks group, z counted 0 in it
+    every = ("a", "b", "z")
+    three = [an.Gain("a", every, 0.1, None, None, False, 3), an.Gain("b", every, 0.05, None, None, False, 3)]
+    one = best_grouping(["a", "b", "z"], gain_table(["a", "b", "z"], gs + three, neutral=["z"]), 1)
+    assert one.groups == [["a", "b", "z"]] and one.score == pytest.approx(0.15)
+    assert grouping_totals(rs, {"a": ["a", "z"], "b": ["b"], "z": ["a", "z"]}, hib) == \
+        pytest.approx({0: 0.2, 1: 0.2, 2: 0.2})
+    est = Estimator(["a", "b", "z"], hib, {"a": 0.5, "b": 0.4, "z": 0.0}, {"z": [((10, 0.0), (20, 0.0))]}, {}, 20)
+    assert est.dilution_at("z", 0.5) is None
 
 
 @pytest.mark.parametrize("n_tasks", [3, 6])

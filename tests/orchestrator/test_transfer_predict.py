@@ -138,3 +138,38 @@ def test_a_slow_task_is_split_off_although_every_affinity_onto_it_is_positive():
     assert estimated[("c", ("a", "c"))] == pytest.approx(-0.20 - 0.10 / 2)
     assert eff["proposed"]["groups"] == [["a", "b"], ["c"]]
     assert fit["carry"] == {}
+
+
+def test_a_task_that_learned_nothing_alone_rides_along_and_the_grouping_is_confirmed():
+    """c scored 0 alone at every seed (span F1 of a task too hard for the encoder): its
+    relative gains are undefined, so it has none, no estimate, and counts 0 wherever placed;
+    a proposed group holding it is confirmed once trained (before: c's 0.2 in the trio read
+    as a gain of 2e11 and decided the grouping)."""
+    fast = [(10, 0.70), (20, 0.80), (30, 0.80), (60, 0.80), (90, 0.80)]
+    runs = []
+    for seed in range(3):
+        runs += [Run(("a",), seed, {"a": 0.80 + (seed - 1) / 100}, curve=tuple(fast)),
+                 Run(("b",), seed, {"b": 0.80 - (seed - 1) / 100}, curve=tuple(fast)),
+                 Run(("c",), seed, {"c": 0.0}, curve=((10, 0.0), (90, 0.0))),
+                 Run(("a", "b", "c"), seed, {"a": 0.84, "b": 0.76, "c": 0.2})]
+    z = {i: {j: 0.01 for j in "abc"} for i in "abc"}
+    study = Study("s", "p", ["a", "b", "c"], {t: "f1" for t in "abc"}, {t: True for t in "abc"}, "affinity",
+                  [0, 1, 2], 2, max_steps=90)
+    res = analyse(study, runs, z)
+    assert res["zero_baselines"] == ["c"] and "c" not in res["noisy_baselines"]
+    assert {g["task"] for g in res["gains"]} == {"a", "b"}
+    assert all(e["task"] != "c" for e in res["estimated_gains"])
+    assert all(e["task"] != "c" for e in res["estimator"]["proposed"])
+    assert res["estimator"]["dilution"]["c"] is None
+    # a gains 5% in the trio, b loses 5%: {a, c} was never trained, so the estimate proposes it
+    # from a's transfer (+5%) and b alone; c counts 0 there
+    assert res["proposed"]["groups"] == [["a", "c"], ["b"]] and res["proposed"]["score"] == pytest.approx(0.05)
+    assert not res["grouping"]["confirmed"]
+    # trained, {a, c} measures a +3.75%: the trio's measured +5% for a wins, and the
+    # proposal, made again on that measurement, is the trio (c in it, with no gain) + b alone
+    trained = runs + [Run(("a", "c"), s, {"a": 0.83, "c": 0.1}) for s in range(3)]
+    again = analyse(study, trained, z)
+    assert again["proposed"]["groups"] == again["grouping"]["groups"] == [["a", "b", "c"], ["b"]]
+    assert again["grouping"]["confirmed"] and again["grouping"]["score"] == pytest.approx(0.05)
+    # per seed: a (0.84 - 0.79, 0.84 - 0.80, 0.84 - 0.81) / 0.80, b alone 0, c 0
+    assert again["grouping"]["ci"][0] < 0.05 < again["grouping"]["ci"][1] < 0.2
