@@ -72,6 +72,9 @@ def _log_path() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # MLflow draws a progress bar on stderr for every artifact it reads back (study.json, a
+    # report's files): noise between mtlo's own lines; a user's own setting wins
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from orchestrator import commands
 
     try:
