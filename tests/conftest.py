@@ -1,4 +1,8 @@
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub (none is
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     # a fresh tokenization cache per test session: tests see the real build path first
     os.environ["MTLO_CACHE_DIR"] = str(tmp_path_factory.mktemp("mtlo-cache"))
+
+
+def run_mtlo(workdir: Path, *args: str, fault: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``mtlo ARGS`` in its own process group, ``MTLO_FAULT=fault`` (a driver fault kills the
+    group, as ``kill -9`` would); Ray's processes left behind are killed with the group."""
+    env = {k: v for k, v in os.environ.items() if k != "MTLO_FAULT"}
+    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"})
+    if fault:
+        env["MTLO_FAULT"] = fault
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out, err = proc.communicate(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):  # Ray's processes share the killed driver's fate
+        os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def tiny_config(**train: object) -> dict:

@@ -2,19 +2,16 @@
 not rerun, the same parent run continues, no child run is duplicated, and a trial that was
 running continues from its last epoch's checkpoint."""
 
-import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import search_config
+from tests.conftest import run_mtlo, search_config
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +37,7 @@ def children(db: Path) -> list[tuple[str, str, int]]:
 
 
 def run(workdir: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MTLO_FAULT"}
-    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"})
-    if fault:
-        env["MTLO_FAULT"] = fault
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "search", "c.yaml", *args], cwd=workdir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    out, err = proc.communicate(timeout=600)
-    with contextlib.suppress(ProcessLookupError):  # Ray's processes share the killed driver's fate
-        os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run_mtlo(workdir, "search", "c.yaml", *args, fault=fault)
 
 
 def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(tmp_path):

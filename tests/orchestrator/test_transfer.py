@@ -229,3 +229,38 @@ def test_cli_transfer_json(tmp_path):
         bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), *args],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and said in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp_path):
+    """SIGKILL of the driver (MTLO_FAULT=driver@trials=2) once rt and sms alone are done: the
+    report is rebuilt from MLflow for the interrupted study (status RUNNING, the baselines, no
+    pair yet); ``--resume`` trains only the pair, on the same parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.report import build_report
+    from tests.conftest import run_mtlo
+
+    path = write(tmp_path, name="killed", tasks={"rt": {"source": "builtin:rt_polarity"},
+                                                 "sms": {"source": "builtin:sms_spam"}},
+                 search={"max_concurrent": 1})
+    killed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1",
+                      fault="driver@trials=2")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res, md, _ = build_report(uri, "killed", tmp_path / "rep")
+    assert res["status"] == "RUNNING" and set(res["baselines"]) == {"rt", "sms"} and res["gains"] == []
+    assert "(RUNNING)" in md and res["grouping"]["groups"] == [["rt"], ["sms"]]  # no pair trained yet
+    client = MlflowClient(uri)
+    parent_id = res["parent_run_id"]
+    before = {r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name("study").experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
+    resumed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1", "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    out = json.loads(resumed.stdout)
+    assert out["parent_run_id"] == parent_id and client.get_run(parent_id).info.status == "FINISHED"
+    children = client.search_runs([client.get_experiment_by_name("study").experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert sorted(c.data.tags["mtlo.tasks"] for c in children) == ["rt", "rt,sms", "sms"]  # none twice
+    assert before <= {c.info.run_id for c in children} and all(c.info.status == "FINISHED" for c in children)
+    assert out["cost"]["trials"] == 3 and {(g["task"], tuple(g["group"])) for g in out["gains"]} == \
+        {("rt", ("rt", "sms")), ("sms", ("rt", "sms"))}
