@@ -269,7 +269,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         zero = [t for t, v in baselines.items() if v == 0]
         if zero:
             err_console.print(f"[yellow]baseline 0: {', '.join(zero)} scored 0 alone; a gain relative to 0 is "
-                              "undefined, so mean_delta counts them 0 in every trial[/yellow]")
+                              f"undefined, so mean_delta counts {'it' if len(zero) == 1 else 'them'} 0 in every "
+                              "trial[/yellow]")
 
     ctx = trial_context(cfg, run, objective)
     metrics = objective.metric_names
