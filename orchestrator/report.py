@@ -76,8 +76,9 @@ def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any]
 
 
 def _matrix_figure(tasks: list[str], m: Any, text: Any, path: Path, *, lim: float, title: str, label: str,
-                   xlabel: str, ylabel: str) -> None:
-    """A task x task heat map (diverging, centred on 0) with a text in every measured cell."""
+                   xlabel: str, ylabel: str, rows: list[str] | None = None) -> None:
+    """A task x task heat map (diverging, centred on 0) with a text in every measured cell;
+    ``rows``: the row labels, if not the tasks' names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +88,7 @@ def _matrix_figure(tasks: list[str], m: Any, text: Any, path: Path, *, lim: floa
     fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.0 * len(tasks) + 1.5))
     im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
-    ax.set_yticks(range(len(tasks)), tasks)
+    ax.set_yticks(range(len(tasks)), rows or tasks)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     for i in range(len(tasks)):
@@ -119,7 +120,8 @@ def _heatmap(res: dict[str, Any], path: Path) -> bool:
     _matrix_figure(tasks, m, text, path, lim=max(1.0, float(np.nanmax(np.abs(m)))),
                    title=f"{res['name']}: pairwise transfer (* p < 0.05, {len(res['seeds'])} seeds)",
                    label="relative gain, %", xlabel="trained together with",
-                   ylabel="gain of this task (relative to alone)")
+                   ylabel="gain of this task (relative to alone)",
+                   rows=[f"{t} (baseline 0: n/a)" if t in (res.get("zero_baselines") or []) else t for t in tasks])
     return True
 
 
