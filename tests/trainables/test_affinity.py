@@ -49,6 +49,7 @@ def test_affinity_recovers_a_planted_copy_and_noise(tmp_path):
 
 def test_measuring_affinity_does_not_change_training(tmp_path):
     cfg = planted(tmp_path)
+    cfg["train"]["max_train_examples"] = 192
     with_rows, without_rows = [], []
     train(cfg, with_rows.append)
     cfg["train"]["affinity_every"] = None
@@ -97,20 +98,20 @@ def test_gradient_affinity_by_hand():
 
 def test_gradient_affinity_in_training(tmp_path):
     cfg = planted(tmp_path)
-    cfg["train"].update(schedule="round_robin", epochs=3)
+    short = {**cfg, "train": {**cfg["train"], "schedule": "round_robin", "epochs": 1, "max_train_examples": 64}}
     rows = []
-    train(cfg, rows.append)
-    assert not any(k.startswith(("gaffinity/", "gcos/")) for k in rows[-1])  # off by default
-    cfg["train"]["gradient_affinity"] = True
+    train(short, rows.append)
+    assert rows and not any(k.startswith(("gaffinity/", "gcos/")) for k in rows[-1])  # off by default
+    rows = []
+    train({**short, "train": {**short["train"], "gradient_affinity": True, "schedule": "joint"}}, rows.append)
+    # joint: every task in every step, no single task's gradient to read
+    assert rows and not any(k.startswith(("gaffinity/", "gcos/")) for k in rows[-1])
+    cfg["train"].update(schedule="round_robin", epochs=3, gradient_affinity=True)
     rows = []
     train(cfg, rows.append)
     g = {k.split("/", 1)[1]: v for k, v in rows[-1].items() if k.startswith("gaffinity/")}
     assert len(g) == 9
     assert g["a/copy"] > 0 and g["a/copy"] > g["a/noise"] and g["copy/a"] > g["noise/a"]
-    cfg["train"]["schedule"] = "joint"  # every task in every step: no single task's gradient to read
-    rows = []
-    train(cfg, rows.append)
-    assert not any(k.startswith(("gaffinity/", "gcos/")) for k in rows[-1])
 
 
 def test_resumed_run_measures_both_affinities_as_the_uninterrupted_one(tmp_path):
@@ -119,7 +120,7 @@ def test_resumed_run_measures_both_affinities_as_the_uninterrupted_one(tmp_path)
     from trainables.loop import build, fit
 
     cfg = planted(tmp_path)
-    cfg["train"].update(schedule="round_robin", epochs=3, gradient_affinity=True)
+    cfg["train"].update(schedule="round_robin", epochs=3, gradient_affinity=True, max_train_examples=128)
     full: list[dict] = []
     fit(build(cfg), full.append, save_state=lambda s: torch.save(s, tmp_path / f"epoch{s['epoch']}.pt"))
     state = torch.load(tmp_path / "epoch1.pt", weights_only=True)
