@@ -226,7 +226,7 @@ def print_transfer(out: dict[str, Any]) -> None:
         base.add_row(t, out["main_metric"][t], *(("-",) * 3 if b is None else
                                                   (f"{b['mean']:.4f}", f"{b['std']:.4f}", str(b["n"]))))
     con.print(base)
-    from orchestrator.report import affinity_note, check_command, noisy_note, zero_note
+    from orchestrator.report import affinity_note, check_command, few_seeds_note, noisy_note, zero_note
 
     for note in (zero_note(out), noisy_note(out), affinity_note(out.get("affinity_signals") or {})):
         if note:
@@ -255,6 +255,9 @@ def print_transfer(out: dict[str, Any]) -> None:
                       f"{_pct(g['delta'])}  95% CI [{_pct(g['ci'][0])}, {_pct(g['ci'][1])}], p={g['p']:.3g}")
     else:
         con.print("negative transfer: none significant")
+    few = few_seeds_note(out)
+    if few:
+        con.print(f"[yellow]{few}[/yellow]")
     if out.get("checked"):
         seeds = ", ".join(map(str, out["seeds"]))
         con.print(f"[bold]the task sets given[/bold] on seeds {seeds}: " + _grouping_text(out["checked"]))

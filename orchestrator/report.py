@@ -138,6 +138,17 @@ def noisy_note(res: dict[str, Any]) -> str | None:
             "large ones weigh most in a grouping's total gain: read them with their intervals.")
 
 
+def few_seeds_note(res: dict[str, Any]) -> str | None:
+    """With fewer seeds than the significance test asks, say that no evidence is all it can give."""
+    from orchestrator.transfer.analysis import MIN_SEEDS
+
+    n = len(res.get("seeds") or [])
+    if n >= MIN_SEEDS:
+        return None
+    return (f"{n} seed(s): a gain or loss is declared significant only with at least {MIN_SEEDS} seeds on each "
+            f"side, so none can be here (--seeds {MIN_SEEDS} or more to test them).")
+
+
 def zero_note(res: dict[str, Any]) -> str | None:
     """One sentence on the tasks whose baseline is 0 (``analysis.zero_baselines``)."""
     zero = res.get("zero_baselines") or []
@@ -338,6 +349,9 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     else:
         lines.append("No significant loss: no task was measurably hurt by another "
                      "(a loss that is not significant is reported as no evidence).")
+    few = few_seeds_note(res)
+    if few:
+        lines += ["", few]
     if res.get("affinity"):
         lines += ["", "## Affinity (estimated)", "",
                   "Lookahead inter-task affinity Z[i → j] = 1 − L_j(θ − η∇L_i) / L_j(θ), measured inside the "

@@ -134,8 +134,11 @@ def welch(a: Sequence[float], b: Sequence[float], alpha: float = 0.05
     return float(res.pvalue), (float(ci.low), float(ci.high))
 
 
+MIN_SEEDS = 3  # seeds on each side below which no gain is declared significant
+
+
 def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: float = 0.05,
-          min_seeds: int = 3) -> list[Gain]:
+          min_seeds: int = MIN_SEEDS) -> list[Gain]:
     """Δ_t(S) for every trained group S of two or more tasks and every t in S (but a task
     whose baseline is 0: ``zero_baselines``)."""
     table = scores_by_group(runs)

@@ -278,7 +278,10 @@ def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
     print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None}})
     text = " ".join(capsys.readouterr().out.split())
     assert "(measured)" in text and "to check it" not in text  # every task alone: no group to check
-    assert "Noisy baselines" not in text
+    assert "Noisy baselines" not in text and "seed(s): a gain or loss" not in text
+    print_transfer({**out, "seeds": [0, 1]})  # fewer seeds than the test needs: said, not left to guess
+    text = " ".join(capsys.readouterr().out.split())
+    assert "2 seed(s): a gain or loss is declared significant only with at least 3 seeds on each side" in text
     print_transfer({**out, "noisy_baselines": {"b": 0.187}, "zero_baselines": ["c"]})
     text = " ".join(capsys.readouterr().out.split())
     assert "Noisy baselines (seed-to-seed std over |mean|, above 10%): b 19%." in text
