@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.transfer.analysis import ZERO_BASELINE
+
 OBJECTIVES = ("mean_delta", "mean_score", "target", "pareto")
 
 
@@ -43,7 +45,7 @@ class Objective:
         b = self.baselines[task]
         m = float(row[f"val/{task}/{self.main_metric[task]}"])
         sign = 1.0 if self.higher_is_better[task] else -1.0
-        return sign * (m - b) / abs(b) if b else 0.0
+        return 0.0 if abs(b) < ZERO_BASELINE else sign * (m - b) / abs(b)
 
     def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
         """The objective value(s) of one epoch's report."""

@@ -28,6 +28,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.search.objectives import Objective
 from orchestrator.search.progress import Progress
 from orchestrator.search.trial import TrialContext, trainable, trial_params
+from orchestrator.transfer.analysis import ZERO_BASELINE
 from search_spaces import SearchSpace, load_space
 from trainables import inspect_tasks
 
@@ -266,7 +267,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                 raise RuntimeError(f"single-task baseline(s) failed: {', '.join(still)} (see MLflow)")
         objective = replace(objective, baselines=baselines)
         tracking.log_metrics(client, parent_id, {f"baseline/{t}": v for t, v in baselines.items()})
-        zero = [t for t, v in baselines.items() if v == 0]
+        zero = [t for t, v in baselines.items() if abs(v) < ZERO_BASELINE]
         if zero:
             err_console.print(f"[yellow]baseline 0: {', '.join(zero)} scored 0 alone; a gain relative to 0 is "
                               f"undefined, so mean_delta counts {'it' if len(zero) == 1 else 'them'} 0 in every "
