@@ -84,14 +84,15 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    runs: list[dict] = []
     results = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-               "command": "python benchmarks/gpu_search.py " + " ".join(sys.argv[1:]), "runs": []}
+               "command": "python benchmarks/gpu_search.py " + " ".join(sys.argv[1:]), "runs": runs}
     with tempfile.TemporaryDirectory(prefix="mtlo-gpu-") as tmp:
         for gpus in args.gpus_per_trial:
             cpus = args.cpus or max(1.0, (os.cpu_count() or 2) // max(1, round(1 / gpus)) - 1)
             r = one(gpus, cpus, args.num_samples, Path(tmp) / f"g{gpus}")
             print(json.dumps(r), flush=True)
-            results["runs"].append(r)
+            runs.append(r)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainables import build, fit  # noqa: E402
 from trainables.data import TaskData  # noqa: E402
+from trainables.loop import Experiment  # noqa: E402
 from trainables.tasks import task_type  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def baseline(d: TaskData) -> dict[str, float]:
     return tt.metrics([torch.where(y == -100, y, torch.full_like(y, o))], [y], d)
 
 
-def run(config: dict, tasks: list[str], seed: int) -> tuple[dict, object]:
+def run(config: dict, tasks: list[str], seed: int) -> tuple[dict, Experiment]:
     cfg = json.loads(json.dumps(config))
     cfg["tasks"] = {t: config["tasks"][t] for t in tasks}
     cfg["train"]["seed"] = seed
