@@ -91,7 +91,8 @@ def pair_gain_reliability(tasks: list[str], higher_is_better: dict[str, bool], r
             for t in r.group:
                 (j,) = [x for x in r.group if x != t]
                 sign = 1.0 if higher_is_better[t] else -1.0
-                per.setdefault(r.seed, {}).setdefault(j, {})[t] = sign * (r.scores[t] - base[t]) / abs(base[t])
+                scale = abs(base[t]) or 1.0  # within-task ranks: any positive scale, also for a baseline of 0
+                per.setdefault(r.seed, {}).setdefault(j, {})[t] = sign * (r.scores[t] - base[t]) / scale
     got = [an.agreement([per[a], per[b]], tasks) for a, b in itertools.combinations(sorted(per), 2)]
     vals = [v for v in got if v is not None]
     return statistics.fmean(vals) if vals else None
