@@ -149,7 +149,7 @@ def from_exhaustive(uri: str, name: str, signals_uri: str | None, signals_study:
                     [g for g in gains if g.group == every], lookahead)
     transfer = {j: {t: g.delta - (est.dilution(t, g.group) or 0.0) for g in gains
                     if len(g.group) == 2 and j in g.group for t in [g.task] if t != j} for j in tasks}
-    table = an.gain_table(tasks, gains)
+    table = an.gain_table(tasks, gains, neutral=an.zero_baselines(an.baselines(runs)))  # as analyse scores it
     opt = an.best_grouping(tasks, table, study.budget)
     out: dict[str, Any] = {"study": parent.info.run_name, "tasks": tasks, "signals_from": sparent.info.run_name,
                            "all_tasks_runs": len(children), "optimum": {"groups": opt.groups, "score": opt.score},

@@ -260,7 +260,7 @@ def main() -> None:
     affinity = affinity or {}
     full = analyse(replace(study, method="exhaustive"), runs)
     gains = an.gains(runs, study.higher_is_better)
-    table = an.gain_table(study.tasks, gains)
+    table = an.gain_table(study.tasks, gains, neutral=an.zero_baselines(an.baselines(runs)))  # as analyse scores it
     opt = full["grouping"]
     out: dict[str, Any] = {"study": parent.info.run_name, "tasks": study.tasks, "seeds": study.seeds,
                            "budget": study.budget, "confirm_rounds": args.confirm_rounds,
