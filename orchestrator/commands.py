@@ -136,7 +136,8 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
                     else float("inf"))
     for t in ranked:
         obj = t["objective"]
-        shown = f"{obj:.4f}" if isinstance(obj, (int, float)) else json.dumps(obj) if obj else "-"
+        shown = (f"{obj:.4f}" if isinstance(obj, (int, float)) else  # pareto: one value per task
+                 "  ".join(f"{k.removeprefix('obj/')} {v:.4f}" for k, v in obj.items()) if obj else "-")
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
         table.add_row(t["trial_id"], t["status"], str(t["epochs"]), ",".join(t["tasks"]), shown, params)
     out_console().print(table)

@@ -183,3 +183,36 @@ def test_a_checkpoint_that_cannot_be_deleted_does_not_stop_the_study(capsys):
     trial = SimpleNamespace(trial_id="t1", path="/x", storage=SimpleNamespace(storage_filesystem=Broken()))
     DropFinishedCheckpoints().on_trial_complete(0, [], trial)
     assert "could not delete the checkpoints of finished trial t1: read-only file system" in capsys.readouterr().err
+
+
+def test_pareto_search_reports_its_front(ray_local, workdir, capsys):
+    """``objective: pareto``: one objective per task, no early stopping, and the report's front
+    is exactly the non-dominated trials (checked against the trials' objectives, by hand)."""
+    from orchestrator.commands import cmd_search
+
+    path = write(workdir, name="front", search={"space": "weights", "num_samples": 4, "objective": "pareto"})
+    data = yaml.safe_load(path.read_text())
+    data["tasks"] = {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}}
+    path.write_text(yaml.safe_dump(data))
+    assert cmd_search(str(path), sets=[], as_json=False, resume=False, address=None, num_samples=None) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    from orchestrator.report import build_report
+
+    res, md, folder = build_report(f"sqlite:///{workdir / 'mlflow.db'}", "front", workdir / "rep")
+    trials = res["trials"]
+    assert len(trials) == 4 and all(t["status"] == "FINISHED" and set(t["objective"]) == {"rt", "vader"}
+                                    for t in trials)
+
+    def dominated(t):
+        return any(all(o["objective"][k] >= t["objective"][k] for k in ("rt", "vader"))
+                   and o["objective"] != t["objective"] for o in trials)
+
+    front = sorted(t["trial_id"] for t in trials if not dominated(t))
+    assert front and sorted(t["trial_id"] for t in res["pareto_front"]) == front
+    assert f"Pareto front: {len(front)} trial(s)." in md and all(f"| {i} |" in md for i in front)
+    assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"Pareto front: {len(front)} trial(s): " in text and all(i in text for i in front)
+    t0 = trials[0]
+    assert f"rt {t0['objective']['rt']:.4f} vader {t0['objective']['vader']:.4f}" in text  # not raw JSON
+    run = client(workdir).get_run(t0["run_id"]).data.metrics
+    assert run["obj/rt"] == t0["objective"]["rt"] and run["obj/vader"] == t0["objective"]["vader"]
