@@ -1,19 +1,56 @@
-"""Optuna through Ray Tune, tolerant of a result without the objective.
+"""Optuna through Ray Tune: tolerant of a result without the objective, and no configuration
+trained twice.
 
 A diverged trial's last result carries no objective (never a NaN); Ray's ``OptunaSearch``
 indexes the metric of every intermediate result and would fail on it. Here such a result
 is skipped, and the trial's completion without a value tells Optuna it was pruned.
+
+In a discrete space (``combinations``: the task subsets; ``choice`` parameters) Optuna's
+samplers propose a configuration already tried again and again; every trial trains with the
+config's seed, so a repeat would only train the same numbers twice. A proposal whose
+parameters equal those of a finished trial is told the value that trial got (what training it
+again would give) and one of an unfinished trial is dropped (state FAIL, which the samplers
+ignore); then Optuna is asked again, up to ``MAX_REDRAWS`` times, after which the repeat is
+trained (the space is nearly exhausted).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+MAX_REDRAWS = 10
 
 
 class Searcher(OptunaSearch):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.redraws = 0  # repeats told or dropped, over the search
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if isinstance(self.metric, str) and result.get(self.metric) is None:
             return
         super().on_trial_result(trial_id, result)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        for attempt in range(MAX_REDRAWS + 1):
+            config = super().suggest(trial_id)
+            ot, study = self._ot_trials.get(trial_id), self._ot_study
+            if ot is None or study is None or attempt == MAX_REDRAWS:
+                return config
+            same = [t for t in study.get_trials(deepcopy=False)
+                    if t.number != ot.number and t.params == ot.params
+                    and t.state in (TrialState.COMPLETE, TrialState.RUNNING)]
+            if not same:
+                return config
+            done = [t for t in same if t.state == TrialState.COMPLETE]
+            ot.set_user_attr("mtlo.repeat_of", (done or same)[0].number)
+            if done:  # the same configuration and seed: the value it got
+                study.tell(ot, done[0].values)
+            else:  # still training: nothing to tell yet
+                study.tell(ot, state=TrialState.FAIL)
+            del self._ot_trials[trial_id]
+            self.redraws = getattr(self, "redraws", 0) + 1  # a searcher restored from an older state lacks it
+        return config

@@ -1,0 +1,44 @@
+"""The searcher never trains one configuration twice while Optuna has others to offer."""
+
+import optuna
+from optuna.trial import TrialState
+
+from orchestrator.search.searcher import MAX_REDRAWS, Searcher
+
+
+def two_choices(ot):
+    ot.suggest_categorical("tasks", ["a", "a+b"])
+
+
+def searcher():
+    """Optuna's first three proposals are the same configuration (queued), then its sampler's."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return Searcher(space=two_choices, metric="objective", mode="max", sampler=optuna.samplers.TPESampler(seed=0),
+                    points_to_evaluate=[{"tasks": "a"}] * 3)
+
+
+def test_a_repeat_of_a_finished_trial_is_told_its_value_and_drawn_again():
+    s = searcher()
+    first = s.suggest("t1")["tasks"]
+    s.on_trial_complete("t1", {"objective": 0.7})
+    second = s.suggest("t2")["tasks"]
+    assert first == "a" and second == "a+b" and s.redraws >= 2  # the two queued repeats at least
+    s.on_trial_complete("t2", {"objective": 0.5})
+    before = s.redraws  # the second draw may have repeated the first once or more
+    # both tried: every draw repeats one and is told its value; after MAX_REDRAWS the repeat is trained
+    third = s.suggest("t3")["tasks"]
+    assert third in ("a", "a+b") and s.redraws - before == MAX_REDRAWS
+    told = [t for t in s._ot_study.get_trials(deepcopy=False) if "mtlo.repeat_of" in t.user_attrs]
+    assert len(told) == s.redraws
+    value = {first: 0.7, second: 0.5}
+    assert all(t.state == TrialState.COMPLETE and t.values == [value[t.params["tasks"]]] for t in told)
+
+
+def test_a_repeat_of_a_running_trial_is_dropped_and_drawn_again():
+    s = searcher()
+    first = s.suggest("t1")["tasks"]
+    second = s.suggest("t2")["tasks"]  # t1 still training
+    assert first == "a" and second == "a+b" and s.redraws >= 2
+    dropped = [t for t in s._ot_study.get_trials(deepcopy=False) if "mtlo.repeat_of" in t.user_attrs]
+    assert all(t.state == TrialState.FAIL and t.params["tasks"] == first for t in dropped)
+    assert len(dropped) == s.redraws
