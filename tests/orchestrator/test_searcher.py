@@ -42,3 +42,14 @@ def test_a_repeat_of_a_running_trial_is_dropped_and_drawn_again():
     dropped = [t for t in s._ot_study.get_trials(deepcopy=False) if "mtlo.repeat_of" in t.user_attrs]
     assert all(t.state == TrialState.FAIL and t.params["tasks"] == first for t in dropped)
     assert len(dropped) == s.redraws
+
+
+def test_a_repeat_in_a_multi_objective_search_is_told_every_objective():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = Searcher(space=two_choices, metric=["obj/a", "obj/b"], mode=["max", "max"],
+                 sampler=optuna.samplers.NSGAIISampler(seed=0), points_to_evaluate=[{"tasks": "a"}] * 2)
+    assert s.suggest("t1")["tasks"] == "a"
+    s.on_trial_complete("t1", {"obj/a": 0.7, "obj/b": 0.2})
+    assert s.suggest("t2")["tasks"] == "a+b"
+    told = [t for t in s._ot_study.get_trials(deepcopy=False) if "mtlo.repeat_of" in t.user_attrs]
+    assert told and all(t.values == [0.7, 0.2] and t.user_attrs["mtlo.repeat_of"] == 0 for t in told)
