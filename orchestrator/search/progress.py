@@ -44,12 +44,13 @@ class Progress(Callback):
         return sum(1 for r in self.rows.values() if r["status"] == status)
 
     def header(self) -> str:
-        best = f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
+        best = "" if self.metric is None else \
+            f" | best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else " | best -"
         return (f"[{time.time() - self.start:6.0f}s] {self.role}s: {self._count('RUNNING')} running, "
                 f"{self._count('FINISHED')} done, {self._count('STOPPED')} stopped early, "
                 f"{self._count('FAILED')} failed"
                 + (f", {self._count('DIVERGED')} diverged" if self._count("DIVERGED") else "")
-                + f" of {self.total} | {best}")
+                + f" of {self.total}{best}")
 
     def table(self) -> Table:
         table = Table(title=self.header(), title_justify="left", expand=False)
