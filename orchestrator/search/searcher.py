@@ -25,9 +25,12 @@ MAX_REDRAWS = 10
 
 
 class Searcher(OptunaSearch):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.redraws = 0  # repeats told or dropped, over the search
+    @property
+    def redraws(self) -> int:
+        """Repeats told or dropped over the search (marked ``mtlo.repeat_of`` in the study)."""
+        study = self._ot_study
+        return 0 if study is None else sum(
+            "mtlo.repeat_of" in t.user_attrs for t in study.get_trials(deepcopy=False))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if isinstance(self.metric, str) and result.get(self.metric) is None:
@@ -52,5 +55,4 @@ class Searcher(OptunaSearch):
             else:  # still training: nothing to tell yet
                 study.tell(ot, state=TrialState.FAIL)
             del self._ot_trials[trial_id]
-            self.redraws = getattr(self, "redraws", 0) + 1  # a searcher restored from an older state lacks it
         return config
