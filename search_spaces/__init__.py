@@ -2,6 +2,7 @@
 
 from search_spaces.space import (
     Param,
+    RunKey,
     SearchSpace,
     SpaceError,
     Subset,
@@ -11,5 +12,5 @@ from search_spaces.space import (
     parse_space,
 )
 
-__all__ = ["Param", "SearchSpace", "SpaceError", "Subset", "apply_params", "define_by_run", "load_space",
+__all__ = ["Param", "RunKey", "SearchSpace", "SpaceError", "Subset", "apply_params", "define_by_run", "load_space",
            "parse_space"]

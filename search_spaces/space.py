@@ -17,6 +17,7 @@ defined above it, or with the config's own value of a field the space does not s
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -272,9 +273,34 @@ def apply_params(run: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         else:
             out["train"][name] = value
     out["train"]["task_weights"] = {t: w for t, w in out["train"]["task_weights"].items() if t in out["tasks"]}
-    if len(out["tasks"]) == 1 and out["train"].get("sharing") in ("soft", "partial"):
+    if len(out["tasks"]) == 1 and out["train"].get("sharing") in ("soft", "partial", "single"):
         out["train"]["sharing"] = "hard"  # one task: nothing to share, all modes coincide
     return out
+
+
+# train fields read only where another field has a given value (trainables/sharing.py,
+# schedules.py): elsewhere two runs that differ in them train alike
+READ_ONLY_WHERE = {"soft_l2": ("sharing", "soft"), "branch_layer": ("sharing", "partial"),
+                   "temperature": ("schedule", "temperature")}
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What a trial with these parameters trains, as a string: equal for two parameter sets
+    that train alike (a one-task subset under any sharing mode; ``soft_l2`` where sharing is
+    not soft; the weight of a task the subset leaves out), so that the searcher does not train
+    one configuration twice (orchestrator/search/searcher.py). Picklable: the searcher is saved
+    with the search's state."""
+
+    run: dict[str, Any]
+
+    def __call__(self, params: dict[str, Any]) -> str:
+        out = apply_params(self.run, params)
+        train = out["train"]
+        for name, (field, value) in READ_ONLY_WHERE.items():
+            if train.get(field) != value:
+                train.pop(name, None)
+        return json.dumps(out, sort_keys=True, default=str)
 
 
 def load_space(ref: str, *, config_dir: Path, tasks: list[str], base_train: dict[str, Any],

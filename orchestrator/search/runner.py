@@ -282,10 +282,10 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     multi = objective.kind == "pareto"
     sampler = optuna.samplers.NSGAIISampler(seed=cfg.train.seed) if multi else \
         optuna.samplers.TPESampler(seed=cfg.train.seed)
-    from search_spaces import define_by_run
+    from search_spaces import RunKey, define_by_run
 
     searcher = Searcher(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
-                            mode=modes if multi else "max", sampler=sampler)
+                        mode=modes if multi else "max", sampler=sampler, key=RunKey(run))
     scheduler = FIFOScheduler() if multi or cfg.search.scheduler == "fifo" else \
         ASHAScheduler(metric="objective", mode="max", time_attr="training_iteration",
                       max_t=cfg.train.epochs, grace_period=1, reduction_factor=2)

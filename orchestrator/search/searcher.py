@@ -7,15 +7,18 @@ is skipped, and the trial's completion without a value tells Optuna it was prune
 
 In a discrete space (``combinations``: the task subsets; ``choice`` parameters) Optuna's
 samplers propose a configuration already tried again and again; every trial trains with the
-config's seed, so a repeat would only train the same numbers twice. A proposal whose
-parameters equal those of a finished trial is told the value that trial got (what training it
-again would give) and one of an unfinished trial is dropped (state FAIL, which the samplers
-ignore); then Optuna is asked again, up to ``MAX_REDRAWS`` times, after which the repeat is
-trained (the space is nearly exhausted).
+config's seed, so a repeat would only train the same numbers twice. Parameters that differ
+only where they change nothing (``search_spaces.RunKey``: a one-task subset under two sharing
+modes, ``soft_l2`` under hard sharing) are a repeat too. A proposal that repeats a finished
+trial is told the value that trial got (what training it again would give) and one of an
+unfinished trial is dropped (state FAIL, which the samplers ignore); then Optuna is asked
+again, up to ``MAX_REDRAWS`` times, after which the repeat is trained (the space is nearly
+exhausted).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from optuna.trial import TrialState
@@ -25,6 +28,18 @@ MAX_REDRAWS = 10
 
 
 class Searcher(OptunaSearch):
+    """``key``: what a trial's parameters train (``search_spaces.RunKey``); default: the
+    parameters themselves."""
+
+    _key: Callable[[dict[str, Any]], Any] | None = None  # a class default: older saved searchers lack it
+
+    def __init__(self, *args: Any, key: Callable[[dict[str, Any]], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._key = key
+
+    def _trains(self, params: dict[str, Any]) -> Any:
+        return params if self._key is None else self._key(params)
+
     @property
     def redraws(self) -> int:
         """Repeats told or dropped over the search (marked ``mtlo.repeat_of`` in the study)."""
@@ -43,9 +58,10 @@ class Searcher(OptunaSearch):
             ot, study = self._ot_trials.get(trial_id), self._ot_study
             if ot is None or study is None or attempt == MAX_REDRAWS:
                 return config
+            mine = self._trains(ot.params)
             same = [t for t in study.get_trials(deepcopy=False)
-                    if t.number != ot.number and t.params == ot.params
-                    and t.state in (TrialState.COMPLETE, TrialState.RUNNING)]
+                    if t.number != ot.number and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+                    and self._trains(t.params) == mine]
             if not same:
                 return config
             done = [t for t in same if t.state == TrialState.COMPLETE]

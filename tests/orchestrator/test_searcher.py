@@ -4,6 +4,7 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.search.searcher import MAX_REDRAWS, Searcher
+from search_spaces import RunKey
 
 
 def two_choices(ot):
@@ -53,3 +54,31 @@ def test_a_repeat_in_a_multi_objective_search_is_told_every_objective():
     assert s.suggest("t2")["tasks"] == "a+b"
     told = [t for t in s._ot_study.get_trials(deepcopy=False) if "mtlo.repeat_of" in t.user_attrs]
     assert told and all(t.values == [0.7, 0.2] and t.user_attrs["mtlo.repeat_of"] == 0 for t in told)
+
+
+def subset_and_sharing(ot):
+    ot.suggest_categorical("tasks", ["a", "a+b"])
+    ot.suggest_categorical("sharing", ["hard", "soft"])
+
+
+def test_parameters_that_train_alike_are_a_repeat():
+    """One task under hard and under soft sharing is one run: the second is told the first's value."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run = {"encoder": {"model": "m"}, "tasks": {"a": {"source": "x"}, "b": {"source": "y"}},
+           "train": {"sharing": "hard", "soft_l2": 1e-3, "task_weights": {}}}
+    s = Searcher(space=subset_and_sharing, metric="objective", mode="max", key=RunKey(run),
+                 sampler=optuna.samplers.TPESampler(seed=0),
+                 points_to_evaluate=[{"tasks": "a", "sharing": "hard"}, {"tasks": "a", "sharing": "soft"}])
+    assert s.suggest("t1") == {"tasks": "a", "sharing": "hard"}
+    s.on_trial_complete("t1", {"objective": 0.7})
+    assert s.suggest("t2")["tasks"] == "a+b"
+    told = [t for t in s._ot_study.get_trials(deepcopy=False) if "mtlo.repeat_of" in t.user_attrs]
+    assert {"tasks": "a", "sharing": "soft"} in [t.params for t in told]
+    assert all(t.params["tasks"] == "a" and t.values == [0.7] for t in told)
+    # without the key the two sharing modes are two configurations
+    plain = Searcher(space=subset_and_sharing, metric="objective", mode="max",
+                     sampler=optuna.samplers.TPESampler(seed=0),
+                     points_to_evaluate=[{"tasks": "a", "sharing": "hard"}, {"tasks": "a", "sharing": "soft"}])
+    plain.suggest("t1")
+    plain.on_trial_complete("t1", {"objective": 0.7})
+    assert plain.suggest("t2") == {"tasks": "a", "sharing": "soft"} and plain.redraws == 0

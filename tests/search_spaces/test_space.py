@@ -6,7 +6,7 @@ import optuna
 import pytest
 import yaml
 
-from search_spaces import SpaceError, apply_params, define_by_run, load_space, parse_space
+from search_spaces import RunKey, SpaceError, apply_params, define_by_run, load_space, parse_space
 
 TASKS = ["rt", "vader", "ner"]
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -65,6 +65,30 @@ def test_apply_params_builds_the_trial_run_dict():
     assert run["train"]["lr"] == 1e-4  # the config's dict is not modified
     single = apply_params(run, {"sharing": "soft", "tasks": "vader"})
     assert single["train"]["sharing"] == "hard"  # one task: sharing modes coincide
+
+
+def test_run_key_is_equal_only_for_parameters_that_train_alike():
+    run = {"encoder": {"model": "m"}, "tasks": {t: {"source": f"builtin:{t}"} for t in TASKS},
+           "train": {"lr": 1e-4, "sharing": "hard", "soft_l2": 1e-3, "branch_layer": 3, "schedule": "joint",
+                     "temperature": 2.0, "task_weights": {}}}
+    key = RunKey(run)
+    # one task: every sharing mode trains the same, and so does its soft_l2 / branch_layer
+    assert len({key({"tasks": "rt", "sharing": m, "soft_l2": 0.1, "branch_layer": 1})
+                for m in ("hard", "soft", "partial", "single")}) == 1
+    # two tasks: the modes differ, soft_l2 matters under soft only, branch_layer under partial only
+    two = {m: key({"tasks": "ner+rt", "sharing": m}) for m in ("hard", "soft", "partial")}
+    assert len(set(two.values())) == 3
+    assert key({"tasks": "ner+rt", "sharing": "hard", "soft_l2": 0.1}) == two["hard"]
+    assert key({"tasks": "ner+rt", "sharing": "soft", "soft_l2": 0.1}) != two["soft"]
+    assert key({"tasks": "ner+rt", "sharing": "soft", "branch_layer": 1}) == two["soft"]
+    assert key({"tasks": "ner+rt", "sharing": "partial", "branch_layer": 1}) != two["partial"]
+    # the weight of a task the subset leaves out; temperature under another schedule
+    assert key({"tasks": "ner+rt", "task_weight.vader": 5.0}) == two["hard"]
+    assert key({"tasks": "ner+rt", "task_weight.rt": 5.0}) != two["hard"]
+    assert key({"tasks": "ner+rt", "temperature": 5.0}) == two["hard"]
+    assert key({"tasks": "ner+rt", "schedule": "temperature", "temperature": 5.0}) != \
+        key({"tasks": "ner+rt", "schedule": "temperature"})
+    assert run["train"]["sharing"] == "hard" and "soft_l2" in run["train"]  # the config's dict is not modified
 
 
 @pytest.mark.parametrize(
