@@ -227,7 +227,7 @@ def print_transfer(out: dict[str, Any]) -> None:
         base.add_row(t, out["main_metric"][t], *(("-",) * 3 if b is None else
                                                   (f"{b['mean']:.4f}", f"{b['std']:.4f}", str(b["n"]))))
     con.print(base)
-    from orchestrator.report import affinity_note, check_command, few_seeds_note, noisy_note, zero_note
+    from orchestrator.report import affinity_note, check_command, few_seeds_note, noisy_note, runs_text, zero_note
 
     for note in (zero_note(out), noisy_note(out), affinity_note(out.get("affinity_signals") or {})):
         if note:
@@ -275,7 +275,7 @@ def print_transfer(out: dict[str, Any]) -> None:
     if failed:
         con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "
                   + ", ".join(f"{'+'.join(r['group'])} seed {r['seed']} {r['status']}" for r in failed))
-    con.print(f"cost: {out['cost']['trials']} runs, {out['cost']['train_steps']} optimizer steps to their best epochs; "
+    con.print(f"cost: {runs_text(out)}, {out['cost']['train_steps']} optimizer steps to their best epochs; "
               f"MLflow parent run {out['parent_run_id']}")
 
 

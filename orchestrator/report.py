@@ -149,6 +149,13 @@ def few_seeds_note(res: dict[str, Any]) -> str | None:
             f"side, so none can be here (--seeds {MIN_SEEDS} or more to test them).")
 
 
+def runs_text(res: dict[str, Any]) -> str:
+    """How many runs a study has finished: "21 runs", or "7 of 189 planned runs" while its
+    first stage (the method's task sets at every seed) is not done (running, interrupted)."""
+    done, planned = res["cost"]["trials"], res["cost"].get("planned") or 0
+    return f"{done} of {planned} planned runs" if done < planned else f"{done} runs"
+
+
 def zero_note(res: dict[str, Any]) -> str | None:
     """One sentence on the tasks whose baseline is 0 (``analysis.zero_baselines``)."""
     zero = res.get("zero_baselines") or []
@@ -319,7 +326,7 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     lines = [f"# Transfer study `{res['name']}`", "",
              f"Method **{res['method']}**, {len(res['seeds'])} seed(s) ({', '.join(map(str, res['seeds']))}), "
              f"parent run `{res['parent_run_id']}` ({res.get('status', '')}). "
-             f"Cost: {res['cost']['trials']} finished runs, {res['cost']['train_steps']} optimizer steps to their "
+             f"Cost: {runs_text(res)} finished, {res['cost']['train_steps']} optimizer steps to their "
              "best epochs. Every run trained under the same step cap and patience (equal budget).", "",
              "## Single-task baselines", "", "| task | metric | mean | std | seeds |",
              "| --- | --- | --- | --- | --- |"]

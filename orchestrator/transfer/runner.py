@@ -61,6 +61,7 @@ class Study:
     batches: dict[str, int] = field(default_factory=dict)  # each task's training batches per pass
     temperature: float = 1.0
     groups: list[list[str]] = field(default_factory=list)  # method "groups": the task sets given
+    planned: int = 0  # runs of the method's first stage (task sets x seeds); 0: an older study.json
 
 
 def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +303,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "estimator": fit,
         "grouping": grouping.as_dict(),
         "checked": checked.as_dict() if checked is not None else None,
-        "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs)},
+        "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs), "planned": study.planned},
         "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "best_step": r.steps,
                   "run_id": r.run_id} for r in runs],
     }
@@ -387,7 +388,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
     study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
                   run["train"]["schedule"], batches_per_pass(run, info), float(run["train"]["temperature"]),
-                  [list(an.group_of(g)) for g in groups or []])
+                  [list(an.group_of(g)) for g in groups or []], planned=len(sets) * len(seed_list))
     if parent.new:
         params = tracking.run_params(cfg)
         params.update({"transfer.method": method, "transfer.seeds": seeds, "transfer.budget": budget,

@@ -250,6 +250,8 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
     res, md, _ = build_report(uri, "killed", tmp_path / "rep")
     assert res["status"] == "RUNNING" and set(res["baselines"]) == {"rt", "sms"} and res["gains"] == []
     assert "(RUNNING)" in md and res["grouping"]["groups"] == [["rt"], ["sms"]]  # no pair trained yet
+    assert res["cost"] == {"trials": 2, "train_steps": res["cost"]["train_steps"], "planned": 3}
+    assert "Cost: 2 of 3 planned runs finished" in md
     client = MlflowClient(uri)
     parent_id = res["parent_run_id"]
     before = {r.info.run_id for r in client.search_runs(
@@ -262,5 +264,6 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
                                   f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert sorted(c.data.tags["mtlo.tasks"] for c in children) == ["rt", "rt,sms", "sms"]  # none twice
     assert before <= {c.info.run_id for c in children} and all(c.info.status == "FINISHED" for c in children)
-    assert out["cost"]["trials"] == 3 and {(g["task"], tuple(g["group"])) for g in out["gains"]} == \
+    assert out["cost"]["trials"] == out["cost"]["planned"] == 3 and \
+        {(g["task"], tuple(g["group"])) for g in out["gains"]} == \
         {("rt", ("rt", "sms")), ("sms", ("rt", "sms"))}
