@@ -8,7 +8,8 @@ gradient affinity only (``train.gradient_affinity``: a copy of the shared gradie
 product per task at every step; the lookahead set to never fire). Reported, in training
 steps: one lookahead measurement, and the gradient affinity's overhead per training step.
 
-    python benchmarks/affinity_cost.py [--steps 120] [--every 12] [--repeats 3] [--out FILE]
+    python benchmarks/affinity_cost.py [--steps 120] [--every 12] [--repeats 3] [--encoder builtin:minilm-l6] \\
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ TASKS = {"rt": "rt_polarity", "imdb": "imdb", "tweets": "vader_tweets", "amazon"
          "coarse": "trec_coarse", "fine": "trec_fine"}
 
 
-def config(steps: int, every: int | None, gradient: bool) -> dict:
-    return {"encoder": {"model": "builtin:tiny-random", "max_length": 64},
+def config(steps: int, every: int | None, gradient: bool, encoder: str = "builtin:tiny-random") -> dict:
+    return {"encoder": {"model": encoder, "max_length": 64},
             "tasks": {k: {"source": f"builtin:{v}"} for k, v in TASKS.items()},
             "train": {"epochs": 1, "batch_size": 32, "lr": 1e-3, "head_lr": 3e-3, "schedule": "round_robin",
                       "max_train_examples": 600, "max_eval_examples": 8, "max_steps": steps, "seed": 0,
@@ -41,23 +42,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--every", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--encoder", default="builtin:tiny-random", help="e.g. builtin:minilm-l6")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     ways = {"plain": (None, False), "lookahead": (args.every, False), "gradient": (10 ** 9, True)}
     times: dict[str, list[float]] = {k: [] for k in ways}
     for _ in range(args.repeats):
         for name, (every, gradient) in ways.items():
-            exp = build(config(args.steps, every, gradient))
+            exp = build(config(args.steps, every, gradient, args.encoder))
             t0 = time.perf_counter()
             fit(exp, lambda row: None)
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     step = med["plain"] / args.steps
-    out = {"steps": args.steps, "every": args.every, "repeats": args.repeats, "seconds": times,
+    out = {"encoder": args.encoder, "steps": args.steps, "every": args.every, "repeats": args.repeats, "seconds": times,
            "median_seconds": med, "seconds_per_step": step,
            "gradient_overhead_steps_per_step": (med["gradient"] - med["plain"]) / args.steps / step,
            "lookahead_steps_per_measurement": (med["lookahead"] - med["plain"]) / (args.steps // args.every) / step,
-           "shared_parameters": sum(p.numel() for p in build(config(1, None, False)).model.shared_parameters())}
+           "shared_parameters": sum(p.numel() for p in
+                                    build(config(1, None, False, args.encoder)).model.shared_parameters())}
     text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).write_text(text)

@@ -10,7 +10,10 @@ grouping with the *measured* gains of the exhaustive study:
 
 - quality: the total gain of the method's grouping (each task in its best chosen group,
   measured) against the exhaustive optimum;
-- cost: runs and optimizer steps (to the best epoch) the method needed.
+- cost: runs and optimizer steps (to the best epoch) the method needed; and the same with
+  the lookahead's measurements counted, in training steps (``--lookahead-cost``: the output
+  of benchmarks/affinity_cost.py), wherever the method's all-tasks runs measure it (affinity
+  and exhaustive; pairwise never measures it): ``compute_fraction_with_lookahead``.
 
 ``affinity`` is mtlo's affinity method (groups proposed from the estimates of
 orchestrator/transfer/predict.py: dilution from the baselines' learning curves plus the
@@ -56,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.report import find_parent  # noqa: E402
 from orchestrator.transfer import analysis as an  # noqa: E402
 from orchestrator.transfer.runner import (  # noqa: E402
+    affinity_every,
     analyse,
     estimator,
     read_study,
@@ -72,6 +76,19 @@ def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[
         scores = [table[an.group_of(g)][t] for g in groups if t in g and an.group_of(g) in table]
         total += max(scores) if scores else float("-inf")
     return total
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MEASURES = ("exhaustive", "affinity", "affinity_own_steps", "affinity_tag")  # the methods whose all-tasks runs measure
+
+
+def lookahead_steps(method: str, study: Any, used: list[an.Run], per_measurement: float) -> float:
+    """Training steps the lookahead's measurements cost in the runs ``used``: its all-tasks
+    runs measure every ``affinity_every`` steps (counted, like the steps, to the best epoch)."""
+    if method not in MEASURES:
+        return 0.0
+    every = affinity_every(study.tasks, study.max_steps)
+    return sum(r.steps // every for r in used if len(r.group) == len(study.tasks)) * per_measurement
 
 
 def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, rounds: int = 1
@@ -246,6 +263,8 @@ def main() -> None:
     ap.add_argument("--holdout-config", default=None,
                     help="the study's config: score every grouping again on fresh seeds (trained if missing)")
     ap.add_argument("--truth", default=None)
+    ap.add_argument("--lookahead-cost", default=str(RESULTS / "affinity_cost.json"),
+                    help="benchmarks/affinity_cost.py's output: training steps one lookahead measurement costs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from mlflow.tracking import MlflowClient
@@ -267,16 +286,22 @@ def main() -> None:
                            "optimum": {"groups": opt["groups"], "score": opt["score"], "ci": opt["ci"]},
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
+    per = float(json.loads(Path(args.lookahead_cost).read_text())["lookahead_steps_per_measurement"])
+    all_look = all_steps + lookahead_steps("exhaustive", study, runs, per)
+    out["lookahead"] = {"every": affinity_every(study.tasks, study.max_steps), "steps_per_measurement": per,
+                        "from": args.lookahead_cost}
     choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in
     for method in ("exhaustive", "pairwise", "affinity", "affinity_own_steps", "affinity_tag"):
         res, used = replay(method, study, runs, affinity, args.confirm_rounds)
         groups = res["grouping"]["groups"]
         v = value(groups, study.tasks, table)
         steps = sum(r.steps for r in used)
+        look = lookahead_steps(method, study, used, per)
         out["methods"][method] = {
             "groups": groups, "proposed": (res.get("proposed") or {}).get("groups"),
             "measured_total_gain": v, "gap_to_optimum": opt["score"] - v,
             "runs": len(used), "train_steps": steps, "compute_fraction": steps / all_steps if all_steps else None,
+            "lookahead_steps": look, "compute_fraction_with_lookahead": (steps + look) / all_look if all_look else None,
             "negative_transfer": [(g["task"], g["group"]) for g in res["negative_transfer"]],
         }
         choices[method] = res["grouping"]["assignment"]

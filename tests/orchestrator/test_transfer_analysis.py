@@ -153,6 +153,12 @@ def test_benchmark_replay_uses_only_the_runs_each_method_trains():
     assert res["grouping"]["groups"] == [["a", "b"], ["c"]] and res["grouping"]["confirmed"]
     assert mod.value([["a", "b"], ["c"]], ["a", "b", "c"], {("a", "b"): {"a": 0.2, "b": 0.1}, ("c",): {"c": 0.0}}) \
         == pytest.approx(0.3)
+    # the lookahead's measurements: every affinity_every(3 tasks, cap 100) = 10 steps of an all-tasks run, to
+    # its best epoch (30 steps: 3 measurements a seed), counted for the methods whose all-tasks runs measure
+    capped = replace(study, max_steps=100)
+    assert mod.lookahead_steps("affinity", capped, used, 2.5) == pytest.approx(3 * 3 * 2.5)
+    assert mod.lookahead_steps("exhaustive", capped, table, 2.5) == pytest.approx(3 * 3 * 2.5)
+    assert mod.lookahead_steps("pairwise", capped, table, 2.5) == 0
 
 
 def _grouping_bench():
