@@ -36,7 +36,7 @@ subset) are left out.
     python benchmarks/affinity_signal.py --tracking-uri sqlite:///PATH/mlflow.db --study NAME \\
         [--signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2] [--out FILE]
     python benchmarks/affinity_signal.py --pairs-report REPORT.json \\
-        --signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2 [--out FILE]
+        (--signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2 | --signals-json AFFINITY.json) [--out FILE]
 """
 
 from __future__ import annotations
@@ -109,20 +109,34 @@ def all_tasks_runs(uri: str, name: str, n: int) -> tuple[Any, list[Any]]:
     return parent, children
 
 
-def from_pairs_report(path: str, signals_uri: str, signals_study: str) -> dict[str, Any]:
-    """Agreement and validity against a pairwise study's --json report (see the module doc)."""
-    from mlflow.tracking import MlflowClient
+def from_pairs_report(path: str, signals_uri: str | None = None, signals_study: str | None = None,
+                      signals_json: str | None = None) -> dict[str, Any]:
+    """Agreement and validity against a pairwise study's --json report (see the module doc);
+    the affinities from the all-tasks runs of a store, or (``signals_json``) from an affinity
+    study's ``--json`` output (its ``affinity_signals``: each affinity's agreement and mean
+    matrix; no cosine there)."""
+    from trainables.tasks import TASK_TYPES
 
     rep = json.loads(Path(path).read_text())
     tasks = list(rep["tasks"])
-    sparent, children = all_tasks_runs(signals_uri, signals_study, len(tasks))
-    hib = study_from_mlflow(MlflowClient(signals_uri), sparent.info.run_id).higher_is_better
+    direction = {m: up for tt in TASK_TYPES.values() for m, up in tt.higher_is_better.items()}
+    hib = {t: direction[rep["main_metric"][t]] for t in tasks}
     pair = rep["pairwise"]
-    truth = {j: {t: float(pair[t][j]) for t in tasks if t != j} for j in tasks}
+    truth = {j: {t: float(pair[t][j]) for t in tasks if t != j if pair[t][j] is not None} for j in tasks}
     runs = [an.Run(group=an.group_of(r["group"]), seed=int(r["seed"]), scores=r["scores"]) for r in rep["runs"]]
-    out: dict[str, Any] = {"study": rep["name"], "tasks": tasks, "signals_from": sparent.info.run_name,
-                           "all_tasks_runs": len(children),
+    out: dict[str, Any] = {"study": rep["name"], "tasks": tasks,
                            "pair_gain_reliability": pair_gain_reliability(tasks, hib, runs), "signals": {}}
+    if signals_json:
+        sig = json.loads(Path(signals_json).read_text())
+        out.update(signals_from=sig["name"], all_tasks_runs=max(v["runs"] for v in sig["affinity_signals"].values()))
+        for name, v in sig["affinity_signals"].items():
+            out["signals"][name] = {"runs": v["runs"], "agreement": v["agreement"],
+                                    "validity": within(v["matrix"], truth, tasks)}
+        return out
+    if not (signals_uri and signals_study):
+        raise ValueError("the affinities: give signals_uri and signals_study, or signals_json")
+    sparent, children = all_tasks_runs(signals_uri, signals_study, len(tasks))
+    out.update(signals_from=sparent.info.run_name, all_tasks_runs=len(children))
     for name, prefix in SIGNALS:
         ms = affinity_matrices(children, prefix)
         if ms:
@@ -179,12 +193,14 @@ def main() -> None:
     ap.add_argument("--pairs-report", default=None, help="instead: a pairwise study's --json report")
     ap.add_argument("--signals-uri", default=None, help="store of the all-tasks runs (default: --tracking-uri)")
     ap.add_argument("--signals-study", default=None, help="their study (default: --study)")
+    ap.add_argument("--signals-json", default=None,
+                    help="with --pairs-report: the affinities from an affinity study's --json output instead")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.pairs_report:
-        if not (args.signals_uri and args.signals_study):
-            ap.error("--pairs-report needs --signals-uri and --signals-study")
-        out = from_pairs_report(args.pairs_report, args.signals_uri, args.signals_study)
+        if not (args.signals_json or (args.signals_uri and args.signals_study)):
+            ap.error("--pairs-report needs --signals-json, or --signals-uri and --signals-study")
+        out = from_pairs_report(args.pairs_report, args.signals_uri, args.signals_study, args.signals_json)
     else:
         if not (args.tracking_uri and args.study):
             ap.error("give --tracking-uri and --study (an exhaustive study), or --pairs-report")
