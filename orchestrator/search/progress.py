@@ -70,8 +70,23 @@ class Progress(Callback):
             err_console.print(f"{self.header()} | {text}")
 
     # -- Ray Tune callbacks ----------------------------------------------------------------
+    def _restored(self, trials: list) -> None:
+        """Count the trials a resumed search had already ended (Ray restores this callback as
+        it was saved when the search began, and reports no event for them)."""
+        from orchestrator.search.trial import trial_params
+
+        for t in trials:
+            if t.trial_id in self.rows or t.status not in ("TERMINATED", "ERROR"):
+                continue
+            last = t.last_result or {}
+            epoch = int(last.get("epoch") or 0)
+            status = "FAILED" if t.status == "ERROR" else "DIVERGED" if last.get("diverged") else \
+                "STOPPED" if self.epochs is not None and epoch < self.epochs else "FINISHED"
+            self.rows[t.trial_id] = {"params": trial_params(t.config), "epoch": epoch, "status": status}
+
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
+        self.start = time.time()  # elapsed: since this session of the search began (a resumed one too)
         if self.live_wanted and self._live is None:
             self._live = Live(self.table(), console=err_console, refresh_per_second=1,
                               get_renderable=self.table, transient=False)
@@ -80,6 +95,7 @@ class Progress(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from orchestrator.search.trial import trial_params
 
+        self._restored(trials)
         row = self.rows.setdefault(trial.trial_id, {"params": trial_params(trial.config), "epoch": 0})
         row["status"] = "RUNNING"
         self._event(f"started {trial.trial_id}")
