@@ -69,6 +69,10 @@ class Progress(Callback):
         elif not self.live_wanted:
             err_console.print(f"{self.header()} | {text}")
 
+    def _ended(self, epoch: int) -> str:
+        """A trial that ended on its own: STOPPED (early: patience, or the scheduler) or FINISHED."""
+        return "STOPPED" if self.epochs is not None and epoch < self.epochs else "FINISHED"
+
     # -- Ray Tune callbacks ----------------------------------------------------------------
     def _restored(self, trials: list) -> None:
         """Count the trials a resumed search had already ended (Ray restores this callback as
@@ -80,8 +84,7 @@ class Progress(Callback):
                 continue
             last = t.last_result or {}
             epoch = int(last.get("epoch") or 0)
-            status = "FAILED" if t.status == "ERROR" else "DIVERGED" if last.get("diverged") else \
-                "STOPPED" if self.epochs is not None and epoch < self.epochs else "FINISHED"
+            status = "FAILED" if t.status == "ERROR" else "DIVERGED" if last.get("diverged") else self._ended(epoch)
             self.rows[t.trial_id] = {"params": trial_params(t.config), "epoch": epoch, "status": status}
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
@@ -120,9 +123,8 @@ class Progress(Callback):
         if row.get("status") == "DIVERGED":
             self._event(f"DIVERGED {trial.trial_id} (NaN or infinite loss)")
             return
-        stopped = self.epochs is not None and int(row.get("epoch") or 0) < self.epochs
-        row["status"] = "STOPPED" if stopped else "FINISHED"
-        self._event(f"{'stopped' if stopped else 'finished'} {trial.trial_id}")
+        row["status"] = self._ended(int(row.get("epoch") or 0))
+        self._event(f"{'stopped' if row['status'] == 'STOPPED' else 'finished'} {trial.trial_id}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         row = self.rows.setdefault(trial.trial_id, {"params": {}, "epoch": 0})
