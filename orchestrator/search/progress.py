@@ -73,7 +73,6 @@ class Progress(Callback):
         """A trial that ended on its own: STOPPED (early: patience, or the scheduler) or FINISHED."""
         return "STOPPED" if self.epochs is not None and epoch < self.epochs else "FINISHED"
 
-    # -- Ray Tune callbacks ----------------------------------------------------------------
     def _restored(self, trials: list) -> None:
         """Count the trials a resumed search had already ended (Ray restores this callback as
         it was saved when the search began, and reports no event for them)."""
@@ -87,6 +86,7 @@ class Progress(Callback):
             status = "FAILED" if t.status == "ERROR" else "DIVERGED" if last.get("diverged") else self._ended(epoch)
             self.rows[t.trial_id] = {"params": trial_params(t.config), "epoch": epoch, "status": status}
 
+    # -- Ray Tune callbacks ----------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         self.start = time.time()  # elapsed: since this session of the search began (a resumed one too)
