@@ -26,6 +26,11 @@ Driver faults (the driver SIGKILLs its own process group, as ``kill -9`` of ``mt
 ``driver@first-result`` (the first epoch result of any trial), ``driver@trials=N`` (when N
 trials have completed), ``driver@report`` (midway through writing the report: figures and
 report.md written, report.json and the MLflow artifacts not yet).
+
+``tune-crash@trials=N``: when N trials have completed, Ray Tune's controller stops the
+search with the exception Ray Tune 2.60 raises when Ray's memory monitor kills a trial's
+worker (``RuntimeError("Caught unexpected exception: ...")`` from ``OutOfMemoryError``, out
+of ``Tuner.fit``); ``times=M`` as for trial faults (counted for the whole search).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from orchestrator.errors import ConfigError
 ENV = "MTLO_FAULT"
 TRIAL_KINDS = ("raise", "kill", "nan", "inf")
 DRIVER_POINTS = ("first-result", "report")
+TUNE_CRASH = "tune-crash"
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,16 @@ def parse(text: str | None) -> Faults:
                                   f"{', '.join(DRIVER_POINTS)} or trials=N")
             driver.append(Fault(kind, when))
             continue
+        if kind == TUNE_CRASH:
+            if not (when.startswith("trials=") and when[7:].isdigit()) or "trial" in options:
+                raise ConfigError(f"{ENV}: '{part}' is not {TUNE_CRASH}@trials=N [times=M]")
+            if "times" in options and not state_dir:
+                raise ConfigError(f"{ENV}: '{part}': times=N needs MTLO_FAULT_DIR (a folder to count firings in)")
+            driver.append(Fault(kind, when, None, options.get("times"), state_dir))
+            continue
         if kind not in TRIAL_KINDS or not when.isdigit():
             raise ConfigError(f"{ENV}: '{part}' is not KIND@EPOCH with KIND one of {', '.join(TRIAL_KINDS)} "
-                              "(or driver@POINT)")
+                              f"(or driver@POINT, {TUNE_CRASH}@trials=N)")
         if "times" in options and not state_dir:
             raise ConfigError(f"{ENV}: '{part}': times=N needs MTLO_FAULT_DIR (a folder to count firings in)")
         trial.append(Fault(kind, when, options.get("trial"), options.get("times"), state_dir))
@@ -163,10 +176,21 @@ def trial_number(trial_id: str, trial_dir: str) -> int | None:
 # -- driver side -----------------------------------------------------------------------------
 def driver_point(faults: Faults, point: str) -> None:
     """SIGKILL the driver (its whole process group when it leads one) at ``point``."""
-    if any(f.when == point for f in faults.driver):
+    if any(f.kind == "driver" and f.when == point for f in faults.driver):
         if os.getpgrp() == os.getpid():
             os.killpg(os.getpgrp(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tune_crash(faults: Faults, point: str) -> None:
+    """Raise, at ``point``, what Ray Tune's controller raises when Ray's memory monitor kills
+    a trial's worker (``tune-crash``; called where the controller's own step would raise it)."""
+    for f in faults.driver:
+        if f.kind == TUNE_CRASH and f.when == point and f.take("search"):
+            from ray.exceptions import OutOfMemoryError
+
+            raise RuntimeError(f"Caught unexpected exception: injected fault ({ENV}): {TUNE_CRASH}@{point}") \
+                from OutOfMemoryError(f"injected fault ({ENV}): a worker killed by Ray's memory monitor")
 
 
 def driver_callback() -> Any:
@@ -178,6 +202,7 @@ def driver_callback() -> Any:
     class DriverFaults(Callback):
         def __init__(self) -> None:
             self.completed = 0
+            self.crash: str | None = None
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             driver_point(from_env(), "first-result")
@@ -185,8 +210,14 @@ def driver_callback() -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.completed += 1
             driver_point(from_env(), f"trials={self.completed}")
+            self.crash = f"trials={self.completed}"  # Ray Tune catches what a trial's callback raises
+
+        def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+            point, self.crash = self.crash, None
+            if point:
+                tune_crash(from_env(), point)  # out of the controller's step, as Ray's own crash
 
         def __getstate__(self) -> dict[str, Any]:
-            return {"completed": 0}  # counts start again in each run of the driver
+            return {"completed": 0, "crash": None}  # counts start again in each run of the driver
 
     return DriverFaults()

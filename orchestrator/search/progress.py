@@ -85,6 +85,11 @@ class Progress(Callback):
             epoch = int(last.get("epoch") or 0)
             status = "FAILED" if t.status == "ERROR" else "DIVERGED" if last.get("diverged") else self._ended(epoch)
             self.rows[t.trial_id] = {"params": trial_params(t.config), "epoch": epoch, "status": status}
+            self._best(last.get(self.metric) if self.metric else None, t.trial_id)
+
+    def _best(self, value: Any, trial_id: str) -> None:
+        if value is not None and (self.best is None or value > self.best[0]):
+            self.best = (float(value), trial_id)
 
     # -- Ray Tune callbacks ----------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
@@ -99,7 +104,9 @@ class Progress(Callback):
         from orchestrator.search.trial import trial_params
 
         self._restored(trials)
-        row = self.rows.setdefault(trial.trial_id, {"params": trial_params(trial.config), "epoch": 0})
+        last = trial.last_result or {}  # a trial restored from its checkpoint goes on from its epoch
+        row = self.rows.setdefault(trial.trial_id, {"params": trial_params(trial.config),
+                                                    "epoch": int(last.get("epoch") or 0)})
         row["status"] = "RUNNING"
         self._event(f"started {trial.trial_id}")
 
@@ -113,8 +120,7 @@ class Progress(Callback):
             row["node"] = str(result.get("node_id") or "")[:8]
             if value is not None:
                 row["value"] = float(value)
-        if value is not None and (self.best is None or value > self.best[0]):
-            self.best = (float(value), trial.trial_id)
+        self._best(value, trial.trial_id)
         if self._live is not None:
             self._live.update(self.table())
 

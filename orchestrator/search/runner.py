@@ -154,12 +154,65 @@ def _best_epoch_value(history: list[dict[str, Any]], task: str, objective: Objec
     return max(vals) if objective.higher_is_better[task] else min(vals)
 
 
-def _tuner_fit(tuner: Any, as_json: bool, progress: Progress) -> Any:
+RESTORES = 3  # in-process restores of a search that Ray Tune stopped on a Ray system error
+
+
+def ray_system_error(exc: BaseException) -> BaseException | None:
+    """The Ray system error (a worker killed by Ray's memory monitor, a lost object or node)
+    behind an exception out of ``Tuner.fit``, if one is: Ray Tune 2.60 retries a trial whose
+    worker died, but stops the whole search on Ray's ``OutOfMemoryError`` ("Caught unexpected
+    exception"). An error of a trial's own code (``RayTaskError``) is not one."""
+    from ray.exceptions import RayError, RayTaskError
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, RayError) and not isinstance(e, RayTaskError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def _restore(path: Path, trainable_res: Any, *, errored: bool) -> Any:
+    """A Tuner that goes on with the search saved at ``path``: unfinished trials from their
+    last checkpoints; ``errored`` (``--resume``): failed trials once more too."""
+    from ray import tune
+
+    return tune.Tuner.restore(str(path), trainable=trainable_res, resume_unfinished=True, resume_errored=errored)
+
+
+def _tuner_fit(tuner: Any, as_json: bool, progress: Progress, path: Path, trainable_res: Any) -> Any:
+    """``tuner.fit()``; when Ray Tune stops on a Ray system error, the search is restored from
+    its saved state (``path``) and goes on, up to ``RESTORES`` times, as ``--resume`` would."""
+    from ray import tune
+
     # Ray writes some notices to stdout; with --json, stdout carries only our JSON
     redirect = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    restores = 0
     try:
-        with redirect:
-            return tuner.fit()
+        while True:
+            try:
+                with redirect:
+                    return tuner.fit()
+            except Exception as exc:
+                cause = ray_system_error(exc)
+                if cause is None or not tune.Tuner.can_restore(str(path)):
+                    raise
+                if restores == RESTORES:
+                    raise RuntimeError(f"Ray Tune stopped on a Ray error {RESTORES + 1} times, the last: "
+                                       f"{_first_line(cause)}; run the same command with --resume to go on") from exc
+                restores += 1
+                progress.close()
+                err_console.print(f"Ray Tune stopped on a Ray error ({_first_line(cause)}); "
+                                  f"going on from the saved state, as --resume would ({restores} of {RESTORES})",
+                                  markup=False, highlight=False)
+                tuner = _restore(path, trainable_res, errored=False)
     finally:
         progress.close()  # the live table ends on Ctrl-C too
 
@@ -295,8 +348,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     trainable_res = tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res)
     search_dir = exp_dir / "search"
     if resume and tune.Tuner.can_restore(str(search_dir)):
-        tuner = tune.Tuner.restore(str(search_dir), trainable=trainable_res, resume_unfinished=True,
-                                   resume_errored=True)
+        tuner = _restore(search_dir, trainable_res, errored=True)
     else:
         tuner = tune.Tuner(
             trainable_res,
@@ -307,7 +359,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
-    grid = _tuner_fit(tuner, as_json, progress)
+    grid = _tuner_fit(tuner, as_json, progress, search_dir, trainable_res)
     recorder.sync(grid)
     trials = _collect(grid, client, experiment_id, parent_id, objective)
     best = _best(trials, multi)
@@ -335,7 +387,7 @@ def run_grid(cfg: Config, ctx: TrialContext, points: list[dict[str, Any]], *, na
     progress = Progress(len(points), role, None, epochs=int(ctx.run["train"]["epochs"]))
     path = storage / name
     if resume and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable_res, resume_unfinished=True, resume_errored=True)
+        tuner = _restore(path, trainable_res, errored=True)
     else:
         tuner = tune.Tuner(
             trainable_res,
@@ -346,7 +398,7 @@ def run_grid(cfg: Config, ctx: TrialContext, points: list[dict[str, Any]], *, na
                                       callbacks=_callbacks(recorder, progress),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
-    grid = _tuner_fit(tuner, as_json, progress)
+    grid = _tuner_fit(tuner, as_json, progress, path, trainable_res)
     recorder.sync(grid)
     return grid
 

@@ -20,7 +20,9 @@ def test_parse_trial_and_driver_faults(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("explode@2", "KIND@EPOCH"), ("raise@two", "KIND@EPOCH"), ("raise@2 trail=1", "trail=1"),
-    ("driver@lunch", "driver@lunch"), ("kill@1 times=1", "needs MTLO_FAULT_DIR")])
+    ("driver@lunch", "driver@lunch"), ("kill@1 times=1", "needs MTLO_FAULT_DIR"),
+    ("tune-crash@2", "tune-crash@trials=N"), ("tune-crash@trials=2 trial=1", "tune-crash@trials=N"),
+    ("tune-crash@trials=1 times=1", "needs MTLO_FAULT_DIR")])
 def test_a_malformed_switch_is_a_one_line_error(text, message, monkeypatch):
     monkeypatch.delenv("MTLO_FAULT_DIR", raising=False)
     with pytest.raises(ConfigError, match=message):
@@ -40,6 +42,26 @@ def test_matching_and_counting(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected fault"):
         tf.after_epoch(2)
     tf.after_epoch(3)  # once per attempt
+
+
+def test_tune_crash_is_the_error_ray_tune_stops_on_and_counts_its_firings(tmp_path, monkeypatch):
+    from ray.exceptions import OutOfMemoryError, RayTaskError
+
+    from orchestrator.search.runner import ray_system_error
+
+    monkeypatch.setenv("MTLO_FAULT_DIR", str(tmp_path))
+    f = faults.parse("tune-crash@trials=2 times=1; driver@report")
+    faults.tune_crash(f, "trials=1")  # not yet
+    with pytest.raises(RuntimeError, match="Caught unexpected exception") as crash:
+        faults.tune_crash(f, "trials=2")
+    assert isinstance(ray_system_error(crash.value), OutOfMemoryError)  # the search is restored
+    faults.tune_crash(f, "trials=2")  # times=1: fired once in all
+    # a trial's own error, or mtlo's, is not a Ray system error: no restore, it is raised
+    assert ray_system_error(RuntimeError("a bug")) is None
+    try:
+        raise ValueError("in a task") from RayTaskError("f", "Traceback: ...", ValueError("x"))
+    except ValueError as e:
+        assert ray_system_error(e) is None
 
 
 def test_planted_nan_is_caught_by_the_loop(monkeypatch):

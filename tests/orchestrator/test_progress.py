@@ -33,3 +33,18 @@ def test_a_resumed_search_counts_the_trials_it_had_ended():
              trial("e", "PENDING")]
     p.on_trial_start(0, ended + [trial("f", "RUNNING")], trial("f", "RUNNING"))
     assert p.header().endswith("trials: 1 running, 1 done, 1 stopped early, 1 failed, 1 diverged of 6")
+
+
+def test_a_restored_search_keeps_its_best_and_a_trial_going_on_from_its_checkpoint():
+    """After a restore, the best objective of the trials that had ended is still the best, and
+    a trial that goes on from its epoch-3 checkpoint and ends at once has finished, not stopped."""
+    def trial(tid, status, result):
+        return SimpleNamespace(trial_id=tid, status=status, last_result=result, config={})
+
+    p = Progress(3, "trial", "objective", epochs=3, live=False)
+    p.setup()
+    going_on = trial("b", "RUNNING", {"epoch": 3, "objective": 0.4})
+    p.on_trial_start(0, [trial("a", "TERMINATED", {"epoch": 3, "objective": 0.7}), going_on], going_on)
+    assert p.header().endswith("trials: 1 running, 1 done, 0 stopped early, 0 failed of 3 | best objective 0.7000 (a)")
+    p.on_trial_complete(0, [], going_on)
+    assert p.header().endswith("trials: 0 running, 2 done, 0 stopped early, 0 failed of 3 | best objective 0.7000 (a)")

@@ -171,6 +171,95 @@ def test_drop_checkpoints_removes_only_checkpoint_folders(tmp_path):
     assert drop_checkpoints(fs.LocalFileSystem(), None) == 0
 
 
+def _state(folder, name, statuses):
+    trial_data = [[json.dumps({"trial_id": tid, "status": st}), "{}"] for tid, st in statuses.items()]
+    (folder / f"experiment_state-{name}.json").write_text(json.dumps({"trial_data": trial_data}))
+
+
+def test_a_search_ray_tune_stops_on_ray_errors_is_restored_three_times_then_says_to_resume(
+        tmp_path, monkeypatch, capsys):
+    """The restore loop of ``_tuner_fit`` (the end-to-end case is in test_search_resume.py):
+    a Ray system error restores the search (failed trials stay failed), three times at most;
+    then one error line that says to resume; any other error is raised at once."""
+    from ray import tune
+    from ray.exceptions import OutOfMemoryError
+
+    from orchestrator.search import runner
+    from orchestrator.search.progress import Progress
+
+    calls: list = []
+
+    class Tuner:
+        def __init__(self, errors):
+            self.errors = errors
+
+        def fit(self):
+            calls.append("fit")
+            if self.errors:
+                raise self.errors.pop(0)
+            return "grid"
+
+    def oom():  # as Ray Tune's controller raises it: RuntimeError(...) from OutOfMemoryError
+        error = RuntimeError("Caught unexpected exception: 1 worker(s) were killed ...")
+        error.__cause__ = OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.\nMemory ...")
+        return error
+
+    monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: True))
+    crashing = Tuner([oom() for _ in range(10)])
+    monkeypatch.setattr(runner, "_restore", lambda path, res, errored: calls.append(("restore", errored)) or crashing)
+    with pytest.raises(RuntimeError, match=r"^Ray Tune stopped on a Ray error 4 times, the last: OutOfMemoryError: "
+                       r"1 worker\(s\) were killed due to the node running low on memory\.; run the same command "
+                       r"with --resume to go on$"):
+        runner._tuner_fit(crashing, False, Progress(1, "trial", None, live=False), tmp_path, None)
+    assert calls == ["fit", ("restore", False)] * 3 + ["fit"]
+    said = " ".join(capsys.readouterr().err.split())
+    assert [f"({n} of 3)" in said for n in (1, 2, 3)] == [True] * 3
+
+    calls.clear()
+    once = Tuner([oom()])
+    monkeypatch.setattr(runner, "_restore", lambda path, res, errored: calls.append(("restore", errored)) or once)
+    assert runner._tuner_fit(once, False, Progress(1, "trial", None, live=False), tmp_path, None) == "grid"
+    assert calls == ["fit", ("restore", False), "fit"]
+
+    calls.clear()
+    with pytest.raises(KeyError):  # a bug, mtlo's or Ray's, is not restored
+        runner._tuner_fit(Tuner([KeyError("x")]), False, Progress(1, "trial", None, live=False), tmp_path, None)
+    assert calls == ["fit"]
+
+
+def test_finished_checkpoints_go_once_the_saved_experiment_state_says_finished(tmp_path):
+    """A trial that finished after Ray's last save of the experiment state would be restored
+    from its checkpoint: it is kept until a save records the trial as finished."""
+    from types import SimpleNamespace
+
+    from pyarrow import fs
+
+    from orchestrator.search.checkpoints import DropFinishedCheckpoints, saved_finished
+
+    storage = SimpleNamespace(storage_filesystem=fs.LocalFileSystem(), experiment_fs_path=str(tmp_path))
+    trials = []
+    for tid, status in (("a", "TERMINATED"), ("b", "TERMINATED"), ("c", "ERROR"), ("d", "RUNNING")):
+        (tmp_path / tid / "checkpoint_000001").mkdir(parents=True)
+        trials.append(SimpleNamespace(trial_id=tid, status=status, path=str(tmp_path / tid), storage=storage))
+    drop = DropFinishedCheckpoints()
+    drop.on_experiment_end(trials)  # no state saved yet: nothing goes
+    _state(tmp_path, "2026-11-24_10-00-00", {"a": "TERMINATED", "b": "TERMINATED", "c": "ERROR"})
+    _state(tmp_path, "2026-11-24_11-00-00", {"a": "TERMINATED", "b": "RUNNING", "c": "ERROR", "d": "RUNNING"})
+    (tmp_path / "experiment_state-2026-11-24_12-00-00.json").write_text('{"trial_da')  # being written
+    assert saved_finished(storage.storage_filesystem, str(tmp_path)) == set()
+    (tmp_path / "experiment_state-2026-11-24_12-00-00.json").unlink()
+    assert saved_finished(storage.storage_filesystem, str(tmp_path)) == {"a"}  # the newest session's state
+    drop.on_experiment_end(trials)
+    kept = {t.trial_id for t in trials if any(Path(t.path).glob("checkpoint_*"))}
+    assert kept == {"b", "c", "d"}  # b finished after the last save; c failed (--resume retries it)
+    _state(tmp_path, "2026-11-24_11-00-00", {"a": "TERMINATED", "b": "TERMINATED", "c": "ERROR", "d": "RUNNING"})
+    drop.on_step_end(0, trials)  # within 2 s of the last look: not yet
+    assert (tmp_path / "b" / "checkpoint_000001").is_dir()
+    drop.checked = 0.0
+    drop.on_step_end(0, trials)
+    assert not (tmp_path / "b" / "checkpoint_000001").exists() and (tmp_path / "c" / "checkpoint_000001").is_dir()
+
+
 def test_a_checkpoint_that_cannot_be_deleted_does_not_stop_the_study(capsys):
     from types import SimpleNamespace
 
@@ -180,9 +269,10 @@ def test_a_checkpoint_that_cannot_be_deleted_does_not_stop_the_study(capsys):
         def get_file_info(self, selector):
             raise OSError("read-only file system")
 
-    trial = SimpleNamespace(trial_id="t1", path="/x", storage=SimpleNamespace(storage_filesystem=Broken()))
-    DropFinishedCheckpoints().on_trial_complete(0, [], trial)
-    assert "could not delete the checkpoints of finished trial t1: read-only file system" in capsys.readouterr().err
+    storage = SimpleNamespace(storage_filesystem=Broken(), experiment_fs_path="/x")
+    trial = SimpleNamespace(trial_id="t1", status="TERMINATED", path="/x/t1", storage=storage)
+    DropFinishedCheckpoints().on_experiment_end([trial])
+    assert "could not delete the checkpoints of finished trials: read-only file system" in capsys.readouterr().err
 
 
 def test_pareto_search_reports_its_front(ray_local, workdir, capsys):

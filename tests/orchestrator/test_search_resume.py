@@ -77,3 +77,28 @@ def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(
 
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{db}").list_artifacts(parents[0][0], "report")}
     assert {"report/report.md", "report/report.json"} <= artifacts
+
+
+def test_a_search_ray_tune_stops_on_a_ray_error_goes_on_by_itself(tmp_path, monkeypatch):
+    """Ray Tune 2.60 stops the whole search when Ray's memory monitor kills a trial's worker
+    (MTLO_FAULT=tune-crash raises its exception from the controller, once): mtlo restores the
+    search from its saved state in the same command, which ends with exit 0, every trial one
+    child run with each epoch once, the same parent run."""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("crash")))
+    monkeypatch.setenv("MTLO_FAULT_DIR", str(tmp_path))
+    out = run(tmp_path, fault="tune-crash@trials=1 times=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "search-tune-crash").read_text() == "1"  # it fired, once
+    said = " ".join(out.stderr.split())
+    assert "Ray Tune stopped on a Ray error (OutOfMemoryError: injected fault" in said
+    assert "going on from the saved state, as --resume would (1 of 3)" in said
+    assert "failed" not in said.lower().replace("0 failed", "")  # the trial that had just finished was not retried
+    assert not list((tmp_path / "ray_results").rglob("checkpoint_*"))  # all finished: checkpoints given back
+    rows = children(tmp_path / "mlflow.db")
+    assert sorted((s, n) for _, s, n in rows) == [("FINISHED", 3)] * 3, rows
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    parents = con.execute("select status from runs where run_uuid in (select run_uuid from tags "
+                          "where key='mtlo.role' and value='search')").fetchall()
+    con.close()
+    assert parents == [("FINISHED",)]
+    assert json.loads((tmp_path / "reports" / "crash" / "report.json").read_text())["status"] == "FINISHED"
