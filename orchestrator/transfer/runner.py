@@ -221,6 +221,17 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
     return Study(**{k: v for k, v in desc.items() if k in known and k != "parent_run_id"}, parent_run_id=parent_id)
 
 
+def _add_planned(client: Any, parent_id: str, planned: int) -> None:
+    """A study begun before study.json held its planned runs gets them when it is resumed
+    (its report then says "73 of 189 planned runs finished"); nothing else in it changes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
+        desc = json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
+    if not desc.get("planned"):
+        tracking.log_files(client, parent_id, {STUDY_FILE: tracking.as_json({**desc, "planned": planned})})
+
+
 def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
               affinity: dict[str, dict[str, float]], effective_steps: bool = True) -> Estimator:
     """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), fitted to
@@ -398,6 +409,8 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         study_desc["patience"] = run["train"]["patience"]
         tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
                                                 STUDY_FILE: tracking.as_json(study_desc)})
+    else:
+        _add_planned(client, parent_id, study.planned)
 
     started = time.time()
     objective = Objective("mean_score", tuple(tasks), main, hib)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,13 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
     assert "Cost: 2 of 3 planned runs finished" in md
     client = MlflowClient(uri)
     parent_id = res["parent_run_id"]
+    from orchestrator import tracking
+    from orchestrator.transfer.runner import STUDY_FILE, study_from_mlflow
+
+    older = {k: v for k, v in asdict(study_from_mlflow(client, parent_id)).items()
+             if k not in ("planned", "parent_run_id")}  # as a study begun before study.json held them
+    tracking.log_files(client, parent_id, {STUDY_FILE: tracking.as_json(older)})
+    assert study_from_mlflow(client, parent_id).planned == 0
     before = {r.info.run_id for r in client.search_runs(
         [client.get_experiment_by_name("study").experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
     resumed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1", "--resume", "--json")
@@ -264,6 +272,7 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
                                   f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert sorted(c.data.tags["mtlo.tasks"] for c in children) == ["rt", "rt,sms", "sms"]  # none twice
     assert before <= {c.info.run_id for c in children} and all(c.info.status == "FINISHED" for c in children)
+    assert study_from_mlflow(client, parent_id).planned == 3  # the resume added them
     assert out["cost"]["trials"] == out["cost"]["planned"] == 3 and \
         {(g["task"], tuple(g["group"])) for g in out["gains"]} == \
         {("rt", ("rt", "sms")), ("sms", ("rt", "sms"))}
