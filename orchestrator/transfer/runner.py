@@ -212,11 +212,15 @@ def affinity_every(tasks: list[str], cap: int) -> int:
     return max(1, min(int(5 * (n + n * n / 3)), cap // 10))
 
 
-def study_from_mlflow(client: Any, parent_id: str) -> Study:
+def _study_desc(client: Any, parent_id: str) -> dict[str, Any]:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
-        desc = json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
+        return json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
+
+
+def study_from_mlflow(client: Any, parent_id: str) -> Study:
+    desc = _study_desc(client, parent_id)
     known = {f.name for f in fields(Study)}  # an older study.json lacks the later fields: their defaults
     return Study(**{k: v for k, v in desc.items() if k in known and k != "parent_run_id"}, parent_run_id=parent_id)
 
@@ -224,10 +228,7 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
 def _add_planned(client: Any, parent_id: str, planned: int) -> None:
     """A study begun before study.json held its planned runs gets them when it is resumed
     (its report then says "73 of 189 planned runs finished"); nothing else in it changes."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
-        desc = json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
+    desc = _study_desc(client, parent_id)
     if not desc.get("planned"):
         tracking.log_files(client, parent_id, {STUDY_FILE: tracking.as_json({**desc, "planned": planned})})
 
