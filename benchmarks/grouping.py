@@ -264,7 +264,8 @@ def main() -> None:
                     help="the study's config: score every grouping again on fresh seeds (trained if missing)")
     ap.add_argument("--truth", default=None)
     ap.add_argument("--lookahead-cost", default=str(RESULTS / "affinity_cost.json"),
-                    help="benchmarks/affinity_cost.py's output: training steps one lookahead measurement costs")
+                    help="benchmarks/affinity_cost.py's output: training steps one lookahead measurement costs "
+                         "(default: the tiny encoder's; a MiniLM-L6 study: results/affinity_cost_minilm.json)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from mlflow.tracking import MlflowClient

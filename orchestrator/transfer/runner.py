@@ -204,10 +204,11 @@ def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run
 
 def affinity_every(tasks: list[str], cap: int) -> int:
     """Steps between affinity measurements: one measurement (a backward pass per task and a
-    forward pass per ordered pair) was modelled at n + n²/3 training steps (measured: 11.8 at
-    six tasks on the tiny encoder, benchmarks/affinity_cost.py); measure so that it adds about
-    a fifth to the run, but at least 10 times within the step cap (at six tasks and a short
-    cap the ten measurements add about a third)."""
+    forward pass per ordered pair) was modelled at n + n²/3 training steps (measured at six
+    tasks, benchmarks/affinity_cost.py: 11.8 on the tiny encoder, 22.1 on MiniLM-L6); measure
+    so that it adds about a fifth to the run, but at least 10 times within the step cap (at six
+    tasks and a short cap the ten measurements add about a third on the tiny encoder, about
+    four fifths on MiniLM-L6 at 270 steps)."""
     n = len(tasks)
     return max(1, min(int(5 * (n + n * n / 3)), cap // 10))
 
