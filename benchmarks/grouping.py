@@ -82,6 +82,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MEASURES = ("exhaustive", "affinity", "affinity_own_steps", "affinity_tag")  # the methods whose all-tasks runs measure
 
 
+def lookahead_cost_file(encoder: str, folder: Path = RESULTS) -> Path:
+    """The benchmarks/affinity_cost.py output measured with ``encoder`` (the study's
+    ``encoder.model``); an output without the field was made with the script's default, the
+    tiny encoder. A measurement's cost in training steps depends on the encoder (six tasks:
+    11.8 tiny, 22.1 MiniLM-L6), so a study is never charged another encoder's."""
+    for path in sorted(folder.glob("affinity_cost*.json")):
+        if json.loads(path.read_text()).get("encoder", "builtin:tiny-random") == encoder:
+            return path
+    raise SystemExit(f"grouping.py: no affinity_cost*.json in {folder} measured with {encoder}: run "
+                     f"benchmarks/affinity_cost.py --encoder {encoder}, or give --lookahead-cost")
+
+
 def lookahead_steps(method: str, study: Any, used: list[an.Run], per_measurement: float) -> float:
     """Training steps the lookahead's measurements cost in the runs ``used``: its all-tasks
     runs measure every ``affinity_every`` steps (counted, like the steps, to the best epoch)."""
@@ -263,9 +275,9 @@ def main() -> None:
     ap.add_argument("--holdout-config", default=None,
                     help="the study's config: score every grouping again on fresh seeds (trained if missing)")
     ap.add_argument("--truth", default=None)
-    ap.add_argument("--lookahead-cost", default=str(RESULTS / "affinity_cost.json"),
+    ap.add_argument("--lookahead-cost", default=None,
                     help="benchmarks/affinity_cost.py's output: training steps one lookahead measurement costs "
-                         "(default: the tiny encoder's; a MiniLM-L6 study: results/affinity_cost_minilm.json)")
+                         "(default: the one in benchmarks/results measured with the study's encoder)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from mlflow.tracking import MlflowClient
@@ -287,10 +299,11 @@ def main() -> None:
                            "optimum": {"groups": opt["groups"], "score": opt["score"], "ci": opt["ci"]},
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
-    per = float(json.loads(Path(args.lookahead_cost).read_text())["lookahead_steps_per_measurement"])
+    cost_file = Path(args.lookahead_cost or lookahead_cost_file(parent.data.params.get("encoder.model", "")))
+    per = float(json.loads(cost_file.read_text())["lookahead_steps_per_measurement"])
     all_look = all_steps + lookahead_steps("exhaustive", study, runs, per)
     out["lookahead"] = {"every": affinity_every(study.tasks, study.max_steps), "steps_per_measurement": per,
-                        "from": args.lookahead_cost}
+                        "from": str(cost_file)}
     choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in
     for method in ("exhaustive", "pairwise", "affinity", "affinity_own_steps", "affinity_tag"):
         res, used = replay(method, study, runs, affinity, args.confirm_rounds)

@@ -192,6 +192,22 @@ def _grouping_bench():
     return mod
 
 
+def test_grouping_bench_charges_the_lookahead_measured_with_the_study_encoder(tmp_path):
+    import json
+
+    mod = _grouping_bench()
+    (tmp_path / "affinity_cost.json").write_text(json.dumps({"lookahead_steps_per_measurement": 11.8}))
+    (tmp_path / "affinity_cost_minilm.json").write_text(
+        json.dumps({"encoder": "builtin:minilm-l6", "lookahead_steps_per_measurement": 22.1}))
+    assert mod.lookahead_cost_file("builtin:tiny-random", tmp_path).name == "affinity_cost.json"
+    assert mod.lookahead_cost_file("builtin:minilm-l6", tmp_path).name == "affinity_cost_minilm.json"
+    with pytest.raises(SystemExit, match="measured with bert-base-uncased"):
+        mod.lookahead_cost_file("bert-base-uncased", tmp_path)
+    # the committed measurements: one per built-in encoder the benchmarks use
+    assert mod.lookahead_cost_file("builtin:minilm-l6").name == "affinity_cost_minilm.json"
+    assert mod.lookahead_cost_file("builtin:tiny-random").name == "affinity_cost.json"
+
+
 def test_given_task_sets_come_after_every_task_alone_each_once():
     from orchestrator.transfer.runner import given_subsets
 
