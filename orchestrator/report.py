@@ -1,7 +1,7 @@
 """``mtlo report NAME_OR_RUN_ID``: a report of a transfer study or a search, rebuilt from
 MLflow alone (also for a study that is still running or was interrupted).
 
-Writes ``report.md`` and PNG figures to ``--out`` (default ``./reports/<name>``), logs them
+Writes ``report.md`` and PNG figures to ``--out`` (default ``./reports/<run name>``, made safe as a folder name), logs them
 on the parent run under ``report/`` and returns the figures as a dict (``--json``):
 
 - transfer study: baselines, the pairwise transfer matrix (heat map), per-task gains with
@@ -56,7 +56,7 @@ def pct(v: float | None, missing: str = "–") -> str:
 
 
 # -- transfer ---------------------------------------------------------------------------------
-def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str]:
+def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str, list[str]]:
     from orchestrator.transfer.runner import analyse, read_study, study_from_mlflow
 
     study = study_from_mlflow(client, parent.info.run_id)
@@ -72,7 +72,7 @@ def transfer_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any]
         figures.append("affinity.png")
     if _gain_bars(res, out / "gains.png"):
         figures.append("gains.png")
-    return res, _transfer_markdown(res, figures)
+    return res, _transfer_markdown(res, figures), figures
 
 
 def _matrix_figure(tasks: list[str], m: Any, text: Any, path: Path, *, lim: float, title: str, label: str,
@@ -435,7 +435,7 @@ def _transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
 
 
 # -- search -----------------------------------------------------------------------------------
-def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str]:
+def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], str, list[str]]:
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
                                                 "and tags.`mtlo.role` = 'trial'", max_results=50000)
@@ -496,7 +496,7 @@ def search_report(client: Any, parent: Any, out: Path) -> tuple[dict[str, Any], 
             error = (t["error"] or "").replace("|", "/").replace("\n", " ")[:200]
             lines.append(f"| {t['trial_id']} | {t['status']} | {t['retries']} | {error} |")
     lines += [""] + [f"![{f}]({f})" for f in figures]
-    return res, "\n".join(lines) + "\n"
+    return res, "\n".join(lines) + "\n", figures
 
 
 def _best_scores(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -539,19 +539,30 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def safe_name(name: str, fallback: str) -> str:
+    """A run name as one folder name: every character but letters, digits, '-', '_' and '.'
+    becomes '_', and no leading dot (so never '..', a hidden folder or a path); ``fallback``
+    (the run id) where nothing is left."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name or "").lstrip(".")
+    return cleaned or fallback
+
+
 def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[dict[str, Any], str, Path]:
+    """Write the report of the parent run ``ref`` to ``out`` (default ``reports/<sanitized run
+    name>``) and log the files it wrote, and only those, on the parent run under ``report/``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     parent = find_parent(client, ref)
-    folder = out or Path("reports") / parent.info.run_name
+    folder = out or Path("reports") / safe_name(parent.info.run_name, parent.info.run_id)
     folder.mkdir(parents=True, exist_ok=True)
     if parent.data.tags.get("mtlo.role") == "transfer":
-        res, md = transfer_report(client, parent, folder)
+        res, md, figures = transfer_report(client, parent, folder)
     else:
-        res, md = search_report(client, parent, folder)
+        res, md, figures = search_report(client, parent, folder)
     _write(folder / "report.md", md)
     faults.driver_point(faults.from_env(), "report")  # test-only (MTLO_FAULT=driver@report)
     _write(folder / "report.json", tracking.as_json(res))
-    client.log_artifacts(parent.info.run_id, str(folder), artifact_path="report")
+    for name in ["report.md", "report.json", *figures]:
+        client.log_artifact(parent.info.run_id, str(folder / name), artifact_path="report")
     return json.loads(tracking.as_json(res)), md, folder
