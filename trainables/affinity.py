@@ -160,3 +160,68 @@ class GradientAffinity:
         out = {f"gaffinity/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.sums.items()}
         out.update({f"gcos/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.cos.items()})
         return out
+
+
+# -- as step hooks of the training loop (trainables/state.py's StepHook) ---------------------------
+Batches = dict[str, dict[str, torch.Tensor]]
+
+
+class LookaheadHook:
+    """:class:`AffinityMeter` every ``every`` optimizer steps, on batches drawn by ``draw``
+    from a generator of its own (the training batches are unchanged by measuring)."""
+
+    def __init__(self, meter: AffinityMeter, every: int, model: torch.nn.Module, optim: torch.optim.Optimizer,
+                 shared: list[torch.nn.Parameter], loss_fn: Callable[[str, dict[str, torch.Tensor]], torch.Tensor],
+                 draw: Callable[[Any], tuple[Batches, Batches]], rng: Any) -> None:
+        self.meter, self.every, self.model, self.optim = meter, every, model, optim
+        self.shared, self.loss_fn, self.draw, self.rng = shared, loss_fn, draw, rng
+
+    def after_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+        pass
+
+    def after_step(self, step: int) -> None:
+        if step % self.every == 0:
+            batches, holdout = self.draw(self.rng)
+            self.meter.measure(self.model, self.optim, self.shared, self.loss_fn, batches, holdout)
+
+    def row(self) -> dict[str, float]:
+        return self.meter.row()
+
+    def state(self) -> dict[str, Any]:
+        return {"meter": self.meter.state(), "rng": self.rng.bit_generator.state}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.meter.load(state["meter"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+class GradientHook:
+    """:class:`GradientAffinity` after every step that trained one task alone; η is the live
+    learning rate of the shared parameters' optimizer group."""
+
+    def __init__(self, meter: GradientAffinity, optim: torch.optim.Optimizer, shared: list[torch.nn.Parameter],
+                 device: torch.device) -> None:
+        self.meter, self.optim, self.shared, self.device = meter, optim, shared, device
+        self._group: dict[str, Any] | None = None
+
+    def after_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+        if len(losses) != 1:
+            return
+        if self._group is None:  # found at first use: after any optim.load_state_dict, which replaces groups
+            self._group = param_group(self.optim, self.shared[0])
+        (task, loss), = losses.items()
+        lr = float(self._group["lr"]) if self._group is not None else 0.0
+        self.meter.observe(task, self.shared, float(loss.detach()), lr, weights.get(task, 1.0))
+
+    def after_step(self, step: int) -> None:
+        pass
+
+    def row(self) -> dict[str, float]:
+        return self.meter.row()
+
+    def state(self) -> dict[str, Any]:
+        return self.meter.state()
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.meter.load(state, self.device)
+        self._group = None

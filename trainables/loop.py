@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.affinity import AffinityMeter, GradientAffinity, param_group
+from trainables.affinity import AffinityMeter, GradientAffinity, GradientHook, LookaheadHook
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.errors import InputError
@@ -28,6 +28,9 @@ from trainables.model import MultiTaskModel
 from trainables.schedules import schedule
 from trainables.sharing import sharing_mode
 from trainables.spec import RunSpec
+from trainables.state import Moving, StepHook, TrainState
+from trainables.state import load as load_state
+from trainables.state import save as save_train_state
 from trainables.tasks import TaskType, task_type
 from trainables.weighting import Weighting, make_weighting
 
@@ -197,82 +200,76 @@ def _optimizer(exp: Experiment) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=tr.lr, fused=fused)
 
 
-def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
-        save_state: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train ``exp``; ``report`` gets one row per epoch.
-
-    ``save_state`` (if given) receives, at the end of every epoch and before that epoch's
-    ``report``, everything needed to continue later; ``state`` continues such a run from
-    the epoch after the one it was saved at.
-    """
+def _affinity_hooks(exp: Experiment, optim: torch.optim.Optimizer) -> list[StepHook]:
+    """The affinity meters ``train.affinity_every`` asks for (none for one task)."""
     tr = exp.spec.train
-    seed_everything(tr.seed)
-    rng = np.random.default_rng(tr.seed)
-    sched = schedule(tr.schedule)
-    per_pass = {t: math.ceil(len(d.train) / tr.batch_size) for t, d in exp.data.items()}
-    steps_per_epoch = len(sched.plan(per_pass, np.random.default_rng(0), temperature=tr.temperature))
-    total_steps = tr.epochs * steps_per_epoch
-    if tr.max_steps is not None:
-        total_steps = min(total_steps, tr.max_steps)
-    warmup = int(tr.warmup_ratio * total_steps)
-    optim = _optimizer(exp)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: (s + 1) / max(warmup, 1) if s < warmup
-        else max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
+    if not tr.affinity_every or len(exp.tasks) < 2:
+        return []
     model = exp.model
-    model.train()
-    penalty_fn = sharing_mode(tr.sharing).penalty
-    encoders = {t: model.encoders[t] for t in exp.tasks}
-
-    meter = AffinityMeter(exp.tasks) if tr.affinity_every else None
-    shared = model.shared_parameters() if meter else []
-    if meter is not None and len(exp.tasks) > 1 and not shared:
+    shared = model.shared_parameters()
+    if not shared:
         raise InputError("train.affinity_every: affinity needs parameters the tasks share (sharing: hard or partial)")
-    gmeter = GradientAffinity() if meter is not None and tr.gradient_affinity and len(exp.tasks) > 1 else None
-    aff_rng = np.random.default_rng(tr.seed + 7919)  # its own draws: training batches are unchanged
 
     def task_loss(t: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with _autocast(exp.device):
             return exp.types[t].loss(model(t, batch), batch["labels"])
 
-    start = time.perf_counter()
-    step = examples = 0
-    best: dict[str, Any] | None = None
-    stale = 0
-    stopped = "epochs"
-    history: list[dict[str, Any]] = []
-    first_epoch = 1
-    if state is not None:
-        model.load_state_dict(state["model"])
-        exp.weighting.load_state_dict(state["weighting"])
-        exp.weighting.load_extra_state(state["weighting_extra"])
-        optim.load_state_dict(state["optim"])
-        lr_sched.load_state_dict(state["lr_sched"])
-        rng.bit_generator.state = state["rng"]
-        torch.random.set_rng_state(state["torch_rng"])
-        step, examples, stale, best = state["step"], state["examples"], state["stale"], state["best"]
-        history = list(state["history"])
-        first_epoch = state["epoch"] + 1
-        if meter is not None and state.get("affinity"):
-            meter.load(state["affinity"])
-            aff_rng.bit_generator.state = state["aff_rng"]
-        if gmeter is not None and state.get("gradient_affinity"):
-            gmeter.load(state["gradient_affinity"], exp.device)
-        start -= history[-1]["seconds"] if history else 0.0
-        if state.get("stopped"):
-            first_epoch = tr.epochs + 1  # it had already stopped: nothing left to train
-            stopped = state["stopped"]
-    # the shared parameters' optimizer group, found once, after any resume: its lr is the η of
-    # the gradient affinity
-    shared_group = param_group(optim, shared[0]) if gmeter is not None else None
+    def draw(rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any]]:
+        batches, holdout = {}, {}
+        for t, d in exp.data.items():
+            order = rng.permutation(len(d.train.lengths))
+            size = min(tr.batch_size, max(1, len(order) // 2))  # two disjoint batches: the step's, and Z[t -> t]'s
+            batches[t] = _to(d.train.batch(order[:size], exp.pad_id), exp.device)
+            holdout[t] = _to(d.train.batch(order[size:2 * size], exp.pad_id), exp.device)
+        return batches, holdout
+
+    hooks: list[StepHook] = [LookaheadHook(AffinityMeter(exp.tasks), tr.affinity_every, model, optim, shared,
+                                           task_loss, draw, np.random.default_rng(tr.seed + 7919))]
+    if tr.gradient_affinity:
+        hooks.append(GradientHook(GradientAffinity(), optim, shared, exp.device))
+    return hooks
+
+
+def _lr_schedule(optim: torch.optim.Optimizer, total_steps: int, warmup: int) -> Any:
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total_steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: (s + 1) / max(warmup, 1) if s < warmup
+        else max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
+
+
+def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
+        save_state: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``exp``; ``report`` gets one row per epoch.
+
+    ``save_state`` (if given) receives, at the end of every epoch and before that epoch's
+    ``report``, everything needed to continue later (``trainables.state``); ``state``
+    continues such a run from the epoch after the one it was saved at.
+    """
+    tr = exp.spec.train
+    seed_everything(tr.seed)
+    sched = schedule(tr.schedule)
+    per_pass = {t: math.ceil(len(d.train) / tr.batch_size) for t, d in exp.data.items()}
+    steps_per_epoch = len(sched.plan(per_pass, np.random.default_rng(0), temperature=tr.temperature))
+    total_steps = min(tr.epochs * steps_per_epoch, tr.max_steps or tr.epochs * steps_per_epoch)
+    optim = _optimizer(exp)
+    model = exp.model
+    model.train()
+    parts = Moving(model, exp.weighting, optim, _lr_schedule(optim, total_steps, int(tr.warmup_ratio * total_steps)),
+                   np.random.default_rng(tr.seed), _affinity_hooks(exp, optim))
+    penalty_fn = sharing_mode(tr.sharing).penalty
+    encoders = {t: model.encoders[t] for t in exp.tasks}
+
+    st = TrainState() if state is None else load_state(state, parts)
+    start = time.perf_counter() - (st.history[-1]["seconds"] if st.history else 0.0)
+    first_epoch = st.epoch + 1 if st.stopped is None else tr.epochs + 1  # a stopped run has nothing left
     for epoch in range(first_epoch, tr.epochs + 1):
         loss_sum = {t: 0.0 for t in exp.tasks}
         loss_n = {t: 0 for t in exp.tasks}
         weights: dict[str, float] = {}
         # fresh passes every epoch, drawn from the run's rng: a resumed run repeats them exactly
-        streams = {t: _stream(tr.batch_size, d.train.lengths, rng) for t, d in exp.data.items()}
-        for step_tasks in sched.plan(per_pass, rng, temperature=tr.temperature):
-            if step >= total_steps:
+        streams = {t: _stream(tr.batch_size, d.train.lengths, parts.rng) for t, d in exp.data.items()}
+        for step_tasks in sched.plan(per_pass, parts.rng, temperature=tr.temperature):
+            if st.step >= total_steps:
                 break
             losses = {}
             with _autocast(exp.device), exp.weighting.forward_context():
@@ -280,83 +277,61 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
                     idx = next(streams[t])
                     batch = _to(exp.data[t].train.batch(idx, exp.pad_id), exp.device)
                     losses[t] = exp.types[t].loss(model(t, batch), batch["labels"])
-                    examples += len(idx)
+                    st.examples += len(idx)
             for t, loss in losses.items():
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise DivergedError(f"task '{t}': training loss is {value} at step {step + 1} (diverged)")
+                    raise DivergedError(f"task '{t}': training loss is {value} at step {st.step + 1} (diverged)")
                 loss_sum[t] += value
                 loss_n[t] += 1
             weights.update(exp.weighting.backward(losses, model))
-            if gmeter is not None and len(losses) == 1:
-                (t1, l1), = losses.items()
-                lr = float(shared_group["lr"]) if shared_group is not None else 0.0
-                gmeter.observe(t1, shared, float(l1.detach()), lr, weights.get(t1, 1.0))
+            for hook in parts.hooks:
+                hook.after_backward(losses, weights)
             penalty = penalty_fn(encoders, tr)
             if penalty is not None:
                 penalty.backward()
             if tr.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
             optim.step()
-            lr_sched.step()
+            parts.lr_sched.step()
             optim.zero_grad(set_to_none=True)
-            step += 1
-            if meter is not None and len(exp.tasks) > 1 and step % tr.affinity_every == 0:  # type: ignore[operator]
-                batches, holdout = {}, {}
-                for t, d in exp.data.items():
-                    n = len(d.train.lengths)
-                    order = aff_rng.permutation(n)
-                    size = min(tr.batch_size, max(1, n // 2))  # two disjoint batches: the step's, and Z[t -> t]'s
-                    batches[t] = _to(d.train.batch(order[:size], exp.pad_id), exp.device)
-                    holdout[t] = _to(d.train.batch(order[size:2 * size], exp.pad_id), exp.device)
-                meter.measure(model, optim, shared, task_loss, batches, holdout)
+            st.step += 1
+            for hook in parts.hooks:
+                hook.after_step(st.step)
         mean_losses = {t: loss_sum[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
         exp.weighting.end_epoch(mean_losses)
         metrics = evaluate(exp)
         score = objective(exp, metrics)
-        row: dict[str, Any] = {"epoch": epoch, "step": step, "examples": examples, "objective": score,
+        row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples, "objective": score,
                                "seconds": time.perf_counter() - start}
         for t, ms in metrics.items():
             row.update({f"val/{t}/{m}": v for m, v in ms.items()})
         row.update({f"train/{t}/loss": v for t, v in mean_losses.items()})
         row.update({f"weight/{t}": v for t, v in weights.items()})
-        if meter is not None:
-            row.update(meter.row())
-        if gmeter is not None:
-            row.update(gmeter.row())
-        history.append(row)
-        if best is None or score > best["objective"] + tr.min_delta:
-            stale = 0
-        else:
-            stale += 1
-        if best is None or score > best["objective"]:
-            best = {"objective": score, "epoch": epoch, "step": step, "metrics": metrics}
-        if step >= total_steps and epoch < tr.epochs:
-            stopped = "max_steps"
-        elif tr.patience is not None and stale >= tr.patience:
-            stopped = "patience"
+        for hook in parts.hooks:
+            row.update(hook.row())
+        st.history.append(row)
+        st.epoch = epoch
+        st.stale = 0 if st.best is None or score > st.best["objective"] + tr.min_delta else st.stale + 1
+        if st.best is None or score > st.best["objective"]:
+            st.best = {"objective": score, "epoch": epoch, "step": st.step, "metrics": metrics}
+        if st.step >= total_steps and epoch < tr.epochs:
+            st.stopped = "max_steps"
+        elif tr.patience is not None and st.stale >= tr.patience:
+            st.stopped = "patience"
         if save_state is not None:
-            save_state({
-                "model": model.state_dict(), "weighting": exp.weighting.state_dict(),
-                "weighting_extra": exp.weighting.extra_state(), "optim": optim.state_dict(),
-                "lr_sched": lr_sched.state_dict(), "rng": rng.bit_generator.state,
-                "torch_rng": torch.random.get_rng_state(), "epoch": epoch, "step": step, "examples": examples,
-                "stale": stale, "best": dict(best), "history": list(history),
-                "stopped": stopped if stopped != "epochs" else None,
-                "affinity": meter.state() if meter is not None else None,
-                "gradient_affinity": gmeter.state() if gmeter is not None else None,
-                "aff_rng": aff_rng.bit_generator.state,
-            })
+            save_state(save_train_state(st, parts))
         report(row)
-        if stopped != "epochs":
+        if st.stopped is not None:
             break
-    assert best is not None
+    assert st.best is not None
+    best = st.best
     return TrainResult(
         metrics=best["metrics"], main_metric=dict(exp.main_metric),
         higher_is_better={t: exp.types[t].higher_is_better[m] for t, m in exp.main_metric.items()},
         objective=best["objective"], best_epoch=best["epoch"], best_step=best["step"],
-        epochs=len(history), steps=step, examples=examples,
-        seconds=time.perf_counter() - start, stopped=stopped, history=history,
+        epochs=len(st.history), steps=st.step, examples=st.examples,
+        seconds=time.perf_counter() - start, stopped=st.stopped or "epochs", history=st.history,
     )
 
 

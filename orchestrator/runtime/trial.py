@@ -1,0 +1,136 @@
+"""The Ray Tune trainable: a searched trial = the config's run dict + the suggested params.
+
+Everything the trial needs beyond Optuna's suggestions travels in a :class:`TrialContext`
+through ``tune.with_parameters`` (put in the object store once, not copied per trial).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from search_spaces import apply_params
+
+# keys Ray adds or that are ours, never Optuna suggestions
+CONTEXT_KEYS = ("__mtlo_fixed",)
+
+
+class Scorer(Protocol):
+    """What a trial reports as its objective(s) each epoch (``search.objectives``)."""
+
+    def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    run: dict[str, Any]  # the config's run dict (encoder, tasks, train)
+    objective: Scorer | None  # None: the training loop's own (mean signed main metric)
+    cpus_per_trial: float
+    checkpoint: bool = True
+    faults: tuple = ()  # test-only (runtime/faults.py, MTLO_FAULT)
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The searched parameters of a trial (Optuna's suggestions, or fixed ones such as a
+    baseline's task)."""
+    params = {k: v for k, v in config.items() if k not in CONTEXT_KEYS}
+    params.update(config.get("__mtlo_fixed") or {})
+    return params
+
+
+def trial_run(ctx: TrialContext, config: dict[str, Any]) -> dict[str, Any]:
+    run = apply_params(ctx.run, trial_params(config))
+    run["train"]["num_threads"] = max(1, int(ctx.cpus_per_trial or 1))
+    return run
+
+
+STATE_FILE = "state.pt"
+
+
+def release_memory() -> None:
+    """Give back to the system what the last trial freed. Ray runs trial after trial in one
+    worker (``reuse_actors``), and glibc keeps the memory a trial freed in its heaps; nothing
+    in Python holds it, yet a MiniLM worker grew by about 300 MB a trial (9.3 GB after 15
+    trials of a six-task study, until Ray's memory monitor killed workers). So every trial
+    trims the heaps as it starts and as it ends. A no-op where the C library has no
+    ``malloc_trim`` (macOS, musl)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Train one configuration and report every epoch to Ray Tune with the objective.
+
+    Every epoch's report carries a checkpoint of the whole training state; a trial that
+    Ray restarts (a resumed search, a retried failure) continues from its last epoch.
+    A loss that turns NaN or infinite ends the trial with a last report ``{"diverged": 1,
+    "error": ...}`` and no objective: not retried (it would diverge again), recorded as
+    DIVERGED, and the searcher never sees a NaN.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import ray
+    import torch
+    from ray import tune
+
+    from orchestrator.runtime.faults import TrialFaults, trial_number
+    from trainables import DivergedError, build, fit
+
+    release_memory()  # what an earlier trial in this worker left in the heaps
+    run = trial_run(ctx, config)
+    tasks = list(run["tasks"])
+    node_id = ray.get_runtime_context().get_node_id()
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+    pending: dict[str, Any] = {}
+    done = [0]  # the last epoch reported
+
+    def report(row: dict[str, Any]) -> None:
+        out = dict(row)
+        if ctx.objective is not None:
+            out.update(ctx.objective.compute(row, tasks))
+        for k, v in list(out.items()):
+            if isinstance(v, float) and not math.isfinite(v):
+                del out[k]  # an undefined metric is missing, never NaN, for the searcher and scheduler
+        out["tasks"] = "+".join(tasks)
+        out["node_id"] = node_id
+        done[0] = int(row.get("epoch") or 0)
+        saved = pending.pop("state", None)
+        if saved is None:
+            tune.report(out)
+        else:
+            with tempfile.TemporaryDirectory(prefix="mtlo-ckpt-") as folder:
+                torch.save(saved, Path(folder) / STATE_FILE)
+                tune.report(out, checkpoint=tune.Checkpoint.from_directory(folder))
+        if faults is not None:
+            faults.after_epoch(int(row.get("epoch") or 0))
+
+    def save_state(st: dict[str, Any]) -> None:
+        if ctx.checkpoint:
+            pending["state"] = st
+
+    faults = None
+    if ctx.faults:  # test-only (MTLO_FAULT)
+        tc = tune.get_context()
+        faults = TrialFaults(ctx.faults, tc.get_trial_id(), trial_number(tc.get_trial_id(), tc.get_trial_dir()))
+    experiment = build(run)
+    if faults is not None:
+        faults.install(experiment)
+    try:
+        fit(experiment, report, state=state, save_state=save_state)
+    except DivergedError as exc:
+        tune.report({"diverged": 1, "error": str(exc), "epoch": done[0], "tasks": "+".join(tasks),
+                     "node_id": node_id})
+    finally:
+        del experiment, state  # the model, optimizer and restored checkpoint: freed, then given back
+        release_memory()

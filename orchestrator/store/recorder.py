@@ -1,0 +1,307 @@
+"""What to record: one MLflow child run per Ray Tune trial, nested under the search's parent.
+
+Runs the callback on the driver (one writer: no sqlite locking, and workers need no access
+to the tracking store). Child runs carry the ``mlflow.parentRunId`` tag (the UI nests them)
+and ``mtlo.trial_id``, which makes a resumed search continue the same child runs.
+
+MLflow may stop answering mid-search (a tracking server restarted, a network cut): a failed
+write never stops the search. Ray keeps every result on disk (each trial's result.json),
+the recorder stops writing until MLflow answers a probe again, and :meth:`MlflowTrials.sync`
+(after the search, and on ``--resume``) writes whatever MLflow lacks: child runs, per-epoch
+metrics at their epochs (each point once), final status and artifacts.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import yaml
+from ray.tune import Callback
+
+from orchestrator.display import err_console
+from orchestrator.errors import ServiceError
+from orchestrator.runtime.trial import TrialContext, trial_params, trial_run
+from orchestrator.store.tracking import flatten, log_metrics, log_params, metric_row, store_problem
+
+_SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+         "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
+
+
+PROBE_EVERY_S = 10.0  # while MLflow does not answer: how often to try again
+FINAL = ("FINISHED", "STOPPED", "FAILED", "DIVERGED")
+
+
+def _tolerant(method: Any) -> Any:
+    """An MLflow write that may fail without stopping the search (see the module doc)."""
+    @functools.wraps(method)
+    def wrapper(self: MlflowTrials, *args: Any, **kwargs: Any) -> Any:
+        if not self.online():
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any store failure: go offline, Ray keeps the results
+            self.went_offline(exc)
+            return None
+    return wrapper
+
+
+class MlflowTrials(Callback):
+    def __init__(self, tracking_uri: str, *, experiment_id: str, parent_run_id: str, ctx: TrialContext,
+                 role: str, base_tags: dict[str, str]) -> None:
+        self.tracking_uri = tracking_uri
+        self._client: Any = None
+        self.experiment_id = experiment_id
+        self.parent = parent_run_id
+        self.ctx = ctx
+        self.role = role
+        self.base_tags = base_tags
+        self.runs: dict[str, str] = self._existing()
+        self.results: dict[str, dict[str, Any]] = {}  # last result per trial id
+        self.status: dict[str, str] = {}
+        self.best: dict[str, dict[str, Any]] = {}  # the result with the best objective per trial id
+        self.nodes: dict[str, str] = {}  # the node each trial's mtlo.node_id tag names
+        self.retries: dict[str, int] = {}  # failures Ray recovered from, per trial id
+        self.logged: dict[str, set[int]] = {}  # steps whose metrics were written, per trial id
+        self.closed: set[str] = set()  # trial ids whose child run has its final status
+        self.offline_since: float | None = None
+        self.last_probe = 0.0
+        # trial ids whose child run this driver process created: their MLflow state is what this
+        # recorder wrote (not kept across a resume: the saved state may lag MLflow after a kill)
+        self._created: set[str] = set()
+        self._checked: set[str] = set()  # older child runs whose logged steps were read once
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def online(self) -> bool:
+        if self.offline_since is None:
+            return True
+        if time.time() - self.last_probe < PROBE_EVERY_S:
+            return False
+        self.last_probe = time.time()
+        if store_problem(self.tracking_uri, timeout=2.0) is not None:
+            return False
+        err_console.print(f"MLflow answers again after {time.time() - self.offline_since:.0f}s: recording resumes "
+                          "(what it missed is written when the search ends)")
+        self.offline_since = None
+        return True
+
+    def went_offline(self, exc: Exception) -> None:
+        if self.offline_since is None:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            err_console.print(f"MLflow write failed ({type(exc).__name__}: {first}); the search goes on, Ray keeps "
+                              "every result, and they are written to MLflow when it answers again")
+            self.offline_since = time.time()
+        self.last_probe = time.time()
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray saves callbacks with the experiment state
+        return {**self.__dict__, "_client": None, "_created": set(), "_checked": set()}
+
+    def _existing(self) -> dict[str, str]:
+        """Child runs already made for this parent (a resumed search reuses them)."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'",
+            max_results=10000)
+        return {r.data.tags["mtlo.trial_id"]: r.info.run_id for r in found if "mtlo.trial_id" in r.data.tags}
+
+    def run_id(self, trial: Any) -> str:
+        tid = trial.trial_id
+        if tid not in self.runs:  # a resumed search may have made it before this callback was saved
+            self.runs.update(self._existing())
+        if tid not in self.runs:
+            params = trial_params(trial.config)
+            run = trial_run(self.ctx, trial.config)
+            tr = run["train"]
+            tags = {**self.base_tags, "mlflow.parentRunId": self.parent, "mtlo.trial_id": tid,
+                    "mtlo.role": self.role, "mtlo.tasks": ",".join(sorted(run["tasks"])),
+                    "mtlo.num_tasks": str(len(run["tasks"])), "mtlo.sharing": tr["sharing"],
+                    "mtlo.weighting": tr["weighting"], "mtlo.schedule": tr["schedule"],
+                    "mtlo.seed": str(tr["seed"]), "mtlo.status": "RUNNING"}
+            created = self.client.create_run(self.experiment_id, run_name=f"{self.role}-{tid}", tags=tags)
+            rid = created.info.run_id
+            flat = {f"param.{k}": v for k, v in params.items()}
+            flat.update(flatten({"train": tr}))
+            flat.update({f"task.{t}.source": s["source"] for t, s in run["tasks"].items()})
+            log_params(self.client, rid, flat)
+            self.runs[tid] = rid
+            self._created.add(tid)
+        return self.runs[tid]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.status[trial.trial_id] = "RUNNING"
+        self._start(trial)
+
+    @_tolerant
+    def _start(self, trial: Any) -> None:
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._remember(trial.trial_id, result)
+        self._write_result(trial, result)
+
+    def _remember(self, tid: str, result: dict[str, Any]) -> None:
+        self.results[tid] = dict(result)
+        best = self.best.get(tid)
+        if result.get("objective") is not None and (best is None or result["objective"] > best["objective"]):
+            self.best[tid] = dict(result)
+
+    @staticmethod
+    def _step(result: dict[str, Any]) -> int:
+        return int(result.get("epoch") or result.get("training_iteration") or 0)
+
+    @_tolerant
+    def _write_result(self, trial: Any, result: dict[str, Any]) -> None:
+        rid = self.run_id(trial)
+        step = self._step(result)
+        if step in self._steps_in_mlflow(trial.trial_id, rid):
+            return  # a resumed trial repeating an epoch it had reported before a kill: logged once
+        log_metrics(self.client, rid, metric_row({k: v for k, v in result.items() if k not in _SKIP and v is not None}),
+                    step=step)
+        self.logged.setdefault(trial.trial_id, set()).add(step)
+        node = str(result.get("node_id") or "")
+        if node and self.nodes.get(trial.trial_id) != node:  # once per trial (again if Ray moved it)
+            self.client.set_tag(rid, "mtlo.node_id", node)
+            self.nodes[trial.trial_id] = node
+
+    def _steps_in_mlflow(self, tid: str, rid: str) -> set[int]:
+        """Steps of this trial already in MLflow (read once per driver process, and only for a
+        child run an earlier driver process made)."""
+        logged = self.logged.setdefault(tid, set())
+        if tid not in self._checked and tid not in self._created:
+            logged.update(m.step for m in self.client.get_metric_history(rid, "examples"))
+            self._checked.add(tid)
+        return logged
+
+    def _close(self, trial: Any, status: str, error: str | None = None) -> None:
+        """Final status, best-epoch metrics and artifacts of a trial's child run (once)."""
+        self.status[trial.trial_id] = status
+        rid = self.run_id(trial)
+        if trial.trial_id in self.closed:
+            return
+        if trial.trial_id not in self._created and _is_closed(self.client.get_run(rid)):
+            self.closed.add(trial.trial_id)  # closed before a kill; Ray's saved state did not know yet
+            return
+        last = self.results.get(trial.trial_id, {})
+        with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
+            run = trial_run(self.ctx, trial.config)
+            Path(tmp, "trial_config.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
+            final = {k: v for k, v in last.items() if k.startswith(("val/", "objective", "obj/"))}
+            Path(tmp, "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+            self.client.log_artifacts(rid, tmp)
+        best = self.best.get(trial.trial_id)
+        if best is not None:  # the trial's metrics at its best epoch (by objective), and its cost
+            row = {f"best/{k[4:]}": float(v) for k, v in best.items()
+                   if k.startswith("val/") and isinstance(v, (int, float))}
+            row.update({"best/objective": float(best["objective"]), "best_epoch": float(best.get("epoch") or 0),
+                        "best_step": float(best.get("step") or 0),
+                        "train_steps": float(last.get("step") or best.get("step") or 0)})
+            log_metrics(self.client, rid, row)
+        self.client.set_tag(rid, "mtlo.status", status)
+        if error:
+            self.client.set_tag(rid, "mtlo.error", error[:5000])
+        # MLflow's run status: FINISHED for a trial that trained to its end (or was stopped early
+        # by the scheduler or patience), FAILED for a failed or diverged one (mtlo.status says which)
+        self.client.set_terminated(rid, "FINISHED" if status in ("FINISHED", "STOPPED") else "FAILED")
+        self.closed.add(trial.trial_id)
+
+    _finish = _tolerant(_close)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = self.results.get(trial.trial_id, {})
+        ray_last = getattr(trial, "last_result", None) or {}
+        if int(ray_last.get("epoch") or 0) > int(last.get("epoch") or 0) or ray_last.get("diverged"):
+            last = ray_last  # Ray's restored record is newer than ours (a resumed search)
+        self._finish(trial, *self._final_status(last))
+
+    def _final_status(self, last: dict[str, Any]) -> tuple[str, str | None]:
+        if last.get("diverged"):  # NaN or infinite loss: stopped, not retried
+            return "DIVERGED", str(last.get("error") or "loss diverged")
+        # fewer epochs than configured: the scheduler (ASHA) or patience stopped it early
+        return ("STOPPED" if int(last.get("epoch") or 0) < int(self.ctx.run["train"]["epochs"]) else "FINISHED"), None
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "FAILED", error=_trial_error(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A failure Ray retries (search.max_failures): recorded on the child run, which goes on."""
+        n = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        self._write_retry(trial, n, _trial_error(trial))
+
+    @_tolerant
+    def _write_retry(self, trial: Any, n: int, error: str) -> None:
+        rid = self.run_id(trial)
+        self.client.set_tag(rid, "mtlo.retries", str(n))
+        self.client.set_tag(rid, f"mtlo.retry.{n}.error", error[:5000])
+
+    # -- after the search -----------------------------------------------------------------
+    def sync(self, grid: Any) -> None:
+        """Write to MLflow what it lacks of the finished grid (Ray's on-disk results): child
+        runs, metric points (each (metric, epoch) once), final status. Raises ServiceError
+        when MLflow does not answer."""
+        self.offline_since = None
+        try:
+            self._sync(grid)
+        except Exception as exc:
+            problem = store_problem(self.tracking_uri)
+            if problem is None:
+                raise  # not the store: a bug, with its traceback in the log
+            raise ServiceError(
+                f"mlflow.tracking_uri: {problem} ({type(exc).__name__} while recording); every trial's results "
+                "are kept by Ray: run the same command with --resume when it answers, to record them") from exc
+
+    def _sync(self, grid: Any) -> None:
+        children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'", max_results=50000)}
+        for result in grid:
+            frame = result.metrics_dataframe
+            # a key some rows lack is NaN in the frame: drop it (the live path never logs NaN)
+            rows = [{k: v for k, v in r.items() if v == v} for r in frame.to_dict("records")] if frame is not None \
+                else []
+            tid = (result.metrics or {}).get("trial_id") or (rows[-1].get("trial_id") if rows else None)
+            if not tid:
+                continue
+            child = children.get(tid)
+            done = child is not None and _is_closed(child)
+            if child is not None and done and (tid in self.closed or {self._step(r) for r in rows}
+                                               <= self._steps_in_mlflow(tid, child.info.run_id)):
+                continue
+            trial = SimpleNamespace(trial_id=tid, config=result.config)
+            rid = self.run_id(trial)
+            have = self._points(rid)
+            for r in rows:
+                step = self._step(r)
+                row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
+                missing = {k: v for k, v in row.items() if (k, step) not in have}
+                if missing:
+                    log_metrics(self.client, rid, missing, step=step)
+                self._remember(tid, r)
+            if not done:  # errors propagate here (sync turns them into one line)
+                error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
+                self._close(trial, *(("FAILED", error) if error else self._final_status(self.results.get(tid, {}))))
+
+    def _points(self, rid: str) -> set[tuple[str, int]]:
+        keys = self.client.get_run(rid).data.metrics
+        return {(k, m.step) for k in keys for m in self.client.get_metric_history(rid, k)}
+
+
+def _is_closed(run: Any) -> bool:
+    return run.data.tags.get("mtlo.status") in FINAL and run.info.status != "RUNNING"
+
+
+def _trial_error(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+        return text[-1] if text else "trial failed"
+    return str(getattr(trial, "error_msg", None) or "trial failed")

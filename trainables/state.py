@@ -1,0 +1,81 @@
+"""What a run needs to continue after an epoch: :class:`TrainState` (the loop's own counters
+and history) plus the state of every object that changes while training (model, loss
+weighting, optimizer, learning-rate schedule, random generators, step hooks). Saved and
+loaded here only, as one flat dict of tensors and plain data (``torch.load(...,
+weights_only=True)`` reads it back).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+
+class StepHook(Protocol):
+    """Something that watches training without changing it (the affinity meters): called after
+    each step's backward pass and after each optimizer step; adds its metrics to the epoch's
+    row and keeps its state in the checkpoint."""
+
+    def after_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None: ...
+
+    def after_step(self, step: int) -> None: ...
+
+    def row(self) -> dict[str, float]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # the last finished epoch
+    step: int = 0  # optimizer steps so far
+    examples: int = 0
+    stale: int = 0  # epochs since the objective last improved by min_delta (patience)
+    best: dict[str, Any] | None = None  # the best epoch: objective, epoch, step, metrics
+    history: list[dict[str, Any]] = field(default_factory=list)  # every epoch's row
+    stopped: str | None = None  # "max_steps" | "patience" once the run stopped early
+
+
+@dataclass
+class Moving:
+    """The objects whose state changes while training."""
+
+    model: torch.nn.Module
+    weighting: Any
+    optim: torch.optim.Optimizer
+    lr_sched: Any
+    rng: np.random.Generator
+    hooks: list[StepHook]
+
+
+def save(st: TrainState, parts: Moving) -> dict[str, Any]:
+    return {
+        **dataclasses.asdict(st),
+        "model": parts.model.state_dict(), "weighting": parts.weighting.state_dict(),
+        "weighting_extra": parts.weighting.extra_state(), "optim": parts.optim.state_dict(),
+        "lr_sched": parts.lr_sched.state_dict(), "rng": parts.rng.bit_generator.state,
+        "torch_rng": torch.random.get_rng_state(), "hooks": [h.state() for h in parts.hooks],
+    }
+
+
+def load(saved: dict[str, Any], parts: Moving) -> TrainState:
+    """Restore ``parts`` from a dict made by :func:`save`; returns the loop's state."""
+    parts.model.load_state_dict(saved["model"])
+    parts.weighting.load_state_dict(saved["weighting"])
+    parts.weighting.load_extra_state(saved["weighting_extra"])
+    parts.optim.load_state_dict(saved["optim"])
+    parts.lr_sched.load_state_dict(saved["lr_sched"])
+    parts.rng.bit_generator.state = saved["rng"]
+    torch.random.set_rng_state(saved["torch_rng"])
+    for hook, state in zip(parts.hooks, saved["hooks"], strict=True):
+        hook.load(state)
+    names = {f.name for f in dataclasses.fields(TrainState)}
+    st = TrainState(**{k: v for k, v in saved.items() if k in names})
+    st.history = list(st.history)
+    return st
