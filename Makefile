@@ -30,7 +30,8 @@ demo: $(STAMP)
 	$(BIN)/mtlo search examples/quickstart.yaml --set name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q --durations=10
+	@start=$$(date +%s); $(BIN)/python -m pytest -q --durations=10; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall time (rc $$rc)"; exit $$rc
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check orchestrator trainables search_spaces tests benchmarks

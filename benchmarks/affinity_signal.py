@@ -55,17 +55,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from grouping import replay, value  # noqa: E402
 
-from orchestrator.report import find_parent  # noqa: E402
+from orchestrator.store.runs import affinity_matrices, child_runs, find_parent, mean_matrix, with_curves  # noqa: E402
 from orchestrator.transfer import analysis as an  # noqa: E402
-from orchestrator.transfer.runner import (  # noqa: E402
-    affinity_matrices,
-    child_runs,
-    estimator,
-    mean_matrix,
-    read_study,
-    study_from_mlflow,
-    with_curves,
-)
+from orchestrator.transfer.results import estimator  # noqa: E402
+from orchestrator.transfer.study import read_study, study_from_mlflow  # noqa: E402
 
 SIGNALS = (("lookahead", "affinity"), ("gradient", "gaffinity"), ("cosine", "gcos"))
 

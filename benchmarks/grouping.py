@@ -18,12 +18,11 @@ grouping with the *measured* gains of the exhaustive study:
 ``affinity`` is mtlo's affinity method (groups proposed from the estimates of
 orchestrator/transfer/predict.py: dilution from the baselines' learning curves plus the
 lookahead affinity, the other tasks' steps counted in part as the task's own);
-``affinity_own_steps`` the same with the estimate before that (``effective_steps=False``:
-own steps only); ``affinity_tag`` proposes them from TAG's own score (mean affinity onto
+``affinity_tag`` proposes them from TAG's own score (mean affinity onto
 each task), everything else equal. ``estimates`` compares every estimate with the gain the
 exhaustive study measured for the same task in the same group (Pearson and Spearman
 correlation, mean absolute error): mtlo's affinity estimate (fitted on the baselines and
-the all-tasks group only, as the method does; also with own steps only), Standley's
+the all-tasks group only, as the method does), Standley's
 estimate from the pairs, and TAG's score (its units are not gains: correlations only).
 
 The exhaustive optimum is the best of many groupings scored on the same three seeds it was
@@ -56,17 +55,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.report import find_parent  # noqa: E402
+from orchestrator.store.runs import find_parent, with_curves  # noqa: E402
 from orchestrator.transfer import analysis as an  # noqa: E402
-from orchestrator.transfer.runner import (  # noqa: E402
-    affinity_every,
-    analyse,
-    estimator,
-    read_study,
-    study_from_mlflow,
-    to_confirm,
-    with_curves,
-)
+from orchestrator.transfer.results import analyse, estimator, to_confirm  # noqa: E402
+from orchestrator.transfer.study import affinity_every, read_study, study_from_mlflow  # noqa: E402
 
 
 def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[str, float]]) -> float:
@@ -79,7 +71,7 @@ def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MEASURES = ("exhaustive", "affinity", "affinity_own_steps", "affinity_tag")  # the methods whose all-tasks runs measure
+MEASURES = ("exhaustive", "affinity", "affinity_tag")  # the methods whose all-tasks runs measure
 
 
 def lookahead_cost_file(encoder: str, folder: Path = RESULTS) -> Path:
@@ -109,21 +101,20 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, r
     tasks = study.tasks
     if method == "pairwise":
         used = [r for r in runs if len(r.group) <= 2]
-    elif method in ("affinity", "affinity_own_steps", "affinity_tag"):
+    elif method in ("affinity", "affinity_tag"):
         used = [r for r in runs if len(r.group) == 1 or len(r.group) == len(tasks)]
     else:
         used = list(runs)
     if method == "affinity_tag":
         return replay_tag(study, runs, used, affinity or {})
-    st = replace(study, method="affinity" if method == "affinity_own_steps" else method)
-    eff = method != "affinity_own_steps"
-    res = analyse(st, used, affinity if method != "pairwise" else None, effective_steps=eff)
+    st = replace(study, method=method)
+    res = analyse(st, used, affinity if method != "pairwise" else None)
     for _ in range(rounds):  # confirmation, as mtlo transfer does (here: taken from the exhaustive runs)
         todo = {an.group_of(g) for g in to_confirm(res)}
         if not todo:
             break
         used += [r for r in runs if r.group in todo]
-        res = analyse(st, used, affinity if method != "pairwise" else None, effective_steps=eff)
+        res = analyse(st, used, affinity if method != "pairwise" else None)
     return res, used
 
 
@@ -176,15 +167,11 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: lis
     singles_all = [r for r in runs if len(r.group) == 1 or r.group == every]
     at_all = [g for g in gains if g.group == every]
     est = estimator(study, singles_all, at_all, affinity)
-    own = estimator(study, singles_all, at_all, affinity, effective_steps=False)
     tag = affinity_table(study.tasks, affinity)
     matrix = an.pairwise_matrix(gains, study.tasks)
     rows = [g for g in gains if 2 <= len(g.group) < n]
-    out: dict[str, Any] = {"carry": est.carry, "residual": est.residual, "groups": len({g.group for g in rows}),
-                           "own_steps_residual": own.residual}
+    out: dict[str, Any] = {"carry": est.carry, "residual": est.residual, "groups": len({g.group for g in rows})}
     for name, f in (("affinity", lambda t, g: est(t, g)), ("dilution_only", lambda t, g: est.dilution(t, g)),
-                    ("affinity_own_steps", lambda t, g: own(t, g)),
-                    ("own_steps_dilution_only", lambda t, g: own.dilution(t, g)),
                     ("tag_score", lambda t, g: tag.get(g, {}).get(t)),
                     ("standley", lambda t, g: an.standley_estimate(matrix, t, g) if len(g) > 2 else None)):
         pairs = [(v, g.delta) for g in rows for v in [f(g.task, g.group)] if v is not None]
@@ -200,7 +187,7 @@ def holdout_runs(client: Any, prefix: str, study: Any) -> list[an.Run]:
     """The finished runs of the studies named ``prefix...`` (the holdout studies of one
     study), one per task set and seed (the first one trained every task alone; a task set
     trained by more than one counts once, the first)."""
-    from orchestrator.transfer.runner import load_runs
+    from orchestrator.transfer.study import load_runs
 
     exps = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(exps, filter_string=f"attributes.run_name LIKE '{prefix}%'",
@@ -305,7 +292,7 @@ def main() -> None:
     out["lookahead"] = {"every": affinity_every(study.tasks, study.max_steps), "steps_per_measurement": per,
                         "from": str(cost_file)}
     choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in
-    for method in ("exhaustive", "pairwise", "affinity", "affinity_own_steps", "affinity_tag"):
+    for method in ("exhaustive", "pairwise", "affinity", "affinity_tag"):
         res, used = replay(method, study, runs, affinity, args.confirm_rounds)
         groups = res["grouping"]["groups"]
         v = value(groups, study.tasks, table)

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import planted  # noqa: E402
 
-from orchestrator.report import find_parent  # noqa: E402
+from orchestrator.store.runs import find_parent  # noqa: E402
 from orchestrator.transfer import analysis as an  # noqa: E402
-from orchestrator.transfer.runner import load_runs, study_from_mlflow  # noqa: E402
+from orchestrator.transfer.study import load_runs, study_from_mlflow  # noqa: E402
 
 TASK, PARTNER = "small", "topic"
 

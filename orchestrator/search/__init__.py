@@ -1,1 +1,1 @@
-"""``mtlo search``: Ray Tune runs the trials, Optuna proposes them, MLflow records them."""
+"""``mtlo search``: what to try (objectives, the Optuna searcher) on the shared runtime."""

@@ -1,29 +1,34 @@
-"""Search objectives: one number (or one per task for ``pareto``) from a trial's metrics.
-
-Every objective is maximized: main metrics whose lower values are better (mse) enter with
-a minus sign.
+"""Search objectives (``search.objective``): one number, or one per task for ``pareto``, from
+a trial's per-epoch metrics. Every objective is maximized: main metrics whose lower values
+are better (mse) enter with a minus sign.
 
 - ``mean_score``: mean over the trial's tasks of the signed main metric.
 - ``mean_delta``: mean over the trial's tasks of the relative gain against the task's
-  single-task baseline b_t: s_t * (m_t - b_t) / |b_t| (DESIGN, "Negative transfer"); a
-  task whose baseline is 0 counts 0 (a gain relative to 0 is undefined).
+  single-task baseline (``store.runs.relative_gain``); a task whose baseline is 0 counts 0.
 - ``target``: the signed main metric of one task; the others are auxiliaries.
 - ``pareto``: one objective per task (``obj/<task>``), for a multi-objective sampler.
+
+Each is a small class registered in :data:`OBJECTIVES`; :func:`make_objective` builds one by
+name and names the valid ones for an unknown name.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from orchestrator.transfer.analysis import ZERO_BASELINE
-
-OBJECTIVES = ("mean_delta", "mean_score", "target", "pareto")
+from orchestrator.errors import ConfigError
+from orchestrator.store.runs import relative_gain
 
 
 @dataclass(frozen=True)
-class Objective:
-    kind: str
+class Objective(ABC):
+    name: ClassVar[str]
+    multi: ClassVar[bool] = False  # one objective per task: a multi-objective sampler, no early stopping
+    needs_baselines: ClassVar[bool] = False  # single-task baselines trained (or reused) first
+
     tasks: tuple[str, ...]  # every task the search can train
     main_metric: dict[str, str]
     higher_is_better: dict[str, bool]
@@ -31,31 +36,93 @@ class Objective:
     baselines: dict[str, float] = field(default_factory=dict)  # mean baseline main metric per task
 
     @property
+    def kind(self) -> str:
+        return self.name
+
+    @property
     def metric_names(self) -> list[str]:
         """What Ray Tune and Optuna optimize (all maximized)."""
-        if self.kind == "pareto":
-            return [f"obj/{t}" for t in self.tasks]
         return ["objective"]
 
     def signed(self, task: str, row: dict[str, Any]) -> float:
         value = float(row[f"val/{task}/{self.main_metric[task]}"])
         return value if self.higher_is_better[task] else -value
 
-    def delta(self, task: str, row: dict[str, Any]) -> float:
-        b = self.baselines[task]
-        m = float(row[f"val/{task}/{self.main_metric[task]}"])
-        sign = 1.0 if self.higher_is_better[task] else -1.0
-        return 0.0 if abs(b) < ZERO_BASELINE else sign * (m - b) / abs(b)
+    def with_baselines(self, baselines: dict[str, float]) -> Objective:
+        return dataclasses.replace(self, baselines=dict(baselines))
 
+    @abstractmethod
     def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
         """The objective value(s) of one epoch's report."""
-        if self.kind == "pareto":
-            return {f"obj/{t}": self.signed(t, row) for t in trial_tasks}
-        if self.kind == "target":
-            assert self.target is not None
-            return {"objective": self.signed(self.target, row)}
-        if self.kind == "mean_delta":
-            vals = [self.delta(t, row) for t in trial_tasks]
-        else:
-            vals = [self.signed(t, row) for t in trial_tasks]
-        return {"objective": sum(vals) / len(vals)}
+
+
+class MeanScore(Objective):
+    name = "mean_score"
+
+    def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
+        return {"objective": sum(self.signed(t, row) for t in trial_tasks) / len(trial_tasks)}
+
+
+class MeanDelta(Objective):
+    name = "mean_delta"
+    needs_baselines = True
+
+    def delta(self, task: str, row: dict[str, Any]) -> float:
+        value = float(row[f"val/{task}/{self.main_metric[task]}"])
+        return relative_gain(value, self.baselines[task], self.higher_is_better[task]) or 0.0
+
+    def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
+        return {"objective": sum(self.delta(t, row) for t in trial_tasks) / len(trial_tasks)}
+
+
+class Target(Objective):
+    name = "target"
+
+    def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
+        assert self.target is not None
+        return {"objective": self.signed(self.target, row)}
+
+
+class Pareto(Objective):
+    name = "pareto"
+    multi = True
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [f"obj/{t}" for t in self.tasks]
+
+    def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
+        return {f"obj/{t}": self.signed(t, row) for t in trial_tasks}
+
+
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (MeanDelta, MeanScore, Target, Pareto)}
+
+
+def make_objective(name: str, tasks: tuple[str, ...], main_metric: dict[str, str],
+                   higher_is_better: dict[str, bool], *, target: str | None = None,
+                   baselines: dict[str, float] | None = None) -> Objective:
+    if name not in OBJECTIVES:
+        raise ConfigError(f"search.objective: '{name}' is not one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name](tuple(tasks), dict(main_metric), dict(higher_is_better), target=target,
+                            baselines=dict(baselines or {}))
+
+
+def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials (``objective``: {name: value}, all maximized) that no other trial matches on
+    every objective and beats on one."""
+    def dominated(a: dict[str, Any]) -> bool:
+        return any(all(b["objective"].get(k, -1e9) >= v for k, v in a["objective"].items()) and
+                   any(b["objective"].get(k, -1e9) > v for k, v in a["objective"].items())
+                   for b in trials if b is not a)
+
+    return [t for t in trials if not dominated(t)]
+
+
+def best_trial(trials: list[dict[str, Any]], multi: bool) -> dict[str, Any] | None:
+    """The finished or stopped trial with the highest objective; ``multi``: the Pareto front."""
+    ok = [t for t in trials if t["status"] not in ("FAILED", "DIVERGED") and t["objective"] is not None]
+    if not ok:
+        return None
+    if multi:
+        return {"pareto_front": pareto_front(ok)}
+    return max(ok, key=lambda t: float(t["objective"]))

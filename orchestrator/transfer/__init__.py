@@ -1,1 +1,1 @@
-"""Negative-transfer studies: which tasks help or hurt each other (``mtlo transfer``)."""
+"""``mtlo transfer``: which tasks help or hurt each other; methods, analysis, grouping."""

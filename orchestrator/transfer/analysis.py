@@ -24,24 +24,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Group = tuple[str, ...]
+from orchestrator.store.runs import ZERO_BASELINE, Group, Run, group_of, relative_gain
 
-
-def group_of(tasks: Iterable[str]) -> Group:
-    return tuple(sorted(tasks))
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained group at one seed: each task's main metric at the run's best epoch."""
-
-    group: Group
-    seed: int
-    scores: Mapping[str, float]
-    steps: int = 0
-    best_epoch: int = 0
-    run_id: str | None = None
-    curve: tuple[tuple[int, float], ...] = ()  # single-task runs: (steps, score) at every epoch
+__all__ = ["ZERO_BASELINE", "Group", "Run", "group_of", "relative_gain"]  # the runs table, re-exported
 
 
 @dataclass(frozen=True)
@@ -92,9 +77,6 @@ def baselines(runs: Iterable[Run]) -> dict[str, Stats]:
 
 
 NOISY_BASELINE_CV = 0.10  # seed-to-seed std over |mean| of a baseline above which its task's gains are flagged
-
-
-ZERO_BASELINE = 1e-12  # |mean baseline| below which a relative gain is undefined
 
 
 def zero_baselines(base: Mapping[str, Stats]) -> list[str]:
@@ -157,11 +139,10 @@ def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: f
         for t in g:
             if t not in base or t in zero or not table[g].get(t):
                 continue
-            vals, b = table[g][t], base[t]
-            scale = (1.0 if higher_is_better[t] else -1.0) / abs(b.mean)
-            delta = scale * (statistics.fmean(vals) - b.mean)
-            p, ci = welch(vals, b.values, alpha)
-            ci_delta = tuple(sorted((scale * ci[0], scale * ci[1]))) if ci else None
+            vals, b, hib = table[g][t], base[t], higher_is_better[t]
+            delta = relative_gain(statistics.fmean(vals), b.mean, hib)
+            p, ci = welch(vals, b.values, alpha)  # ci: of the difference of the means, mapped like it
+            ci_delta = tuple(sorted(relative_gain(b.mean + c, b.mean, hib) for c in ci)) if ci else None  # type: ignore[type-var]
             significant = p is not None and p < alpha and len(vals) >= min_seeds and b.n >= min_seeds
             out.append(Gain(t, g, delta, ci_delta, p, significant, len(vals)))  # type: ignore[arg-type]
     return out
@@ -254,8 +235,8 @@ def grouping_totals(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]]
             own, alone = score.get((group_of(g), seed), {}).get(t), score.get(((t,), seed), {}).get(t)
             if own is None or alone is None or t not in base or not (math.isfinite(own) and math.isfinite(alone)):
                 break
-            if t not in zero:
-                total += (1.0 if higher_is_better[t] else -1.0) * (own - alone) / abs(base[t])
+            if t not in zero:  # the seed's paired difference, relative to the mean baseline
+                total += relative_gain(base[t] + (own - alone), base[t], higher_is_better[t]) or 0.0
         else:
             totals[seed] = total
     return totals

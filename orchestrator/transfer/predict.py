@@ -37,11 +37,11 @@ measurements the method makes anyway (baselines with their learning curves, and 
 all-tasks group).
 
 Why λ_t: on a six-task study wnut_ner's own curve said -49% at a sixth of the cap, yet it lost
-only 17% in the all-tasks group; with own steps only (λ = 0, ``effective_steps=False``, the
-estimate before) the difference was credited to its best helper by the affinity, and the
-estimates correlated 0.22 with the measured gains. λ_t was chosen after that study; on a new
-six-task study, held out under a rule fixed in advance, it raised the correlation from 0.34
-to 0.61 (BENCHMARKS.md).
+only 17% in the all-tasks group; with own steps only (λ = 0, the estimate before) the
+difference was credited to its best helper by the affinity, and the estimates correlated 0.22
+with the measured gains. λ_t was chosen after that study; on a new six-task study, held out
+under a rule fixed in advance, it raised the correlation from 0.34 to 0.61
+(docs/research/task-affinity.md).
 
 Everything here is an estimate; the runner trains the groups it proposes before it
 recommends them (``analyse``), and the report says which figures were estimated.
@@ -52,6 +52,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from orchestrator.store.runs import relative_gain
 
 Curve = Sequence[tuple[int, float]]  # (optimizer steps, validation score) at the end of each epoch
 
@@ -93,7 +95,6 @@ class Estimator:
     schedule: str = "round_robin"
     batches: Mapping[str, int] = field(default_factory=dict)
     temperature: float = 1.0
-    effective_steps: bool = True  # count the fraction ``carry[t]`` of the others' steps as t's own (λ_t)
     residual: dict[str, float] = field(default_factory=dict)  # r_t: measured in the all-tasks group − dilution
     carry: dict[str, float] = field(default_factory=dict)  # λ_t (effective steps), set by ``fit``
     _strengths: dict[str, dict[str, float | None]] = field(default_factory=dict, repr=False)
@@ -111,8 +112,7 @@ class Estimator:
             return None
         if not vals or not self.cap:
             return 0.0  # no learning curve (a study recorded before curves were read): not estimated
-        sign = 1.0 if self.higher_is_better[t] else -1.0
-        return min(0.0, sign * (statistics.fmean(vals) - b) / abs(b))
+        return min(0.0, relative_gain(statistics.fmean(vals), b, self.higher_is_better[t]) or 0.0)
 
     def yardstick(self, t: str) -> float:
         """The largest |Z[j -> t]| over every j, t itself included: usually Z[t -> t]; a task
@@ -169,10 +169,10 @@ class Estimator:
 
     def fit(self, measured_all: Mapping[str, float]) -> Estimator:
         """r_t = Δ_t(all) − D_t(all) for every task measured in the all-tasks group; with
-        ``effective_steps``, λ_t first (``fit_carry``)."""
+        λ_t first (``fit_carry``: the part of the others' steps counted as t's own)."""
         self.residual = {}
         self._strengths = {}
-        self.carry = {t: self.fit_carry(t, gain) for t, gain in measured_all.items()} if self.effective_steps else {}
+        self.carry = {t: self.fit_carry(t, gain) for t, gain in measured_all.items()}
         for t, gain in measured_all.items():
             d = self.dilution(t, self.tasks)
             if d is not None:

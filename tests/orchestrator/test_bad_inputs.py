@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from orchestrator import cli
-from orchestrator.search import runner
+from orchestrator.runtime import session
 
 CORPUS = Path(__file__).resolve().parent.parent / "bad_inputs"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
@@ -38,7 +38,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def tripwire(*args: object, **kwargs: object) -> None:
         raise AssertionError("Ray was started for a bad input")
 
-    monkeypatch.setattr(runner, "_ray_init", tripwire)
+    monkeypatch.setattr(session, "ray_init", tripwire)
     return tmp_path / "in"
 
 

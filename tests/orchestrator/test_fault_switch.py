@@ -3,8 +3,8 @@ NaN reaches the training loop's own divergence check."""
 
 import pytest
 
-from orchestrator import faults
 from orchestrator.errors import ConfigError
+from orchestrator.runtime import faults
 from tests.conftest import tiny_config
 from trainables import DivergedError, build, fit
 
@@ -47,7 +47,7 @@ def test_matching_and_counting(tmp_path, monkeypatch):
 def test_tune_crash_is_the_error_ray_tune_stops_on_and_counts_its_firings(tmp_path, monkeypatch):
     from ray.exceptions import OutOfMemoryError, RayTaskError
 
-    from orchestrator.search.runner import ray_system_error
+    from orchestrator.runtime.tuner import ray_system_error
 
     monkeypatch.setenv("MTLO_FAULT_DIR", str(tmp_path))
     f = faults.parse("tune-crash@trials=2 times=1; driver@report")

@@ -1,4 +1,4 @@
-"""Faults injected into a real search (MTLO_FAULT, orchestrator/faults.py), under load.
+"""Faults injected into a real search (MTLO_FAULT, orchestrator/runtime/faults.py), under load.
 
 One ``mtlo search`` of 8 trials that all run at once (0.25 CPU each) for 3 epochs, where
 trial 1 raises after epoch 2 in every attempt (retried once, then FAILED), trial 2's worker

@@ -2,8 +2,8 @@
 
 import pytest
 
-from orchestrator.search.objectives import Objective
-from orchestrator.search.runner import _best
+from orchestrator.errors import ConfigError
+from orchestrator.search.objectives import OBJECTIVES, best_trial, make_objective
 
 MAIN = {"rt": "accuracy", "vader": "mse", "ner": "f1"}
 HIB = {"rt": True, "vader": False, "ner": True}
@@ -11,7 +11,7 @@ ROW = {"val/rt/accuracy": 0.8, "val/vader/mse": 2.0, "val/ner/f1": 0.3}
 
 
 def obj(kind, **kw):
-    return Objective(kind, ("rt", "vader", "ner"), MAIN, HIB, **kw)
+    return make_objective(kind, ("rt", "vader", "ner"), MAIN, HIB, **kw)
 
 
 def test_mean_score_signs_lower_is_better_metrics():
@@ -40,8 +40,8 @@ def test_best_is_highest_objective_and_skips_failed_trials():
     trials = [{"trial_id": "a", "status": "FINISHED", "objective": 0.5},
               {"trial_id": "b", "status": "FAILED", "objective": 0.9},
               {"trial_id": "c", "status": "STOPPED", "objective": 0.6}]
-    assert _best(trials, multi=False)["trial_id"] == "c"
-    assert _best([trials[1]], multi=False) is None
+    assert best_trial(trials, multi=False)["trial_id"] == "c"
+    assert best_trial([trials[1]], multi=False) is None
 
 
 def test_pareto_front_keeps_exactly_the_non_dominated_trials():
@@ -49,5 +49,13 @@ def test_pareto_front_keeps_exactly_the_non_dominated_trials():
         return {"trial_id": tid, "status": "FINISHED", "objective": {"obj/x": a, "obj/y": b}}
 
     trials = [t("p", 0.9, 0.1), t("q", 0.5, 0.5), t("r", 0.1, 0.9), t("d", 0.4, 0.4), t("e", 0.9, 0.05)]
-    front = _best(trials, multi=True)["pareto_front"]
+    front = best_trial(trials, multi=True)["pareto_front"]
     assert sorted(x["trial_id"] for x in front) == ["p", "q", "r"]  # d < q on both; e < p on y
+
+
+def test_an_unknown_objective_names_the_valid_ones():
+    valid = "mean_delta, mean_score, target, pareto"
+    with pytest.raises(ConfigError, match=rf"^search.objective: 'best' is not one of {valid}$"):
+        obj("best")
+    assert [o.multi for o in OBJECTIVES.values()] == [False, False, False, True]
+    assert [o.needs_baselines for o in OBJECTIVES.values()] == [True, False, False, False]

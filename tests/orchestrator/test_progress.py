@@ -3,7 +3,7 @@
 import time
 from types import SimpleNamespace
 
-from orchestrator.search.progress import Progress
+from orchestrator.runtime.progress import Progress
 
 
 def test_header_names_the_best_objective_only_for_a_single_objective():

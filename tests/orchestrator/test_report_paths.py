@@ -35,12 +35,14 @@ def _uploaded(uri: str, run_id: str) -> set[str]:
 
 
 def _files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    """Every file under ``root`` but MLflow's own artifact store (mlruns/: what was uploaded,
+    checked by ``_uploaded``)."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "mlruns" not in p.parts}
 
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_a_hostile_run_name_cannot_write_outside_reports(name, tmp_path, monkeypatch):
-    from orchestrator.report import build_report
+    from orchestrator.commands import build_report
 
     work = tmp_path / "a" / "b" / "work"
     work.mkdir(parents=True)
@@ -61,7 +63,7 @@ def test_a_hostile_run_name_cannot_write_outside_reports(name, tmp_path, monkeyp
 
 
 def test_out_dot_uploads_only_the_reports_own_files(tmp_path, monkeypatch):
-    from orchestrator.report import build_report
+    from orchestrator.commands import build_report
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "secret.yaml").write_text("token: do-not-upload\n")

@@ -83,7 +83,7 @@ def test_four_trial_search_records_nested_runs(ray_local, workdir):
     assert out.best["trial_id"] == best["trial_id"]
     assert parent.data.tags["mtlo.best_run_id"] == best["run_id"]
     # the report, rebuilt from MLflow: trials ranked by objective, the best one first
-    from orchestrator.report import build_report
+    from orchestrator.commands import build_report
 
     res, md, _ = build_report(f"sqlite:///{workdir / 'mlflow.db'}", out.parent_run_id, workdir / "rep")
     assert res["best"]["objective"] == pytest.approx(best["objective"]) and len(res["trials"]) == 4
@@ -158,7 +158,7 @@ def test_cli_search_json_and_bad_space(workdir):
 def test_drop_checkpoints_removes_only_checkpoint_folders(tmp_path):
     from pyarrow import fs
 
-    from orchestrator.search.checkpoints import drop_checkpoints
+    from orchestrator.runtime.checkpoints import drop_checkpoints
 
     for name in ("checkpoint_000000", "checkpoint_000003"):
         (tmp_path / name).mkdir()
@@ -178,14 +178,14 @@ def _state(folder, name, statuses):
 
 def test_a_search_ray_tune_stops_on_ray_errors_is_restored_three_times_then_says_to_resume(
         tmp_path, monkeypatch, capsys):
-    """The restore loop of ``_tuner_fit`` (the end-to-end case is in test_search_resume.py):
+    """The restore loop of ``fit_tuner`` (the end-to-end case is in test_search_resume.py):
     a Ray system error restores the search (failed trials stay failed), three times at most;
     then one error line that says to resume; any other error is raised at once."""
     from ray import tune
     from ray.exceptions import OutOfMemoryError
 
-    from orchestrator.search import runner
-    from orchestrator.search.progress import Progress
+    from orchestrator.runtime import tuner as runner
+    from orchestrator.runtime.progress import Progress
 
     calls: list = []
 
@@ -206,24 +206,24 @@ def test_a_search_ray_tune_stops_on_ray_errors_is_restored_three_times_then_says
 
     monkeypatch.setattr(tune.Tuner, "can_restore", staticmethod(lambda path: True))
     crashing = Tuner([oom() for _ in range(10)])
-    monkeypatch.setattr(runner, "_restore", lambda path, res, errored: calls.append(("restore", errored)) or crashing)
+    monkeypatch.setattr(runner, "restore", lambda path, res, errored: calls.append(("restore", errored)) or crashing)
     with pytest.raises(RuntimeError, match=r"^Ray Tune stopped on a Ray error 4 times, the last: OutOfMemoryError: "
                        r"1 worker\(s\) were killed due to the node running low on memory\.; run the same command "
                        r"with --resume to go on$"):
-        runner._tuner_fit(crashing, False, Progress(1, "trial", None, live=False), tmp_path, None)
+        runner.fit_tuner(crashing, False, Progress(1, "trial", None, live=False), tmp_path, None)
     assert calls == ["fit", ("restore", False)] * 3 + ["fit"]
     said = " ".join(capsys.readouterr().err.split())
     assert [f"({n} of 3)" in said for n in (1, 2, 3)] == [True] * 3
 
     calls.clear()
     once = Tuner([oom()])
-    monkeypatch.setattr(runner, "_restore", lambda path, res, errored: calls.append(("restore", errored)) or once)
-    assert runner._tuner_fit(once, False, Progress(1, "trial", None, live=False), tmp_path, None) == "grid"
+    monkeypatch.setattr(runner, "restore", lambda path, res, errored: calls.append(("restore", errored)) or once)
+    assert runner.fit_tuner(once, False, Progress(1, "trial", None, live=False), tmp_path, None) == "grid"
     assert calls == ["fit", ("restore", False), "fit"]
 
     calls.clear()
     with pytest.raises(KeyError):  # a bug, mtlo's or Ray's, is not restored
-        runner._tuner_fit(Tuner([KeyError("x")]), False, Progress(1, "trial", None, live=False), tmp_path, None)
+        runner.fit_tuner(Tuner([KeyError("x")]), False, Progress(1, "trial", None, live=False), tmp_path, None)
     assert calls == ["fit"]
 
 
@@ -234,7 +234,7 @@ def test_finished_checkpoints_go_once_the_saved_experiment_state_says_finished(t
 
     from pyarrow import fs
 
-    from orchestrator.search.checkpoints import DropFinishedCheckpoints, saved_finished
+    from orchestrator.runtime.checkpoints import DropFinishedCheckpoints, saved_finished
 
     storage = SimpleNamespace(storage_filesystem=fs.LocalFileSystem(), experiment_fs_path=str(tmp_path))
     trials = []
@@ -263,7 +263,7 @@ def test_finished_checkpoints_go_once_the_saved_experiment_state_says_finished(t
 def test_a_checkpoint_that_cannot_be_deleted_does_not_stop_the_study(capsys):
     from types import SimpleNamespace
 
-    from orchestrator.search.checkpoints import DropFinishedCheckpoints
+    from orchestrator.runtime.checkpoints import DropFinishedCheckpoints
 
     class Broken:
         def get_file_info(self, selector):
@@ -286,7 +286,7 @@ def test_pareto_search_reports_its_front(ray_local, workdir, capsys):
     path.write_text(yaml.safe_dump(data))
     assert cmd_search(str(path), sets=[], as_json=False, resume=False, address=None, num_samples=None) == 0
     text = " ".join(capsys.readouterr().out.split())
-    from orchestrator.report import build_report
+    from orchestrator.commands import build_report
 
     res, md, folder = build_report(f"sqlite:///{workdir / 'mlflow.db'}", "front", workdir / "rep")
     trials = res["trials"]

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -48,7 +47,9 @@ def write(tmp_path, **over):
 def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.transfer.runner import Study, analyse, load_runs, run_transfer
+    from orchestrator.transfer.results import analyse
+    from orchestrator.transfer.runner import run_transfer
+    from orchestrator.transfer.study import Study, load_runs
 
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path)
@@ -99,7 +100,7 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     assert json.loads(Path(logged).read_text())["grouping"] == out["grouping"]
 
     # the report, by name, from MLflow alone: markdown, heat map, gain bars, logged on the parent
-    from orchestrator.report import build_report
+    from orchestrator.commands import build_report
 
     res, md, folder = build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "study", tmp_path / "rep")
     assert res["grouping"] == out["grouping"] and res["gains"] == out["gains"]
@@ -114,8 +115,8 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
 
 
 def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, monkeypatch):
-    from orchestrator.report import build_report
-    from orchestrator.transfer import runner
+    from orchestrator.commands import build_report
+    from orchestrator.transfer import results as runner
     from orchestrator.transfer.runner import run_transfer
 
     # the tiny encoder's gains are all positive here, so the real estimate proposes the trained
@@ -238,7 +239,7 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
     pair yet); ``--resume`` trains only the pair, on the same parent run."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.report import build_report
+    from orchestrator.commands import build_report
     from tests.conftest import run_mtlo
 
     path = write(tmp_path, name="killed", tasks={"rt": {"source": "builtin:rt_polarity"},
@@ -255,13 +256,8 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
     assert "Cost: 2 of 3 planned runs finished" in md
     client = MlflowClient(uri)
     parent_id = res["parent_run_id"]
-    from orchestrator import tracking
-    from orchestrator.transfer.runner import STUDY_FILE, study_from_mlflow
+    from orchestrator.transfer.study import study_from_mlflow
 
-    older = {k: v for k, v in asdict(study_from_mlflow(client, parent_id)).items()
-             if k not in ("planned", "parent_run_id")}  # as a study begun before study.json held them
-    tracking.log_files(client, parent_id, {STUDY_FILE: tracking.as_json(older)})
-    assert study_from_mlflow(client, parent_id).planned == 0
     before = {r.info.run_id for r in client.search_runs(
         [client.get_experiment_by_name("study").experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
     resumed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1", "--resume", "--json")
@@ -272,7 +268,7 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
                                   f"tags.`mlflow.parentRunId` = '{parent_id}'")
     assert sorted(c.data.tags["mtlo.tasks"] for c in children) == ["rt", "rt,sms", "sms"]  # none twice
     assert before <= {c.info.run_id for c in children} and all(c.info.status == "FINISHED" for c in children)
-    assert study_from_mlflow(client, parent_id).planned == 3  # the resume added them
+    assert study_from_mlflow(client, parent_id).planned == 3  # study.json, read back
     assert out["cost"]["trials"] == out["cost"]["planned"] == 3 and \
         {(g["task"], tuple(g["group"])) for g in out["gains"]} == \
         {("rt", ("rt", "sms")), ("sms", ("rt", "sms"))}

@@ -153,7 +153,7 @@ def test_exact_grouping_matches_brute_force(seed):
 def test_benchmark_replay_uses_only_the_runs_each_method_trains():
     """benchmarks/grouping.py: pairwise sees singles + pairs (+ the larger groups it proposes),
     affinity sees singles + the all-tasks run (+ what it proposes)."""
-    from orchestrator.transfer.runner import Study
+    from orchestrator.transfer.study import Study
 
     mod = _grouping_bench()
     score = {("a",): {"a": 0.5}, ("b",): {"b": 0.5}, ("c",): {"c": 0.5},
@@ -209,7 +209,7 @@ def test_grouping_bench_charges_the_lookahead_measured_with_the_study_encoder(tm
 
 
 def test_given_task_sets_come_after_every_task_alone_each_once():
-    from orchestrator.transfer.runner import given_subsets
+    from orchestrator.transfer.methods import given_subsets
 
     assert given_subsets(["b", "a", "c"], [["c", "a"], ["a"], ["a", "c"], ["a", "b", "c"]]) == \
         [("b",), ("a",), ("c",), ("a", "c"), ("a", "b", "c")]
@@ -221,7 +221,7 @@ def test_given_task_sets_come_after_every_task_alone_each_once():
 
 
 def test_holdout_top_up_trains_only_what_the_holdout_studies_lack():
-    from orchestrator.transfer.runner import Study
+    from orchestrator.transfer.study import Study
 
     mod = _grouping_bench()
     study = Study("s", "p", ["a", "b", "c"], {t: "acc" for t in "abc"}, {t: True for t in "abc"},
@@ -243,7 +243,7 @@ def test_holdout_top_up_trains_only_what_the_holdout_studies_lack():
 def test_holdout_scores_by_hand():
     """Fresh-seed scoring of two groupings, by hand: a alone 0.48, 0.52 at seeds 2, 3 (mean
     0.50); b (lower is better) alone 0.40 at both."""
-    from orchestrator.transfer.runner import Study
+    from orchestrator.transfer.study import Study
 
     mod = _grouping_bench()
     study = Study("s", "p", ["a", "b"], {"a": "acc", "b": "loss"}, {"a": True, "b": False}, "exhaustive", [0, 1], 1)
@@ -283,7 +283,8 @@ def test_grouping_interval_by_hand():
     assert best_grouping(["a", "b"], table, 2).score == pytest.approx(mean)
     # a "groups" study scores the given sets as they are: b in a+b (-0.333), not alone as the
     # recommendation would have it; a task in no given set (c) alone
-    from orchestrator.transfer.runner import Study, checked_grouping
+    from orchestrator.transfer.results import checked_grouping
+    from orchestrator.transfer.study import Study
 
     runs_c = runs + [Run(("c",), s, {"c": 0.7}) for s in range(3)]
     hib = {"a": True, "b": True, "c": True}
@@ -301,7 +302,7 @@ def test_grouping_interval_by_hand():
 
 
 def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
-    from orchestrator.commands import print_transfer
+    from orchestrator.report.terminal import print_transfer
 
     out = {"name": "five", "tasks": ["a", "b", "c"], "seeds": [0, 1, 2], "main_metric": {t: "acc" for t in "abc"},
            "method": "exhaustive", "parent_run_id": "p", "negative_transfer": [], "gains": [], "proposed": None,
@@ -386,7 +387,7 @@ def test_gain_bars_stay_readable_for_an_exhaustive_study(tmp_path, n_tasks):
     beyond (6 tasks: 186 gains, whose single column was 7,322 px tall)."""
     from PIL import Image
 
-    from orchestrator.report import GAIN_BARS_ONE_PANEL, _gain_bars
+    from orchestrator.report.gains import GAIN_BARS_ONE_PANEL, gain_bars
 
     tasks = [f"t{i}" for i in range(n_tasks)]
     rng = random.Random(0)
@@ -394,13 +395,13 @@ def test_gain_bars_stay_readable_for_an_exhaustive_study(tmp_path, n_tasks):
               "significant": False, "estimated": False}
              for k in range(2, n_tasks + 1) for g in itertools.combinations(tasks, k) for t in g]
     assert (len(gains) > GAIN_BARS_ONE_PANEL) == (n_tasks == 6)
-    assert _gain_bars({"name": "x", "gains": gains}, tmp_path / "gains.png")
+    assert gain_bars({"name": "x", "gains": gains}, tmp_path / "gains.png")
     w, h = Image.open(tmp_path / "gains.png").size
     if n_tasks == 3:
         assert w == 8 * 110, (w, h)  # one column
     else:  # two columns of panels, 3 rows of 31 bars: well under the single column's ~7,000 px
         assert w == 16 * 110 and h < 3200, (w, h)
-    assert not _gain_bars({"name": "x", "gains": [dict(g, estimated=True) for g in gains]}, tmp_path / "none.png")
+    assert not gain_bars({"name": "x", "gains": [dict(g, estimated=True) for g in gains]}, tmp_path / "none.png")
 
 
 def test_affinity_agreement_by_hand():
@@ -424,15 +425,16 @@ def test_affinity_agreement_by_hand():
 
 
 def test_report_says_when_the_affinity_is_seed_noise():
-    from orchestrator.report import _agreement_lines, affinity_note
+    from orchestrator.report.text import affinity_note
+    from orchestrator.report.transfer_md import agreement_lines
 
-    noisy = _agreement_lines({"lookahead": {"runs": 3, "agreement": 0.09}, "gradient": {"runs": 3, "agreement": 0.42}})
+    noisy = agreement_lines({"lookahead": {"runs": 3, "agreement": 0.09}, "gradient": {"runs": 3, "agreement": 0.42}})
     text = "\n".join(noisy)
     assert "**+0.09** over 3 runs" in text and "**+0.42** over 3 runs" in text and "mostly seed noise" in text
     assert text.endswith(affinity_note({"lookahead": {"runs": 3, "agreement": 0.09}}))  # the terminal's line
-    steady = "\n".join(_agreement_lines({"lookahead": {"runs": 3, "agreement": 0.8}}))
+    steady = "\n".join(agreement_lines({"lookahead": {"runs": 3, "agreement": 0.8}}))
     assert "**+0.80**" in steady and "seed noise here" not in steady
-    assert _agreement_lines({"lookahead": {"runs": 1, "agreement": None}}) == []
+    assert agreement_lines({"lookahead": {"runs": 1, "agreement": None}}) == []
 
 
 def test_a_grouping_that_cannot_be_formed_is_not_logged_as_a_metric(tmp_path):
@@ -440,7 +442,7 @@ def test_a_grouping_that_cannot_be_formed_is_not_logged_as_a_metric(tmp_path):
     # records no grouping (score None in --json) and the study's closing metrics leave it out
     from mlflow.tracking import MlflowClient
 
-    from orchestrator import tracking
+    from orchestrator.store import tracking
 
     tasks = [f"t{i}" for i in range(an.MAX_EXACT_TASKS + 1)]
     with pytest.raises(ValueError, match="exact grouping handles up to"):

@@ -8,7 +8,8 @@ import pytest
 
 from orchestrator.transfer.analysis import Run
 from orchestrator.transfer.predict import Estimator, best_within, step_shares
-from orchestrator.transfer.runner import Study, analyse
+from orchestrator.transfer.results import analyse
+from orchestrator.transfer.study import Study
 
 
 def test_step_shares_follow_the_schedule():
@@ -39,8 +40,9 @@ def three_tasks(**kw):
 
 
 def test_dilution_residual_and_presence_by_hand():
-    """Own steps only (λ = 0, the estimate before effective steps): the transfer terms by hand."""
-    est = three_tasks(effective_steps=False)
+    """The dilution read off the curves, and where a measured transfer is placed by the
+    affinity, by hand (residuals set as ``fit`` would with λ = 0)."""
+    est = three_tasks()
     # round robin: a trains 30 of the 90 steps in the trio (it had reached 0.6 by then, 0.8 at best)
     assert est.dilution("a", ["a", "b", "c"]) == pytest.approx((0.6 - 0.8) / 0.8)
     assert est.dilution("a", ["a", "b"]) == 0.0  # 45 steps: its best
@@ -48,8 +50,7 @@ def test_dilution_residual_and_presence_by_hand():
     # R[j -> t] = Z[j -> t] over the largest |Z[. -> t]|
     assert est.ratio("b", "a") == pytest.approx(0.5) and est.ratio("c", "a") == pytest.approx(-0.25)
     assert est.ratio("a", "c") == pytest.approx(-1.0)  # yardstick of c: |Z[a -> c]| = 0.02 > Z[c -> c]
-    est.fit({"a": -0.05, "b": -0.01, "c": -0.1})  # measured in the trio
-    assert est.residual == pytest.approx({"a": -0.05 + 0.25, "b": -0.01, "c": -0.1})
+    est.residual = {"a": -0.05 + 0.25, "b": -0.01, "c": -0.1}  # measured in the trio, minus own-steps dilution
     # a gained 0.2 beyond its dilution; its best helper is b: with b the gain is there, without it not
     assert est.helper("a") == "b"
     assert est("a", ["a", "b"]) == pytest.approx(0.0 + 0.2)
@@ -76,15 +77,12 @@ def test_effective_steps_count_a_fitted_part_of_the_others_steps():
     assert est.residual["a"] == pytest.approx(-0.05)
     assert est("a", ["a", "c"]) == pytest.approx(-0.05)  # c is a's most harmful task by the affinity
     assert est("a", ["a", "b"]) == pytest.approx(0.0)
-    # the own-steps estimate of the same study: a's 20% gain beyond its dilution
-    assert three_tasks(effective_steps=False).fit({"a": -0.05})("a", ["a", "b"]) == pytest.approx(0.2)
     # a cap too small for a's best at any λ: λ = 1, the remaining loss is fitted as transfer
     short = three_tasks()
     short.cap = 30
     short.fit({"a": -0.05})
     assert short.carry["a"] == 1.0 and short.dilution("a", ["a", "b"]) == pytest.approx(-0.25)
     assert short.residual["a"] == pytest.approx(0.2)
-    assert three_tasks(effective_steps=False).fit({"a": -0.05}).carry == {}
 
 
 def test_missing_pieces_are_not_guessed():
@@ -115,29 +113,22 @@ def test_a_slow_task_is_split_off_although_every_affinity_onto_it_is_positive():
          "c": {"a": 0.001, "b": 0.001, "c": 0.01}}
     study = Study("s", "p", ["a", "b", "c"], {t: "acc" for t in "abc"}, {t: True for t in "abc"}, "affinity",
                   [0, 1, 2], 2, max_steps=cap)
-    res = analyse(study, runs, z, effective_steps=False)
-    assert res["proposed"]["groups"] == [["a", "b"], ["c"]]
-    fit = res["estimator"]
-    assert fit["dilution"]["c"] == pytest.approx((0.30 - 0.50) / 0.50)  # 30 of its own steps
-    assert fit["residual"]["c"] == pytest.approx(-0.30 + 0.40)  # it lost less than its dilution alone
+    # c needs 60 of the 90 steps to reach 0.40 (-20%, no worse than the -30% it measured in the
+    # trio), so half of the others' steps count as its own (λ = 0.5): dilution -20% in the trio,
+    # residual -10% (no task harms c by the affinity: it scales with the share of the others
+    # present); in a pair c reads its curve at 0.75 of the cap (0.40, -20%)
+    eff = analyse(study, runs, z)
+    fit = eff["estimator"]
+    assert fit["carry"] == pytest.approx({"a": 0.0, "b": 0.0, "c": 0.5})
+    assert fit["dilution"]["c"] == pytest.approx((0.40 - 0.50) / 0.50)
+    assert fit["residual"]["c"] == pytest.approx(-0.10)
     assert fit["dilution"]["a"] == 0.0 and fit["residual"]["a"] == pytest.approx(0.05) and fit["helper"]["a"] == "b"
-    estimated = {(e["task"], tuple(e["group"])): e["delta"] for e in res["estimated_gains"]}
-    # in a pair c trains 45 of the 90 steps: it had reached 0.30 after 30 (its next evaluation was at 60)
-    assert estimated[("c", ("a", "c"))] == pytest.approx((0.30 - 0.50) / 0.50 + 0.10)
-    assert estimated[("a", ("a", "b"))] == pytest.approx(0.05)  # no dilution for a fast task, b present
-    # the recommendation stays on measured gains until the proposed groups are trained
-    assert res["grouping"]["groups"] == [["a", "b", "c"], ["c"]] and not res["grouping"]["confirmed"]
-    # effective steps: c needs 60 of the 90 steps to reach 0.40 (-20%, no worse than the -30% it
-    # measured in the trio), so half of the others' steps count as its own (λ = 0.5): dilution
-    # -20% in the trio, residual -10% (no task harms c by the affinity: it scales with the share
-    # of the others present); in a pair c reads its curve at 0.75 of the cap (0.40, -20%)
-    eff = analyse(study, runs, z)  # the default
-    assert eff["estimator"]["carry"] == pytest.approx({"a": 0.0, "b": 0.0, "c": 0.5})
-    assert eff["estimator"]["residual"]["c"] == pytest.approx(-0.10)
     estimated = {(e["task"], tuple(e["group"])): e["delta"] for e in eff["estimated_gains"]}
     assert estimated[("c", ("a", "c"))] == pytest.approx(-0.20 - 0.10 / 2)
+    assert estimated[("a", ("a", "b"))] == pytest.approx(0.05)  # no dilution for a fast task, b present
+    # the recommendation stays on measured gains until the proposed groups are trained
+    assert eff["grouping"]["groups"] == [["a", "b", "c"], ["c"]] and not eff["grouping"]["confirmed"]
     assert eff["proposed"]["groups"] == [["a", "b"], ["c"]]
-    assert fit["carry"] == {}
 
 
 def test_a_task_that_learned_nothing_alone_rides_along_and_the_grouping_is_confirmed():

@@ -1,0 +1,83 @@
+"""Reports: typed results (a transfer study's or a search's, as ``--json`` gives them)
+rendered as ``report.md`` and PNG figures, one module per figure. Nothing here trains,
+reads MLflow's runs or calls a runner; ``commands.build_report`` brings the results.
+
+:func:`write_report` writes to one folder (``reports/<sanitized run name>`` unless ``--out``)
+and logs the files it wrote, and only those, on the parent run under ``report/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from orchestrator.runtime import faults
+from orchestrator.store import tracking
+
+
+def safe_name(name: str, fallback: str) -> str:
+    """A run name as one folder name: every character but letters, digits, '-', '_' and '.'
+    becomes '_', and no leading dot (so never '..', a hidden folder or a path); ``fallback``
+    (the run id) where nothing is left."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name or "").lstrip(".")
+    return cleaned or fallback
+
+
+def default_folder(run_name: str, run_id: str) -> Path:
+    return Path("reports") / safe_name(run_name, run_id)
+
+
+def figures(res: dict[str, Any], out: Path) -> list[str]:
+    """Draw the figures a result has data for into ``out``; their file names."""
+    from orchestrator.report.gains import gain_bars
+    from orchestrator.report.matrix import affinity_map, transfer_matrix
+    from orchestrator.report.pareto import pareto_plot
+
+    drawn = []
+    if "method" in res:  # a transfer study
+        if transfer_matrix(res, out / "transfer_matrix.png"):
+            drawn.append("transfer_matrix.png")
+        if res["affinity"] and affinity_map(res, out / "affinity.png"):
+            drawn.append("affinity.png")
+        if gain_bars(res, out / "gains.png"):
+            drawn.append("gains.png")
+    elif "pareto_front" in res:
+        ok = [t for t in res["trials"] if t["objective"] is not None and t["status"] not in ("FAILED", "DIVERGED")]
+        if pareto_plot(ok, res["pareto_front"], out / "pareto.png"):
+            drawn.append("pareto.png")
+    return drawn
+
+
+def markdown(res: dict[str, Any], drawn: list[str]) -> str:
+    from orchestrator.report.search_md import search_markdown
+    from orchestrator.report.transfer_md import transfer_markdown
+
+    return transfer_markdown(res, drawn) if "method" in res else search_markdown(res, drawn)
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a reader never sees a half-written report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_report(client: Any, run_id: str, res: dict[str, Any], folder: Path) -> str:
+    """report.md, report.json and the figures into ``folder``, then those files (no other)
+    logged on the run ``run_id`` under ``report/``; returns the markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn = figures(res, folder)
+    md = markdown(res, drawn)
+    _write(folder / "report.md", md)
+    faults.driver_point(faults.from_env(), "report")  # test-only (MTLO_FAULT=driver@report)
+    _write(folder / "report.json", tracking.as_json(res))
+    for name in ["report.md", "report.json", *drawn]:
+        client.log_artifact(run_id, str(folder / name), artifact_path="report")
+    return md
+
+
+def as_plain(res: dict[str, Any]) -> dict[str, Any]:
+    """The result as ``--json`` prints it (tuples as lists, everything JSON can hold)."""
+    return json.loads(tracking.as_json(res))

@@ -1,0 +1,45 @@
+"""The markdown report of a search (``search.results``' shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.report.text import param
+
+
+def search_markdown(res: dict[str, Any], figures: list[str]) -> str:
+    trials = res["trials"]
+    bad = [t for t in trials if t["status"] in ("FAILED", "DIVERGED")]
+    ok = [t for t in trials if t["objective"] is not None and t not in bad]
+    pareto = "pareto_front" in res
+    counts = ", ".join(f"{sum(t['status'] == s for t in trials)} {s.lower()}" for s in ("FAILED", "DIVERGED"))
+    lines = [f"# Search `{res['name']}`", "", f"Objective **{res['objective']}**, {len(trials)} trials "
+             f"({counts}), parent run `{res['parent_run_id']}` ({res['status']}).", ""]
+    if not pareto:
+        lines += ["| trial | status | objective | params |", "| --- | --- | --- | --- |"]
+        for t in sorted(ok, key=lambda t: -t["objective"]):
+            lines.append(f"| {t['trial_id']} | {t['status']} | {t['objective']:.4f} | "
+                         + ", ".join(f"{k}={param(v)}" for k, v in t["params"].items()) + " |")
+    else:
+        lines += [f"Pareto front: {len(res['pareto_front'])} trial(s).", "", "| trial | "
+                  + " | ".join(sorted(ok[0]["objective"]) if ok else []) + " | params |"]
+        lines.append("| --- " * (len(ok[0]["objective"]) + 2 if ok else 2) + "|")
+        for t in res["pareto_front"]:
+            objs = " | ".join(f"{t['objective'][k]:.4f}" for k in sorted(t["objective"]))
+            params = ", ".join(f"{k}={param(v)}" for k, v in t["params"].items())
+            lines.append(f"| {t['trial_id']} | {objs} | {params} |")
+    best = res.get("best")
+    if best and best["scores"]:
+        lines += ["", f"Best trial `{best['trial_id']}` (MLflow run `{best['run_id']}`), per task at its best epoch:",
+                  "", "| task | metrics |", "| --- | --- |"]
+        lines += [f"| {task} | " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(ms.items())) + " |"
+                  for task, ms in sorted(best["scores"].items())]
+    retried = [t for t in trials if t["retries"]]
+    if bad or retried:
+        lines += ["", "Trials that failed, diverged or were retried:", "",
+                  "| trial | status | retries | error |", "| --- | --- | --- | --- |"]
+        for t in sorted(bad + [t for t in retried if t not in bad], key=lambda t: str(t["trial_id"])):
+            error = (t["error"] or "").replace("|", "/").replace("\n", " ")[:200]
+            lines.append(f"| {t['trial_id']} | {t['status']} | {t['retries']} | {error} |")
+    lines += [""] + [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"

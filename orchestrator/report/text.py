@@ -1,0 +1,94 @@
+"""Short texts shared by the report and the terminal: percentages, intervals, notes on what
+a study's figures can and cannot say, and the command that checks a grouping on new seeds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from orchestrator.transfer.analysis import MIN_SEEDS, NOISY_BASELINE_CV
+
+
+def param(v: Any) -> str:
+    """A param as MLflow stores it (text), numbers shortened: 0.00013366875 -> 0.000134."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(v) if str(v).lstrip("-").isdigit() else f"{f:.3g}"
+
+
+def pct(v: float | None, missing: str = "–") -> str:
+    """A relative gain as a signed percentage (``missing`` for none, or NaN)."""
+    return missing if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.1f}%"
+
+
+def noisy_note(res: dict[str, Any]) -> str | None:
+    """One sentence on the tasks whose baseline varies a lot from seed to seed (``noisy_baselines``)."""
+    noisy = res.get("noisy_baselines") or {}
+    if not noisy:
+        return None
+    parts = [f"{t} {100 * v:.0f}%" for t, v in noisy.items()]
+    return (f"Noisy baselines (seed-to-seed std over |mean|, above {100 * NOISY_BASELINE_CV:.0f}%): "
+            f"{', '.join(parts)}. A relative gain divides by the baseline, so these tasks' gains are noisy, and "
+            "large ones weigh most in a grouping's total gain: read them with their intervals.")
+
+
+def few_seeds_note(res: dict[str, Any]) -> str | None:
+    """With fewer seeds than the significance test asks, say that no evidence is all it can give."""
+    n = len(res.get("seeds") or [])
+    if n >= MIN_SEEDS:
+        return None
+    return (f"{n} seed(s): a gain or loss is declared significant only with at least {MIN_SEEDS} seeds on each "
+            f"side, so none can be here (--seeds {MIN_SEEDS} or more to test them).")
+
+
+def runs_text(res: dict[str, Any]) -> str:
+    """How many runs a study has finished: "21 runs", or "7 of 189 planned runs" while its
+    first stage (the method's task sets at every seed) is not done (running, interrupted)."""
+    done, planned = res["cost"]["trials"], res["cost"].get("planned") or 0
+    return f"{done} of {planned} planned runs" if done < planned else f"{done} runs"
+
+
+def zero_note(res: dict[str, Any]) -> str | None:
+    """One sentence on the tasks whose baseline is 0 (``analysis.zero_baselines``)."""
+    zero = res.get("zero_baselines") or []
+    if not zero:
+        return None
+    names = ", ".join(f"{t} ({res['main_metric'][t]})" for t in zero)
+    return (f"Baseline 0: {names} scored 0 alone. A gain relative to 0 is undefined, so "
+            f"{'its' if len(zero) == 1 else 'their'} gains are not computed (n/a below) and a grouping counts "
+            f"{'it' if len(zero) == 1 else 'them'} 0 wherever placed; "
+            f"{'its' if len(zero) == 1 else 'their'} scores in each group are in the runs (--json: runs).")
+
+
+def check_command(res: dict[str, Any]) -> str | None:
+    """The command that trains a study's recommended groups (and the baselines) again on new
+    seeds; None where it recommends training every task alone, and for a study that is such a
+    check already (``--groups``)."""
+    groups = ",".join("+".join(g) for g in res["grouping"]["groups"] if len(g) > 1)
+    if res["method"] == "groups" or not groups or not res["seeds"]:
+        return None
+    return (f"mtlo transfer CONFIG --groups {groups} --seeds {len(res['seeds'])} "
+            f"--set train.seed={max(res['seeds']) + 1} --set name={res['name']}-check")
+
+
+def ci_clause(ci: list[float] | None) -> str:
+    """", 95% CI a to b" for a grouping's interval over seeds (empty without one)."""
+    return f", 95% CI {pct(ci[0])} to {pct(ci[1])}" if ci else ""
+
+
+def num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
+def affinity_note(signals: dict[str, Any]) -> str | None:
+    """One sentence when the lookahead's ranking of helpers disagrees across seeds."""
+    look = (signals.get("lookahead") or {}).get("agreement")
+    if look is None or look >= 0.5:
+        return None
+    return (f"The lookahead affinity's ranking of helpers agrees only {look:+.2f} across seeds: which task a "
+            "transfer comes from is mostly seed noise here, so groups proposed from it rest on the measured gains "
+            "(the all-tasks group, the baselines' learning curves) and must be confirmed by training.")
+
+

@@ -1,0 +1,188 @@
+"""The markdown report of a transfer study (``transfer.results``' shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.report.text import (
+    affinity_note,
+    check_command,
+    ci_clause,
+    few_seeds_note,
+    noisy_note,
+    num,
+    pct,
+    runs_text,
+    zero_note,
+)
+
+
+def _confirmation(res: dict[str, Any]) -> str:
+    if res["grouping"]["confirmed"]:
+        return "every group that the estimates propose was trained."
+    src = "the affinity" if res["method"] == "affinity" else "the pairs (Standley et al.)"
+    prop = (res.get("proposed") or {}).get("groups") or []
+    return (f"the estimates from {src} propose " + ", ".join("**" + " + ".join(g) + "**" for g in prop)
+            + ", not all trained yet (`mtlo transfer ... --resume --confirm-rounds N` trains them).")
+
+
+def _estimator_lines(res: dict[str, Any]) -> list[str]:
+    """How the affinity method proposed its groups (orchestrator/transfer/predict.py), and
+    what the estimate said of each proposed group beside what training measured."""
+    fit = res.get("estimator")
+    if not fit:
+        return []
+    tasks = res["tasks"]
+    everyone = sorted(tasks)
+    measured_all = {g["task"]: g["delta"] for g in res["gains"] if sorted(g["group"]) == everyone}
+    lines = ["", "The groups were proposed from estimated gains (orchestrator/transfer/predict.py): the gain of "
+             "task t in group G is estimated as its *dilution* in G (t trains only its share of the step cap for "
+             "its own batches, plus a part λ of the other members' steps, which train the shared encoder too: "
+             "what its own single-task runs had reached by then, against their best; λ is fitted on the "
+             "all-tasks group) plus its *transfer*: what it gained in the all-tasks group beyond its dilution "
+             "there (measured), times the presence in G of the task that the affinity says it came from (its "
+             "best helper, or for a loss its most harmful task; relative to the yardstick Z[t → t]).",
+             "", "| task | measured (all tasks) | λ | dilution (all tasks) | transfer (all tasks) | came from |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    carry = fit.get("carry") or {}
+    for t in tasks:
+        lam = f"{carry[t]:.2f}" if t in carry else "–"
+        lines.append(f"| {t} | {pct(measured_all.get(t))} | {lam} | {pct(fit['dilution'].get(t))} | "
+                     f"{pct(fit['residual'].get(t))} | {fit['helper'].get(t) or '–'} |")
+    if fit.get("proposed"):
+        by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}
+        lines += ["", "Every group proposed so far, estimated and (once trained) measured:", "",
+                  "| group | task | estimated | measured |", "| --- | --- | --- | --- |"]
+        for e in fit["proposed"]:
+            grp = tuple(e["group"])
+            measured = by.get((e["task"], grp))
+            lines.append(f"| {'+'.join(grp)} | {e['task']} | {pct(e['estimated'])} | {pct(measured)} |")
+    return lines
+
+
+def agreement_lines(signals: dict[str, Any]) -> list[str]:
+    """Whether the affinity's ranking of helpers is reproducible across the all-tasks runs."""
+    rows = [(name, s) for name, s in signals.items() if s.get("agreement") is not None]
+    if not rows:
+        return []
+    what = {"lookahead": "lookahead (the table above)",
+            "gradient": "first-order, from the training gradients at every step"}
+    out = ["", "How far the all-tasks runs (one per seed) agree on who helps whom: for each task, the Spearman "
+           "correlation between two runs of the affinity onto it from the other tasks, mean over tasks and pairs "
+           "of runs (1: the same ranking at every seed; near 0: seed noise).", ""]
+    out += [f"- {what.get(name, name)}: **{s['agreement']:+.2f}** over {s['runs']} runs" for name, s in rows]
+    note = affinity_note(signals)
+    return out + (["", note] if note else [])
+
+
+def transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
+    tasks = res["tasks"]
+    lines = [f"# Transfer study `{res['name']}`", "",
+             f"Method **{res['method']}**, {len(res['seeds'])} seed(s) ({', '.join(map(str, res['seeds']))}), "
+             f"parent run `{res['parent_run_id']}` ({res.get('status', '')}). "
+             f"Cost: {runs_text(res)} finished, {res['cost']['train_steps']} optimizer steps to their "
+             "best epochs. Every run trained under the same step cap and patience (equal budget).", "",
+             "## Single-task baselines", "", "| task | metric | mean | std | seeds |",
+             "| --- | --- | --- | --- | --- |"]
+    for t in tasks:
+        b = res["baselines"].get(t)
+        lines.append(f"| {t} | {res['main_metric'][t]} | " +
+                     (f"{b['mean']:.4f} | {b['std']:.4f} | {b['n']} |" if b else "– | – | 0 |"))
+    for note in (zero_note(res), noisy_note(res)):
+        if note:
+            lines += ["", note]
+    lines += ["", "## Pairwise transfer", "",
+              "Gain of the row task when trained with the column task, relative to the row task alone "
+              "(* significant, Welch's t-test over seeds, p < 0.05).", "",
+              "| | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
+    sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
+    zero = set(res.get("zero_baselines") or [])
+    for i in tasks:
+        cells = ["" if i == j else "n/a" if i in zero else
+                 pct(res["pairwise"][i][j]) + ("*" if (i, tuple(sorted((i, j)))) in sig else "") for j in tasks]
+        lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
+    lines += [""] + [f"![{f}]({f})" for f in figures] + ["", "## Negative transfer", ""]
+    if res["negative_transfer"]:
+        for g in res["negative_transfer"]:
+            lines.append(f"- **{g['task']}** with {'+'.join(x for x in g['group'] if x != g['task'])}: "
+                         f"{pct(g['delta'])} (95% CI {pct(g['ci'][0])} to {pct(g['ci'][1])}, p = {g['p']:.3g}, "
+                         f"{g['n']} seeds)")
+    else:
+        lines.append("No significant loss: no task was measurably hurt by another "
+                     "(a loss that is not significant is reported as no evidence).")
+    few = few_seeds_note(res)
+    if few:
+        lines += ["", few]
+    if res.get("affinity"):
+        lines += ["", "## Affinity (estimated)", "",
+                  "Lookahead inter-task affinity Z[i → j] = 1 − L_j(θ − η∇L_i) / L_j(θ), measured inside the "
+                  "all-tasks run(s) and averaged over training and seeds (Fifty et al. 2021). These figures are "
+                  "estimates; the gains below are measured by training.", "",
+                  "| step on ↓ / loss of → | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
+        for i in tasks:
+            cells = [num(res["affinity"].get(i, {}).get(j)) for j in tasks]
+            lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
+        lines += ["", "The diagonal Z[i → i] is a step on i measured on another batch of i: the yardstick for "
+                  "what a step on another task is worth to i."]
+        lines += agreement_lines(res.get("affinity_signals") or {})
+        if res.get("proposed") and res["method"] == "affinity":
+            lines += ["", "Groups proposed from the affinity: "
+                      + ", ".join("**" + " + ".join(g) + "**" for g in res["proposed"]["groups"])
+                      + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
+        lines += _estimator_lines(res)
+    ck = res.get("checked")
+    if ck:
+        lines += ["", "## The task sets given", ""]
+        seeds = ", ".join(map(str, res["seeds"]))
+        sets = "**" + "**, **".join(" + ".join(g) for g in ck["groups"]) + "**"
+        lines.append(f"{sets} (each task in its best given set, a task in none alone): total gain "
+                     f"{pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}), against baselines "
+                     "trained at the same seeds." if ck["groups"]
+                     else f"Not available: {ck.get('note', 'too few runs')}.")
+    gr = res["grouping"]
+    lines += ["", "## Recommended grouping", ""]
+    if not gr["groups"]:
+        lines.append(f"Not available yet: {gr.get('note', 'too few runs')}.")
+    else:
+        lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
+                     + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
+                     + f"; total gain {pct(gr['score'])} (measured{ci_clause(gr.get('ci'))} over seeds); "
+                     + _confirmation(res))
+        check = check_command(res)
+        if check:
+            lines += ["", "It is the best of the trained groups *on these seeds*, so part of its lead over the "
+                      "alternatives can be seed noise, and its gain on new seeds is likely lower. To check it on "
+                      f"new seeds: `{check}`."]
+        lines += ["", "| task | scored in | gain | 95% CI | evidence |", "| --- | --- | --- | --- | --- |"]
+        by = {(g["task"], tuple(g["group"])): g for g in res["gains"]}
+        est = {(g["task"], tuple(g["group"])): g for g in res.get("estimated_gains", [])}
+        for t in tasks:
+            grp = tuple(gr["assignment"].get(t, [t]))
+            if len(grp) == 1:
+                lines.append(f"| {t} | alone | 0 | – | baseline |")
+                continue
+            if t in (res.get("zero_baselines") or []):
+                lines.append(f"| {t} | {'+'.join(grp)} | n/a | – | baseline 0: counted 0 |")
+                continue
+            g = by.get((t, grp)) or est.get((t, grp))
+            ci = f"{pct(g['ci'][0])} to {pct(g['ci'][1])}" if g and g.get("ci") else "–"
+            kind = "estimated" if g and g.get("estimated") else f"measured, {g['n'] if g else 0} seeds"
+            lines.append(f"| {t} | {'+'.join(grp)} | {pct(g['delta'] if g else None)} | {ci} | {kind} |")
+    lines += ["", "## Runs", "", "Each task set at each seed, trained until its validation objective stopped improving "
+              "(steps to its best epoch; the same cap for every run).", "",
+              "| task set | seeds | steps to best epoch (mean) | " + " | ".join(tasks) + " |",
+              "| --- " * (len(tasks) + 3) + "|"]
+    by_group: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in res["runs"]:
+        by_group.setdefault(tuple(r["group"]), []).append(r)
+    for grp in sorted(by_group, key=lambda g: (len(g), g)):
+        rs = by_group[grp]
+        cells = [f"{sum(r['scores'][t] for r in rs) / len(rs):.4f}" if t in grp else "" for t in tasks]
+        lines.append(f"| {'+'.join(grp)} | {len(rs)} | {sum(r['best_step'] for r in rs) / len(rs):.0f} | "
+                     + " | ".join(cells) + " |")
+    if res.get("failed_runs"):
+        lines += ["", f"{len(res['failed_runs'])} run(s) failed or diverged and are left out of every figure above:",
+                  "", "| task set | seed | status | error |", "| --- | --- | --- | --- |"]
+        lines += [f"| {'+'.join(r['group'])} | {r['seed']} | {r['status']} | "
+                  + r["error"].replace("|", "/").replace("\n", " ")[:200] + " |" for r in res["failed_runs"]]
+    return "\n".join(lines) + "\n"

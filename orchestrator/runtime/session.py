@@ -1,0 +1,131 @@
+"""Where a search or study runs: its folder, Ray (local on loopback, or a cluster) and its
+MLflow parent run, opened once by :func:`open_parent` for ``mtlo search`` and ``mtlo transfer``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import Config
+from orchestrator.errors import ConfigError
+from orchestrator.runtime import faults
+from orchestrator.store import tracking
+
+
+def ray_init(address: str | None) -> None:
+    """Start a new local Ray on this machine (never another user's running one), or connect to
+    ``address``. Loopback only where the CLI set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    before Ray was imported (``commands.loopback_unless``)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines, not Ray's tables
+    # a result without the objective (a diverged trial's last one) is allowed: the searcher
+    # records it as pruned, ASHA ignores it
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # save the experiment state (what --resume restores) at least every 2 s, not Ray's
+    # adaptive period: after a kill, fewer finished epochs are recomputed
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "logging_level": "ERROR", "configure_logging": True}
+    ray.init(address=address or "local", **kwargs)
+
+
+def check_cluster(cfg: Config, storage: Path) -> None:
+    """Refuse, before any trial starts, a setup whose trials cannot all reach their storage.
+
+    Metrics and artifacts go to MLflow from the driver only, so any tracking store works;
+    but trials write checkpoints to Ray's storage folder, which on a cluster of several
+    nodes must be one every node mounts at the same path (the driver's ./ray_results is
+    not). A marker file written here must be visible from every node.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    if cfg.ray.storage is None:
+        raise ConfigError(
+            f"ray.storage: the Ray cluster has {len(nodes)} nodes, but trial checkpoints would go to {storage}, "
+            "a folder on the driver's machine that worker nodes cannot reach; set ray.storage to a folder "
+            "every node mounts at the same path (NFS)")
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f".mtlo-probe-{uuid.uuid4().hex}"
+    marker.write_text("mtlo")
+
+    @ray.remote(num_cpus=0)
+    def visible(path: str) -> bool:
+        return Path(path).is_file()
+
+    try:
+        probes = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: visible.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes}
+        blind = [name for name, ref in probes.items() if not ray.get(ref, timeout=120)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ConfigError(f"ray.storage: {storage} is not visible from node(s) {', '.join(blind)}; "
+                          "set it to a folder every node mounts at the same path (NFS)")
+
+
+def git_commit(where: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+@dataclass
+class Parent:
+    """Where a search or study keeps its files, and its MLflow parent run."""
+
+    client: Any
+    experiment_id: str
+    run_id: str
+    exp_dir: Path
+    storage: Path
+    new: bool  # False: a resumed run
+
+
+def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, resume: bool,
+                address: str | None, tags: dict[str, str], state: dict[str, Any] | None = None) -> Parent:
+    """Check the name against earlier runs, start Ray, check the cluster, then continue the
+    parent run of an interrupted ``what`` (``--resume``) or create it (with the git commit,
+    and a state file that a later ``--resume`` reads)."""
+    faults.from_env()  # test-only MTLO_FAULT: a malformed one stops here, before Ray
+    storage = Path(cfg.ray.storage or "ray_results").expanduser().resolve()
+    exp_dir = storage / cfg.name
+    state_path = exp_dir / state_file
+    if resume and not state_path.is_file():
+        raise ConfigError(f"--resume: no interrupted {what} named '{cfg.name}' under {storage}")
+    if not resume and exp_dir.exists():
+        raise ConfigError(f"{what} '{cfg.name}' already exists under {storage}: use --resume to continue it, "
+                          "or give it another name (--set name=...)")
+    tracking.check_store(cfg.mlflow.tracking_uri)
+    ray_init(address or cfg.ray.address)
+    check_cluster(cfg, storage)
+    mlflow = tracking.configure(cfg)
+    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
+    experiment_id = client.get_experiment_by_name(cfg.experiment).experiment_id
+    if resume:
+        parent_id = json.loads(state_path.read_text())["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+        return Parent(client, experiment_id, parent_id, exp_dir, storage, new=False)
+    parent_id = client.create_run(experiment_id, run_name=cfg.name, tags=tags).info.run_id
+    commit = git_commit(config_path.resolve().parent)
+    if commit:
+        client.set_tag(parent_id, "mlflow.source.git.commit", commit)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
+                                      "config": str(config_path.resolve()), **(state or {})}))
+    return Parent(client, experiment_id, parent_id, exp_dir, storage, new=True)

@@ -1,0 +1,166 @@
+"""A study or search read back from MLflow as typed rows: one :class:`Run` per finished
+trial (task set, seed, each task's main metric at its best epoch, steps), the runs that
+failed, the affinities measured, the trials of a search. Everything a report or an analysis
+needs comes from here; nothing else reads child runs.
+
+Also the one definition of the relative gain (DESIGN, "Negative transfer"):
+Δ = s · (m − b) / |b|, undefined where the baseline b is 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from orchestrator.errors import ConfigError
+
+Group = tuple[str, ...]
+ZERO_BASELINE = 1e-12  # |baseline| below which a relative gain is undefined
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def group_of(tasks: Iterable[str]) -> Group:
+    return tuple(sorted(tasks))
+
+
+def relative_gain(value: float, baseline: float, higher_is_better: bool) -> float | None:
+    """s · (value − baseline) / |baseline| (s = +1 if higher is better); None where the
+    baseline is 0 (a task that learned nothing alone: a gain relative to 0 is undefined)."""
+    if abs(baseline) < ZERO_BASELINE:
+        return None
+    return (1.0 if higher_is_better else -1.0) * (value - baseline) / abs(baseline)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained group at one seed: each task's main metric at the run's best epoch."""
+
+    group: Group
+    seed: int
+    scores: Mapping[str, float]
+    steps: int = 0
+    best_epoch: int = 0
+    run_id: str | None = None
+    curve: tuple[tuple[int, float], ...] = ()  # single-task runs: (steps, score) at every epoch
+
+
+# -- reading MLflow -----------------------------------------------------------------------------
+def find_parent(client: Any, ref: str) -> Any:
+    """The parent run of a search or transfer study, by run id or by name (the latest)."""
+    if _RUN_ID.match(ref):
+        try:
+            return client.get_run(ref)
+        except Exception as exc:  # MLflow raises its own RestException / MlflowException
+            raise ConfigError(f"report: no MLflow run with id {ref} ({type(exc).__name__})") from None
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, filter_string=f"attributes.run_name = '{ref}'",
+                              order_by=["attributes.start_time DESC"], max_results=50) if exps else []
+    runs = [r for r in runs if r.data.tags.get("mtlo.role") in ("search", "transfer")]
+    if not runs:
+        raise ConfigError(f"report: no search or transfer study named '{ref}' in the MLflow store")
+    return runs[0]
+
+
+def child_runs(client: Any, experiment_id: str, parent_id: str, role: str | None = None) -> list[Any]:
+    """The child runs of a parent run (``role``: only those tagged ``mtlo.role`` = role)."""
+    where = f"tags.`mlflow.parentRunId` = '{parent_id}'" + (f" and tags.`mtlo.role` = '{role}'" if role else "")
+    return client.search_runs([experiment_id], filter_string=where, max_results=50000)
+
+
+def study_runs(children: list[Any], main_metric: Mapping[str, str]) -> list[Run]:
+    """The finished trials of a transfer study (trial and confirmation runs) as typed rows."""
+    out = []
+    for r in children:
+        tags, metrics = r.data.tags, r.data.metrics
+        if tags.get("mtlo.role") not in ("trial", "confirm") or r.info.status != "FINISHED":
+            continue
+        group = group_of(tags["mtlo.tasks"].split(","))
+        scores = {t: metrics.get(f"best/{t}/{main_metric[t]}") for t in group if t in main_metric}
+        if any(v is None for v in scores.values()):
+            continue
+        out.append(Run(group, int(tags.get("mtlo.seed", 0)), scores,  # type: ignore[arg-type]
+                       steps=int(metrics.get("best_step", 0)), best_epoch=int(metrics.get("best_epoch", 0)),
+                       run_id=r.info.run_id))
+    return out
+
+
+def failed_runs(children: list[Any]) -> list[dict[str, Any]]:
+    """The trials of a study that failed or diverged (left out of the analysis, never dropped
+    silently: the report and ``--json`` list them)."""
+    return [{"group": tags["mtlo.tasks"].split(","), "seed": int(tags.get("mtlo.seed", 0)),
+             "status": tags["mtlo.status"], "error": tags.get("mtlo.error", ""), "run_id": r.info.run_id}
+            for r in children for tags in [r.data.tags]
+            if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in ("FAILED", "DIVERGED")]
+
+
+def affinity_matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, float]]]:
+    """Per finished run that measured it, the affinity ``prefix/<i>/<j>`` as Z[i][j]."""
+    out = []
+    for r in children:
+        if r.info.status != "FINISHED":
+            continue
+        z: dict[str, dict[str, float]] = {}
+        for k, v in r.data.metrics.items():
+            if k.startswith(prefix + "/"):
+                _, i, j = k.split("/", 2)
+                z.setdefault(i, {})[j] = float(v)
+        if z:
+            out.append(z)
+    return out
+
+
+def mean_matrix(ms: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for i in sorted({i for m in ms for i in m}):
+        for j in sorted({j for m in ms for j in m.get(i, {})}):
+            vals = [m[i][j] for m in ms if j in m.get(i, {})]
+            out.setdefault(i, {})[j] = sum(vals) / len(vals)
+    return out
+
+
+def with_curves(client: Any, runs: list[Run], main_metric: Mapping[str, str],
+                known: list[Run] | None = None) -> list[Run]:
+    """The single-task runs with their learning curves (the validation score and the steps
+    at every epoch, from their MLflow metric histories; a finished run's never change, so
+    those of ``known`` runs are reused)."""
+    have = {r.run_id: r.curve for r in known or [] if r.curve}
+    out = []
+    for r in runs:
+        if r.run_id in have:
+            r = replace(r, curve=have[r.run_id])
+        elif len(r.group) == 1 and r.run_id:
+            t = r.group[0]
+            steps = {m.step: m.value for m in client.get_metric_history(r.run_id, "step")}
+            scores = {m.step: m.value for m in client.get_metric_history(r.run_id, f"val/{t}/{main_metric[t]}")}
+            r = replace(r, curve=tuple((int(steps[e]), float(v)) for e, v in sorted(scores.items()) if e in steps))
+        out.append(r)
+    return out
+
+
+def best_scores(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} from a child run's ``best/<task>/<metric>`` metrics."""
+    out: dict[str, dict[str, float]] = {}
+    for k, v in metrics.items():
+        parts = k.split("/")
+        if len(parts) == 3 and parts[0] == "best":
+            out.setdefault(parts[1], {})[parts[2]] = v
+    return out
+
+
+def search_trials(client: Any, parent: Any) -> list[dict[str, Any]]:
+    """The trials of a search as MLflow has them: status, params, objective(s), retries,
+    error and each task's metrics at its best epoch."""
+    trials = []
+    for c in child_runs(client, parent.info.experiment_id, parent.info.run_id, role="trial"):
+        m = c.data.metrics
+        obj_keys = sorted(k for k in m if k.startswith("obj/"))
+        trials.append({"trial_id": c.data.tags.get("mtlo.trial_id"), "run_id": c.info.run_id,
+                       "status": c.data.tags.get("mtlo.status", c.info.status),
+                       "params": {k[6:]: v for k, v in c.data.params.items() if k.startswith("param.")},
+                       "tasks": c.data.tags.get("mtlo.tasks", "").split(","),
+                       "objective": {k[4:]: m[k] for k in obj_keys} if obj_keys else m.get("objective"),
+                       "retries": int(c.data.tags.get("mtlo.retries", 0)), "error": c.data.tags.get("mtlo.error"),
+                       "scores": best_scores(m)})
+    return trials

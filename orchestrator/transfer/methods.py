@@ -1,0 +1,93 @@
+"""Grouping methods (``mtlo transfer --method``): which task sets a study trains first, whether
+its all-tasks runs measure the affinity, and how it estimates the gains of groups it never
+trained. Each is a small class in :data:`METHODS`; :func:`method` names the valid ones.
+
+- ``pairwise``: every task alone and every pair; Standley et al. (2020) estimate larger
+  groups from the pairs.
+- ``exhaustive``: every non-empty subset (nothing left to estimate); its all-tasks runs
+  measure the affinity too, for comparison.
+- ``affinity``: every task alone and all tasks together, whose run measures the lookahead
+  inter-task affinity (Fifty et al. 2021, TAG); groups estimated from it
+  (``transfer/predict.py``).
+- ``groups``: the task sets the user gives (``--groups``), e.g. a recommendation checked on
+  new seeds; no estimate.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC
+from typing import ClassVar
+
+from orchestrator.errors import ConfigError
+from orchestrator.store.runs import Group, group_of
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    measures_affinity: ClassVar[bool] = False  # its all-tasks runs measure the lookahead affinity
+    estimate: ClassVar[str | None] = "standley"  # how untrained groups are estimated: standley | affinity | None
+    sizes: ClassVar[tuple[int, ...] | None] = None  # group sizes trained first; None: every size
+
+    def subsets(self, tasks: list[str]) -> list[Group]:
+        sizes = self.sizes or tuple(range(1, len(tasks) + 1))
+        return [group_of(c) for k in sizes for c in itertools.combinations(tasks, k)]
+
+
+class Pairwise(Method):
+    name = "pairwise"
+    sizes = (1, 2)
+
+
+class Exhaustive(Method):
+    name = "exhaustive"
+    measures_affinity = True
+
+
+class Affinity(Method):
+    name = "affinity"
+    measures_affinity = True
+    estimate = "affinity"
+
+    def subsets(self, tasks: list[str]) -> list[Group]:
+        return [group_of((t,)) for t in tasks] + [group_of(tasks)]
+
+
+class Groups(Method):
+    """The task sets given (``given_subsets``); not a ``--method`` of its own."""
+
+    name = "groups"
+    estimate = None
+
+    def subsets(self, tasks: list[str]) -> list[Group]:
+        raise ConfigError("--groups: give the task sets to train (a+b,c)")
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Pairwise, Exhaustive, Affinity)}
+
+
+def method(name: str) -> Method:
+    if name == Groups.name:
+        return Groups()
+    if name not in METHODS:
+        raise ConfigError(f"--method: '{name}' is not one of {', '.join(METHODS)}")
+    return METHODS[name]()
+
+
+def parse_groups(text: str) -> list[list[str]]:
+    """``--groups``: task sets separated by commas, tasks within a set by '+': "a+b,c"."""
+    return [[t.strip() for t in g.split("+") if t.strip()] for g in text.split(",")]
+
+
+def given_subsets(tasks: list[str], groups: list[list[str]], singles: bool = True) -> list[Group]:
+    """Every task alone (unless ``singles`` is false), then the given task sets (each once,
+    in order); names checked."""
+    out = [group_of((t,)) for t in tasks] if singles else []
+    for g in groups:
+        unknown = [t for t in g if t not in tasks]
+        if unknown or not g:
+            raise ConfigError(f"groups: {'+'.join(g) or '(empty)'}: "
+                              + (f"no task {unknown[0]!r} in the config" if unknown else "an empty task set"))
+        if group_of(g) not in out and (singles or len(g) > 1):
+            out.append(group_of(g))
+    return out

@@ -1,0 +1,141 @@
+"""A study's results from its runs: gains, negative transfer, the pairwise matrix, estimates
+for untrained groups, the recommended grouping and whether it is confirmed, in DESIGN's
+``--json`` shape. Pure functions over the runs table (``transfer.analysis``) and the study.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from orchestrator.transfer import analysis as an
+from orchestrator.transfer.methods import method as method_of
+from orchestrator.transfer.predict import Estimator
+from orchestrator.transfer.study import Study, read_study, study_from_mlflow
+
+
+def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
+              affinity: dict[str, dict[str, float]]) -> Estimator:
+    """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), fitted to
+    the gains measured in the all-tasks group."""
+    curves: dict[str, list[Any]] = {}
+    for r in runs:
+        if len(r.group) == 1 and r.curve:
+            curves.setdefault(r.group[0], []).append(r.curve)
+    base = {t: s.mean for t, s in an.baselines(runs).items()}
+    everyone = an.group_of(study.tasks)
+    est = Estimator(list(study.tasks), study.higher_is_better, base, curves, affinity, study.max_steps,
+                    study.schedule, study.batches, study.temperature)
+    return est.fit({g.task: g.delta for g in gains if g.group == everyone})
+
+
+def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None
+            ) -> dict[str, Any]:
+    """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix).
+
+    ``proposed``: the best grouping on measured gains, and on estimates for groups never
+    trained (``pairwise`` / ``exhaustive``: Standley's, from the pairs; ``affinity``: built on
+    the affinity, the baselines' learning curves and the all-tasks group, see ``estimator``).
+    ``grouping``, the recommendation: the best grouping on measured gains only; confirmed
+    once every proposed group was trained (``run_transfer`` trains them)."""
+    gains = an.gains(runs, study.higher_is_better)
+    base = an.baselines(runs)
+    matrix = an.pairwise_matrix(gains, study.tasks)
+    measured = {(g.group, g.task) for g in gains}
+    fit: dict[str, Any] | None = None
+    est: Any = None
+    how = method_of(study.method).estimate
+    if how == "affinity":
+        if affinity:
+            est = estimator(study, runs, gains, affinity)
+            fit = {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
+                   "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
+                   "carry": dict(est.carry)}
+    elif how == "standley":
+        est = lambda t, g: an.standley_estimate(matrix, t, g)  # noqa: E731
+    zero = an.zero_baselines(base)  # relative gains undefined: counted 0 wherever placed
+    table = an.gain_table(study.tasks, gains, neutral=zero)
+    estimates = an.gain_table(study.tasks, gains, estimate=est, neutral=zero) if est is not None else table
+    proposed = None
+    try:
+        proposed = an.best_grouping(study.tasks, estimates, study.budget)
+        proposed.method = "affinity (estimated)" if how == "affinity" else "Standley (estimated from pairs)"
+        if fit is not None:  # what the estimate says of every group proposed so far (and trained since)
+            n = len(study.tasks)
+            shown = {an.group_of(g) for g in proposed.groups if len(g) > 1}
+            shown |= {g.group for g in gains if 1 < len(g.group) < n}  # affinity: only confirmations are trained
+            fit["proposed"] = [{"group": list(g), "task": t, "estimated": est(t, g)}
+                               for g in sorted(shown, key=lambda g: (len(g), g)) for t in g if t not in zero]
+    except ValueError:
+        proposed = None
+    try:  # the recommendation: measured gains only
+        grouping = an.best_grouping(study.tasks, table, study.budget)
+        # confirmed: every group the estimates propose was trained, so no estimated grouping beats it
+        trained = {r.group for r in runs}  # a task of baseline 0 has no gain, but its group is trained
+        grouping.confirmed = proposed is not None and all(
+            len(g) == 1 or all((tuple(g), t) in measured or (t in zero and tuple(g) in trained) for t in g)
+            for g in proposed.groups)
+        grouping.ci = an.grouping_interval(runs, grouping.assignment, study.higher_is_better)
+    except ValueError as exc:  # too few runs so far (a study still running or interrupted)
+        grouping = an.Grouping([], math.nan, note=str(exc))
+    grouping.method = study.method
+    checked = checked_grouping(study, runs, table) if study.groups else None
+    estimated = [an.Gain(t, g, row[t], None, None, False, 0, estimated=True).as_dict()
+                 for g, row in estimates.items() if len(g) > 1 for t in g if (g, t) not in measured and t not in zero]
+    return {
+        "name": study.name, "parent_run_id": study.parent_run_id, "method": study.method, "budget": study.budget,
+        "tasks": study.tasks, "main_metric": study.main_metric, "seeds": study.seeds,
+        "baselines": {t: s.as_dict() for t, s in base.items()},
+        "noisy_baselines": an.noisy_baselines(base),
+        "zero_baselines": zero,
+        "gains": [g.as_dict() for g in gains],
+        "negative_transfer": [g.as_dict() for g in an.negative_transfer(gains)],
+        "pairwise": matrix,
+        "estimated_gains": estimated,
+        "affinity": affinity or {},
+        "proposed": proposed.as_dict() if proposed is not None else None,
+        "estimator": fit,
+        "grouping": grouping.as_dict(),
+        "checked": checked.as_dict() if checked is not None else None,
+        "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs), "planned": study.planned},
+        "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "best_step": r.steps,
+                  "run_id": r.run_id} for r in runs],
+    }
+
+
+def checked_grouping(study: Study, runs: list[an.Run], table: dict[an.Group, dict[str, float]]) -> an.Grouping:
+    """A ``groups`` study: the given task sets as a grouping, scored on its runs (each task in
+    its best given set, a task in none alone), with its interval over seeds."""
+    given = {an.group_of(g) for g in study.groups}
+    covered = {t for g in given for t in g}
+    cand = {g: row for g, row in table.items() if g in given or (len(g) == 1 and g[0] not in covered)}
+    try:
+        out = an.best_grouping(study.tasks, cand, max(1, len(cand)))
+    except ValueError as exc:  # a given set not trained (yet, or it failed)
+        return an.Grouping([], math.nan, method="groups", note=str(exc))
+    out.method = "groups"
+    out.ci = an.grouping_interval(runs, out.assignment, study.higher_is_better)
+    return out
+
+
+def to_confirm(result: dict[str, Any], failed: list[dict[str, Any]] | None = None) -> list[list[str]]:
+    """The groups of two or more tasks that the analysis proposes and that were never trained
+    (nor tried and failed). Once they are trained the proposal is made again on their
+    measured gains, and may move."""
+    chosen = (result["proposed"] or {}).get("groups", [])
+    tried = {an.group_of(r["group"]) for r in list(result["runs"]) + list(failed or [])}
+    return [g for g in chosen if len(g) > 1 and an.group_of(g) not in tried]
+
+
+
+
+def study_results(client: Any, parent: Any) -> dict[str, Any]:
+    """A study's results from MLflow alone (also while it runs or after it was interrupted:
+    then its status says so and its cost counts the planned runs not yet finished)."""
+    study = study_from_mlflow(client, parent.info.run_id)
+    runs, affinity, failed, signals = read_study(client, parent.info.experiment_id, study)
+    res = analyse(study, runs, affinity)
+    res["failed_runs"] = failed
+    res["affinity_signals"] = signals
+    res["status"] = parent.info.status
+    return res

@@ -1,0 +1,126 @@
+"""A transfer study: what it is (:class:`Study`, kept on its parent run as ``study.json``),
+the equal-budget rule every run trains under, and the study read back from MLflow.
+
+Equal budget: every run, single task or group, gets the same cap in optimizer steps
+(``train.max_steps``, default: what the all-tasks group takes in ``train.epochs`` epochs),
+the same learning-rate schedule over that cap, and stops once its validation objective has
+not improved for ``train.patience`` epochs (default 2); its scores are those of its best
+epoch, and the steps it took are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from orchestrator.store.runs import (
+    affinity_matrices,
+    child_runs,
+    failed_runs,
+    mean_matrix,
+    study_runs,
+    with_curves,
+)
+from orchestrator.transfer import analysis as an
+from orchestrator.transfer.methods import method as method_of
+
+STUDY_FILE = "study.json"  # on the parent run: what a report needs to rebuild the analysis
+DEFAULT_PATIENCE = 2
+
+
+@dataclass
+class Study:
+    name: str
+    parent_run_id: str
+    tasks: list[str]
+    main_metric: dict[str, str]
+    higher_is_better: dict[str, bool]
+    method: str
+    seeds: list[int]
+    budget: int
+    max_steps: int = 0  # the equal-budget step cap of every run
+    schedule: str = "round_robin"
+    batches: dict[str, int] = field(default_factory=dict)  # each task's training batches per pass
+    temperature: float = 1.0
+    groups: list[list[str]] = field(default_factory=list)  # method "groups": the task sets given
+    planned: int = 0  # runs of the method's first stage (task sets x seeds); 0: an older study.json
+
+
+def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The config's run dict under the equal-budget rule (step cap, patience, epochs that
+    never bind before the cap); changes ``run`` in place and returns it."""
+    tr = run["train"]
+    per_epoch = batches_per_pass(run, info)
+    cap = int(tr.get("max_steps") or int(tr["epochs"]) * sum(per_epoch.values()))
+    tr["max_steps"] = cap
+    tr["patience"] = int(tr.get("patience") or DEFAULT_PATIENCE)
+    tr["epochs"] = max(int(tr["epochs"]), math.ceil(cap / max(1, min(per_epoch.values()))))
+    return run
+
+
+def batches_per_pass(run: dict[str, Any], info: dict[str, Any]) -> dict[str, int]:
+    batch = int(run["train"]["batch_size"])
+    return {t: math.ceil(i.train_examples / batch) for t, i in info.items()}
+
+
+def affinity_every(tasks: list[str], cap: int) -> int:
+    """Steps between affinity measurements: one measurement (a backward pass per task and a
+    forward pass per ordered pair) was modelled at n + n²/3 training steps (measured at six
+    tasks, benchmarks/affinity_cost.py: 11.8 on the tiny encoder, 22.1 on MiniLM-L6); measure
+    so that it adds about a fifth to the run, but at least 10 times within the step cap (at six
+    tasks and a short cap the ten measurements add about a third on the tiny encoder, about
+    four fifths on MiniLM-L6 at 270 steps)."""
+    n = len(tasks)
+    return max(1, min(int(5 * (n + n * n / 3)), cap // 10))
+
+
+def _study_desc(client: Any, parent_id: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
+        return json.loads(Path(client.download_artifacts(parent_id, STUDY_FILE, tmp)).read_text())
+
+
+def study_from_mlflow(client: Any, parent_id: str) -> Study:
+    desc = _study_desc(client, parent_id)
+    known = {f.name for f in fields(Study)}  # study.json also records the patience, not a Study field
+    return Study(**{k: v for k, v in desc.items() if k in known and k != "parent_run_id"}, parent_run_id=parent_id)
+
+
+def affinity_signals(children: list[Any], tasks: list[str]) -> dict[str, Any]:
+    """Both affinities of the all-tasks runs: TAG's lookahead (every k steps; what the
+    estimate uses) and the first-order one from the training gradients at every step
+    (trainables/affinity.py, ``GradientAffinity``), each with its mean over runs and how far
+    the runs (seeds) agree on who helps whom (``analysis.agreement``)."""
+    out: dict[str, Any] = {}
+    for name, prefix in (("lookahead", "affinity"), ("gradient", "gaffinity")):
+        ms = affinity_matrices(children, prefix)
+        if ms:
+            out[name] = {"runs": len(ms), "agreement": an.agreement(ms, tasks), "matrix": mean_matrix(ms)}
+    return out
+
+
+def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict[str, str]) -> list[an.Run]:
+    """Every finished trial of a study, read back from MLflow (a report needs nothing else)."""
+    return study_runs(child_runs(client, experiment_id, parent_id), main_metric)
+
+
+def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run] | None = None
+               ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]], dict[str, Any]]:
+    """One read of a study's child runs: the finished runs, the affinity (for the methods that
+    measure it) and the runs that failed or diverged (left out of the analysis, never dropped
+    silently: the report and ``--json`` list them), and ``affinity_signals`` (each affinity's
+    agreement across the all-tasks runs). For the affinity method, the single-task runs come
+    with their learning curves (taken from ``known`` runs where read before)."""
+    children = child_runs(client, experiment_id, study.parent_run_id)
+    runs = study_runs(children, study.main_metric)
+    measured = method_of(study.method).measures_affinity
+    signals = affinity_signals(children, study.tasks) if measured else {}
+    affinity = signals.get("lookahead", {}).get("matrix", {}) if measured else None
+    if method_of(study.method).estimate == "affinity":  # it reads the baselines' learning curves
+        runs = with_curves(client, runs, study.main_metric, known)
+    return runs, affinity, failed_runs(children), signals
+
+
