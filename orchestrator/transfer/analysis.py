@@ -1,6 +1,6 @@
 """Negative-transfer analysis: pure functions over a table of finished runs.
 
-Definitions (DESIGN.md, "Negative transfer"), for task t with main metric m_t and sign
+Definitions (docs/transfer.md, "Statistics"), for task t with main metric m_t and sign
 s_t (+1 if higher is better):
 
 - baseline b_t = m_t({t}) over seeds;
@@ -92,7 +92,7 @@ def noisy_baselines(base: dict[str, Stats], cv: float = NOISY_BASELINE_CV) -> di
     (std / |mean|, at least two seeds), with that ratio. A relative gain divides by |b_t|, so
     such a task's gains are noisy and, being large, weigh most in a grouping's total (a
     Pearson of 0.13 ± 0.024 on vader_nyt made every grouping's total of a six-task study
-    swing by ±100 points from seed to seed: BENCHMARKS.md). A baseline of 0 is
+    swing by ±100 points from seed to seed: docs/research/task-affinity.md). A baseline of 0 is
     ``zero_baselines``' case, not this one's."""
     zero = set(zero_baselines(base))
     ratio = {t: s.std / abs(s.mean) for t, s in base.items() if s.n >= 2 and t not in zero}

@@ -3,7 +3,7 @@
 TAG (Fifty et al. 2021) scores task t in group G by the mean affinity of the other members
 onto it, mean over j in G \\ {t} of Z[j -> t]. Under mtlo's equal-budget rule (every run,
 alone or in a group, gets the same cap C of optimizer steps) that score misses what decided
-the groupings of our studies (BENCHMARKS.md): in a group, t gets only its share of the cap for
+the groupings of our studies (docs/research/task-affinity.md): in a group, t gets only its share of the cap for
 its own batches (1/k of it with round-robin in a group of k), and a task that needs many steps
 loses more from that than any positive affinity gives back (wnut_ner: positive affinity from
 every sentence task, yet -46% in the five-task group).
