@@ -38,8 +38,8 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/throughput.py
-	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.quality
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns ray_results

@@ -8,7 +8,7 @@ gradient affinity only (``train.gradient_affinity``: a copy of the shared gradie
 product per task at every step; the lookahead set to never fire). Reported, in training
 steps: one lookahead measurement, and the gradient affinity's overhead per training step.
 
-    python benchmarks/affinity_cost.py [--steps 120] [--every 12] [--repeats 3] [--encoder builtin:minilm-l6] \\
+    python -m benchmarks.affinity_cost [--steps 120] [--every 12] [--repeats 3] [--encoder builtin:minilm-l6] \\
         [--out FILE]
 """
 
@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from trainables.loop import build, fit  # noqa: E402
+from trainables.loop import build, fit
 
 TASKS = {"rt": "rt_polarity", "imdb": "imdb", "tweets": "vader_tweets", "amazon": "vader_amazon",
          "coarse": "trec_coarse", "fine": "trec_fine"}

@@ -33,9 +33,9 @@ half the steps, so D_t({t, j}) is the same for every j and the within-task ``val
 unchanged; ``validity_pooled`` (which D would shift) and ``grouping`` (which needs every
 subset) are left out.
 
-    python benchmarks/affinity_signal.py --tracking-uri sqlite:///PATH/mlflow.db --study NAME \\
+    python -m benchmarks.affinity_signal --tracking-uri sqlite:///PATH/mlflow.db --study NAME \\
         [--signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2] [--out FILE]
-    python benchmarks/affinity_signal.py --pairs-report REPORT.json \\
+    python -m benchmarks.affinity_signal --pairs-report REPORT.json \\
         (--signals-uri sqlite:///OTHER/mlflow.db --signals-study NAME2 | --signals-json AFFINITY.json) [--out FILE]
 """
 
@@ -45,20 +45,15 @@ import argparse
 import itertools
 import json
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from grouping import replay, value  # noqa: E402
-
-from orchestrator.store.runs import affinity_matrices, child_runs, find_parent, mean_matrix, with_curves  # noqa: E402
-from orchestrator.transfer import analysis as an  # noqa: E402
-from orchestrator.transfer.results import estimator  # noqa: E402
-from orchestrator.transfer.study import read_study, study_from_mlflow  # noqa: E402
+from benchmarks.grouping import replay, value
+from orchestrator.store.runs import affinity_matrices, child_runs, find_parent, mean_matrix, with_curves
+from orchestrator.transfer import analysis as an
+from orchestrator.transfer.results import estimator
+from orchestrator.transfer.study import read_study, study_from_mlflow
 
 SIGNALS = (("lookahead", "affinity"), ("gradient", "gaffinity"), ("cosine", "gcos"))
 

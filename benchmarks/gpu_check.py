@@ -1,7 +1,7 @@
 """GPU check of the trial function: every sharing mode x weighting method runs on CUDA under
 bf16 autocast (tiny encoder), then a MiniLM-L6 run reports throughput, peak memory and metrics.
 
-    python benchmarks/gpu_check.py [--encoder builtin:minilm-l6] [--examples 2000] [--epochs 3]
+    python -m benchmarks.gpu_check [--encoder builtin:minilm-l6] [--examples 2000] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from trainables import build, fit  # noqa: E402
+from trainables import build, fit
 
 TASKS = {"vader": "vader_movies", "trec": "trec_coarse", "sms": "sms_spam", "ner": "wnut_ner"}
 

@@ -6,7 +6,7 @@ a time), sampling ``nvidia-smi`` every 0.5 s while each runs, and writes the tri
 the GPU utilisation (mean and median over the samples while trials ran) and the peak GPU
 memory to ``--out``.
 
-    python benchmarks/gpu_search.py [--gpus-per-trial 0.25 1] [--out results/gpu_search.json]
+    python -m benchmarks.gpu_search [--gpus-per-trial 0.25 1] [--out results/gpu_search.json]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def main() -> None:
 
     runs: list[dict] = []
     results = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-               "command": "python benchmarks/gpu_search.py " + " ".join(sys.argv[1:]), "runs": runs}
+               "command": "python -m benchmarks.gpu_search " + " ".join(sys.argv[1:]), "runs": runs}
     with tempfile.TemporaryDirectory(prefix="mtlo-gpu-") as tmp:
         for gpus in args.gpus_per_trial:
             cpus = args.cpus or max(1.0, (os.cpu_count() or 2) // max(1, round(1 / gpus)) - 1)

@@ -37,7 +37,7 @@ the holdout studies there lack (not the baselines again, once trained at every f
 With ``--truth`` (``truth.json`` of benchmarks/planted.py) it also checks the planted signs
 and counts negative-transfer flags on the planted null pairs.
 
-    python benchmarks/grouping.py --tracking-uri sqlite:///PATH/mlflow.db --study NAME [--budget 2] \\
+    python -m benchmarks.grouping --tracking-uri sqlite:///PATH/mlflow.db --study NAME [--budget 2] \\
         [--holdout-config PATH/config.yaml] [--truth PATH/truth.json] [--out benchmarks/results/grouping_NAME.json]
 """
 
@@ -53,12 +53,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from orchestrator.store.runs import find_parent, with_curves  # noqa: E402
-from orchestrator.transfer import analysis as an  # noqa: E402
-from orchestrator.transfer.results import analyse, estimator, to_confirm  # noqa: E402
-from orchestrator.transfer.study import affinity_every, read_study, study_from_mlflow  # noqa: E402
+from orchestrator.store.runs import find_parent, with_curves
+from orchestrator.transfer import analysis as an
+from orchestrator.transfer.results import analyse, estimator, to_confirm
+from orchestrator.transfer.study import affinity_every, read_study, study_from_mlflow
 
 
 def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[str, float]]) -> float:

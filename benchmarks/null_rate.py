@@ -13,7 +13,7 @@ With two tasks the three methods train the same runs (the pair *is* the all-task
 which exhaustive trains, pairwise trains, and affinity trains to measure the affinity), and
 they apply the same test to them, so their false-alarm rates on this null are one figure.
 
-    python benchmarks/null_rate.py --out /tmp/null --replicates 30 \\
+    python -m benchmarks.null_rate --out /tmp/null --replicates 30 \\
         [--json benchmarks/results/null_rate.json]
 
 ``--analyse-only`` reads an existing study's runs from ``OUT/mlflow.db`` instead of training.
@@ -31,14 +31,10 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import planted  # noqa: E402
-
-from orchestrator.store.runs import find_parent  # noqa: E402
-from orchestrator.transfer import analysis as an  # noqa: E402
-from orchestrator.transfer.study import load_runs, study_from_mlflow  # noqa: E402
+from benchmarks import planted
+from orchestrator.store.runs import find_parent
+from orchestrator.transfer import analysis as an
+from orchestrator.transfer.study import load_runs, study_from_mlflow
 
 TASK, PARTNER = "small", "topic"
 

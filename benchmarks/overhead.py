@@ -3,10 +3,11 @@
 1. ``mtlo``: ``mtlo search benchmarks/configs/overhead.yaml --json`` (a subprocess, as a
    user runs it: config checks, data check, local Ray, OptunaSearch, MLflow parent and
    child runs with per-epoch metrics and artifacts, per-epoch checkpoints).
-2. ``handwritten``: a plain script a user would write without mtlo (a subprocess): Ray
-   Tune + ``OptunaSearch`` (fed the same configurations as ``points_to_evaluate``) +
+2. ``handwritten``: the script a Ray-savvy user would write without mtlo (a subprocess):
+   Ray Tune + ``OptunaSearch`` (fed the same configurations as ``points_to_evaluate``) +
    Ray's own ``MLflowLoggerCallback``, calling the same trial function
-   (``trainables.train``) with the same resources; no checkpoints.
+   (``trainables.train``) with the same resources and ``reuse_actors=True``; no checkpoints,
+   no data check, no report.
 3. ``sequential``: the same configurations one after another in one process, no Ray, no
    MLflow, one torch thread each (what every trial gets in 1 and 2). The sum of its trial
    times is the trial compute; ideal wall time = compute / concurrency.
@@ -14,10 +15,12 @@
 The configurations come from mtlo's first run (Optuna's seeded TPE: the first 10 are its
 seeded random start-up trials, the same in every run; checked). ASHA is off (``fifo``) so
 every way runs every epoch. Data is tokenized once beforehand (every way reads the cache).
-The ways alternate in order across repeats; the script prints medians and ratios and
-writes ``benchmarks/results/overhead.json``.
+The ways alternate in order across repeats; the script prints medians and ratios, mtlo's
+own time per phase of its driver (``--json``'s ``phases``: checks, start, trials, record,
+report; the rest of its wall time is the process start and imports) and writes
+``benchmarks/results/overhead.json``.
 
-    .venv/bin/python benchmarks/overhead.py [--trials 8] [--repeats 3]
+    .venv/bin/python -m benchmarks.overhead [--trials 8] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ searcher = OptunaSearch(space=space, metric="objective", mode="max", points_to_e
                         sampler=optuna.samplers.TPESampler(seed=0))
 tuner = tune.Tuner(
     tune.with_resources(trial, {"cpu": 1}),
-    tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=2),
+    tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(configs), max_concurrent_trials=2,
+                                reuse_actors=True),
     run_config=tune.RunConfig(
         name="handwritten", storage_path=os.path.join(workdir, "ray_results"), verbose=0,
         callbacks=[MLflowLoggerCallback(tracking_uri="sqlite:///" + os.path.join(workdir, "mlflow.db"),
@@ -105,7 +109,8 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     return seconds, out.stdout
 
 
-def run_mtlo(n: int, env: dict[str, str], work: Path, tag: str) -> tuple[float, list[dict[str, Any]], float]:
+def run_mtlo(n: int, env: dict[str, str], work: Path, tag: str
+             ) -> tuple[float, list[dict[str, Any]], float, dict[str, float]]:
     work.mkdir(parents=True)
     seconds, stdout = _run([str(BIN / "mtlo"), "search", str(CONFIG), "--json", "--num-samples", str(n),
                             "--set", f"name=overhead-{tag}",
@@ -117,7 +122,7 @@ def run_mtlo(n: int, env: dict[str, str], work: Path, tag: str) -> tuple[float, 
         raise SystemExit(f"mtlo: {len(bad)} trial(s) did not finish: {bad}")
     configs = [{k: t["params"][k] for k in ("lr", "weighting")} for t in out["trials"]]
     in_trials = sum(t["seconds"] for t in out["trials"])  # training time as Ray measured it per trial
-    return seconds, sorted(configs, key=lambda c: json.dumps(c, sort_keys=True)), in_trials
+    return seconds, sorted(configs, key=lambda c: json.dumps(c, sort_keys=True)), in_trials, out["phases"]
 
 
 def main() -> None:
@@ -141,6 +146,7 @@ def main() -> None:
         walls: dict[str, list[float]] = {"mtlo": [], "handwritten": [], "sequential": []}
         compute: list[float] = []
         mtlo_trial_seconds: list[float] = []
+        mtlo_phases: list[dict[str, float]] = []
         configs: list[dict[str, Any]] | None = None
         orders = [("mtlo", "handwritten", "sequential"), ("handwritten", "sequential", "mtlo"),
                   ("sequential", "mtlo", "handwritten")]
@@ -149,8 +155,9 @@ def main() -> None:
             for way in order:
                 work = tmp / f"{way}-{rep}"
                 if way == "mtlo":
-                    seconds, seen, in_trials = run_mtlo(args.trials, env, work, str(rep))
+                    seconds, seen, in_trials, phases = run_mtlo(args.trials, env, work, str(rep))
                     mtlo_trial_seconds.append(in_trials)
+                    mtlo_phases.append(phases)
                     if configs is None:
                         configs = seen
                         (tmp / "configs.json").write_text(json.dumps(configs))
@@ -175,7 +182,7 @@ def main() -> None:
     med_compute = statistics.median(compute)
     ideal = med_compute / concurrency
     result = {
-        "command": f"python benchmarks/overhead.py --trials {args.trials} --repeats {args.repeats}",
+        "command": f"python -m benchmarks.overhead --trials {args.trials} --repeats {args.repeats}",
         "trials": args.trials, "repeats": args.repeats, "concurrency": concurrency,
         "epochs": base["train"]["epochs"], "configs": configs,
         "wall_seconds": walls, "median_wall_seconds": med,
@@ -185,6 +192,9 @@ def main() -> None:
         # the same trials' own time inside mtlo's run (two at a time on two cores), summed
         "mtlo_in_trial_seconds": mtlo_trial_seconds,
         "slowdown_in_trial_concurrent_vs_alone": statistics.median(mtlo_trial_seconds) / med_compute,
+        # mtlo's driver, per phase (median over repeats); the rest of its wall: process start, imports
+        "mtlo_phases_median": {k: statistics.median(p[k] for p in mtlo_phases) for k in mtlo_phases[0]},
+        "mtlo_fixed_seconds_vs_handwritten": med["mtlo"] - med["handwritten"],
         "ratio_mtlo_to_handwritten": med["mtlo"] / med["handwritten"],
         "ratio_mtlo_to_sequential": med["mtlo"] / med["sequential"],
         "efficiency_mtlo": ideal / med["mtlo"], "efficiency_handwritten": ideal / med["handwritten"],

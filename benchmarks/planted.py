@@ -14,24 +14,21 @@ and a config under ``--out``:
 ``truth.json`` beside the config states the expected signs, which benchmarks/grouping.py
 checks against each method's findings.
 
-    python benchmarks/planted.py --out /tmp/planted [--encoder builtin:tiny-random]
+    python -m benchmarks.planted --out /tmp/planted [--encoder builtin:tiny-random]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from trainables.data import read_source  # noqa: E402
-from trainables.spec import TaskSpec  # noqa: E402
+from trainables.data import read_source
+from trainables.spec import TaskSpec
 
 TRUTH = {
     "helps": [["small", "twin"]],  # [task, partner]: Δ_task({task, partner}) > 0

@@ -1,7 +1,7 @@
 """Quality: single-task and all-tasks hard sharing on five built-in tasks, MiniLM-L6,
 quickstart sizes, next to each task's majority-class (or mean-prediction) baseline.
 
-    .venv/bin/python benchmarks/quality.py [--seeds 0 1 2] [--out benchmarks/results/quality.json]
+    .venv/bin/python -m benchmarks.quality [--seeds 0 1 2] [--out benchmarks/results/quality.json]
 
 The baseline predicts the most frequent training class (classification), the training
 mean (regression: Pearson is undefined for a constant, reported as 0) or "O" for every
@@ -19,12 +19,10 @@ from pathlib import Path
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from trainables import build, fit  # noqa: E402
-from trainables.data import TaskData  # noqa: E402
-from trainables.loop import Experiment  # noqa: E402
-from trainables.tasks import task_type  # noqa: E402
+from trainables import build, fit
+from trainables.data import TaskData
+from trainables.loop import Experiment
+from trainables.tasks import task_type
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["rt", "vader", "trec", "sms", "ner"]

@@ -12,7 +12,7 @@ vader_movies, trec_coarse), batch 32, truncation at 128 tokens, one epoch, 2 CPU
 The runs alternate (mtlo, tutorial, mtlo, ...) so that machine noise hits both alike;
 the script prints the median examples/second of each and their ratio.
 
-    .venv/bin/python benchmarks/throughput.py [--runs 3] [--examples 256]
+    .venv/bin/python -m benchmarks.throughput [--runs 3] [--examples 256]
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from trainables import build, fit  # noqa: E402
-from trainables.data import prepare, read_source  # noqa: E402
-from trainables.encoder import load_encoder  # noqa: E402
-from trainables.spec import EncoderSpec, TaskSpec, TrainSpec  # noqa: E402
+from trainables import build, fit
+from trainables.data import prepare, read_source
+from trainables.encoder import load_encoder
+from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
 
 TASKS = {"rt": "rt_polarity", "vader": "vader_movies", "trec": "trec_coarse"}
 

@@ -1,7 +1,7 @@
 """Quickstart variants (schedule, weighting, sharing, lr, epochs) on all five quickstart tasks,
 two seeds each, plus wnut_ner alone: which settings let every task learn.
 
-    python benchmarks/variants.py [--config benchmarks/configs/five_tasks.yaml] [--seeds 0 1]
+    python -m benchmarks.variants [--config benchmarks/configs/five_tasks.yaml] [--seeds 0 1]
 
 Results of one run on an H100 are in benchmarks/results/variants_gpu.log (that run used
 the quickstart with ``schedule: joint``, the setting before this study).
@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from trainables import train  # noqa: E402
+from trainables import train
 
 VARIANTS = {
     "joint": {"schedule": "joint"}, "noclip": {"schedule": "joint", "grad_clip": None},

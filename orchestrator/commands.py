@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,12 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
 
     out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
                      as_json=as_json)
+    t0 = time.perf_counter()
     _, _, folder = build_report(cfg.mlflow.tracking_uri, out.parent_run_id)
+    phases = {**out.phases, "report": time.perf_counter() - t0}
     if as_json:
-        json.dump({"name": out.name, "parent_run_id": out.parent_run_id, "trials": out.trials, "best": out.best},
-                  sys.stdout, indent=2, default=str)
+        json.dump({"name": out.name, "parent_run_id": out.parent_run_id, "trials": out.trials, "best": out.best,
+                   "phases": phases}, sys.stdout, indent=2, default=str)
         print()
         return 0
     from orchestrator.report.terminal import print_search

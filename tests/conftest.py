@@ -33,6 +33,25 @@ def run_mtlo(workdir: Path, *args: str, fault: str | None = None, timeout: int =
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def mtlo_main(*args: str, cwd: Path, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """``mtlo ARGS`` in this process: (exit code, stdout, stderr). For arguments that are
+    refused before anything starts; a real process costs seconds of imports per case."""
+    from orchestrator import cli
+
+    capsys.readouterr()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        try:
+            rc = cli.main(list(args))
+        except SystemExit as exc:  # argparse's own errors
+            rc = int(exc.code or 0)
+    finally:
+        os.chdir(old)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
 def tiny_config(**train: object) -> dict:
     """Three built-in tasks of the three types, small slices, the tiny random encoder."""
     return {

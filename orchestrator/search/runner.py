@@ -44,6 +44,20 @@ class SearchOutcome:
     objective: Objective
     baselines: dict[str, float] = field(default_factory=dict)
     storage: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the driver's work
+
+
+class Clock:
+    """Seconds spent in each phase of a search (its fixed cost, beside the trials' own time)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
 
 
 def check_space(cfg: Config, config_path: Path) -> SearchSpace:
@@ -88,6 +102,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
 
     from orchestrator.search.searcher import Searcher
 
+    clock = Clock()
     space = check_space(cfg, config_path)
     run = cfg.run_dict()
     info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow
@@ -96,6 +111,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                                {t: i.higher_is_better for t, i in info.items()}, target=cfg.search.target)
     tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
             "mtlo.objective": cfg.search.objective, "mtlo.space": space.source}
+    clock.mark("checks")  # the config, the space, every task's data (tokenized once)
     parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
                          tags=tags)
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
@@ -109,6 +125,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
 
     base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "search", "mtlo.encoder": cfg.encoder.model}
     started = time.time()
+    clock.mark("start")  # Ray, the MLflow parent run and its params and files
 
     baselines: dict[str, float] = {}
     if objective.needs_baselines:
@@ -143,6 +160,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                               f"undefined, so mean_delta counts {'it' if len(zero) == 1 else 'them'} 0 in every "
                               "trial[/yellow]")
 
+    clock.mark("baselines")
     ctx = trial_context(cfg, run, objective)
     metrics = objective.metric_names
     modes = ["max"] * len(metrics)
@@ -165,6 +183,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     progress = Progress(n, "trial", None if multi else "objective", epochs=cfg.train.epochs)
     grid = run_tuner(cfg, ctx, name="search", storage=exp_dir, recorder=recorder, progress=progress, resume=resume,
                      as_json=as_json, search_alg=searcher, scheduler=scheduler, num_samples=n)
+    clock.mark("trials")  # Ray Tune: workers, trials, checkpoints, the recorder's MLflow writes
     trials = _collect(grid, client, experiment_id, parent_id, objective)
     best = best_trial(trials, multi)
     summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
@@ -177,7 +196,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("FINISHED", "STOPPED", "FAILED", "DIVERGED")}
     tracking.log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
     client.set_terminated(parent_id, "FINISHED")
-    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir))
+    clock.mark("record")
+    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases)
 
 
 def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objective: Objective

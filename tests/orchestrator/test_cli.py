@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import mtlo_main
+
 CONFIG = {
     "name": "cli-test",
     "encoder": {"model": "builtin:tiny-random", "max_length": 32},
@@ -85,17 +87,17 @@ BAD = [
 
 
 @pytest.mark.parametrize(("extra", "message"), BAD)
-def test_bad_override_exits_2_with_one_line_and_writes_nothing(config_file, tmp_path, extra, message):
-    out = mtlo("train", str(config_file), *extra, cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], out.stderr
-    assert "Traceback" not in out.stderr and out.stdout == ""
+def test_bad_override_exits_2_with_one_line_and_writes_nothing(config_file, tmp_path, extra, message, capsys):
+    rc, out, err = mtlo_main("train", str(config_file), *extra, cwd=tmp_path, capsys=capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err and out == ""
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run half-made
 
 
-def test_missing_config_and_bad_command(tmp_path):
-    out = mtlo("train", "nope.yaml", cwd=tmp_path)
-    assert out.returncode == 2 and "nope.yaml: config file not found" in out.stderr
-    out = mtlo("fly", cwd=tmp_path)
-    assert out.returncode == 2 and "invalid choice" in out.stderr
+def test_missing_config_and_bad_command(tmp_path, capsys):
+    rc, _, err = mtlo_main("train", "nope.yaml", cwd=tmp_path, capsys=capsys)
+    assert rc == 2 and "nope.yaml: config file not found" in err
+    rc, _, err = mtlo_main("fly", cwd=tmp_path, capsys=capsys)
+    assert rc == 2 and "invalid choice" in err

@@ -140,18 +140,25 @@ def test_cli_search_json_and_bad_space(workdir):
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     data = json.loads(out.stdout)  # stdout holds only the JSON
-    assert set(data) == {"name", "parent_run_id", "trials", "best"} and data["name"] == "cli"
+    assert set(data) == {"name", "parent_run_id", "trials", "best", "phases"} and data["name"] == "cli"
+    # the driver's own time per phase (no baselines to train for a target objective)
+    assert set(data["phases"]) == {"checks", "start", "baselines", "trials", "record", "report"}
+    assert all(v >= 0 for v in data["phases"].values()) and data["phases"]["baselines"] < 1
     assert len(data["trials"]) == 2
     for t in data["trials"]:
         assert set(t) >= {"trial_id", "run_id", "status", "params", "tasks", "metrics", "objective"}
         assert set(t["params"]) == {"task_weight.rt", "task_weight.ner"}
         assert t["objective"] == pytest.approx(t["metrics"]["rt"]["accuracy"])  # objective: target task
+
+
+def test_cli_search_refuses_a_bad_space_with_one_line(workdir, capsys):
+    from tests.conftest import mtlo_main
+
     (workdir / "bad.yaml").write_text("lr: {float: [0.1, 0.01]}\n")
     bad = write(workdir, name="bad", search={"space": "bad.yaml"})
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", str(bad)], cwd=workdir, env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and out.stderr.strip().endswith("bad.yaml: lr: low must be below high, got [0.1, 0.01]")
-    assert len(out.stderr.strip().splitlines()) == 1
+    rc, _, err = mtlo_main("search", str(bad), cwd=workdir, capsys=capsys)
+    assert rc == 2 and err.strip().endswith("bad.yaml: lr: low must be below high, got [0.1, 0.01]")
+    assert len(err.strip().splitlines()) == 1
     assert not (workdir / "ray_results" / "bad").exists()  # nothing started
 
 

@@ -182,14 +182,9 @@ def test_benchmark_replay_uses_only_the_runs_each_method_trains():
 
 
 def _grouping_bench():
-    import importlib.util
-    from pathlib import Path
+    import benchmarks.grouping
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "grouping.py"
-    spec = importlib.util.spec_from_file_location("grouping_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmarks.grouping
 
 
 def test_grouping_bench_charges_the_lookahead_measured_with_the_study_encoder(tmp_path):

@@ -1,0 +1,1 @@
+"""The benchmark suite: ``python -m benchmarks.NAME`` from the repository root (BENCHMARKS.md)."""
