@@ -70,11 +70,11 @@ def test_train_logs_one_complete_mlflow_run(config_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_prints_a_per_task_table(config_file, tmp_path):
-    out = mtlo("train", str(config_file), cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "main metric" in out.stdout and "rt" in out.stdout and "accuracy" in out.stdout
-    assert "epoch 2" in out.stderr
+def test_train_prints_a_per_task_table(config_file, tmp_path, capsys):
+    rc, out, err = mtlo_main("train", str(config_file), cwd=tmp_path, capsys=capsys)
+    assert rc == 0, err
+    assert "main metric" in out and "rt" in out and "accuracy" in out
+    assert "epoch 2" in err
 
 
 # --set overrides (files: the corpus in tests/bad_inputs, test_bad_inputs.py)

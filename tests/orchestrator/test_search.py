@@ -129,17 +129,16 @@ def test_existing_search_name_needs_resume(ray_local, workdir):
         run_search(load_config(path), path, resume=True)
 
 
-def test_cli_search_json_and_bad_space(workdir):
-    import subprocess
-    import sys
+def test_cli_search_json(ray_local, workdir, capsys):
+    """``mtlo search --json`` in this process, on the module's Ray (stdout holding only JSON in a
+    real process is checked by test_search_resume.py's last ``--resume --json``)."""
+    from tests.conftest import mtlo_main
 
     path = write(workdir, name="cli", search={"space": "weights", "num_samples": 2, "objective": "target",
                                               "target": "rt"})
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"}
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", str(path), "--json"], cwd=workdir,
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    data = json.loads(out.stdout)  # stdout holds only the JSON
+    rc, stdout, stderr = mtlo_main("search", str(path), "--json", cwd=workdir, capsys=capsys)
+    assert rc == 0, stderr[-3000:]
+    data = json.loads(stdout)  # stdout holds only the JSON
     assert set(data) == {"name", "parent_run_id", "trials", "best", "phases"} and data["name"] == "cli"
     # the driver's own time per phase (no baselines to train for a target objective)
     assert set(data["phases"]) == {"checks", "start", "baselines", "trials", "record", "report"}

@@ -50,12 +50,14 @@ def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(
     for args, fault, expect in [((), "driver@first-result", {"RUNNING": 1}),
                                 (("--resume",), "driver@trials=2", {"FINISHED": 2}),
                                 (("--resume",), "driver@report", {"FINISHED": 3}),
-                                (("--resume",), None, {"FINISHED": 3})]:
+                                (("--resume", "--json"), None, {"FINISHED": 3})]:
         out = run(tmp_path, *args, fault=fault)
         if fault:
             assert out.returncode == -signal.SIGKILL, (fault, out.returncode, out.stderr[-2000:])
         else:
             assert out.returncode == 0, out.stderr[-3000:]
+            done = json.loads(out.stdout)  # a real process's stdout holds only the JSON
+            assert done["name"] == "resume" and len(done["trials"]) == 3
         rows = {rid: (status, n) for rid, status, n in children(db)}
         statuses = [s for s, _ in rows.values()]
         assert {s: statuses.count(s) for s in expect} == expect, (fault, rows)

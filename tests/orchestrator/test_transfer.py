@@ -4,8 +4,6 @@ rebuilt from MLflow alone."""
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -213,18 +211,21 @@ def test_transfer_refuses_bad_arguments(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 
-def test_cli_transfer_json(tmp_path):
+def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
+    """``mtlo transfer --groups ... --json`` in this process, on the module's Ray (stdout holding
+    only JSON in a real process: the killed-study test's ``--resume --json``)."""
+    from tests.conftest import mtlo_main
+
     path = write(tmp_path, name="cli", tasks={"rt": {"source": "builtin:rt_polarity"},
                                               "sms": {"source": "builtin:sms_spam"}})
     # the grid is rt, sms, rt+sms: the pair's loss turns NaN after its first epoch (MTLO_FAULT)
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MTLO_FAULT": "nan@1 trial=2"}
+    monkeypatch.setenv("MTLO_FAULT", "nan@1 trial=2")
     # --groups: these task sets and every task alone (here the same grid as --method pairwise)
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "transfer", str(path), "--groups", "sms+rt",
-                          "--seeds", "1", "--set", "train.seed=4", "--json"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "Downloading artifacts" not in out.stderr  # MLflow's progress bars are off (study.json is read back)
-    data = json.loads(out.stdout)
+    rc, stdout, stderr = mtlo_main("transfer", str(path), "--groups", "sms+rt", "--seeds", "1",
+                                   "--set", "train.seed=4", "--json", cwd=tmp_path, capsys=capsys)
+    assert rc == 0, stderr[-3000:]
+    assert "Downloading artifacts" not in stderr  # MLflow's progress bars are off (study.json is read back)
+    data = json.loads(stdout)
     assert data["method"] == "groups" and data["seeds"] == [4]
     # the given set diverged (below): the checked grouping has no score, and says why
     assert data["checked"]["groups"] == [] and data["checked"]["score"] is None and "rt" in data["checked"]["note"]
