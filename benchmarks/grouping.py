@@ -94,7 +94,7 @@ def lookahead_steps(method: str, study: Any, used: list[an.Run], per_measurement
 
 
 def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, rounds: int = 1
-           ) -> tuple[dict, list[an.Run]]:
+           ) -> tuple[Any, list[an.Run]]:
     """What ``mtlo transfer --method METHOD`` would conclude, trained on these runs."""
     tasks = study.tasks
     if method == "pairwise":
@@ -134,7 +134,7 @@ def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.
     return table
 
 
-def replay_tag(study: Any, runs: list[an.Run], used: list[an.Run], affinity: dict) -> tuple[dict, list[an.Run]]:
+def replay_tag(study: Any, runs: list[an.Run], used: list[an.Run], affinity: dict) -> tuple[Any, list[an.Run]]:
     """The affinity method with TAG's own group score for the proposal (then the same
     confirmation and the same choice on measured gains)."""
     st = replace(study, method="exhaustive")
@@ -278,7 +278,7 @@ def main() -> None:
     full = analyse(replace(study, method="exhaustive"), runs)
     gains = an.gains(runs, study.higher_is_better)
     table = an.gain_table(study.tasks, gains, neutral=an.zero_baselines(an.baselines(runs)))  # as analyse scores it
-    opt = full["grouping"]
+    opt: Any = full["grouping"]
     out: dict[str, Any] = {"study": parent.info.run_name, "tasks": study.tasks, "seeds": study.seeds,
                            "budget": study.budget, "confirm_rounds": args.confirm_rounds,
                            "optimum": {"groups": opt["groups"], "score": opt["score"], "ci": opt["ci"]},

@@ -172,6 +172,7 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
 
     client = MlflowClient(tracking_uri)
     parent = find_parent(client, ref)
+    res: Any
     if parent.data.tags.get("mtlo.role") == "transfer":
         from orchestrator.transfer.results import study_results
 

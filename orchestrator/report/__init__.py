@@ -29,7 +29,7 @@ def default_folder(run_name: str, run_id: str) -> Path:
     return Path("reports") / safe_name(run_name, run_id)
 
 
-def figures(res: dict[str, Any], out: Path) -> list[str]:
+def figures(res: Any, out: Path) -> list[str]:
     """Draw the figures a result has data for into ``out``; their file names."""
     from orchestrator.report.gains import gain_bars
     from orchestrator.report.matrix import affinity_map, transfer_matrix
@@ -50,7 +50,7 @@ def figures(res: dict[str, Any], out: Path) -> list[str]:
     return drawn
 
 
-def markdown(res: dict[str, Any], drawn: list[str]) -> str:
+def markdown(res: Any, drawn: list[str]) -> str:
     from orchestrator.report.search_md import search_markdown
     from orchestrator.report.transfer_md import transfer_markdown
 
@@ -64,8 +64,9 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_report(client: Any, run_id: str, res: dict[str, Any], folder: Path) -> str:
-    """report.md, report.json and the figures into ``folder``, then those files (no other)
+def write_report(client: Any, run_id: str, res: Any, folder: Path) -> str:
+    """``res``: a study's results (``transfer.shapes.TransferResult``) or a search's."""
+    """Write report.md, report.json and the figures into ``folder``, then those files (no other)
     logged on the run ``run_id`` under ``report/``; returns the markdown."""
     folder.mkdir(parents=True, exist_ok=True)
     drawn = figures(res, folder)
@@ -78,6 +79,6 @@ def write_report(client: Any, run_id: str, res: dict[str, Any], folder: Path) ->
     return md
 
 
-def as_plain(res: dict[str, Any]) -> dict[str, Any]:
+def as_plain(res: Any) -> dict[str, Any]:
     """The result as ``--json`` prints it (tuples as lists, everything JSON can hold)."""
     return json.loads(tracking.as_json(res))

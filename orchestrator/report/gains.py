@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+from orchestrator.transfer.shapes import GainRow, TransferResult
 
 GAIN_BARS_ONE_PANEL = 40  # above this many gains, one panel per task (an exhaustive study of 6 tasks has 186)
 
 
-def gain_bars(res: dict[str, Any], path: Path) -> bool:
+def gain_bars(res: TransferResult, path: Path) -> bool:
     """Every measured gain with its interval; one panel per task, its groups sorted best first,
     once a single column of bars would be too tall to read."""
     import matplotlib
@@ -19,7 +20,7 @@ def gain_bars(res: dict[str, Any], path: Path) -> bool:
     gains = [g for g in res["gains"] if not g["estimated"]]
     if not gains:
         return False
-    by_task: dict[str, list[dict[str, Any]]] = {}
+    by_task: dict[str, list[GainRow]] = {}
     if len(gains) <= GAIN_BARS_ONE_PANEL:
         by_task[""] = sorted(gains, key=lambda g: (g["task"], len(g["group"]), g["group"]))
     else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orchestrator.transfer.shapes import TransferResult
+
 
 def matrix_figure(tasks: list[str], m: Any, text: Any, path: Path, *, lim: float, title: str, label: str,
                    xlabel: str, ylabel: str, rows: list[str] | None = None) -> None:
@@ -34,11 +36,11 @@ def matrix_figure(tasks: list[str], m: Any, text: Any, path: Path, *, lim: float
     plt.close(fig)
 
 
-def transfer_matrix(res: dict[str, Any], path: Path) -> bool:
+def transfer_matrix(res: TransferResult, path: Path) -> bool:
     import numpy as np
 
     tasks = res["tasks"]
-    m = np.array([[np.nan if res["pairwise"][i][j] is None or i == j else 100 * res["pairwise"][i][j]
+    m = np.array([[np.nan if i == j or (v := res["pairwise"][i][j]) is None else 100 * v
                    for j in tasks] for i in tasks], dtype=float)
     if np.isnan(m).all():
         return False
@@ -56,7 +58,7 @@ def transfer_matrix(res: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def affinity_map(res: dict[str, Any], path: Path) -> bool:
+def affinity_map(res: TransferResult, path: Path) -> bool:
     import numpy as np
 
     tasks = res["tasks"]

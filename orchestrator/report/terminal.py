@@ -13,12 +13,14 @@ from orchestrator.report.text import (
     affinity_note,
     check_command,
     ci_clause,
+    ci_text,
     few_seeds_note,
     noisy_note,
     pct,
     runs_text,
     zero_note,
 )
+from orchestrator.transfer.shapes import GroupingRow, TransferResult
 
 
 def print_search(name: str, parent_run_id: str, objective: Any, trials: list[dict[str, Any]],
@@ -50,14 +52,14 @@ def _pct(v: float | None) -> str:
     return pct(v, missing="-")
 
 
-def _grouping_text(gr: dict[str, Any]) -> str:
+def _grouping_text(gr: GroupingRow) -> str:
     if not gr["groups"]:
         return f"not available: {gr.get('note', 'too few runs')}"
     return "  |  ".join("+".join(g) for g in gr["groups"]) + f"  total gain {_pct(gr['score'])} " \
         f"(measured{ci_clause(gr.get('ci'))})"
 
 
-def print_transfer(out: dict[str, Any]) -> None:
+def print_transfer(out: TransferResult) -> None:
     con = out_console()
     tasks = out["tasks"]
     base = Table(title=f"{out['name']}: single-task baselines ({len(out['seeds'])} seeds)", title_justify="left")
@@ -92,20 +94,21 @@ def print_transfer(out: dict[str, Any]) -> None:
         con.print("[bold]negative transfer[/bold] (significant losses):")
         for g in neg:
             con.print(f"  {g['task']} with {'+'.join(x for x in g['group'] if x != g['task'])}: "
-                      f"{_pct(g['delta'])}  95% CI [{_pct(g['ci'][0])}, {_pct(g['ci'][1])}], p={g['p']:.3g}")
+                      f"{_pct(g['delta'])}  95% CI [{ci_text(g['ci'], ', ')}], p={g['p'] or 0:.3g}")
     else:
         con.print("negative transfer: none significant")
     few = few_seeds_note(out)
     if few:
         con.print(f"[yellow]{few}[/yellow]")
-    if out.get("checked"):
+    checked = out.get("checked")
+    if checked:
         seeds = ", ".join(map(str, out["seeds"]))
-        con.print(f"[bold]the task sets given[/bold] on seeds {seeds}: " + _grouping_text(out["checked"]))
-    gr = out["grouping"]
+        con.print(f"[bold]the task sets given[/bold] on seeds {seeds}: " + _grouping_text(checked))
+    gr, prop = out["grouping"], out.get("proposed")
     con.print(f"[bold]recommended grouping[/bold] (at most {len(gr['groups'])} model(s)): "
               + _grouping_text(gr)
-              + ("" if gr["confirmed"] or not out.get("proposed") else
-                 "  (the estimates propose " + "  |  ".join("+".join(g) for g in out["proposed"]["groups"])
+              + ("" if gr["confirmed"] or not prop else
+                 "  (the estimates propose " + "  |  ".join("+".join(g) for g in prop["groups"])
                  + ", not all trained: --resume --confirm-rounds N trains them)"))
     check = check_command(out)
     if check:

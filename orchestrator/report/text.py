@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from orchestrator.transfer.analysis import MIN_SEEDS, NOISY_BASELINE_CV
+from orchestrator.transfer.shapes import TransferResult
 
 
 def param(v: Any) -> str:
@@ -23,7 +24,7 @@ def pct(v: float | None, missing: str = "–") -> str:
     return missing if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.1f}%"
 
 
-def noisy_note(res: dict[str, Any]) -> str | None:
+def noisy_note(res: TransferResult) -> str | None:
     """One sentence on the tasks whose baseline varies a lot from seed to seed (``noisy_baselines``)."""
     noisy = res.get("noisy_baselines") or {}
     if not noisy:
@@ -34,7 +35,7 @@ def noisy_note(res: dict[str, Any]) -> str | None:
             "large ones weigh most in a grouping's total gain: read them with their intervals.")
 
 
-def few_seeds_note(res: dict[str, Any]) -> str | None:
+def few_seeds_note(res: TransferResult) -> str | None:
     """With fewer seeds than the significance test asks, say that no evidence is all it can give."""
     n = len(res.get("seeds") or [])
     if n >= MIN_SEEDS:
@@ -43,14 +44,14 @@ def few_seeds_note(res: dict[str, Any]) -> str | None:
             f"side, so none can be here (--seeds {MIN_SEEDS} or more to test them).")
 
 
-def runs_text(res: dict[str, Any]) -> str:
+def runs_text(res: TransferResult) -> str:
     """How many runs a study has finished: "21 runs", or "7 of 189 planned runs" while its
     first stage (the method's task sets at every seed) is not done (running, interrupted)."""
     done, planned = res["cost"]["trials"], res["cost"].get("planned") or 0
     return f"{done} of {planned} planned runs" if done < planned else f"{done} runs"
 
 
-def zero_note(res: dict[str, Any]) -> str | None:
+def zero_note(res: TransferResult) -> str | None:
     """One sentence on the tasks whose baseline is 0 (``analysis.zero_baselines``)."""
     zero = res.get("zero_baselines") or []
     if not zero:
@@ -62,7 +63,7 @@ def zero_note(res: dict[str, Any]) -> str | None:
             f"{'its' if len(zero) == 1 else 'their'} scores in each group are in the runs (--json: runs).")
 
 
-def check_command(res: dict[str, Any]) -> str | None:
+def check_command(res: TransferResult) -> str | None:
     """The command that trains a study's recommended groups (and the baselines) again on new
     seeds; None where it recommends training every task alone, and for a study that is such a
     check already (``--groups``)."""
@@ -71,6 +72,11 @@ def check_command(res: dict[str, Any]) -> str | None:
         return None
     return (f"mtlo transfer CONFIG --groups {groups} --seeds {len(res['seeds'])} "
             f"--set train.seed={max(res['seeds']) + 1} --set name={res['name']}-check")
+
+
+def ci_text(ci: list[float] | None, sep: str = " to ") -> str:
+    """A gain's interval, "a to b" ("–" without one)."""
+    return f"{pct(ci[0])}{sep}{pct(ci[1])}" if ci else "–"
 
 
 def ci_clause(ci: list[float] | None) -> str:

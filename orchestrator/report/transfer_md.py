@@ -8,6 +8,7 @@ from orchestrator.report.text import (
     affinity_note,
     check_command,
     ci_clause,
+    ci_text,
     few_seeds_note,
     noisy_note,
     num,
@@ -15,9 +16,10 @@ from orchestrator.report.text import (
     runs_text,
     zero_note,
 )
+from orchestrator.transfer.shapes import GainRow, RunRow, TransferResult
 
 
-def _confirmation(res: dict[str, Any]) -> str:
+def _confirmation(res: TransferResult) -> str:
     if res["grouping"]["confirmed"]:
         return "every group that the estimates propose was trained."
     src = "the affinity" if res["method"] == "affinity" else "the pairs (Standley et al.)"
@@ -26,7 +28,7 @@ def _confirmation(res: dict[str, Any]) -> str:
             + ", not all trained yet (`mtlo transfer ... --resume --confirm-rounds N` trains them).")
 
 
-def _estimator_lines(res: dict[str, Any]) -> list[str]:
+def _estimator_lines(res: TransferResult) -> list[str]:
     """How the affinity method proposed its groups (orchestrator/transfer/predict.py), and
     what the estimate said of each proposed group beside what training measured."""
     fit = res.get("estimator")
@@ -75,7 +77,7 @@ def agreement_lines(signals: dict[str, Any]) -> list[str]:
     return out + (["", note] if note else [])
 
 
-def transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
+def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
     tasks = res["tasks"]
     lines = [f"# Transfer study `{res['name']}`", "",
              f"Method **{res['method']}**, {len(res['seeds'])} seed(s) ({', '.join(map(str, res['seeds']))}), "
@@ -105,7 +107,7 @@ def transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
     if res["negative_transfer"]:
         for g in res["negative_transfer"]:
             lines.append(f"- **{g['task']}** with {'+'.join(x for x in g['group'] if x != g['task'])}: "
-                         f"{pct(g['delta'])} (95% CI {pct(g['ci'][0])} to {pct(g['ci'][1])}, p = {g['p']:.3g}, "
+                         f"{pct(g['delta'])} (95% CI {ci_text(g['ci'])}, p = {g['p'] or 0:.3g}, "
                          f"{g['n']} seeds)")
     else:
         lines.append("No significant loss: no task was measurably hurt by another "
@@ -125,9 +127,10 @@ def transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
         lines += ["", "The diagonal Z[i → i] is a step on i measured on another batch of i: the yardstick for "
                   "what a step on another task is worth to i."]
         lines += agreement_lines(res.get("affinity_signals") or {})
-        if res.get("proposed") and res["method"] == "affinity":
+        prop = res.get("proposed")
+        if prop and res["method"] == "affinity":
             lines += ["", "Groups proposed from the affinity: "
-                      + ", ".join("**" + " + ".join(g) + "**" for g in res["proposed"]["groups"])
+                      + ", ".join("**" + " + ".join(g) + "**" for g in prop["groups"])
                       + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
         lines += _estimator_lines(res)
     ck = res.get("checked")
@@ -164,15 +167,15 @@ def transfer_markdown(res: dict[str, Any], figures: list[str]) -> str:
             if t in (res.get("zero_baselines") or []):
                 lines.append(f"| {t} | {'+'.join(grp)} | n/a | – | baseline 0: counted 0 |")
                 continue
-            g = by.get((t, grp)) or est.get((t, grp))
-            ci = f"{pct(g['ci'][0])} to {pct(g['ci'][1])}" if g and g.get("ci") else "–"
-            kind = "estimated" if g and g.get("estimated") else f"measured, {g['n'] if g else 0} seeds"
-            lines.append(f"| {t} | {'+'.join(grp)} | {pct(g['delta'] if g else None)} | {ci} | {kind} |")
+            row: GainRow | None = by.get((t, grp)) or est.get((t, grp))
+            ci = ci_text(row["ci"]) if row else "–"
+            kind = "estimated" if row and row.get("estimated") else f"measured, {row['n'] if row else 0} seeds"
+            lines.append(f"| {t} | {'+'.join(grp)} | {pct(row['delta'] if row else None)} | {ci} | {kind} |")
     lines += ["", "## Runs", "", "Each task set at each seed, trained until its validation objective stopped improving "
               "(steps to its best epoch; the same cap for every run).", "",
               "| task set | seeds | steps to best epoch (mean) | " + " | ".join(tasks) + " |",
               "| --- " * (len(tasks) + 3) + "|"]
-    by_group: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    by_group: dict[tuple[str, ...], list[RunRow]] = {}
     for r in res["runs"]:
         by_group.setdefault(tuple(r["group"]), []).append(r)
     for grp in sorted(by_group, key=lambda g: (len(g), g)):

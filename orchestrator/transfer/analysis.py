@@ -22,9 +22,9 @@ import statistics
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from orchestrator.store.runs import ZERO_BASELINE, Group, Run, group_of, relative_gain
+from orchestrator.transfer.shapes import GainRow, GroupingRow, StatsRow
 
 __all__ = ["ZERO_BASELINE", "Group", "Run", "group_of", "relative_gain"]  # the runs table, re-exported
 
@@ -36,7 +36,7 @@ class Stats:
     n: int
     values: tuple[float, ...]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> StatsRow:
         return {"mean": self.mean, "std": self.std, "n": self.n}
 
 
@@ -51,7 +51,7 @@ class Gain:
     n: int  # seeds of the group
     estimated: bool = False  # True: not trained, estimated (Standley / affinity)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> GainRow:
         return {"task": self.task, "group": list(self.group), "delta": self.delta,
                 "ci": list(self.ci) if self.ci else None, "p": self.p, "significant": self.significant,
                 "n": self.n, "estimated": self.estimated}
@@ -209,8 +209,8 @@ class Grouping:
     note: str = ""
     ci: tuple[float, float] | None = None  # of score, over seeds (grouping_interval)
 
-    def as_dict(self) -> dict[str, Any]:
-        out = {"groups": self.groups, "score": None if math.isnan(self.score) else self.score,
+    def as_dict(self) -> GroupingRow:
+        out: GroupingRow = {"groups": self.groups, "score": None if math.isnan(self.score) else self.score,
                "ci": list(self.ci) if self.ci else None,
                "method": self.method, "confirmed": self.confirmed, "assignment": self.assignment}
         if self.note:

@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.methods import method as method_of
 from orchestrator.transfer.predict import Estimator
+from orchestrator.transfer.shapes import FailedRun, TransferResult
 from orchestrator.transfer.study import Study, read_study, study_from_mlflow
 
 
@@ -30,7 +31,7 @@ def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
 
 
 def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None
-            ) -> dict[str, Any]:
+            ) -> TransferResult:
     """The study's results in DESIGN's ``--json`` shape (plus the pairwise matrix).
 
     ``proposed``: the best grouping on measured gains, and on estimates for groups never
@@ -118,7 +119,7 @@ def checked_grouping(study: Study, runs: list[an.Run], table: dict[an.Group, dic
     return out
 
 
-def to_confirm(result: dict[str, Any], failed: list[dict[str, Any]] | None = None) -> list[list[str]]:
+def to_confirm(result: TransferResult, failed: list[FailedRun] | None = None) -> list[list[str]]:
     """The groups of two or more tasks that the analysis proposes and that were never trained
     (nor tried and failed). Once they are trained the proposal is made again on their
     measured gains, and may move."""
@@ -129,7 +130,7 @@ def to_confirm(result: dict[str, Any], failed: list[dict[str, Any]] | None = Non
 
 
 
-def study_results(client: Any, parent: Any) -> dict[str, Any]:
+def study_results(client: Any, parent: Any) -> TransferResult:
     """A study's results from MLflow alone (also while it runs or after it was interrupted:
     then its status says so and its cost counts the planned runs not yet finished)."""
     study = study_from_mlflow(client, parent.info.run_id)

@@ -31,6 +31,7 @@ from orchestrator.transfer import analysis as an
 from orchestrator.transfer.methods import given_subsets
 from orchestrator.transfer.methods import method as method_of
 from orchestrator.transfer.results import analyse, to_confirm
+from orchestrator.transfer.shapes import TransferResult
 from orchestrator.transfer.study import STUDY_FILE, Study, affinity_every, batches_per_pass, read_study, study_run
 from trainables import inspect_tasks
 
@@ -40,7 +41,7 @@ STATE_FILE = "mtlo_transfer.json"
 def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3, budget: int = 2,
                  resume: bool = False, address: str | None = None, as_json: bool = False,
                  confirm_rounds: int = 1, groups: list[list[str]] | None = None,
-                 singles: bool = True) -> dict[str, Any]:
+                 singles: bool = True) -> TransferResult:
     """``groups``: train these task sets and every task alone instead of ``method``'s (which
     is then recorded as ``groups``), with no confirmation; ``singles=False``: the given sets
     of two or more tasks only, for a top-up whose baselines (same seeds) another study of

@@ -15,7 +15,7 @@ import math
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from orchestrator.store.runs import (
     affinity_matrices,
@@ -27,6 +27,7 @@ from orchestrator.store.runs import (
 )
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.methods import method as method_of
+from orchestrator.transfer.shapes import FailedRun
 
 STUDY_FILE = "study.json"  # on the parent run: what a report needs to rebuild the analysis
 DEFAULT_PATIENCE = 2
@@ -108,7 +109,7 @@ def load_runs(client: Any, experiment_id: str, parent_id: str, main_metric: dict
 
 
 def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run] | None = None
-               ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[dict[str, Any]], dict[str, Any]]:
+               ) -> tuple[list[an.Run], dict[str, dict[str, float]] | None, list[FailedRun], dict[str, Any]]:
     """One read of a study's child runs: the finished runs, the affinity (for the methods that
     measure it) and the runs that failed or diverged (left out of the analysis, never dropped
     silently: the report and ``--json`` list them), and ``affinity_signals`` (each affinity's
@@ -121,6 +122,6 @@ def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run
     affinity = signals.get("lookahead", {}).get("matrix", {}) if measured else None
     if method_of(study.method).estimate == "affinity":  # it reads the baselines' learning curves
         runs = with_curves(client, runs, study.main_metric, known)
-    return runs, affinity, failed_runs(children), signals
+    return runs, affinity, cast(list[FailedRun], failed_runs(children)), signals
 
 

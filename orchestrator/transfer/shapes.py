@@ -1,0 +1,85 @@
+"""The typed shape of a study's results: what ``transfer.results.analyse`` returns, what
+``mtlo transfer --json`` and ``mtlo report --json`` print, and what the report renders. They
+are TypedDicts (plain JSON data, checked by mypy at every key read)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class StatsRow(TypedDict):
+    mean: float
+    std: float
+    n: int
+
+
+class GainRow(TypedDict):
+    task: str
+    group: list[str]
+    delta: float
+    ci: list[float] | None  # 95% Welch interval of the gain
+    p: float | None  # Welch's t-test, two-sided
+    significant: bool
+    n: int  # seeds of the group
+    estimated: bool  # not trained: estimated (Standley / affinity)
+
+
+class GroupingRow(TypedDict, total=False):
+    groups: list[list[str]]
+    score: float | None  # total gain (None: not available)
+    ci: list[float] | None  # 95% t interval over seeds
+    method: str
+    confirmed: bool  # every group the estimates propose was trained
+    assignment: dict[str, list[str]]  # task -> the group it is scored in
+    note: str  # why it is not available
+
+
+class CostRow(TypedDict):
+    trials: int  # finished runs
+    train_steps: int  # optimizer steps to their best epochs
+    planned: int  # runs of the method's task sets at every seed
+
+
+class RunRow(TypedDict):
+    group: list[str]
+    seed: int
+    scores: dict[str, float]
+    best_step: int
+    run_id: str | None
+
+
+class FailedRun(TypedDict):
+    group: list[str]
+    seed: int
+    status: str  # FAILED | DIVERGED
+    error: str
+    run_id: str
+
+
+class TransferResult(TypedDict, total=False):
+    name: str
+    parent_run_id: str
+    method: str
+    budget: int
+    tasks: list[str]
+    main_metric: dict[str, str]
+    seeds: list[int]
+    baselines: dict[str, StatsRow]
+    noisy_baselines: dict[str, float]  # task -> std / |mean| of its baseline, above 10%
+    zero_baselines: list[str]  # tasks that scored 0 alone: no relative gain
+    gains: list[GainRow]
+    negative_transfer: list[GainRow]
+    pairwise: dict[str, dict[str, float | None]]
+    estimated_gains: list[GainRow]
+    affinity: dict[str, dict[str, float]]
+    proposed: GroupingRow | None
+    estimator: dict[str, Any] | None  # the affinity method's fit (dilution, residual, helper, carry, proposed)
+    grouping: GroupingRow
+    checked: GroupingRow | None  # a --groups study: the given task sets as a grouping
+    cost: CostRow
+    runs: list[RunRow]
+    # added when the study ends or is read back
+    failed_runs: list[FailedRun]
+    affinity_signals: dict[str, Any]  # lookahead / gradient: runs, agreement, matrix
+    status: str  # the parent run's (RUNNING while a study runs)
+    seconds: float
