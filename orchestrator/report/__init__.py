@@ -31,8 +31,9 @@ def default_folder(run_name: str, run_id: str) -> Path:
 
 def figures(res: Any, out: Path) -> list[str]:
     """Draw the figures a result has data for into ``out``; their file names."""
+    from orchestrator.report.affinity import affinity_map
     from orchestrator.report.gains import gain_bars
-    from orchestrator.report.matrix import affinity_map, transfer_matrix
+    from orchestrator.report.matrix import transfer_matrix
     from orchestrator.report.pareto import pareto_plot
 
     drawn = []

@@ -1,4 +1,4 @@
-"""Task x task heat maps: the pairwise transfer matrix and the affinity (TAG)."""
+"""The pairwise transfer matrix as a task x task heat map (and the heat map every matrix figure uses)."""
 
 from __future__ import annotations
 
@@ -56,20 +56,3 @@ def transfer_matrix(res: TransferResult, path: Path) -> bool:
                    ylabel="gain of this task (relative to alone)",
                    rows=[f"{t} (baseline 0: n/a)" if t in (res.get("zero_baselines") or []) else t for t in tasks])
     return True
-
-
-def affinity_map(res: TransferResult, path: Path) -> bool:
-    import numpy as np
-
-    tasks = res["tasks"]
-    z = np.array([[np.nan if i == j else res["affinity"].get(j, {}).get(i, np.nan) for j in tasks] for i in tasks],
-                 dtype=float)
-    if np.isnan(z).all():
-        return False
-    matrix_figure(tasks, z, lambda i, j: f"{z[i, j]:.2g}", path, lim=float(np.nanmax(np.abs(z))) or 1.0,
-                   title=f"{res['name']}: inter-task affinity (TAG), mean over training and seeds",
-                   label="lookahead affinity Z (estimated)", xlabel="a step on this task's loss ...",
-                   ylabel="... changes this task's loss (Z > 0: lowers it)")
-    return True
-
-

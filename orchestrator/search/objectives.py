@@ -28,6 +28,7 @@ class Objective(ABC):
     name: ClassVar[str]
     multi: ClassVar[bool] = False  # one objective per task: a multi-objective sampler, no early stopping
     needs_baselines: ClassVar[bool] = False  # single-task baselines trained (or reused) first
+    uses_target: ClassVar[bool] = False  # search.target is the task maximized; the others are auxiliaries
 
     tasks: tuple[str, ...]  # every task the search can train
     main_metric: dict[str, str]
@@ -77,6 +78,7 @@ class MeanDelta(Objective):
 
 class Target(Objective):
     name = "target"
+    uses_target = True
 
     def compute(self, row: dict[str, Any], trial_tasks: list[str]) -> dict[str, float]:
         assert self.target is not None

@@ -25,7 +25,7 @@ from orchestrator.runtime.progress import Progress
 from orchestrator.runtime.session import open_parent
 from orchestrator.runtime.trial import trial_params
 from orchestrator.runtime.tuner import run_grid, run_tuner, trial_context
-from orchestrator.search.objectives import Objective, best_trial, make_objective
+from orchestrator.search.objectives import OBJECTIVES, Objective, best_trial, make_objective
 from orchestrator.store import tracking
 from orchestrator.store.recorder import MlflowTrials
 from orchestrator.store.runs import ZERO_BASELINE, child_runs
@@ -62,9 +62,10 @@ class Clock:
 
 def check_space(cfg: Config, config_path: Path) -> SearchSpace:
     run = cfg.run_dict()
+    kind = OBJECTIVES[cfg.search.objective]
     space = load_space(cfg.search.space, config_dir=config_path.resolve().parent, tasks=list(cfg.tasks),
-                       base_train=run["train"], target=cfg.search.target if cfg.search.objective == "target" else None)
-    if cfg.search.objective == "pareto" and space.subset is not None:
+                       base_train=run["train"], target=cfg.search.target if kind.uses_target else None)
+    if kind.multi and space.subset is not None:
         raise ConfigError(f"{space.source}: tasks: a task-subset search cannot use search.objective: pareto "
                           "(one objective per task needs every task in every trial)")
     return space
