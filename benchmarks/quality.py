@@ -6,6 +6,11 @@ quickstart sizes, next to each task's majority-class (or mean-prediction) baseli
 The baseline predicts the most frequent training class (classification), the training
 mean (regression: Pearson is undefined for a constant, reported as 0) or "O" for every
 token (tagging: no spans, F1 0), scored on the same validation examples.
+
+``--variants``: instead, the five tasks together under the variants of ``VARIANTS`` (schedule,
+weighting, sharing, lr, epochs; the config with ``schedule: joint`` as the starting point), and
+wnut_ner alone: which settings let every task learn (why the quickstart mixes batches
+round-robin; one run on an H100: benchmarks/results/variants_gpu.log).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainables import build, fit
+from trainables import build, fit, train
 from trainables.data import TaskData
 from trainables.loop import Experiment
 from trainables.tasks import task_type
@@ -59,14 +64,46 @@ def run(config: dict, tasks: list[str], seed: int) -> tuple[dict, Experiment]:
     return result.metrics, exp
 
 
+VARIANTS = {
+    "joint": {"schedule": "joint"}, "noclip": {"schedule": "joint", "grad_clip": None},
+    "uncertainty": {"schedule": "joint", "weighting": "uncertainty"},
+    "epochs6": {"schedule": "joint", "epochs": 6}, "round_robin": {"schedule": "round_robin"},
+    "lr5e-5": {"schedule": "joint", "lr": 5e-5}, "pcgrad": {"schedule": "joint", "weighting": "pcgrad"},
+    "dwa": {"schedule": "joint", "weighting": "dwa"}, "gradnorm": {"schedule": "joint", "weighting": "gradnorm"},
+    "soft": {"schedule": "joint", "sharing": "soft"},
+    "partial3": {"schedule": "joint", "sharing": "partial", "branch_layer": 3},
+}
+
+
+def variants(config: dict, seeds: list[int]) -> None:
+    """Every variant at every seed, then wnut_ner alone (3 and 6 epochs): main metrics printed."""
+    for name, over in VARIANTS.items():
+        for seed in seeds:
+            cfg = json.loads(json.dumps(config))
+            cfg["train"].update(over, seed=seed)
+            r = train(cfg, lambda row: None)
+            print(name, seed, {t: round(m[r.main_metric[t]], 3) for t, m in r.metrics.items()},
+                  "best_epoch", r.best_epoch, flush=True)
+    for over in ({}, {"epochs": 6}):
+        cfg = json.loads(json.dumps(config))
+        cfg["tasks"] = {"ner": config["tasks"]["ner"]}
+        cfg["train"].update(over)
+        r = train(cfg, lambda row: None)
+        print("ner-alone", over, round(r.metrics["ner"]["f1"], 3), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default=str(ROOT / "benchmarks" / "configs" / "five_tasks.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--variants", action="store_true", help="the training variants instead (see the module doc)")
     args = ap.parse_args()
     full = yaml.safe_load(Path(args.config).read_text())
     config = {k: full[k] for k in ("encoder", "tasks", "train")}
+    if args.variants:
+        variants(config, args.seeds)
+        return
     single: dict[str, list[float]] = {t: [] for t in TASKS}
     joint: dict[str, list[float]] = {t: [] for t in TASKS}
     base: dict[str, float] = {}
