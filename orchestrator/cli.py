@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from orchestrator.errors import ServiceError
+from orchestrator.transfer.methods import METHODS
 from trainables.errors import InputError
 
 
@@ -40,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("transfer", help="negative-transfer study: task subsets x seeds, gains, grouping")
     x.add_argument("config", help="the YAML config file")
     what = x.add_mutually_exclusive_group(required=True)
-    what.add_argument("--method", choices=["pairwise", "exhaustive", "affinity"],
+    what.add_argument("--method", choices=list(METHODS),
                       help="pairwise: every task alone and every pair; exhaustive: every subset; "
                       "affinity: every task alone and one all-tasks run that measures affinity (TAG), "
                       "then the proposed groups")

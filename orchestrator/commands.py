@@ -167,7 +167,7 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
     written to ``out`` (default ``reports/<sanitized run name>``) and logged on its parent run."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.report import as_plain, default_folder, write_report
+    from orchestrator.report import default_folder, write_report
     from orchestrator.store.runs import find_parent
 
     client = MlflowClient(tracking_uri)
@@ -182,8 +182,8 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
 
         res = search_results(client, parent)
     folder = out or default_folder(parent.info.run_name, parent.info.run_id)
-    md = write_report(client, parent.info.run_id, res, folder)
-    return as_plain(res), md, folder
+    md, plain = write_report(client, parent.info.run_id, res, folder)
+    return plain, md, folder
 
 
 def cmd_report(ref: str, *, tracking_uri: str | None, out: str | None, as_json: bool) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from orchestrator.runtime import faults
 from orchestrator.store import tracking
+from orchestrator.store.runs import scored
 
 
 def safe_name(name: str, fallback: str) -> str:
@@ -44,10 +45,8 @@ def figures(res: Any, out: Path) -> list[str]:
             drawn.append("affinity.png")
         if gain_bars(res, out / "gains.png"):
             drawn.append("gains.png")
-    elif "pareto_front" in res:
-        ok = [t for t in res["trials"] if t["objective"] is not None and t["status"] not in ("FAILED", "DIVERGED")]
-        if pareto_plot(ok, res["pareto_front"], out / "pareto.png"):
-            drawn.append("pareto.png")
+    elif "pareto_front" in res and pareto_plot(scored(res["trials"]), res["pareto_front"], out / "pareto.png"):
+        drawn.append("pareto.png")
     return drawn
 
 
@@ -65,21 +64,18 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_report(client: Any, run_id: str, res: Any, folder: Path) -> str:
-    """``res``: a study's results (``transfer.shapes.TransferResult``) or a search's."""
-    """Write report.md, report.json and the figures into ``folder``, then those files (no other)
-    logged on the run ``run_id`` under ``report/``; returns the markdown."""
+def write_report(client: Any, run_id: str, res: Any, folder: Path) -> tuple[str, dict[str, Any]]:
+    """Write report.md, report.json and the figures of ``res`` (a study's results,
+    ``transfer.shapes.TransferResult``, or a search's) into ``folder``, then log those files, and
+    no other, on the run ``run_id`` under ``report/``. Returns the markdown and the result as
+    report.json holds it (what ``--json`` prints)."""
     folder.mkdir(parents=True, exist_ok=True)
     drawn = figures(res, folder)
     md = markdown(res, drawn)
     _write(folder / "report.md", md)
     faults.driver_point(faults.from_env(), "report")  # test-only (MTLO_FAULT=driver@report)
-    _write(folder / "report.json", tracking.as_json(res))
+    text = tracking.as_json(res)
+    _write(folder / "report.json", text)
     for name in ["report.md", "report.json", *drawn]:
         client.log_artifact(run_id, str(folder / name), artifact_path="report")
-    return md
-
-
-def as_plain(res: Any) -> dict[str, Any]:
-    """The result as ``--json`` prints it (tuples as lists, everything JSON can hold)."""
-    return json.loads(tracking.as_json(res))
+    return md, json.loads(text)

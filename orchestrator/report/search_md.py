@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.report.text import param
+from orchestrator.store.runs import FAILED, scored
 
 
 def search_markdown(res: dict[str, Any], figures: list[str]) -> str:
     trials = res["trials"]
-    bad = [t for t in trials if t["status"] in ("FAILED", "DIVERGED")]
-    ok = [t for t in trials if t["objective"] is not None and t not in bad]
+    bad = [t for t in trials if t["status"] in FAILED]
+    ok = scored(trials)
     pareto = "pareto_front" in res
-    counts = ", ".join(f"{sum(t['status'] == s for t in trials)} {s.lower()}" for s in ("FAILED", "DIVERGED"))
+    counts = ", ".join(f"{sum(t['status'] == s for t in trials)} {s.lower()}" for s in FAILED)
     lines = [f"# Search `{res['name']}`", "", f"Objective **{res['objective']}**, {len(trials)} trials "
              f"({counts}), parent run `{res['parent_run_id']}` ({res['status']}).", ""]
     if not pareto:

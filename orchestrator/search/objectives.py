@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from orchestrator.errors import ConfigError
-from orchestrator.store.runs import relative_gain
+from orchestrator.store.runs import relative_gain, scored
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def best_trial(trials: list[dict[str, Any]], multi: bool) -> dict[str, Any] | None:
     """The finished or stopped trial with the highest objective; ``multi``: the Pareto front."""
-    ok = [t for t in trials if t["status"] not in ("FAILED", "DIVERGED") and t["objective"] is not None]
+    ok = scored(trials)
     if not ok:
         return None
     if multi:

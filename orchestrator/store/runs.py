@@ -17,6 +17,7 @@ from typing import Any
 from orchestrator.errors import ConfigError
 
 Group = tuple[str, ...]
+FAILED = ("FAILED", "DIVERGED")  # a trial's mtlo.status when it has no result to rank
 ZERO_BASELINE = 1e-12  # |baseline| below which a relative gain is undefined
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -92,7 +93,7 @@ def failed_runs(children: list[Any]) -> list[dict[str, Any]]:
     return [{"group": tags["mtlo.tasks"].split(","), "seed": int(tags.get("mtlo.seed", 0)),
              "status": tags["mtlo.status"], "error": tags.get("mtlo.error", ""), "run_id": r.info.run_id}
             for r in children for tags in [r.data.tags]
-            if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in ("FAILED", "DIVERGED")]
+            if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in FAILED]
 
 
 def affinity_matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, float]]]:
@@ -147,6 +148,12 @@ def best_scores(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
         if len(parts) == 3 and parts[0] == "best":
             out.setdefault(parts[1], {})[parts[2]] = v
     return out
+
+
+def scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials a search ranks: ended with an objective (finished or stopped early), not
+    failed or diverged."""
+    return [t for t in trials if t["objective"] is not None and t["status"] not in FAILED]
 
 
 def search_trials(client: Any, parent: Any) -> list[dict[str, Any]]:
