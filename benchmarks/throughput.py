@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from trainables import build, fit
-from trainables.data import prepare, read_source
+from trainables.data import prepare
 from trainables.encoder import load_encoder
 from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
 
@@ -89,9 +89,9 @@ def tutorial_data(n: int) -> dict:
     """The same training examples mtlo trains on (its deterministic split and subsample)."""
     out = {}
     for t, b in TASKS.items():
-        raw = read_source(t, TaskSpec(source=f"builtin:{b}"))
-        classes = sorted({str(v) for v in raw.train.labels}) if raw.type == "classification" else None
-        train, _ = prepare._split(t, raw, TrainSpec(max_train_examples=n))
+        sp = prepare.raw_splits(t, TaskSpec(source=f"builtin:{b}"), TrainSpec(max_train_examples=n))
+        classes = sp.label_names if sp.raw.type == "classification" else None
+        train = sp.train
         labels = [classes.index(str(v)) if classes else float(v) for v in train.labels]
         out[t] = (train.texts, labels, len(classes) if classes else 1)
     return out

@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key by dotted path, e.g. --set train.lr=1e-4")
     tr.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
+    tr.add_argument("--no-model", action="store_true", help="do not log the trained model to MLflow")
     s = sub.add_parser("search", help="search configurations with Ray Tune + Optuna; MLflow parent + child runs")
     s.add_argument("config", help="the YAML config file")
     s.add_argument("--address", default=None, help="Ray cluster: 'auto' or ray://host:10001 (default: local Ray)")
@@ -62,6 +63,19 @@ def parser() -> argparse.ArgumentParser:
                    help="the MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     r.add_argument("--out", default=None, help="folder for report.md and the figures (default: reports/NAME)")
     r.add_argument("--json", action="store_true", help="only JSON on stdout")
+    pr = sub.add_parser("predict", help="predictions of a logged or registered model for a file of texts")
+    pr.add_argument("model", metavar="MODEL",
+                    help="models:/NAME/VERSION, models:/NAME@alias, runs:/RUN_ID/model, or a model folder")
+    pr.add_argument("input", metavar="INPUT", help=".csv or .jsonl with a 'text' column (and 'text_pair'), "
+                    "or .txt with one text a line")
+    pr.add_argument("--out", default=None, metavar="FILE", help="write predictions here: .jsonl or .csv "
+                    "(default: JSON lines on stdout)")
+    pr.add_argument("--tasks", default=None, metavar="A,B", help="only these tasks (default: every task)")
+    pr.add_argument("--batch-size", type=int, default=64, help="texts per batch (default 64)")
+    pr.add_argument("--tracking-uri", default=None,
+                    help="the MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    pr.add_argument("--json", action="store_true", help="only JSON on stdout: a summary (and the predictions "
+                    "without --out)")
     return p
 
 
@@ -93,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
                                          address=args.address, method=args.method, seeds=args.seeds,
                                          budget=args.budget, confirm_rounds=args.confirm_rounds,
                                          groups=args.groups)
-        return commands.cmd_train(args.config, sets=args.set, as_json=args.json)
+        if args.command == "predict":
+            if args.batch_size < 1:
+                raise InputError(f"--batch-size: must be at least 1, got {args.batch_size}")
+            return commands.cmd_predict(args.model, args.input, out=args.out, tasks=args.tasks,
+                                        tracking_uri=args.tracking_uri, as_json=args.json,
+                                        batch_size=args.batch_size)
+        return commands.cmd_train(args.config, sets=args.set, as_json=args.json, log_model=not args.no_model)
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")
         return 2

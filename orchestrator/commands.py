@@ -51,15 +51,15 @@ def cmd_tasks(*, as_json: bool) -> int:
     return 0
 
 
-def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
+def cmd_train(config_path: str, *, sets: list[str], as_json: bool, log_model: bool = True) -> int:
     from trainables import build, fit
 
     cfg = load_config(config_path, sets)
     log = err_console
     exp = build(cfg.run_dict())  # bad data or encoder fails here, before any MLflow run exists
-    sizes = ", ".join(f"{t} {len(d.train)}/{len(d.val)}" for t, d in exp.data.items())
+    sizes = ", ".join(f"{t} {len(d.train)}/{len(d.val)}/{len(d.test)}" for t, d in exp.data.items())
     log.print(f"[bold]mtlo train[/bold] {cfg.name}: encoder {cfg.encoder.model} on {exp.device}; "
-              f"examples (train/val): {sizes}")
+              f"examples (train/validation/test): {sizes}")
 
     mlflow = tracking.configure(cfg)
     with mlflow.start_run(run_name=cfg.name) as run:
@@ -78,12 +78,12 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
             mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         summary = {
-            "tasks": result.metrics, "main_metric": result.main_metric,
+            "tasks": result.metrics, "test": result.test, "main_metric": result.main_metric,
             "higher_is_better": result.higher_is_better, "objective": result.objective,
             "best_epoch": result.best_epoch, "best_step": result.best_step, "epochs": result.epochs,
             "train_steps": result.steps, "train_examples": result.examples,
             "seconds": result.seconds, "stopped": result.stopped,
-            "data": {t: {"train": len(d.train), "val": len(d.val), "origin": d.origin}
+            "data": {t: {"train": len(d.train), "val": len(d.val), "test": len(d.test), "origin": d.origin}
                      for t, d in exp.data.items()},
         }
         tracking.log_json(mlflow, summary, "summary.json")
@@ -92,15 +92,45 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool) -> int:
                             "train_steps": result.steps, "train_seconds": result.seconds})
         mlflow.set_tag("mtlo.stopped", result.stopped)
         run_id = run.info.run_id
+    model = None
+    if log_model and cfg.model.log:  # exp.model holds the best epoch's weights (trainables.fit)
+        from orchestrator.store.models import log_model as log_mlflow_model
+        from orchestrator.store.models import score_tags
+
+        tags = {"mtlo.config_name": cfg.name, "mtlo.command": "train", "mtlo.run_id": run_id,
+                **score_tags(result.metrics, result.test, result.main_metric)}
+        model = log_mlflow_model(cfg.mlflow.tracking_uri, run_id, exp, register=cfg.registered_model, tags=tags,
+                                 info={"command": "train", "run_id": run_id, "val": result.metrics,
+                                       "test": result.test, "best_epoch": result.best_epoch})
     if as_json:
-        json.dump({"run_id": run_id, "tasks": result.metrics, "main_metric": result.main_metric},
-                  sys.stdout, indent=2)
+        json.dump({"run_id": run_id, "tasks": result.metrics, "test": result.test,
+                   "main_metric": result.main_metric, "model": model}, sys.stdout, indent=2)
         print()
     else:
-        out_console().print(task_table(result.metrics, result.main_metric,
-                                   title=f"{cfg.name}: best epoch {result.best_epoch} of {result.epochs} "
-                                         f"({result.steps} steps, {result.seconds:.0f}s), MLflow run {run_id}"))
+        out_console().print(task_table(result.metrics, result.main_metric, test=result.test,
+                                       title=f"{cfg.name}: best epoch {result.best_epoch} of {result.epochs} "
+                                             f"({result.steps} steps, {result.seconds:.0f}s), MLflow run {run_id}"))
+        if model is not None:
+            out_console().print(model_lines(model, cfg.mlflow.tracking_uri))
     return 0
+
+
+def model_lines(model: dict[str, Any], tracking_uri: str) -> str:
+    """Where the logged model is and the commands that use it."""
+    uri = model["registered_uri"] or model["run_uri"]
+    where = f"registered as {uri}" if model["registered_uri"] else f"logged as {uri}"
+    store = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {tracking_uri}"
+    env = "" if tracking_uri == default_tracking_uri() else f"MLFLOW_TRACKING_URI={tracking_uri} "
+    return (f"model: {where}\n  predict: mtlo predict {uri} INPUT.csv{store}\n"
+            f"  serve:   {env or 'MLFLOW_TRACKING_URI=sqlite:///mlflow.db '}mlflow models serve -m {uri} "
+            "--env-manager local -h 127.0.0.1 -p 5001")
+
+
+def default_tracking_uri() -> str:
+    """What ``mtlo predict`` and ``mtlo report`` read without --tracking-uri: ./mlflow.db."""
+    from orchestrator.config import resolve_tracking_uri
+
+    return resolve_tracking_uri("sqlite:///mlflow.db", Path.cwd())
 
 
 def loopback_unless(address: str | None) -> None:
@@ -127,12 +157,14 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
     phases = {**out.phases, "report": time.perf_counter() - t0}
     if as_json:
         json.dump({"name": out.name, "parent_run_id": out.parent_run_id, "trials": out.trials, "best": out.best,
-                   "phases": phases}, sys.stdout, indent=2, default=str)
+                   "model": out.model, "phases": phases}, sys.stdout, indent=2, default=str)
         print()
         return 0
     from orchestrator.report.terminal import print_search
 
     print_search(out.name, out.parent_run_id, out.objective, out.trials, out.best)
+    if out.model is not None:
+        out_console().print(model_lines(out.model, cfg.mlflow.tracking_uri))
     out_console().print(f"report: {folder / 'report.md'} (also on the MLflow parent run, under report/)")
     return 0
 
@@ -186,18 +218,40 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
     return plain, md, folder
 
 
-def cmd_report(ref: str, *, tracking_uri: str | None, out: str | None, as_json: bool) -> int:
+def tracking_uri_of(option: str | None) -> str:
+    """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db; a sqlite store must exist."""
     import os
-    from pathlib import Path
-
-    from rich.markdown import Markdown
 
     from orchestrator.config import resolve_tracking_uri
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = option or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     uri = resolve_tracking_uri(uri, Path.cwd())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise InputError(f"--tracking-uri: no MLflow store at {uri[len('sqlite:///'):]}")
+    return uri
+
+
+def cmd_predict(model: str, input_path: str, *, out: str | None, tasks: str | None, tracking_uri: str | None,
+                as_json: bool, batch_size: int) -> int:
+    from orchestrator.predict import run_predict
+
+    uri = tracking_uri_of(tracking_uri) if model.startswith(("models:/", "runs:/")) else \
+        (tracking_uri or "sqlite:///mlflow.db")
+    res = run_predict(model, input_path, out=out, tasks=tasks, tracking_uri=uri, as_json=as_json,
+                      batch_size=batch_size)
+    if as_json:
+        json.dump(res, sys.stdout, indent=2, default=str)
+        print()
+    elif out is not None:
+        err_console.print(f"{res['count']} predictions ({', '.join(res['tasks'])}) written to {res['out']} "
+                          f"in {res['seconds']:.1f}s on {res['device']}", markup=False)
+    return 0
+
+
+def cmd_report(ref: str, *, tracking_uri: str | None, out: str | None, as_json: bool) -> int:
+    from rich.markdown import Markdown
+
+    uri = tracking_uri_of(tracking_uri)
     res, md, folder = build_report(uri, ref, Path(out) if out else None)
     if as_json:
         json.dump(res, sys.stdout, indent=2, default=str)
@@ -208,4 +262,5 @@ def cmd_report(ref: str, *, tracking_uri: str | None, out: str | None, as_json: 
     return 0
 
 
-__all__ = ["InputError", "build_report", "cmd_report", "cmd_search", "cmd_tasks", "cmd_train", "cmd_transfer"]
+__all__ = ["InputError", "build_report", "cmd_predict", "cmd_report", "cmd_search", "cmd_tasks", "cmd_train",
+           "cmd_transfer"]

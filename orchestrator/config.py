@@ -56,6 +56,15 @@ class MlflowConfig(_Strict):
     experiment: str | None = None  # default: the config's name
 
 
+class ModelConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    keep: Annotated[int, Ge(1)] = 1  # a search keeps the weights of its top `keep` trials while it runs
+    # the MLflow registered model's name (YAML key `register`; BaseModel owns the attribute name)
+    register_as: str | None = Field(default=None, min_length=1, alias="register")
+    log: bool = True  # log the best model (search) or the trained model (train) as an MLflow model
+
+
 class Config(_Strict):
     name: str = Field(min_length=1)
     encoder: EncoderSpec = EncoderSpec()
@@ -65,6 +74,7 @@ class Config(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    model: ModelConfig = ModelConfig()
 
     @field_validator("name")
     @classmethod
@@ -97,6 +107,10 @@ class Config(_Strict):
     @property
     def experiment(self) -> str:
         return self.mlflow.experiment or self.name
+
+    @property
+    def registered_model(self) -> str:
+        return self.model.register_as or self.name
 
     def run_dict(self) -> dict[str, Any]:
         """The trial function's config: encoder, tasks, train (plain data)."""
@@ -161,6 +175,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
             updates["source"] = f"{kind}:{_resolve(loc, base)}"
         elif kind == "hf" and loc and (loc.startswith((".", "/", "~")) or (base / loc).exists()):
             updates["source"] = f"hf:{_resolve(loc, base)}"
+        if t.test is not None:
+            updates["test"] = _resolve(t.test, base)
         if t.data_files is not None:
             df = t.data_files
             if isinstance(df, str):

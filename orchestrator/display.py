@@ -20,16 +20,24 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def task_table(metrics: dict[str, dict[str, float]], main: dict[str, str], *, title: str) -> Table:
+def task_table(metrics: dict[str, dict[str, float]], main: dict[str, str], *, title: str,
+               test: dict[str, dict[str, float]] | None = None) -> Table:
+    """Each task's main metric on validation (what chose the epoch and the trial) and, where
+    there is one, on the held-out test split, then its other validation metrics."""
     table = Table(title=title, title_justify="left")
     table.add_column("task")
     table.add_column("main metric")
-    table.add_column("value", justify="right")
-    table.add_column("other metrics")
+    table.add_column("validation", justify="right")
+    if test is not None:
+        table.add_column("test (held out)", justify="right")
+    table.add_column("other metrics (validation)")
     for task, ms in metrics.items():
         m = main[task]
         others = ", ".join(f"{k}={_fmt(v)}" for k, v in ms.items() if k != m)
-        table.add_row(task, m, _fmt(ms[m]), others)
+        cells = [task, m, _fmt(ms[m])]
+        if test is not None:
+            cells.append(_fmt(test[task][m]) if m in test.get(task, {}) else "-")
+        table.add_row(*cells, others)
     return table
 
 

@@ -5,6 +5,10 @@
 
     {"epoch": 2, "step": 120, "examples": 3840, "objective": 0.71,
      "val/rt/accuracy": 0.78, "val/rt/macro_f1": 0.77, "train/rt/loss": 0.45, "weight/rt": 1.0, ...}
+
+The run keeps the weights of its best epoch (by validation alone). Its last row also holds
+``test/<task>/<metric>``: the best-epoch weights scored once on the held-out test split, which
+nothing in training or selection reads; after ``fit`` the model holds those weights.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Experiment:
     weighting: Weighting
     pad_id: int
     device: torch.device
+    tokenizer: Any = None
 
     @property
     def tasks(self) -> list[str]:
@@ -60,6 +65,7 @@ class Experiment:
 @dataclass
 class TrainResult:
     metrics: dict[str, dict[str, float]]  # validation metrics per task at the best epoch
+    test: dict[str, dict[str, float]]  # the best epoch's weights on the held-out test split
     main_metric: dict[str, str]
     higher_is_better: dict[str, bool]  # per task, for its main metric
     objective: float
@@ -136,7 +142,7 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
     device = pick_device(tr.device)
     weighting = make_weighting(tr.weighting, list(data), tr.task_weights, seed=tr.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Experiment(spec, data, types, main, model.to(device), weighting.to(device), pad, device)
+    return Experiment(spec, data, types, main, model.to(device), weighting.to(device), pad, device, tokenizer)
 
 
 def _stream(batch_size: int, lengths: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -155,14 +161,15 @@ def _autocast(device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def evaluate(exp: Experiment, *, batch_size: int = 64) -> dict[str, dict[str, float]]:
-    """Validation metrics of every task."""
+def evaluate(exp: Experiment, *, split: str = "val", batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Metrics of every task on ``split`` (``val``, or ``test`` once at the end of a run)."""
     exp.model.eval()
     out = {}
     for name, d in exp.data.items():
+        part = getattr(d, split)
         preds, labels = [], []
-        for idx in eval_batches(d.val.lengths, batch_size):
-            batch = _to(d.val.batch(idx, exp.pad_id), exp.device)
+        for idx in eval_batches(part.lengths, batch_size):
+            batch = _to(part.batch(idx, exp.pad_id), exp.device)
             with _autocast(exp.device):
                 logits = exp.model(name, batch)
             preds.append(exp.types[name].predict(logits))
@@ -237,14 +244,23 @@ def _lr_schedule(optim: torch.optim.Optimizer, total_steps: int, warmup: int) ->
         else max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
 
 
+def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
-        save_state: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+        save_state: Callable[[dict[str, Any]], None] | None = None,
+        score: Callable[[dict[str, Any]], float] | None = None) -> TrainResult:
     """Train ``exp``; ``report`` gets one row per epoch.
 
-    ``save_state`` (if given) receives, at the end of every epoch and before that epoch's
-    ``report``, everything needed to continue later (``trainables.state``); ``state``
-    continues such a run from the epoch after the one it was saved at.
+    ``score`` ranks epochs (higher is better; default: the row's ``objective``, the mean signed
+    main metric): the best epoch's weights are kept, patience counts from it, and the last row
+    adds their ``test/`` metrics. ``save_state`` (if given) receives, at the end of every epoch
+    and before that epoch's ``report``, everything needed to continue later
+    (``trainables.state``); ``state`` continues such a run from the epoch after the one it was
+    saved at.
     """
+    rank = score or (lambda row: float(row["objective"]))
     tr = exp.spec.train
     seed_everything(tr.seed)
     sched = schedule(tr.schedule)
@@ -301,8 +317,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         mean_losses = {t: loss_sum[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
         exp.weighting.end_epoch(mean_losses)
         metrics = evaluate(exp)
-        score = objective(exp, metrics)
-        row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples, "objective": score,
+        mean_signed = objective(exp, metrics)
+        row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples, "objective": mean_signed,
                                "seconds": time.perf_counter() - start}
         for t, ms in metrics.items():
             row.update({f"val/{t}/{m}": v for m, v in ms.items()})
@@ -312,22 +328,32 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             row.update(hook.row())
         st.history.append(row)
         st.epoch = epoch
-        st.stale = 0 if st.best is None or score > st.best["objective"] + tr.min_delta else st.stale + 1
-        if st.best is None or score > st.best["objective"]:
-            st.best = {"objective": score, "epoch": epoch, "step": st.step, "metrics": metrics}
+        value = rank(row)
+        st.stale = 0 if st.best is None or value > st.best["score"] + tr.min_delta else st.stale + 1
+        if st.best is None or value > st.best["score"]:
+            st.best = {"score": value, "objective": mean_signed, "epoch": epoch, "step": st.step, "metrics": metrics}
+            st.best_weights = _cpu_copy(model)
         if st.step >= total_steps and epoch < tr.epochs:
             st.stopped = "max_steps"
         elif tr.patience is not None and st.stale >= tr.patience:
             st.stopped = "patience"
+        if st.stopped is not None or epoch == tr.epochs:  # the run's end: its best weights, on test once
+            assert st.best_weights is not None
+            model.load_state_dict(st.best_weights)
+            st.test = evaluate(exp, split="test")
+            row.update({f"test/{t}/{m}": v for t, ms in st.test.items() for m, v in ms.items()})
         if save_state is not None:
             save_state(save_train_state(st, parts))
         report(row)
         if st.stopped is not None:
             break
-    assert st.best is not None
+    assert st.best is not None and st.best_weights is not None
     best = st.best
+    if st.test is None:  # a resumed run that had already ended: its weights are the best epoch's
+        model.load_state_dict(st.best_weights)
+        st.test = evaluate(exp, split="test")
     return TrainResult(
-        metrics=best["metrics"], main_metric=dict(exp.main_metric),
+        metrics=best["metrics"], test=st.test, main_metric=dict(exp.main_metric),
         higher_is_better={t: exp.types[t].higher_is_better[m] for t, m in exp.main_metric.items()},
         objective=best["objective"], best_epoch=best["epoch"], best_step=best["step"],
         epochs=len(st.history), steps=st.step, examples=st.examples,

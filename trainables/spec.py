@@ -58,6 +58,11 @@ class TaskSpec:
     data_files: str | list[str] | dict[str, str | list[str]] | None = None  # hf: data_files
     train_split: str = "train"
     validation_split: str | None = None  # default: "validation" when the source has it
+    test_split: str | None = None  # hf: the held-out test split; default: "test" when the source has it
+    test: str | None = None  # a local source's held-out test file (same format as the source)
+    # without a test split or file: this fraction of the source's examples is held out for test
+    # (a fixed permutation: never the training seed, never the task group)
+    test_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1
     metric: str | None = None  # main metric; default depends on the task type
 
 

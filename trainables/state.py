@@ -38,6 +38,8 @@ class TrainState:
     examples: int = 0
     stale: int = 0  # epochs since the objective last improved by min_delta (patience)
     best: dict[str, Any] | None = None  # the best epoch: objective, epoch, step, metrics
+    best_weights: dict[str, Any] | None = None  # the model's weights at the best epoch (on the CPU)
+    test: dict[str, dict[str, float]] | None = None  # the best weights' test metrics, once the run ended
     history: list[dict[str, Any]] = field(default_factory=list)  # every epoch's row
     stopped: str | None = None  # "max_steps" | "patience" once the run stopped early
 
@@ -55,8 +57,8 @@ class Moving:
 
 
 def save(st: TrainState, parts: Moving) -> dict[str, Any]:
-    return {
-        **dataclasses.asdict(st),
+    return {  # not dataclasses.asdict: it would deep-copy the best weights
+        **{f.name: getattr(st, f.name) for f in dataclasses.fields(st)},
         "model": parts.model.state_dict(), "weighting": parts.weighting.state_dict(),
         "weighting_extra": parts.weighting.extra_state(), "optim": parts.optim.state_dict(),
         "lr_sched": parts.lr_sched.state_dict(), "rng": parts.rng.bit_generator.state,

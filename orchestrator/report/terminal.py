@@ -41,8 +41,9 @@ def print_search(name: str, parent_run_id: str, objective: Any, trials: list[dic
     if best is not None and "pareto_front" not in best:
         out_console().print(f"best: trial {best['trial_id']} (MLflow run {best['run_id']}), objective "
                             f"{best['objective']:.4f}, params {json.dumps(best['params'], default=str)}")
-        out_console().print(task_table(best["metrics"], objective.main_metric,
-                                       title="best trial, per task (last reported epoch)"))
+        out_console().print(task_table(best["metrics"], objective.main_metric, test=best.get("test") or None,
+                                       title=f"best trial, per task, at its best epoch ({best.get('best_epoch')}: "
+                                             "validation chose it; test is held out)"))
     elif best is not None:
         out_console().print(f"Pareto front: {len(best['pareto_front'])} trial(s): "
                             + ", ".join(t["trial_id"] for t in best["pareto_front"]))

@@ -1,11 +1,18 @@
-"""Finished trials give their checkpoints back.
+"""Finished trials give their checkpoints back, but for the best trials' weights.
 
-Every epoch's report carries a checkpoint of the whole training state (orchestrator/runtime/
-trial.py), so that a trial that fails, or a driver that is killed, resumes where it was. Once
-a trial has *finished* nothing reads its checkpoint again: ``--resume`` does not rerun a
-finished trial, and results, curves and the report come from MLflow and Ray's result files.
-Kept, they add up: a six-task exhaustive transfer study (189 runs, tiny encoder) left 9.3 GB
-of them. A trial that fails keeps its checkpoint (``--resume`` retries it from there).
+Every epoch's report carries a checkpoint (orchestrator/runtime/trial.py): the whole training
+state (``state.pt``), so that a trial that fails, or a driver that is killed, resumes where it
+was, and the best epoch's weights (``model.pt``). Once a trial has *finished* nothing reads
+its training state again: ``--resume`` does not rerun a finished trial, and results, curves
+and the report come from MLflow and Ray's result files. Kept, they add up: a six-task
+exhaustive transfer study (189 runs, tiny encoder) left 9.3 GB of them. A trial that fails
+keeps its checkpoint (``--resume`` retries it from there).
+
+A search keeps the weights of its current top ``keep`` finished trials (``model.keep``,
+ranked by the best epoch's objective, the number the search ranks by): their last
+checkpoint loses ``state.pt`` and keeps ``model.pt``, until a better trial pushes one out
+of the top. Disk stays bounded by ``keep`` + the trials running. At the end the driver logs
+the best trial's weights as an MLflow model (orchestrator/search/model.py).
 
 A finished trial's checkpoints go only once the experiment state Ray saved (every 2 s, what
 ``--resume`` and a restore after a Ray error read) records it as finished: a state saved just
@@ -22,17 +29,30 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.display import err_console
+from orchestrator.runtime.trial import STATE_FILE
 
 CHECK_EVERY_S = 2.0  # Ray saves its experiment state every 2 s under mtlo (search/runner.py)
 
 
+def trial_score(trial: Any) -> float | None:
+    """A finished trial's rank: its best epoch's objective (Ray keeps each metric's maximum);
+    None for a trial with nothing to rank (diverged, or no epoch ended)."""
+    last = getattr(trial, "last_result", None) or {}
+    if last.get("diverged"):
+        return None
+    best = (getattr(trial, "metric_analysis", None) or {}).get("objective", {}).get("max")
+    return None if best is None else float(best)
+
+
 class DropFinishedCheckpoints(Callback):
-    def __init__(self) -> None:
-        self.dropped: set[str] = set()
+    def __init__(self, keep: int = 0) -> None:
+        self.keep = keep
+        self.dropped: set[str] = set()  # trials with no checkpoint left
+        self.kept: set[str] = set()  # trials whose last checkpoint holds only their weights
         self.checked = 0.0
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: a restore looks again
-        return {"dropped": set(), "checked": 0.0}
+        return {"keep": self.keep, "dropped": set(), "kept": set(), "checked": 0.0}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self.checked >= CHECK_EVERY_S:
@@ -41,18 +61,35 @@ class DropFinishedCheckpoints(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._drop(trials)  # after Ray's last save of a search that ended; a crashed one's last save
 
+    def top(self, trials: list) -> set[str]:
+        """The ``keep`` finished trials with the best scores (ties: the earlier trial)."""
+        ranked = [(s, i, t.trial_id) for i, t in enumerate(trials)
+                  if t.status == "TERMINATED" and (s := trial_score(t)) is not None]
+        ranked.sort(key=lambda x: (-x[0], x[1]))
+        return {tid for _, _, tid in ranked[: self.keep]}
+
     def _drop(self, trials: list) -> None:
-        finished = [t for t in trials if t.status == "TERMINATED" and t.trial_id not in self.dropped]
+        top = self.top(trials)
+        finished = [t for t in trials if t.status == "TERMINATED" and t.trial_id not in self.dropped
+                    and not (t.trial_id in self.kept and t.trial_id in top)]
         if not finished:
             return
         self.checked = time.monotonic()
         storage = finished[0].storage
+        fs = storage.storage_filesystem
         try:
-            saved = saved_finished(storage.storage_filesystem, storage.experiment_fs_path)
+            saved = saved_finished(fs, storage.experiment_fs_path)
             for t in finished:
-                if t.trial_id in saved:
-                    drop_checkpoints(storage.storage_filesystem, t.path)
+                if t.trial_id not in saved:
+                    continue
+                if t.trial_id in top:
+                    if t.trial_id not in self.kept:
+                        drop_checkpoints(fs, t.path, last_keeps_weights=True)
+                        self.kept.add(t.trial_id)
+                else:
+                    drop_checkpoints(fs, t.path)
                     self.dropped.add(t.trial_id)
+                    self.kept.discard(t.trial_id)
         except OSError as exc:  # housekeeping: never stop a study for it
             err_console.print(f"[yellow]could not delete the checkpoints of finished trials: {exc}[/yellow]")
 
@@ -76,17 +113,21 @@ def saved_finished(fs: Any, experiment_dir: str) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
-def drop_checkpoints(fs: Any, trial_dir: str | None) -> int:
+def drop_checkpoints(fs: Any, trial_dir: str | None, *, last_keeps_weights: bool = False) -> int:
     """Remove the ``checkpoint_*`` folders of a finished trial's folder ``trial_dir`` on the
     pyarrow filesystem ``fs`` (Ray's storage: a local folder, or a cloud bucket); returns how
-    many."""
+    many. ``last_keeps_weights``: the newest stays, with its weights and without its training
+    state."""
     from pyarrow import fs as pafs
 
     if not trial_dir:
         return 0
-    gone = 0
-    for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True)):
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-            fs.delete_dir(info.path)
-            gone += 1
-    return gone
+    folders = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+                     if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    if last_keeps_weights and folders:
+        last = folders.pop()
+        if fs.get_file_info(f"{last}/{STATE_FILE}").type == pafs.FileType.File:
+            fs.delete_file(f"{last}/{STATE_FILE}")
+    for path in folders:
+        fs.delete_dir(path)
+    return len(folders)

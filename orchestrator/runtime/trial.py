@@ -45,7 +45,17 @@ def trial_run(ctx: TrialContext, config: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-STATE_FILE = "state.pt"
+STATE_FILE = "state.pt"  # everything a trial needs to continue (trainables.state)
+MODEL_FILE = "model.pt"  # the trial's best-epoch weights: what a search keeps of its best trials
+
+
+def best_score(ctx: TrialContext, tasks: list[str]) -> Any:
+    """How a trial ranks its epochs: the search's objective where it is one number (the same
+    number the searcher and the best-trial choice use), else the loop's own."""
+    def score(row: dict[str, Any]) -> float:
+        value = ctx.objective.compute(row, tasks).get("objective") if ctx.objective is not None else None
+        return float(row["objective"] if value is None else value)
+    return score
 
 
 def release_memory() -> None:
@@ -67,8 +77,9 @@ def release_memory() -> None:
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     """Train one configuration and report every epoch to Ray Tune with the objective.
 
-    Every epoch's report carries a checkpoint of the whole training state; a trial that
-    Ray restarts (a resumed search, a retried failure) continues from its last epoch.
+    Every epoch's report carries a checkpoint of the whole training state (``state.pt``) and
+    the best epoch's weights (``model.pt``); a trial that Ray restarts (a resumed search, a
+    retried failure) continues from its last epoch.
     A loss that turns NaN or infinite ends the trial with a last report ``{"diverged": 1,
     "error": ...}`` and no objective: not retried (it would diverge again), recorded as
     DIVERGED, and the searcher never sees a NaN.
@@ -92,6 +103,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+            if (Path(folder) / MODEL_FILE).is_file():
+                state["best_weights"] = torch.load(Path(folder) / MODEL_FILE, weights_only=True)
     pending: dict[str, Any] = {}
     done = [0]  # the last epoch reported
 
@@ -110,6 +123,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
             tune.report(out)
         else:
             with tempfile.TemporaryDirectory(prefix="mtlo-ckpt-") as folder:
+                torch.save(saved.pop("best_weights"), Path(folder) / MODEL_FILE)
                 torch.save(saved, Path(folder) / STATE_FILE)
                 tune.report(out, checkpoint=tune.Checkpoint.from_directory(folder))
         if faults is not None:
@@ -127,7 +141,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     if faults is not None:
         faults.install(experiment)
     try:
-        fit(experiment, report, state=state, save_state=save_state)
+        fit(experiment, report, state=state, save_state=save_state, score=best_score(ctx, tasks))
     except DivergedError as exc:
         tune.report({"diverged": 1, "error": str(exc), "epoch": done[0], "tasks": "+".join(tasks),
                      "node_id": node_id})

@@ -88,21 +88,23 @@ def fit_tuner(tuner: Any, as_json: bool, progress: Progress, path: Path, trainab
         progress.close()  # the live table ends on Ctrl-C too
 
 
-def callbacks(recorder: Any, progress: Progress) -> list[Any]:
+def callbacks(recorder: Any, progress: Progress, keep: int) -> list[Any]:
     """MLflow first (a result is recorded before anything else sees it), then the live
     table, then the test-only driver faults (MTLO_FAULT; nothing happens without it), last
-    the removal of a finished trial's checkpoints (runtime/checkpoints.py)."""
+    the removal of a finished trial's checkpoints but for the ``keep`` best trials' weights
+    (runtime/checkpoints.py)."""
     from orchestrator.runtime.checkpoints import DropFinishedCheckpoints
 
-    return [recorder, progress, faults.driver_callback(), DropFinishedCheckpoints()]
+    return [recorder, progress, faults.driver_callback(), DropFinishedCheckpoints(keep)]
 
 
 def run_tuner(cfg: Config, ctx: TrialContext, *, name: str, storage: Path, recorder: Any, progress: Progress,
-              resume: bool, as_json: bool, param_space: dict[str, Any] | None = None,
+              resume: bool, as_json: bool, param_space: dict[str, Any] | None = None, keep: int = 0,
               **tune_config: Any) -> Any:
     """Fit a Tuner named ``name`` under ``storage`` (restored from there with ``resume``), its
-    trials recorded by ``recorder``; ``tune_config``: ``TuneConfig`` options (searcher,
-    scheduler, ``num_samples``). Returns Ray's ``ResultGrid`` once MLflow has every result."""
+    trials recorded by ``recorder``, the weights of its ``keep`` best trials kept;
+    ``tune_config``: ``TuneConfig`` options (searcher, scheduler, ``num_samples``). Returns
+    Ray's ``ResultGrid`` once MLflow has every result."""
     from ray import tune
 
     res = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
@@ -118,7 +120,7 @@ def run_tuner(cfg: Config, ctx: TrialContext, *, name: str, storage: Path, recor
                                         **tune_config),
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                      callbacks=callbacks(recorder, progress),
+                                      callbacks=callbacks(recorder, progress, keep),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
     grid = fit_tuner(tuner, as_json, progress, path, trainable_res)

@@ -25,10 +25,11 @@ from orchestrator.runtime.progress import Progress
 from orchestrator.runtime.session import open_parent
 from orchestrator.runtime.trial import trial_params
 from orchestrator.runtime.tuner import run_grid, run_tuner, trial_context
+from orchestrator.search.model import log_best_model, model_trial
 from orchestrator.search.objectives import OBJECTIVES, Objective, best_trial, make_objective
 from orchestrator.store import tracking
 from orchestrator.store.recorder import MlflowTrials
-from orchestrator.store.runs import ZERO_BASELINE, child_runs
+from orchestrator.store.runs import ZERO_BASELINE, child_runs, split_scores
 from search_spaces import SearchSpace, load_space
 from trainables import inspect_tasks
 
@@ -45,6 +46,7 @@ class SearchOutcome:
     baselines: dict[str, float] = field(default_factory=dict)
     storage: str = ""
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the driver's work
+    model: dict[str, Any] | None = None  # the logged (and registered) model: its URIs and version
 
 
 class Clock:
@@ -183,12 +185,18 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                             role="trial", base_tags=base_tags)
     progress = Progress(n, "trial", None if multi else "objective", epochs=cfg.train.epochs)
     grid = run_tuner(cfg, ctx, name="search", storage=exp_dir, recorder=recorder, progress=progress, resume=resume,
-                     as_json=as_json, search_alg=searcher, scheduler=scheduler, num_samples=n)
+                     as_json=as_json, search_alg=searcher, scheduler=scheduler, num_samples=n,
+                     keep=cfg.model.keep if cfg.model.log else 0)
     clock.mark("trials")  # Ray Tune: workers, trials, checkpoints, the recorder's MLflow writes
     trials = _collect(grid, client, experiment_id, parent_id, objective)
     best = best_trial(trials, multi)
+    model = None
+    chosen = model_trial(trials, best) if cfg.model.log else None
+    if chosen is not None and chosen.get("run_id"):
+        model = log_best_model(cfg, ctx, grid, chosen, client, parent_id, objective.main_metric)
+    clock.mark("model")  # the best trial's weights: rebuilt, logged and registered in MLflow
     summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
-               "best": best, "seconds": time.time() - started}
+               "best": best, "model": model, "seconds": time.time() - started}
     tracking.log_files(client, parent_id, {"summary.json": tracking.as_json(summary)})
     if best is not None and not multi:
         client.log_metric(parent_id, "best/objective", float(best["objective"]))
@@ -198,13 +206,15 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     tracking.log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
     client.set_terminated(parent_id, "FINISHED")
     clock.mark("record")
-    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases)
+    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases, model)
 
 
 def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objective: Objective
              ) -> list[dict[str, Any]]:
-    """Trials as Ray reports them, joined with their MLflow child runs (by ``mtlo.trial_id``;
-    after ``--resume`` the callbacks that made them are Ray's restored copies, not ours)."""
+    """Trials as Ray reports them, each at its best epoch (the one whose weights it kept; by the
+    row's ``objective``: the search's, or the loop's own for ``pareto``), joined with their
+    MLflow child runs (by ``mtlo.trial_id``; after ``--resume`` the callbacks that made them are
+    Ray's restored copies, not ours)."""
     children = child_runs(client, experiment_id, parent_id, role="trial")
     by_trial = {r.data.tags["mtlo.trial_id"]: r for r in children if "mtlo.trial_id" in r.data.tags}
     trials = []
@@ -213,23 +223,23 @@ def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objecti
         tid = tid or Path(result.path).name
         params = trial_params(result.config)
         last = result.metrics or {}
+        frame = result.metrics_dataframe
+        rows = [{k: v for k, v in r.items() if v == v} for r in frame.to_dict("records")] if frame is not None else []
+        ranked = [r for r in rows if r.get("objective") is not None]
+        best = max(ranked, key=lambda r: float(r["objective"])) if ranked else last
         tasks = str(last.get("tasks") or "+".join(objective.tasks)).split("+")
-        metrics: dict[str, dict[str, float]] = {}
-        for k, v in last.items():
-            if k.startswith("val/") and v is not None:
-                _, task, metric = k.split("/", 2)
-                metrics.setdefault(task, {})[metric] = float(v)
         obj: Any
         if objective.multi:
-            obj = {k: last.get(k) for k in objective.metric_names if last.get(k) is not None}
+            obj = {k: best.get(k) for k in objective.metric_names if best.get(k) is not None}
         else:
-            obj = last.get("objective")
+            obj = best.get("objective")
         child = by_trial.get(tid)
         status = (child.data.tags.get("mtlo.status") if child else None) or \
             ("FAILED" if result.error is not None else "FINISHED")
         trials.append({"trial_id": tid, "run_id": child.info.run_id if child else None, "status": status,
-                       "params": params,
-                       "tasks": tasks, "metrics": metrics, "objective": obj,
-                       "epochs": int(last.get("epoch") or 0),
+                       "params": params, "tasks": tasks, "metrics": split_scores(best, "val"),
+                       "test": split_scores({k: v for k, v in last.items() if v is not None}, "test"), "objective": obj,
+                       "score": float(best["objective"]) if best.get("objective") is not None else None,
+                       "best_epoch": int(best.get("epoch") or 0), "epochs": int(last.get("epoch") or 0),
                        "seconds": float(last.get("time_total_s") or 0.0)})
     return trials

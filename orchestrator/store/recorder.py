@@ -203,6 +203,8 @@ class MlflowTrials(Callback):
         if best is not None:  # the trial's metrics at its best epoch (by objective), and its cost
             row = {f"best/{k[4:]}": float(v) for k, v in best.items()
                    if k.startswith("val/") and isinstance(v, (int, float))}
+            row.update({f"best_obj/{k[4:]}": float(v) for k, v in best.items()  # pareto: each task's objective
+                        if k.startswith("obj/") and isinstance(v, (int, float))})
             row.update({"best/objective": float(best["objective"]), "best_epoch": float(best.get("epoch") or 0),
                         "best_step": float(best.get("step") or 0),
                         "train_steps": float(last.get("step") or best.get("step") or 0)})

@@ -140,14 +140,20 @@ def with_curves(client: Any, runs: list[Run], main_metric: Mapping[str, str],
     return out
 
 
-def best_scores(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
-    """{task: {metric: value}} from a child run's ``best/<task>/<metric>`` metrics."""
+def split_scores(metrics: Mapping[str, float], prefix: str) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} from a run's ``<prefix>/<task>/<metric>`` metrics."""
     out: dict[str, dict[str, float]] = {}
     for k, v in metrics.items():
         parts = k.split("/")
-        if len(parts) == 3 and parts[0] == "best":
+        if len(parts) == 3 and parts[0] == prefix:
             out.setdefault(parts[1], {})[parts[2]] = v
     return out
+
+
+def best_scores(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} from a child run's ``best/<task>/<metric>`` metrics (validation,
+    at the run's best epoch)."""
+    return split_scores(metrics, "best")
 
 
 def scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,12 +168,17 @@ def search_trials(client: Any, parent: Any) -> list[dict[str, Any]]:
     trials = []
     for c in child_runs(client, parent.info.experiment_id, parent.info.run_id, role="trial"):
         m = c.data.metrics
+        # each trial at its best epoch (its kept weights), once the recorder closed its run
+        best_obj = sorted(k for k in m if k.startswith("best_obj/"))
         obj_keys = sorted(k for k in m if k.startswith("obj/"))
+        objective = {k.split("/", 1)[1]: m[k] for k in best_obj or obj_keys} if obj_keys else \
+            m.get("best/objective", m.get("objective"))
         trials.append({"trial_id": c.data.tags.get("mtlo.trial_id"), "run_id": c.info.run_id,
                        "status": c.data.tags.get("mtlo.status", c.info.status),
                        "params": {k[6:]: v for k, v in c.data.params.items() if k.startswith("param.")},
                        "tasks": c.data.tags.get("mtlo.tasks", "").split(","),
-                       "objective": {k[4:]: m[k] for k in obj_keys} if obj_keys else m.get("objective"),
+                       "objective": objective,
                        "retries": int(c.data.tags.get("mtlo.retries", 0)), "error": c.data.tags.get("mtlo.error"),
-                       "scores": best_scores(m)})
+                       "scores": best_scores(m), "test": split_scores(m, "test"),
+                       "best_epoch": int(m.get("best_epoch", 0))})
     return trials

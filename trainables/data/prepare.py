@@ -4,7 +4,9 @@ Checks happen here, once, with errors that name the task and the field: labels t
 not fit the task type, empty data sets, tagging sentences whose tags and tokens differ
 in count. The train/validation split and the subsampling are deterministic and do not
 depend on the training seed, so every run (baseline or group, any seed) sees the same
-examples.
+examples. A held-out test split is set aside first (the source's own, or a fixed fraction of
+its examples) and is read only to score a run's best-epoch weights at its end: no choice
+(epoch, trial, grouping, early stop) ever sees it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from trainables.data.sources import read_hf, read_local
 from trainables.errors import InputError
 from trainables.spec import TaskSpec, TrainSpec
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 SPLIT_SEED = 20240611  # fixed: the split never depends on the training seed
 _BIO = re.compile(r"^(O|[BI]-.+)$")
+SPLITS = ("train", "val", "test")
 _MEMORY: dict[str, TaskData] = {}
 
 
@@ -42,6 +45,7 @@ class TaskData:
     label_names: list[str]  # classes, or tags for tagging; empty for regression
     train: Encoded
     val: Encoded
+    test: Encoded
     metric: str | None  # main-metric override (spec or built-in default)
     target_mean: float = 0.0  # regression targets are standardized for training
     target_std: float = 1.0
@@ -91,7 +95,7 @@ def _fingerprint(spec: TaskSpec) -> dict[str, Any]:
         path = bt.path() if bt else None
         files = [str(path)] if path else []
     elif kind in ("csv", "json", "parquet", "conll"):
-        files = [location]
+        files = [location] + ([spec.test] if spec.test else [])
     elif spec.data_files is not None:
         df = spec.data_files
         vals = df.values() if isinstance(df, dict) else [df]
@@ -115,10 +119,10 @@ def _permutation(n: int, salt: str) -> np.ndarray:
 
 def _check_labels(name: str, raw: RawTask) -> tuple[list[str], dict[str, Any]]:
     """Validate labels against the task type; return label names and any extras."""
-    splits = [raw.train] + ([raw.validation] if raw.validation is not None else [])
+    splits = raw.splits()
     where = f"task '{name}': tasks.{name}.label"
     if raw.type == "regression":
-        values = []
+        values = []  # the standardization's statistics: training and validation labels, never test
         for split in splits:
             for row, v in enumerate(split.labels):
                 try:
@@ -129,7 +133,8 @@ def _check_labels(name: str, raw: RawTask) -> tuple[list[str], dict[str, Any]]:
                     ) from None
                 if not math.isfinite(f):
                     raise InputError(f"{where}: value {v!r} at row {row + 1} in {raw.origin} is not finite")
-                values.append(f)
+                if split is not raw.test:
+                    values.append(f)
             split.labels = [float(v) for v in split.labels]
         arr = np.asarray(values, dtype=np.float64)
         return [], {"target_mean": float(arr.mean()), "target_std": float(arr.std() or 1.0)}
@@ -175,25 +180,64 @@ def _check_labels(name: str, raw: RawTask) -> tuple[list[str], dict[str, Any]]:
     return list(classes), {}
 
 
-def _split(name: str, raw: RawTask, train: TrainSpec) -> tuple[RawSplit, RawSplit]:
-    if raw.validation is not None:
-        tr, va = raw.train, raw.validation
+def _split(name: str, spec: TaskSpec, raw: RawTask, train: TrainSpec) -> tuple[RawSplit, RawSplit, RawSplit]:
+    """(train, validation, test). The test split is the source's own, or a fixed fraction of its
+    examples (``tasks.<name>.test_fraction``), held out before validation is carved from the
+    rest; a built-in task's is the same under any task name."""
+    pool = raw.train
+    if raw.test is not None:
+        te = raw.test
     else:
-        perm = _permutation(len(raw.train), f"{name}:split")
+        salt = spec.source if spec.source.startswith("builtin:") else name
+        perm = _permutation(len(pool), f"{salt}:test")
+        n_test = int(round(len(perm) * spec.test_fraction))
+        if n_test < 1 or n_test >= len(perm):
+            raise InputError(
+                f"task '{name}': tasks.{name}.test_fraction={spec.test_fraction} leaves no "
+                f"{'test' if n_test < 1 else 'training'} examples of {len(perm)} in {raw.origin}"
+            )
+        te, pool = pool.subset(sorted(perm[:n_test])), pool.subset(sorted(perm[n_test:]))
+    if raw.validation is not None:
+        tr, va = pool, raw.validation
+    else:
+        perm = _permutation(len(pool), f"{name}:split")
         n_val = int(round(len(perm) * train.val_fraction))
         if n_val < 1 or n_val >= len(perm):
             raise InputError(
                 f"task '{name}': train.val_fraction={train.val_fraction} leaves no "
                 f"{'validation' if n_val < 1 else 'training'} examples of {len(perm)} in {raw.origin}"
             )
-        va, tr = raw.train.subset(sorted(perm[:n_val])), raw.train.subset(sorted(perm[n_val:]))
+        va, tr = pool.subset(sorted(perm[:n_val])), pool.subset(sorted(perm[n_val:]))
     if len(va) == 0:
         raise InputError(f"task '{name}': validation split of {raw.origin} is empty")
     if train.max_train_examples is not None and len(tr) > train.max_train_examples:
         tr = tr.subset(sorted(_permutation(len(tr), f"{name}:sub")[: train.max_train_examples]))
     if train.max_eval_examples is not None and len(va) > train.max_eval_examples:
         va = va.subset(sorted(_permutation(len(va), f"{name}:val")[: train.max_eval_examples]))
-    return tr, va
+    if train.max_eval_examples is not None and len(te) > train.max_eval_examples:
+        te = te.subset(sorted(_permutation(len(te), f"{name}:test-sub")[: train.max_eval_examples]))
+    return tr, va, te
+
+
+@dataclass
+class Splits:
+    """One task read, checked and split, as text: what :func:`load_task_data` tokenizes, and
+    what a model outside mtlo is scored on (``mtlo predict``, an MLflow model)."""
+
+    raw: RawTask
+    label_names: list[str]
+    extra: dict[str, Any]  # regression: the targets' mean and std
+    train: RawSplit
+    val: RawSplit
+    test: RawSplit
+
+
+def raw_splits(name: str, spec: TaskSpec, train: TrainSpec) -> Splits:
+    raw = read_source(name, spec)
+    if len(raw.train) == 0:
+        raise InputError(f"task '{name}': tasks.{name}.source: no examples in {raw.origin}")
+    labels, extra = _check_labels(name, raw)
+    return Splits(raw, labels, extra, *_split(name, spec, raw, train))
 
 
 def _encode(split: RawSplit, task_type: str, labels: list[str], extra: dict[str, Any],
@@ -234,22 +278,20 @@ def load_task_data(name: str, spec: TaskSpec, train: TrainSpec, tokenizer: Any, 
     if path.is_file():
         try:
             state = torch.load(path, weights_only=True)
-            data = TaskData(**{**state, "train": Encoded.from_state(state["train"]),
-                               "val": Encoded.from_state(state["val"])})
+            data = TaskData(**{**state, **{k: Encoded.from_state(state[k]) for k in SPLITS}})
             _MEMORY[key] = data
             return data
         except Exception:  # a corrupt or stale cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    raw = read_source(name, spec)
-    if len(raw.train) == 0:
-        raise InputError(f"task '{name}': tasks.{name}.source: no examples in {raw.origin}")
-    labels, extra = _check_labels(name, raw)
-    tr, va = _split(name, raw, train)
+    sp = raw_splits(name, spec, train)
+    raw = sp.raw
+    def encode(split: RawSplit) -> Encoded:
+        return _encode(split, raw.type, sp.label_names, sp.extra, tokenizer, max_length)
+
     data = TaskData(
-        name=name, type=raw.type, label_names=labels,
-        train=_encode(tr, raw.type, labels, extra, tokenizer, max_length),
-        val=_encode(va, raw.type, labels, extra, tokenizer, max_length),
-        metric=spec.metric or raw.default_metric, origin=raw.origin, **extra,
+        name=name, type=raw.type, label_names=sp.label_names,
+        train=encode(sp.train), val=encode(sp.val), test=encode(sp.test),
+        metric=spec.metric or raw.default_metric, origin=raw.origin, **sp.extra,
     )
     _save(path, data)
     _MEMORY[key] = data
@@ -260,7 +302,7 @@ def _save(path: Path, data: TaskData) -> None:
     """Write atomically: concurrent trials may build the same entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {f.name: getattr(data, f.name) for f in fields(data)}
-    state.update(train=data.train.to_state(), val=data.val.to_state())
+    state.update({k: getattr(data, k).to_state() for k in SPLITS})
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:

@@ -36,3 +36,7 @@ class RawTask:
     origin: str  # a file path or dataset name, for error messages
     label_names: list[str] | None = None  # known class/tag names (e.g. from an HF ClassLabel)
     default_metric: str | None = None
+    test: RawSplit | None = None  # the source's own held-out test split, if it has one
+
+    def splits(self) -> list[RawSplit]:
+        return [s for s in (self.train, self.validation, self.test) if s is not None]

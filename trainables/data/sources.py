@@ -114,16 +114,36 @@ def read_local(kind: str, location: str, spec: TaskSpec, *, task: str) -> RawTas
             raise InputError(
                 f"task '{task}': tasks.{task}.type: conll files hold tagging data, not {spec.type}"
             )
-        return RawTask("tagging", read_conll(path, task=task), None, str(path))
+        return RawTask("tagging", read_conll(path, task=task), None, str(path),
+                       test=_read_test(kind, spec, "tagging", task=task))
     if spec.type is None:
         raise InputError(
             f"task '{task}': tasks.{task}.type: required for {kind} sources "
             "(classification, regression or tagging)"
         )
+    return RawTask(spec.type, _read_split(kind, path, spec, spec.type, task=task), None, str(path),
+                   test=_read_test(kind, spec, spec.type, task=task))
+
+
+def _read_split(kind: str, path: Path, spec: TaskSpec, task_type: str, *, task: str) -> RawSplit:
+    if kind == "conll":
+        return read_conll(path, task=task)
     frame = _read_table(kind, path, task=task)
     records = {str(c): frame[c].tolist() for c in frame.columns}
-    split = split_from_records(records, spec, spec.type, task=task, origin=str(path))
-    return RawTask(spec.type, split, None, str(path))
+    return split_from_records(records, spec, task_type, task=task, origin=str(path))
+
+
+def _read_test(kind: str, spec: TaskSpec, task_type: str, *, task: str) -> RawSplit | None:
+    """The held-out test file ``tasks.<task>.test`` (the source's format), if given."""
+    if spec.test is None:
+        return None
+    path = Path(spec.test).expanduser()
+    if not path.is_file():
+        raise InputError(f"task '{task}': tasks.{task}.test: file not found: {path}")
+    split = _read_split(kind, path, spec, task_type, task=task)
+    if len(split) == 0:
+        raise InputError(f"task '{task}': tasks.{task}.test: no examples in {path}")
+    return split
 
 
 def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
@@ -157,6 +177,20 @@ def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
             f"task '{task}': tasks.{task}.validation_split: '{val_name}' not in {origin} "
             f"(splits: {', '.join(ds)})"
         )
+    if spec.test is not None:
+        raise InputError(f"task '{task}': tasks.{task}.test: a test file is for local sources; "
+                         "an hf source names its split with test_split")
+    test_name = spec.test_split
+    if test_name is None and "test" in ds:
+        test_name = "test"
+    elif test_name is not None and test_name not in ds:
+        raise InputError(
+            f"task '{task}': tasks.{task}.test_split: '{test_name}' not in {origin} "
+            f"(splits: {', '.join(ds)})"
+        )
+    if test_name is not None and test_name in (spec.train_split, val_name):
+        raise InputError(f"task '{task}': tasks.{task}.test_split: '{test_name}' is also the training or "
+                         "validation split; the test split must be held out")
     label_col = spec.tags if spec.type == "tagging" else spec.label
     label_names = _class_label_names(ds[spec.train_split].features.get(label_col))
 
@@ -164,6 +198,11 @@ def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
         part = ds[name]
         split = split_from_records(part.to_dict(), spec, task_type, task=task, origin=origin)
         if label_names is not None:  # ClassLabel ids -> names, so labels read the same everywhere
+            ids = [i for tags in split.labels for i in tags] if task_type == "tagging" else split.labels
+            if any(not 0 <= i < len(label_names) for i in ids):  # GLUE-style unlabelled test splits (-1)
+                field = "test_split" if name == test_name else "label"
+                raise InputError(f"task '{task}': tasks.{task}.{field}: split '{name}' of {origin} has "
+                                 f"examples without a label (class id outside 0..{len(label_names) - 1})")
             if task_type == "tagging":
                 split.labels = [[label_names[i] for i in tags] for tags in split.labels]
             else:
@@ -171,7 +210,8 @@ def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
         return split
 
     val = take(val_name) if val_name else None
-    return RawTask(task_type, take(spec.train_split), val, origin, label_names=label_names)
+    test = take(test_name) if test_name else None
+    return RawTask(task_type, take(spec.train_split), val, origin, label_names=label_names, test=test)
 
 
 def _class_label_names(feature: Any) -> list[str] | None:

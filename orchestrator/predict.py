@@ -1,0 +1,153 @@
+"""``mtlo predict MODEL INPUT``: a logged or registered mtlo model's predictions for a file
+of texts, as JSON lines (stdout, or ``--out x.jsonl``) or CSV (``--out x.csv``).
+
+MODEL: ``models:/NAME/VERSION``, ``models:/NAME@alias``, ``runs:/RUN_ID/model``, an MLflow
+model folder, or a folder written by :func:`trainables.serving.save_model`. INPUT: ``.csv``
+or ``.jsonl`` with a ``text`` column (and ``text_pair`` for pair tasks), or ``.txt`` with one
+text a line. Every problem with the input is one line naming the file or field (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainables.errors import InputError
+
+PROGRESS_FROM = 512  # inputs from which a progress bar is drawn (on stderr)
+INPUT_KINDS = (".csv", ".jsonl", ".txt")
+OUTPUT_KINDS = (".jsonl", ".csv")
+
+
+def read_input(path: Path) -> tuple[list[str], list[str] | None]:
+    """The texts (and second texts) of INPUT."""
+    if not path.is_file():
+        raise InputError(f"{path}: input file not found")
+    if path.suffix not in INPUT_KINDS:
+        raise InputError(f"{path}: input must be {', '.join(INPUT_KINDS)} (got '{path.suffix or 'no suffix'}')")
+    if path.suffix == ".txt":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        blank = next((i for i, line in enumerate(lines, 1) if not line.strip()), None)
+        if blank is not None and any(line.strip() for line in lines[blank:]):
+            raise InputError(f"{path}:{blank}: empty line (one text a line)")
+        texts = [line for line in lines if line.strip()]
+        if not texts:
+            raise InputError(f"{path}: no texts in the file")
+        return texts, None
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_json(path, lines=True)
+    except (ValueError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path}: cannot read it as {path.suffix[1:]}: {first}") from None
+    if len(frame) == 0:
+        raise InputError(f"{path}: no rows in the file")
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took a first column as the index
+        raise InputError(f"{path}: some rows have more fields than the header (quote texts that hold commas)")
+    if "text" not in frame.columns:
+        raise InputError(f"{path}: text: no 'text' column (columns: {', '.join(map(str, frame.columns))})")
+    for col in ("text", "text_pair"):
+        if col in frame.columns:
+            bad = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
+            if bad.any():
+                raise InputError(f"{path}: {col}: empty at row {int(bad.to_numpy().argmax()) + 1}")
+    pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
+    return frame["text"].astype(str).tolist(), pairs
+
+
+def load_predictor(ref: str, tracking_uri: str) -> Any:
+    """The :class:`trainables.serving.Predictor` of MODEL."""
+    from trainables.serving import META_FILE, Predictor
+
+    uri = ref
+    if not ref.startswith(("models:/", "runs:/")):
+        folder = Path(ref).expanduser()
+        if not folder.is_dir():
+            raise InputError(f"{ref}: no such model folder (MODEL is models:/NAME/VERSION, models:/NAME@alias, "
+                             "runs:/RUN_ID/model or a folder)")
+        if (folder / META_FILE).is_file():
+            return Predictor(folder)
+        if not (folder / "MLmodel").is_file():
+            raise InputError(f"{ref}: not a model folder (no MLmodel or {META_FILE} in it)")
+        uri = str(folder)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(f"{ref}: cannot load the model: {first}") from None
+    model = loaded.unwrap_python_model()
+    if not hasattr(model, "predictor"):
+        raise InputError(f"{ref}: not an mtlo model")
+    return model.predictor
+
+
+def flat(record: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row: ``task.label``, ``task.probability``, ``task.value``, ``task.entities`` (JSON)."""
+    row: dict[str, Any] = {}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            for field, value in v.items():
+                row[f"{k}.{field}"] = json.dumps(value) if isinstance(value, list) else value
+        else:
+            row[k] = v
+    return row
+
+
+def run_predict(model: str, input_path: str, *, out: str | None, tasks: str | None, tracking_uri: str,
+                as_json: bool, batch_size: int = 64) -> dict[str, Any]:
+    from trainables.serving import PredictError
+
+    path = Path(input_path)
+    out_path = Path(out) if out else None
+    if out_path is not None and out_path.suffix not in OUTPUT_KINDS:
+        raise InputError(f"--out {out}: must end in {' or '.join(OUTPUT_KINDS)}")
+    texts, pairs = read_input(path)
+    predictor = load_predictor(model, tracking_uri)
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    try:
+        predictor.check(chosen, pairs is not None)
+    except PredictError as exc:
+        raise InputError(f"{path}: {exc}" if str(exc).startswith("text_pair") else str(exc)) from None
+    start = time.perf_counter()
+    predictions = _predict(predictor, texts, pairs, chosen, batch_size)
+    seconds = time.perf_counter() - start
+    records = [{"text": texts[i], **({"text_pair": pairs[i]} if pairs is not None else {}), **p}
+               for i, p in enumerate(predictions)]
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        if out_path.suffix == ".csv":
+            import pandas as pd
+
+            pd.DataFrame([flat(r) for r in records]).to_csv(tmp, index=False)
+        else:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        tmp.replace(out_path)  # never a half-written output
+    elif not as_json:
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in records))
+    return {"model": model, "input": str(path), "count": len(records), "out": str(out_path) if out_path else None,
+            "tasks": chosen or list(predictor.tasks), "device": str(predictor.device), "seconds": seconds,
+            "examples_per_s": len(records) / seconds if seconds > 0 else None,
+            **({"predictions": records} if as_json and out_path is None else {})}
+
+
+def _predict(predictor: Any, texts: list[str], pairs: list[str] | None, tasks: list[str] | None,
+             batch_size: int) -> list[dict[str, Any]]:
+    if len(texts) < PROGRESS_FROM:
+        return predictor.predict(texts, pairs, tasks=tasks, batch_size=batch_size)
+    from rich.progress import Progress
+
+    from orchestrator.display import err_console
+
+    with Progress(console=err_console, transient=True) as bar:
+        job = bar.add_task("predicting", total=len(texts))
+        return predictor.predict(texts, pairs, tasks=tasks, batch_size=batch_size,
+                                 on_batch=lambda n: bar.advance(job, n))

@@ -1,0 +1,91 @@
+"""A trained model into MLflow: logged on its run as an MLflow ``pyfunc`` model (the code it
+needs shipped with it, so it loads where mtlo is not installed) and registered in the Model
+Registry with tags that name where it came from and its validation and test scores."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trainables
+
+ARTIFACT = "model"  # the model's name on its run: runs:/RUN_ID/model
+CODE = Path(trainables.__file__).parent  # shipped with the model: it loads where mtlo is not installed
+
+
+def _requirements() -> list[str]:
+    import mlflow
+    import numpy
+    import pandas
+    import torch
+    import transformers
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
+            f"mlflow=={mlflow.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pandas.__version__}"]
+
+
+def _example(exp: Any) -> Any:
+    """Two test texts of the first task that reads plain text (or pairs, if every task does)."""
+    import pandas as pd
+
+    from trainables.data import raw_splits
+
+    name = next((t for t in exp.tasks if exp.data[t].type != "tagging"), exp.tasks[0])
+    test = raw_splits(name, exp.spec.tasks[name], exp.spec.train).test
+    texts = [" ".join(t) if isinstance(t, list) else str(t) for t in test.texts[:2]]
+    frame = pd.DataFrame({"text": texts})
+    if exp.spec.tasks[name].text_pair is not None and test.text_pairs is not None:
+        frame["text_pair"] = test.text_pairs[:2]
+    return frame
+
+
+def _signature(exp: Any) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    pairs = any(exp.spec.tasks[t].text_pair is not None for t in exp.tasks)
+    cols: list[ColSpec | TensorSpec] = [ColSpec("string", "text")]
+    if pairs:
+        cols.append(ColSpec("string", "text_pair"))
+    return ModelSignature(inputs=Schema(cols))
+
+
+def log_model(tracking_uri: str, run_id: str, exp: Any, *, register: str | None,
+              tags: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
+    """Log ``exp``'s model (its weights as they are now) on the run ``run_id`` and register it
+    under ``register`` (None: only logged). Returns the model's URIs and version."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from trainables.serving import save_model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="mtlo-model-") as tmp:
+        folder = save_model(exp, Path(tmp) / "mtlo_model", info=info)
+        with mlflow.start_run(run_id=run_id):
+            logged = mlflow.pyfunc.log_model(
+                name=ARTIFACT, python_model=str(CODE / "pyfunc_entry.py"), artifacts={"model": str(folder)},
+                code_paths=[str(CODE)], signature=_signature(exp),
+                input_example=_example(exp), pip_requirements=_requirements(), registered_model_name=register,
+                tags=tags)
+    out = {"run_uri": f"runs:/{run_id}/{ARTIFACT}", "model_uri": logged.model_uri, "name": register,
+           "version": None, "registered_uri": None}
+    if register is not None and logged.registered_model_version is not None:
+        version = str(logged.registered_model_version)
+        client = MlflowClient(tracking_uri)
+        for k, v in tags.items():
+            client.set_model_version_tag(register, version, k, v)
+        out.update(version=version, registered_uri=f"models:/{register}/{version}")
+    return out
+
+
+def score_tags(val: dict[str, dict[str, float]], test: dict[str, dict[str, float]],
+               main_metric: dict[str, str]) -> dict[str, str]:
+    """``val/<task>/<metric>`` and ``test/<task>/<metric>`` of each task's main metric."""
+    tags = {}
+    for t, m in main_metric.items():
+        for split, scores in (("val", val), ("test", test)):
+            if m in scores.get(t, {}):
+                tags[f"{split}/{t}/{m}"] = f"{scores[t][m]:.6g}"
+    return tags
