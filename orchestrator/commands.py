@@ -157,12 +157,17 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
     phases = {**out.phases, "report": time.perf_counter() - t0}
     if as_json:
         json.dump({"name": out.name, "parent_run_id": out.parent_run_id, "trials": out.trials, "best": out.best,
-                   "model": out.model, "phases": phases}, sys.stdout, indent=2, default=str)
+                   "model": out.model, "importance": out.importance, "dashboard": out.dashboard, "phases": phases},
+                  sys.stdout, indent=2, default=str)
         print()
         return 0
     from orchestrator.report.terminal import print_search
 
     print_search(out.name, out.parent_run_id, out.objective, out.trials, out.best)
+    if out.importance:
+        out_console().print("parameter importance (Optuna): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(out.importance.items(), key=lambda kv: -kv[1])))
+    out_console().print(f"Optuna study: {out.dashboard}", markup=False)
     if out.model is not None:
         out_console().print(model_lines(out.model, cfg.mlflow.tracking_uri))
     out_console().print(f"report: {folder / 'report.md'} (also on the MLflow parent run, under report/)")

@@ -37,6 +37,8 @@ class SearchConfig(_Strict):
     scheduler: Literal["asha", "fifo"] = "asha"
     max_concurrent: Annotated[int, Ge(1)] | None = None
     max_failures: Annotated[int, Ge(0)] = 1
+    storage: str = Field(default="sqlite:///optuna.db", min_length=1)  # the Optuna study's RDB URL
+    warm_start: str | None = Field(default=None, min_length=1)  # seed with this earlier study's finished trials
 
 
 class ResourcesConfig(_Strict):

@@ -76,9 +76,10 @@ class Predictor:
         spec = RunSpec.from_dict(self.meta["run"])
         self.spec = spec
         self.tasks: dict[str, dict[str, Any]] = self.meta["tasks"]
-        config = AutoConfig.from_pretrained(folder / "encoder")
+        # remote code as the user trained with it: off unless they asked
+        config = AutoConfig.from_pretrained(folder / "encoder", trust_remote_code=spec.encoder.trust_remote_code)
         kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
-        base = AutoModel.from_config(config, **kwargs)
+        base = AutoModel.from_config(config, trust_remote_code=spec.encoder.trust_remote_code, **kwargs)
         encoders = sharing_mode(spec.train.sharing).encoders(base, list(self.tasks), spec.train)
         self.types = {t: task_type(m["type"]) for t, m in self.tasks.items()}
         model = MultiTaskModel(encoders, self.types, {t: m["num_labels"] for t, m in self.tasks.items()},
@@ -86,7 +87,8 @@ class Predictor:
         model.load_state_dict(torch.load(folder / WEIGHTS_FILE, weights_only=True, map_location="cpu"))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer",
+                                                       trust_remote_code=spec.encoder.trust_remote_code)
         self.max_length = spec.encoder.max_length
 
     def check(self, tasks: Sequence[str] | None, has_pairs: bool) -> list[str]:

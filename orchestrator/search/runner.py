@@ -25,6 +25,7 @@ from orchestrator.runtime.progress import Progress
 from orchestrator.runtime.session import open_parent
 from orchestrator.runtime.trial import trial_params
 from orchestrator.runtime.tuner import run_grid, run_tuner, trial_context
+from orchestrator.search import study
 from orchestrator.search.model import log_best_model, model_trial
 from orchestrator.search.objectives import OBJECTIVES, Objective, best_trial, make_objective
 from orchestrator.store import tracking
@@ -47,6 +48,8 @@ class SearchOutcome:
     storage: str = ""
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the driver's work
     model: dict[str, Any] | None = None  # the logged (and registered) model: its URIs and version
+    importance: dict[str, float] = field(default_factory=dict)  # Optuna's parameter importance
+    dashboard: str = ""  # the optuna-dashboard command that shows the study
 
 
 class Clock:
@@ -112,9 +115,14 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     tasks = list(cfg.tasks)
     objective = make_objective(cfg.search.objective, tuple(tasks), {t: i.main_metric for t, i in info.items()},
                                {t: i.higher_is_better for t, i in info.items()}, target=cfg.search.target)
+    url = study.storage_url(cfg)
+    optuna_storage = study.open_storage(url)
+    ident = study.identity(space, objective)
+    warm = study.check(cfg, optuna_storage, resume=resume, ident=ident)
     tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
-            "mtlo.objective": cfg.search.objective, "mtlo.space": space.source}
-    clock.mark("checks")  # the config, the space, every task's data (tokenized once)
+            "mtlo.objective": cfg.search.objective, "mtlo.space": space.source,
+            "mtlo.optuna_storage": url, "mtlo.optuna_study": cfg.name}
+    clock.mark("checks")  # the config, the space, every task's data (tokenized once), the Optuna storage
     parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
                          tags=tags)
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
@@ -176,7 +184,11 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     from search_spaces import RunKey, define_by_run
 
     searcher = Searcher(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
-                        mode=modes if multi else "max", sampler=sampler, key=RunKey(run))
+                        mode=modes if multi else "max", sampler=sampler, key=RunKey(run),
+                        storage=optuna_storage, study_name=cfg.name)
+    seeded = study.seed(searcher.study, ident, warm, cfg.search.warm_start)
+    if seeded:
+        err_console.print(f"warm start: {seeded} finished trial(s) of study '{cfg.search.warm_start}' seed the sampler")
     scheduler = FIFOScheduler() if multi or cfg.search.scheduler == "fifo" else \
         ASHAScheduler(metric="objective", mode="max", time_attr="training_iteration",
                       max_t=cfg.train.epochs, grace_period=1, reduction_factor=2)
@@ -202,11 +214,14 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         client.log_metric(parent_id, "best/objective", float(best["objective"]))
         client.set_tag(parent_id, "mtlo.best_trial", best["trial_id"])
         client.set_tag(parent_id, "mtlo.best_run_id", best.get("run_id") or "")
+    importance = study.importance(optuna_storage, cfg.name)
+    tracking.log_metrics(client, parent_id, {f"importance/{k}": v for k, v in importance.items()})
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("FINISHED", "STOPPED", "FAILED", "DIVERGED")}
     tracking.log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
     client.set_terminated(parent_id, "FINISHED")
     clock.mark("record")
-    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases, model)
+    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases, model,
+                         importance, study.dashboard_command(url))
 
 
 def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objective: Objective

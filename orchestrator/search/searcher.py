@@ -1,5 +1,5 @@
-"""Optuna through Ray Tune: tolerant of a result without the objective, and no configuration
-trained twice.
+"""Optuna through Ray Tune: told each trial's best epoch, tolerant of a result without the
+objective, no configuration trained twice, and a study on disk that a kill leaves whole.
 
 A diverged trial's last result carries no objective (never a NaN); Ray's ``OptunaSearch``
 indexes the metric of every intermediate result and would fail on it. Here such a result
@@ -32,10 +32,29 @@ class Searcher(OptunaSearch):
     parameters themselves."""
 
     _key: Callable[[dict[str, Any]], Any] | None = None  # a class default: older saved searchers lack it
+    _best: dict[str, dict[str, float]] | None = None  # per running trial: its best epoch's values so far
 
     def __init__(self, *args: Any, key: Callable[[dict[str, Any]], Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._key = key
+
+    @property
+    def study(self) -> Any:
+        return self._ot_study
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's saved searcher, after a kill: a trial it asked for after its last save is in the
+        study on disk, RUNNING, and no Ray trial will ever tell it: it is failed (marked
+        ``mtlo.orphan``), so that the study holds every configuration once."""
+        super().restore(checkpoint_path)
+        study = self._ot_study
+        if study is None:
+            return
+        live = {ot.number for ot in self._ot_trials.values()}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number not in live:
+                study._storage.set_trial_user_attr(t._trial_id, "mtlo.orphan", True)
+                study.tell(t.number, state=TrialState.FAIL)
 
     def _trains(self, params: dict[str, Any]) -> Any:
         return params if self._key is None else self._key(params)
@@ -47,10 +66,27 @@ class Searcher(OptunaSearch):
         return 0 if study is None else sum(
             "mtlo.repeat_of" in t.user_attrs for t in study.get_trials(deepcopy=False))
 
+    def _metrics(self) -> list[str]:
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric or [])
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if result.get("objective") is not None:  # the trial's best epoch so far (the weights it keeps)
+            if self._best is None:
+                self._best = {}
+            best = self._best.get(trial_id)
+            if best is None or float(result["objective"]) > best["objective"]:
+                self._best[trial_id] = {k: result[k] for k in ["objective", *self._metrics()] if k in result}
         if isinstance(self.metric, str) and result.get(self.metric) is None:
             return
         super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Optuna is told a trial's value at its best epoch (what the search ranks and the
+        model kept), not at its last; a diverged trial stays without a value (pruned)."""
+        best = (self._best or {}).pop(trial_id, None)
+        if result and best and all(result.get(m) is not None for m in self._metrics()):
+            result = {**result, **{m: best[m] for m in self._metrics() if m in best}}
+        super().on_trial_complete(trial_id, result, error)
 
     def suggest(self, trial_id: str) -> dict | None:
         for attempt in range(MAX_REDRAWS + 1):

@@ -51,8 +51,50 @@ def test_split_is_deterministic_disjoint_and_seed_independent():
     a = load("rt", TaskSpec(source="builtin:rt_polarity"), seed=0, max_train_examples=None)
     _MEMORY.clear()
     b = load("rt", TaskSpec(source="builtin:rt_polarity"), seed=7, max_train_examples=None)
-    assert a.train.ids.equal(b.train.ids) and a.val.ids.equal(b.val.ids)
-    assert len(a.val) == round(8530 * 0.2) and len(a.train) == 8530 - len(a.val)
+    assert a.train.ids.equal(b.train.ids) and a.val.ids.equal(b.val.ids) and a.test.ids.equal(b.test.ids)
+    assert len(a.test) == round(8530 * 0.1)  # held out first, then validation from the rest
+    assert len(a.val) == round((8530 - len(a.test)) * 0.2) and len(a.train) == 8530 - len(a.test) - len(a.val)
+
+
+def test_the_test_split_is_held_out_and_fixed_for_a_builtin_task():
+    """Disjoint from training and validation (as example indices), the same under any task name,
+    seed, group or training-set cap; only validation depends on the task's name."""
+    from trainables.data import raw_splits
+
+    spec = TaskSpec(source="builtin:rt_polarity")
+    full = read_source("x", spec).train
+    index = {(t, y): i for i, (t, y) in enumerate(zip(full.texts, full.labels))}
+
+    def ids(split):
+        return {index[(t, y)] for t, y in zip(split.texts, split.labels)}
+
+    a = raw_splits("rt", spec, TrainSpec(max_train_examples=None))
+    b = raw_splits("movies", spec, TrainSpec(max_train_examples=100, seed=3))
+    assert ids(a.test) == ids(b.test) and len(ids(a.test)) == 853
+    assert not ids(a.test) & (ids(a.train) | ids(a.val)) and not ids(b.test) & (ids(b.train) | ids(b.val))
+    assert len(a.train) + len(a.val) + len(a.test) == len(full.texts)  # every example in one split
+
+
+def test_a_sources_own_test_split_or_file_is_used(tmp_path):
+    from trainables.data import raw_splits
+
+    frame = pd.DataFrame({"text": [f"good {i}" for i in range(20)], "label": [i % 2 for i in range(20)]})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.head(6).assign(text=[f"held {i}" for i in range(6)]).to_csv(tmp_path / "test.csv", index=False)
+    local = raw_splits("t", TaskSpec(source=f"csv:{tmp_path / 'train.csv'}", type="classification",
+                                     test=str(tmp_path / "test.csv")), TrainSpec())
+    assert local.test.texts == [f"held {i}" for i in range(6)] and len(local.train) + len(local.val) == 20
+    hf = raw_splits("t", TaskSpec(source=f"hf:{tmp_path}", type="classification"), TrainSpec())
+    assert sorted(hf.test.texts) == sorted(f"held {i}" for i in range(6))  # the folder's "test" split
+    assert len(hf.train) + len(hf.val) == 20
+    with pytest.raises(InputError, match=r"tasks\.t\.test_split: 'final' not in hf:.* \(splits: "):
+        raw_splits("t", TaskSpec(source=f"hf:{tmp_path}", type="classification", test_split="final"), TrainSpec())
+    with pytest.raises(InputError, match=r"tasks\.t\.test: file not found: .*nope\.csv"):
+        raw_splits("t", TaskSpec(source=f"csv:{tmp_path / 'train.csv'}", type="classification",
+                                 test=str(tmp_path / "nope.csv")), TrainSpec())
+    with pytest.raises(InputError, match=r"tasks\.t\.test_fraction=0\.01 leaves no test examples of 20"):
+        raw_splits("t", TaskSpec(source=f"csv:{tmp_path / 'train.csv'}", type="classification",
+                                 test_fraction=0.01), TrainSpec())
 
 
 def test_tokenized_data_is_cached_on_disk_and_reused():
@@ -103,11 +145,11 @@ def test_hf_source_through_load_dataset_on_local_files(tmp_path):
         .to_csv(tmp_path / "validation.csv", index=False)
     spec = TaskSpec(source=f"hf:{tmp_path}", type="classification", text="sentence")
     d = load("hf_folder", spec)
-    assert len(d.train) == 20 and len(d.val) == 6  # the source's own validation split is used
+    assert len(d.train) == 18 and len(d.val) == 6 and len(d.test) == 2  # its own validation; test from train
     spec = TaskSpec(source="hf:csv", type="classification", text="sentence",
                     data_files={"train": str(tmp_path / "train.csv")})
     d = load("hf_builder", spec)
-    assert len(d.train) + len(d.val) == 20
+    assert len(d.train) + len(d.val) + len(d.test) == 20
 
 
 @pytest.mark.parametrize(
