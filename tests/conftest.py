@@ -82,6 +82,25 @@ def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examp
     }
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray on loopback, shared by a test file's in-process searches and studies."""
+    import ray
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def tiny() -> dict:
     return tiny_config()

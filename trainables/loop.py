@@ -347,9 +347,10 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         report(row)
         if st.stopped is not None:
             break
-    assert st.best is not None and st.best_weights is not None
+    assert st.best is not None
     best = st.best
     if st.test is None:  # a resumed run that had already ended: its weights are the best epoch's
+        assert st.best_weights is not None
         model.load_state_dict(st.best_weights)
         st.test = evaluate(exp, split="test")
     return TrainResult(

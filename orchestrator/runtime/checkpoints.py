@@ -11,7 +11,8 @@ keeps its checkpoint (``--resume`` retries it from there).
 A search keeps the weights of its current top ``keep`` finished trials (``model.keep``,
 ranked by the best epoch's objective, the number the search ranks by): their last
 checkpoint loses ``state.pt`` and keeps ``model.pt``, until a better trial pushes one out
-of the top. Disk stays bounded by ``keep`` + the trials running. At the end the driver logs
+of the top. Any other finished trial's weights go as it finishes, so the trials holding
+weights are at most ``keep`` + the trials running. At the end the driver logs
 the best trial's weights as an MLflow model (orchestrator/search/model.py).
 
 A finished trial's checkpoints go only once the experiment state Ray saved (every 2 s, what
@@ -29,7 +30,7 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.display import err_console
-from orchestrator.runtime.trial import STATE_FILE
+from orchestrator.runtime.trial import MODEL_FILE, STATE_FILE
 
 CHECK_EVERY_S = 2.0  # Ray saves its experiment state every 2 s under mtlo (search/runner.py)
 
@@ -49,10 +50,25 @@ class DropFinishedCheckpoints(Callback):
         self.keep = keep
         self.dropped: set[str] = set()  # trials with no checkpoint left
         self.kept: set[str] = set()  # trials whose last checkpoint holds only their weights
+        self.unweighted: set[str] = set()  # finished trials whose weights are gone (out of the top)
         self.checked = 0.0
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: a restore looks again
-        return {"keep": self.keep, "dropped": set(), "kept": set(), "checked": 0.0}
+        return {"keep": self.keep, "dropped": set(), "kept": set(), "unweighted": set(), "checked": 0.0}
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The weights of finished trials outside the top ``keep`` go at once (their training state
+        waits for Ray's saved state, below): trials holding weights stay at most ``keep`` + the
+        trials running."""
+        finished = [t for t in trials if t.status == "TERMINATED" or t.trial_id == trial.trial_id]
+        top = self.top(finished)
+        try:
+            for t in finished:
+                if t.trial_id not in top and t.trial_id not in self.unweighted and t.trial_id not in self.dropped:
+                    drop_weights(t.storage.storage_filesystem, t.path)
+                    self.unweighted.add(t.trial_id)
+        except OSError as exc:  # housekeeping: never stop a study for it
+            err_console.print(f"[yellow]could not delete the weights of finished trials: {exc}[/yellow]")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self.checked >= CHECK_EVERY_S:
@@ -61,15 +77,14 @@ class DropFinishedCheckpoints(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._drop(trials)  # after Ray's last save of a search that ended; a crashed one's last save
 
-    def top(self, trials: list) -> set[str]:
-        """The ``keep`` finished trials with the best scores (ties: the earlier trial)."""
-        ranked = [(s, i, t.trial_id) for i, t in enumerate(trials)
-                  if t.status == "TERMINATED" and (s := trial_score(t)) is not None]
+    def top(self, finished: list) -> set[str]:
+        """The ``keep`` trials of ``finished`` with the best scores (ties: the earlier trial)."""
+        ranked = [(s, i, t.trial_id) for i, t in enumerate(finished) if (s := trial_score(t)) is not None]
         ranked.sort(key=lambda x: (-x[0], x[1]))
         return {tid for _, _, tid in ranked[: self.keep]}
 
     def _drop(self, trials: list) -> None:
-        top = self.top(trials)
+        top = self.top([t for t in trials if t.status == "TERMINATED"])
         finished = [t for t in trials if t.status == "TERMINATED" and t.trial_id not in self.dropped
                     and not (t.trial_id in self.kept and t.trial_id in top)]
         if not finished:
@@ -113,21 +128,37 @@ def saved_finished(fs: Any, experiment_dir: str) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
-def drop_checkpoints(fs: Any, trial_dir: str | None, *, last_keeps_weights: bool = False) -> int:
-    """Remove the ``checkpoint_*`` folders of a finished trial's folder ``trial_dir`` on the
-    pyarrow filesystem ``fs`` (Ray's storage: a local folder, or a cloud bucket); returns how
-    many. ``last_keeps_weights``: the newest stays, with its weights and without its training
-    state."""
+def _checkpoints(fs: Any, trial_dir: str | None) -> list[str]:
+    """The ``checkpoint_*`` folders of a trial's folder on the pyarrow filesystem ``fs`` (Ray's
+    storage: a local folder, or a cloud bucket), oldest first."""
     from pyarrow import fs as pafs
 
     if not trial_dir:
-        return 0
-    folders = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-                     if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+        return []
+    return sorted(info.path for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+                  if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+
+
+def _delete(fs: Any, path: str) -> None:
+    from pyarrow import fs as pafs
+
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def drop_weights(fs: Any, trial_dir: str | None) -> None:
+    """Remove the weights (``model.pt``) from every checkpoint of a finished trial."""
+    for folder in _checkpoints(fs, trial_dir):
+        _delete(fs, f"{folder}/{MODEL_FILE}")
+
+
+def drop_checkpoints(fs: Any, trial_dir: str | None, *, last_keeps_weights: bool = False) -> int:
+    """Remove the checkpoint folders of a finished trial's folder ``trial_dir``; returns how
+    many. ``last_keeps_weights``: the newest stays, with its weights and without its training
+    state."""
+    folders = _checkpoints(fs, trial_dir)
     if last_keeps_weights and folders:
-        last = folders.pop()
-        if fs.get_file_info(f"{last}/{STATE_FILE}").type == pafs.FileType.File:
-            fs.delete_file(f"{last}/{STATE_FILE}")
+        _delete(fs, f"{folders.pop()}/{STATE_FILE}")
     for path in folders:
         fs.delete_dir(path)
     return len(folders)

@@ -116,9 +116,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     objective = make_objective(cfg.search.objective, tuple(tasks), {t: i.main_metric for t, i in info.items()},
                                {t: i.higher_is_better for t, i in info.items()}, target=cfg.search.target)
     url = study.storage_url(cfg)
-    optuna_storage = study.open_storage(url)
     ident = study.identity(space, objective)
-    warm = study.check(cfg, optuna_storage, resume=resume, ident=ident)
+    warm = study.check(cfg, url, resume=resume, ident=ident)
     tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
             "mtlo.objective": cfg.search.objective, "mtlo.space": space.source,
             "mtlo.optuna_storage": url, "mtlo.optuna_study": cfg.name}
@@ -183,6 +182,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
         optuna.samplers.TPESampler(seed=cfg.train.seed)
     from search_spaces import RunKey, define_by_run
 
+    optuna_storage = study.open_storage(url)
     searcher = Searcher(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
                         mode=modes if multi else "max", sampler=sampler, key=RunKey(run),
                         storage=optuna_storage, study_name=cfg.name)

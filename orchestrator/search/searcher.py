@@ -69,20 +69,28 @@ class Searcher(OptunaSearch):
     def _metrics(self) -> list[str]:
         return [self.metric] if isinstance(self.metric, str) else list(self.metric or [])
 
+    def _track(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Remember the trial's best epoch so far (the weights it keeps)."""
+        if result.get("objective") is None:
+            return
+        if self._best is None:
+            self._best = {}
+        best = self._best.get(trial_id)
+        if best is None or float(result["objective"]) > best["objective"]:
+            self._best[trial_id] = {k: result[k] for k in ["objective", *self._metrics()] if k in result}
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if result.get("objective") is not None:  # the trial's best epoch so far (the weights it keeps)
-            if self._best is None:
-                self._best = {}
-            best = self._best.get(trial_id)
-            if best is None or float(result["objective"]) > best["objective"]:
-                self._best[trial_id] = {k: result[k] for k in ["objective", *self._metrics()] if k in result}
+        self._track(trial_id, result)
         if isinstance(self.metric, str) and result.get(self.metric) is None:
             return
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Optuna is told a trial's value at its best epoch (what the search ranks and the
-        model kept), not at its last; a diverged trial stays without a value (pruned)."""
+        model kept), not at its last; a diverged trial stays without a value (pruned). A trial's
+        last result comes only here, not through ``on_trial_result``."""
+        if result:
+            self._track(trial_id, result)
         best = (self._best or {}).pop(trial_id, None)
         if result and best and all(result.get(m) is not None for m in self._metrics()):
             result = {**result, **{m: best[m] for m in self._metrics() if m in best}}

@@ -11,6 +11,7 @@ objective (recorded on each study as ``mtlo.*`` user attributes, and compared).
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from orchestrator.config import Config, resolve_tracking_uri
@@ -40,13 +41,19 @@ def identity(space: Any, objective: Any) -> dict[str, str]:
             "mtlo.tasks": ",".join(sorted(objective.tasks)), "mtlo.target": objective.target or ""}
 
 
-def check(cfg: Config, storage: Any, *, resume: bool, ident: dict[str, str]) -> list[Any]:
-    """Before anything starts: a new search's study name is free; ``warm_start`` names a study
-    of the same space and objective. Returns the warm-start trials (finished ones)."""
+def _absent(url: str) -> bool:
+    """A sqlite storage whose file does not exist yet (opening it would create it)."""
+    return url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+
+
+def check(cfg: Config, url: str, *, resume: bool, ident: dict[str, str]) -> list[Any]:
+    """Before anything starts (and before a new sqlite file is made): a new search's study name
+    is free; ``warm_start`` names a study of the same space and objective. Returns the
+    warm-start trials (finished ones)."""
     import optuna
 
-    names = set(optuna.study.get_all_study_names(storage))
-    url = storage.url if hasattr(storage, "url") else cfg.search.storage
+    storage = None if _absent(url) else open_storage(url)
+    names = set(optuna.study.get_all_study_names(storage)) if storage is not None else set()
     if not resume and cfg.name in names:
         raise ConfigError(f"search.storage: {url} already holds an Optuna study named '{cfg.name}': use --resume "
                           "to continue that search, or give this one another name (--set name=...)")
@@ -56,6 +63,7 @@ def check(cfg: Config, storage: Any, *, resume: bool, ident: dict[str, str]) -> 
     if other not in names:
         raise ConfigError(f"search.warm_start: no study named '{other}' in {url} "
                           f"(studies: {', '.join(sorted(names)) or 'none'})")
+    assert storage is not None  # the study is in it
     study = optuna.load_study(study_name=other, storage=storage)
     theirs = {k: str(v) for k, v in study.user_attrs.items() if k in ident}
     differ = [k.removeprefix("mtlo.") for k, v in ident.items() if theirs.get(k) != v]

@@ -43,8 +43,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def written(folder: Path) -> list[str]:
-    """What a run may leave behind: an MLflow store, Ray's results, a report."""
-    names = ("mlflow.db", "mlruns", "ray_results", "reports")
+    """What a run may leave behind: an MLflow store, Ray's results, a report, an Optuna study."""
+    names = ("mlflow.db", "mlruns", "ray_results", "reports", "optuna.db")
     return sorted(str(p.relative_to(folder)) for n in names for p in folder.rglob(n))
 
 

@@ -48,9 +48,13 @@ def test_train_logs_one_complete_mlflow_run(config_file, tmp_path):
     out = mtlo("train", str(config_file), "--json", "--set", "train.seed=3", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)  # only JSON on stdout
-    assert set(result) == {"run_id", "tasks", "main_metric"}
+    assert set(result) == {"run_id", "tasks", "test", "main_metric", "model"}
     assert result["main_metric"] == {"rt": "accuracy", "ner": "f1"}
     assert set(result["tasks"]["ner"]) >= {"f1", "precision", "recall"}
+    assert set(result["test"]) == {"rt", "ner"} and set(result["test"]["rt"]) == {"accuracy", "macro_f1"}
+    cfg_name = yaml.safe_load(config_file.read_text())["name"]
+    assert result["model"]["registered_uri"] == f"models:/{cfg_name}/1"
+    assert result["model"]["run_uri"] == f"runs:/{result['run_id']}/model"
 
     from mlflow.tracking import MlflowClient
 

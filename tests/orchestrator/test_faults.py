@@ -61,9 +61,12 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     assert result["best"]["status"] == "FINISHED" and math.isfinite(result["best"]["objective"])
     assert "DIVERGED" in out.stderr and "retrying" in out.stderr  # the progress lines said so
     # a finished (or diverged) trial gave its checkpoints back; the failed one keeps its last,
-    # which --resume retries it from; every trial keeps its results
+    # which --resume retries it from; the best one (model.keep: 1) its weights alone; every trial
+    # keeps its results
     kept = {n for n, f in folders.items() if any(f.glob("checkpoint_*"))}
-    assert kept == {1}, kept
+    best = number[result["best"]["trial_id"]]
+    assert kept == {1, best}, (kept, best)
+    assert [p.name for p in folders[best].glob("checkpoint_*/*")] == ["model.pt"]
     assert all((f / "result.json").is_file() for f in folders.values())
 
     from mlflow.tracking import MlflowClient

@@ -8,7 +8,6 @@ starts: the corpus case tests/bad_inputs/config_mlflow_server_down.yaml.)
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import search_config
+from tests.conftest import free_port, search_config
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

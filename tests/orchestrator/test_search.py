@@ -4,7 +4,6 @@ Ray starts once for the module (a local 2-CPU instance); each test searches in i
 """
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ CONFIG = {
     "resources": {"cpus_per_trial": 1},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e"},
 }
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture
@@ -139,9 +128,11 @@ def test_cli_search_json(ray_local, workdir, capsys):
     rc, stdout, stderr = mtlo_main("search", str(path), "--json", cwd=workdir, capsys=capsys)
     assert rc == 0, stderr[-3000:]
     data = json.loads(stdout)  # stdout holds only the JSON
-    assert set(data) == {"name", "parent_run_id", "trials", "best", "phases"} and data["name"] == "cli"
+    assert set(data) == {"name", "parent_run_id", "trials", "best", "model", "importance", "dashboard",
+                         "phases"} and data["name"] == "cli"
+    assert data["model"]["registered_uri"] == "models:/cli/1" and data["importance"] == {}  # 2 trials: too few
     # the driver's own time per phase (no baselines to train for a target objective)
-    assert set(data["phases"]) == {"checks", "start", "baselines", "trials", "record", "report"}
+    assert set(data["phases"]) == {"checks", "start", "baselines", "trials", "model", "record", "report"}
     assert all(v >= 0 for v in data["phases"].values()) and data["phases"]["baselines"] < 1
     assert len(data["trials"]) == 2
     for t in data["trials"]:
@@ -266,6 +257,49 @@ def test_finished_checkpoints_go_once_the_saved_experiment_state_says_finished(t
     assert not (tmp_path / "b" / "checkpoint_000001").exists() and (tmp_path / "c" / "checkpoint_000001").is_dir()
 
 
+def test_the_best_trials_keep_their_weights_and_the_others_give_them_back(tmp_path):
+    """``model.keep: 1``: as a trial finishes, the weights of every finished trial outside the top
+    go; once Ray's saved state records it finished, the top one keeps ``model.pt`` alone, until
+    a better trial pushes it out."""
+    from types import SimpleNamespace
+
+    from pyarrow import fs
+
+    from orchestrator.runtime.checkpoints import DropFinishedCheckpoints
+
+    storage = SimpleNamespace(storage_filesystem=fs.LocalFileSystem(), experiment_fs_path=str(tmp_path))
+
+    def trial(tid, best, status="TERMINATED"):
+        for n in (1, 2):
+            folder = tmp_path / tid / f"checkpoint_00000{n}"
+            folder.mkdir(parents=True)
+            (folder / "model.pt").write_bytes(b"w")
+            (folder / "state.pt").write_bytes(b"s")
+        return SimpleNamespace(trial_id=tid, status=status, path=str(tmp_path / tid), storage=storage,
+                               last_result={"objective": best}, metric_analysis={"objective": {"max": best}})
+
+    def files(tid):
+        return sorted(str(p.relative_to(tmp_path / tid)) for p in (tmp_path / tid).rglob("*.pt"))
+
+    a, b = trial("a", 0.5), trial("b", 0.4)
+    keep = DropFinishedCheckpoints(keep=1)
+    keep.on_trial_complete(0, [a, b], b)
+    assert len(files("a")) == 4 and files("b") == ["checkpoint_000001/state.pt", "checkpoint_000002/state.pt"]
+    _state(tmp_path, "2026-12-02_10-00-00", {"a": "TERMINATED", "b": "TERMINATED"})
+    keep.on_experiment_end([a, b])
+    assert files("a") == ["checkpoint_000002/model.pt"] and files("b") == []
+    c = trial("c", 0.9)  # better: a's weights go as c finishes
+    keep.on_trial_complete(0, [a, b, c], c)
+    assert files("a") == [] and len(files("c")) == 4
+    _state(tmp_path, "2026-12-02_10-00-00", {"a": "TERMINATED", "b": "TERMINATED", "c": "TERMINATED"})
+    keep.on_experiment_end([a, b, c])
+    assert files("c") == ["checkpoint_000002/model.pt"] and not list((tmp_path / "a").glob("checkpoint_*"))
+    diverged = trial("d", 2.0)
+    diverged.last_result = {"diverged": 1}  # its earlier epochs scored high, but it is not ranked
+    keep.on_trial_complete(0, [a, b, c, diverged], diverged)
+    assert files("d") == ["checkpoint_000001/state.pt", "checkpoint_000002/state.pt"] and len(files("c")) == 1
+
+
 def test_a_checkpoint_that_cannot_be_deleted_does_not_stop_the_study(capsys):
     from types import SimpleNamespace
 
@@ -311,4 +345,5 @@ def test_pareto_search_reports_its_front(ray_local, workdir, capsys):
     t0 = trials[0]
     assert f"rt {t0['objective']['rt']:.4f} vader {t0['objective']['vader']:.4f}" in text  # not raw JSON
     run = client(workdir).get_run(t0["run_id"]).data.metrics
-    assert run["obj/rt"] == t0["objective"]["rt"] and run["obj/vader"] == t0["objective"]["vader"]
+    # each trial at its best epoch (the weights it kept), as Optuna was told
+    assert run["best_obj/rt"] == t0["objective"]["rt"] and run["best_obj/vader"] == t0["objective"]["vader"]

@@ -79,6 +79,17 @@ def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(
 
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{db}").list_artifacts(parents[0][0], "report")}
     assert {"report/report.md", "report/report.json"} <= artifacts
+    # the Optuna study on disk went on through the kills: each trial told once, with its best epoch's value
+    import optuna
+
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    told = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    client = MlflowClient(f"sqlite:///{db}")
+    best = sorted(client.get_run(rid).data.metrics["best/objective"] for rid in seen)
+    assert sorted(t.value for t in told) == pytest.approx(best, abs=1e-9), (told, best)
+    assert len({json.dumps(t.params, sort_keys=True) for t in told}) == 3
+    others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("mtlo.orphan") for t in others), others
 
 
 def test_a_search_ray_tune_stops_on_a_ray_error_goes_on_by_itself(tmp_path, monkeypatch):
@@ -95,7 +106,8 @@ def test_a_search_ray_tune_stops_on_a_ray_error_goes_on_by_itself(tmp_path, monk
     assert "Ray Tune stopped on a Ray error (OutOfMemoryError: injected fault" in said
     assert "going on from the saved state, as --resume would (1 of 3)" in said
     assert "failed" not in said.lower().replace("0 failed", "")  # the trial that had just finished was not retried
-    assert not list((tmp_path / "ray_results").rglob("checkpoint_*"))  # all finished: checkpoints given back
+    # all finished: checkpoints given back but for the best trial's weights (model.keep: 1)
+    assert [p.name for p in (tmp_path / "ray_results").rglob("checkpoint_*/*")] == ["model.pt"]
     rows = children(tmp_path / "mlflow.db")
     assert sorted((s, n) for _, s, n in rows) == [("FINISHED", 3)] * 3, rows
     con = sqlite3.connect(tmp_path / "mlflow.db")

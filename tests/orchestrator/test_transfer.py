@@ -3,7 +3,6 @@ the equal-budget rule, gains, the grouping and its confirmation by training, a r
 rebuilt from MLflow alone."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ CONFIG = {
     "resources": {"cpus_per_trial": 1},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "study"},
 }
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def write(tmp_path, **over):
