@@ -116,3 +116,27 @@ def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting):
     # resumed epochs are the uninterrupted run's epochs, number for number
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(full[1:])
+
+
+def test_the_run_keeps_its_best_epoch_and_scores_it_on_test_once():
+    """Only the last row holds test metrics: the best epoch's weights (chosen on validation),
+    which the model holds after fit; scoring them again gives the same numbers."""
+    from trainables import evaluate
+
+    cfg = tiny_config(epochs=3, lr=3e-3)
+    exp = build(cfg)
+    rows: list[dict] = []
+    result = fit(exp, rows.append)
+    assert [any(k.startswith("test/") for k in r) for r in rows] == [False, False, True]
+    assert result.test == {t: {m: rows[-1][f"test/{t}/{m}"] for m in ms} for t, ms in result.test.items()}
+    assert evaluate(exp, split="test") == result.test
+    assert evaluate(exp)["rt"] == result.metrics["rt"]  # the weights are the best epoch's, not the last's
+    assert result.objective == max(r["objective"] for r in rows)
+
+
+def test_a_score_chooses_the_best_epoch_and_the_weights_kept():
+    """A search ranks epochs by its own objective (``score``): the kept epoch follows it."""
+    rows: list[dict] = []
+    cfg = tiny_config(epochs=3, lr=3e-3)
+    result = fit(build(cfg), rows.append, score=lambda row: -row["epoch"])  # prefers the first epoch
+    assert result.best_epoch == 1 and result.metrics["rt"]["accuracy"] == rows[0]["val/rt/accuracy"]
