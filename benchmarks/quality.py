@@ -1,11 +1,13 @@
 """Quality: single-task and all-tasks hard sharing on five built-in tasks, MiniLM-L6,
-quickstart sizes, next to each task's majority-class (or mean-prediction) baseline.
+quickstart sizes, next to each task's majority-class (or mean-prediction) baseline, on
+validation (which chose each run's best epoch) and on the held-out test split (the best
+epoch's weights, scored once).
 
     .venv/bin/python -m benchmarks.quality [--seeds 0 1 2] [--out benchmarks/results/quality.json]
 
 The baseline predicts the most frequent training class (classification), the training
 mean (regression: Pearson is undefined for a constant, reported as 0) or "O" for every
-token (tagging: no spans, F1 0), scored on the same validation examples.
+token (tagging: no spans, F1 0), scored on the same examples.
 
 ``--variants``: instead, the five tasks together under the variants of ``VARIANTS`` (schedule,
 weighting, sharing, lr, epochs; the config with ``schedule: joint`` as the starting point), and
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainables import build, fit, train
+from trainables import TrainResult, build, fit, train
 from trainables.data import TaskData
 from trainables.loop import Experiment
 from trainables.tasks import task_type
@@ -33,10 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = ["rt", "vader", "trec", "sms", "ner"]
 
 
-def baseline(d: TaskData) -> dict[str, float]:
-    """Metrics of the constant predictor fitted on the training split."""
+def baseline(d: TaskData, split: str = "val") -> dict[str, float]:
+    """Metrics on ``split`` of the constant predictor fitted on the training split."""
     tt = task_type(d.type)
-    labels = d.val.labels
+    part = getattr(d, split)
+    labels = part.labels
     if d.type == "classification":
         majority = int(torch.mode(d.train.labels).values)
         return tt.metrics([torch.full_like(labels, majority)], [labels], d)
@@ -45,7 +48,7 @@ def baseline(d: TaskData) -> dict[str, float]:
         return tt.metrics([torch.full_like(labels, mean)], [labels], d)
     # tagging: "O" everywhere; labels are flat per token, metrics want (rows, tokens)
     o = d.label_names.index("O")
-    offs = d.val.offsets.tolist()
+    offs = part.offsets.tolist()
     rows = [labels[s:e] for s, e in zip(offs[:-1], offs[1:])]
     width = max(len(r) for r in rows)
     y = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -54,14 +57,14 @@ def baseline(d: TaskData) -> dict[str, float]:
     return tt.metrics([torch.where(y == -100, y, torch.full_like(y, o))], [y], d)
 
 
-def run(config: dict, tasks: list[str], seed: int) -> tuple[dict, Experiment]:
+def run(config: dict, tasks: list[str], seed: int) -> tuple[TrainResult, Experiment]:
     cfg = json.loads(json.dumps(config))
     cfg["tasks"] = {t: config["tasks"][t] for t in tasks}
     cfg["train"]["seed"] = seed
     exp = build(cfg)
     result = fit(exp, lambda row: print(f"  {tasks} seed {seed} epoch {row['epoch']}: "
                                         f"objective {row['objective']:.4f}", file=sys.stderr))
-    return result.metrics, exp
+    return result, exp
 
 
 VARIANTS = {
@@ -104,36 +107,42 @@ def main() -> None:
     if args.variants:
         variants(config, args.seeds)
         return
-    single: dict[str, list[float]] = {t: [] for t in TASKS}
-    joint: dict[str, list[float]] = {t: [] for t in TASKS}
-    base: dict[str, float] = {}
+    scores: dict[str, dict[str, dict[str, list[float]]]] = {  # task -> alone|joint -> val|test -> per seed
+        t: {k: {"val": [], "test": []} for k in ("alone", "joint")} for t in TASKS}
+    base: dict[str, dict[str, float]] = {}
     main_metric: dict[str, str] = {}
     for seed in args.seeds:
-        metrics, exp = run(config, TASKS, seed)
+        result, exp = run(config, TASKS, seed)
         for t in TASKS:
-            main_metric[t] = exp.main_metric[t]
-            joint[t].append(metrics[t][main_metric[t]])
-            base[t] = baseline(exp.data[t])[main_metric[t]]
+            m = main_metric[t] = exp.main_metric[t]
+            scores[t]["joint"]["val"].append(result.metrics[t][m])
+            scores[t]["joint"]["test"].append(result.test[t][m])
+            base[t] = {s: baseline(exp.data[t], s)[m] for s in ("val", "test")}
         for t in TASKS:
-            metrics, _ = run(config, [t], seed)
-            single[t].append(metrics[t][main_metric[t]])
+            result, _ = run(config, [t], seed)
+            scores[t]["alone"]["val"].append(result.metrics[t][main_metric[t]])
+            scores[t]["alone"]["test"].append(result.test[t][main_metric[t]])
     rows = []
     for t in TASKS:
-        rows.append({"task": t, "source": config["tasks"][t]["source"], "metric": main_metric[t],
-                     "baseline": round(base[t], 4),
-                     "single": [round(v, 4) for v in single[t]], "joint": [round(v, 4) for v in joint[t]],
-                     "single_mean": round(statistics.mean(single[t]), 4),
-                     "joint_mean": round(statistics.mean(joint[t]), 4)})
+        row: dict = {"task": t, "source": config["tasks"][t]["source"], "metric": main_metric[t],
+                     "baseline": {s: round(v, 4) for s, v in base[t].items()}}
+        for kind, by_split in scores[t].items():
+            for split, values in by_split.items():
+                row[f"{kind}_{split}"] = [round(v, 4) for v in values]
+                row[f"{kind}_{split}_mean"] = round(statistics.mean(values), 4)
+        rows.append(row)
     report = {"config": args.config, "seeds": args.seeds, "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
-    print("| task | source | main metric | majority / mean baseline | single-task | all 5 tasks, hard sharing |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| task | metric | baseline val / test | alone: validation | alone: test | all 5: validation | "
+          "all 5: test |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['task']} | {r['source']} | {r['metric']} | {r['baseline']:.3f} | "
-              f"{r['single_mean']:.3f} ({', '.join(f'{v:.3f}' for v in r['single'])}) | "
-              f"{r['joint_mean']:.3f} ({', '.join(f'{v:.3f}' for v in r['joint'])}) |")
+        cells = [f"{r[f'{k}_mean']:.3f} ({', '.join(f'{v:.3f}' for v in r[k])})"
+                 for k in ("alone_val", "alone_test", "joint_val", "joint_test")]
+        print(f"| {r['task']} | {r['metric']} | {r['baseline']['val']:.3f} / {r['baseline']['test']:.3f} | "
+              + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

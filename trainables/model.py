@@ -24,6 +24,11 @@ class MultiTaskModel(nn.Module):
         self.pooling = pooling
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.heads[task](self.encode(task, batch))
+
+    def encode(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What ``task``'s head reads: its encoder's output, pooled for sentence-level tasks
+        ((B, H)) or per token ((B, L, H)). Tasks sharing an encoder and a level read the same."""
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         hidden = self.encoders[task](**inputs).last_hidden_state  # (B, L, H)
         if not self.types[task].token_level:
@@ -32,7 +37,7 @@ class MultiTaskModel(nn.Module):
             else:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 hidden = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H)
-        return self.heads[task](hidden)
+        return hidden
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters that more than one task's encoder uses (what PCGrad operates on)."""

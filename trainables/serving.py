@@ -20,6 +20,7 @@ side never imports this module. An MLflow model is logged "from code"
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -116,33 +117,38 @@ class Predictor:
         chosen = self.check(tasks, pairs is not None)
         texts = [str(t) for t in texts]
         out: list[dict[str, Any]] = [{} for _ in texts]
+        # sentence-level tasks that share an encoder and read the same input share one forward pass
+        groups: dict[tuple[int, bool], list[str]] = {}
+        for t in chosen:
+            if self.tasks[t]["type"] != "tagging":
+                groups.setdefault((id(self.model.encoders[t]), self.tasks[t]["pair"]), []).append(t)
+        tagging = [t for t in chosen if self.tasks[t]["type"] == "tagging"]
         lengths = np.array([len(t) for t in texts])
         order = np.argsort(-lengths, kind="stable")  # similar lengths together: little padding
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size].tolist()
-            for t in chosen:
-                kind = self.tasks[t]["type"]
-                if kind == "tagging":
-                    self._tag(t, [texts[i] for i in idx], [out[i] for i in idx])
-                    continue
-                second = [str(pairs[i]) for i in idx] if self.tasks[t]["pair"] and pairs is not None else None
+            for (_, pair), group in groups.items():
+                second = [str(pairs[i]) for i in idx] if pair and pairs is not None else None
                 enc = self.tokenizer([texts[i] for i in idx], second, truncation=True, max_length=self.max_length,
                                      padding=True, return_tensors="pt")
-                if not self.tasks[t]["pair"]:
+                if not pair:
                     enc.pop("token_type_ids", None)
-                logits = self._forward(t, enc).float()
-                for row, i in enumerate(idx):
-                    out[i][t] = self._decode(t, logits[row])
+                for t, logits in self._logits(group, enc).items():
+                    for row, i in enumerate(idx):
+                        out[i][t] = self._decode(t, logits[row])
+            for t in tagging:
+                self._tag(t, [texts[i] for i in idx], [out[i] for i in idx])
             if on_batch is not None:
                 on_batch(len(idx))
         return out
 
-    def _forward(self, task: str, enc: Any) -> torch.Tensor:
+    def _logits(self, tasks: list[str], enc: Any) -> dict[str, torch.Tensor]:
+        """Each task's logits (float32) for one tokenized batch; ``tasks`` share their encoder."""
         batch = {k: v.to(self.device) for k, v in enc.items()}
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.model(task, batch)
-        return self.model(task, batch)
+        bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()  # as training evaluates
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            hidden = self.model.encode(tasks[0], batch)
+            return {t: self.model.heads[t](hidden).float() for t in tasks}
 
     def _decode(self, task: str, logits: torch.Tensor) -> dict[str, Any]:
         meta = self.tasks[task]
@@ -157,7 +163,7 @@ class Predictor:
         enc = self.tokenizer([[w for w, _, _ in ws] or [""] for ws in words], is_split_into_words=True,
                              truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         enc.pop("token_type_ids", None)
-        pred = self._forward(task, enc).argmax(-1).cpu()
+        pred = self._logits([task], enc)[task].argmax(-1).cpu()
         names = self.tasks[task]["labels"]
         for row, (ws, text) in enumerate(zip(words, texts)):
             tags = ["O"] * len(ws)  # words cut off by max_length are tagged O

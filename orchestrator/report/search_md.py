@@ -31,10 +31,20 @@ def search_markdown(res: dict[str, Any], figures: list[str]) -> str:
             lines.append(f"| {t['trial_id']} | {objs} | {params} |")
     best = res.get("best")
     if best and best["scores"]:
-        lines += ["", f"Best trial `{best['trial_id']}` (MLflow run `{best['run_id']}`), per task at its best epoch:",
-                  "", "| task | metrics |", "| --- | --- |"]
-        lines += [f"| {task} | " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(ms.items())) + " |"
+        test = best.get("test") or {}
+        lines += ["", f"Best trial `{best['trial_id']}` (MLflow run `{best['run_id']}`), per task at its best epoch "
+                  f"({best.get('best_epoch', '?')}): validation chose it; test is held out and ranks nothing.",
+                  "", "| task | validation | test |", "| --- | --- | --- |"]
+        lines += [f"| {task} | " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(ms.items())) + " | "
+                  + (", ".join(f"{k}={v:.4f}" for k, v in sorted(test.get(task, {}).items())) or "-") + " |"
                   for task, ms in sorted(best["scores"].items())]
+    if res.get("model"):
+        lines += ["", f"Model: `{res['model']}` (`mtlo predict {res['model']} INPUT.csv`; docs/models.md)."]
+    if res.get("importance"):
+        lines += ["", "Parameter importance (Optuna): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(res["importance"].items(), key=lambda kv: -kv[1])) + "."]
+    if res.get("dashboard"):
+        lines += ["", f"The Optuna study: `{res['dashboard']}`."]
     retried = [t for t in trials if t["retries"]]
     if bad or retried:
         lines += ["", "Trials that failed, diverged or were retried:", "",
