@@ -184,30 +184,25 @@ def _split(name: str, spec: TaskSpec, raw: RawTask, train: TrainSpec) -> tuple[R
     """(train, validation, test). The test split is the source's own, or a fixed fraction of its
     examples (``tasks.<name>.test_fraction``), held out before validation is carved from the
     rest; a built-in task's is the same under any task name."""
+    def hold_out(pool: RawSplit, fraction: float, salt: str, field: str, what: str) -> tuple[RawSplit, RawSplit]:
+        """(held out, rest): a fixed ``fraction`` of ``pool``, by a permutation seeded by ``salt``."""
+        perm = _permutation(len(pool), salt)
+        n = int(round(len(perm) * fraction))
+        if n < 1 or n >= len(perm):
+            raise InputError(f"task '{name}': {field}={fraction} leaves no {what if n < 1 else 'training'} "
+                             f"examples of {len(perm)} in {raw.origin}")
+        return pool.subset(sorted(perm[:n])), pool.subset(sorted(perm[n:]))
+
     pool = raw.train
     if raw.test is not None:
         te = raw.test
     else:
         salt = spec.source if spec.source.startswith("builtin:") else name
-        perm = _permutation(len(pool), f"{salt}:test")
-        n_test = int(round(len(perm) * spec.test_fraction))
-        if n_test < 1 or n_test >= len(perm):
-            raise InputError(
-                f"task '{name}': tasks.{name}.test_fraction={spec.test_fraction} leaves no "
-                f"{'test' if n_test < 1 else 'training'} examples of {len(perm)} in {raw.origin}"
-            )
-        te, pool = pool.subset(sorted(perm[:n_test])), pool.subset(sorted(perm[n_test:]))
+        te, pool = hold_out(pool, spec.test_fraction, f"{salt}:test", f"tasks.{name}.test_fraction", "test")
     if raw.validation is not None:
         tr, va = pool, raw.validation
     else:
-        perm = _permutation(len(pool), f"{name}:split")
-        n_val = int(round(len(perm) * train.val_fraction))
-        if n_val < 1 or n_val >= len(perm):
-            raise InputError(
-                f"task '{name}': train.val_fraction={train.val_fraction} leaves no "
-                f"{'validation' if n_val < 1 else 'training'} examples of {len(perm)} in {raw.origin}"
-            )
-        va, tr = pool.subset(sorted(perm[:n_val])), pool.subset(sorted(perm[n_val:]))
+        va, tr = hold_out(pool, train.val_fraction, f"{name}:split", "train.val_fraction", "validation")
     if len(va) == 0:
         raise InputError(f"task '{name}': validation split of {raw.origin} is empty")
     if train.max_train_examples is not None and len(tr) > train.max_train_examples:

@@ -169,25 +169,20 @@ def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
             f"task '{task}': tasks.{task}.train_split: '{spec.train_split}' not in {origin} "
             f"(splits: {', '.join(ds)})"
         )
-    val_name = spec.validation_split
-    if val_name is None and "validation" in ds:
-        val_name = "validation"
-    elif val_name is not None and val_name not in ds:
-        raise InputError(
-            f"task '{task}': tasks.{task}.validation_split: '{val_name}' not in {origin} "
-            f"(splits: {', '.join(ds)})"
-        )
+    def pick(asked: str | None, default: str, field: str) -> str | None:
+        """The split ``field`` names, else ``default`` when the source has it."""
+        if asked is None:
+            return default if default in ds else None
+        if asked not in ds:
+            raise InputError(f"task '{task}': tasks.{task}.{field}: '{asked}' not in {origin} "
+                             f"(splits: {', '.join(ds)})")
+        return asked
+
+    val_name = pick(spec.validation_split, "validation", "validation_split")
     if spec.test is not None:
         raise InputError(f"task '{task}': tasks.{task}.test: a test file is for local sources; "
                          "an hf source names its split with test_split")
-    test_name = spec.test_split
-    if test_name is None and "test" in ds:
-        test_name = "test"
-    elif test_name is not None and test_name not in ds:
-        raise InputError(
-            f"task '{task}': tasks.{task}.test_split: '{test_name}' not in {origin} "
-            f"(splits: {', '.join(ds)})"
-        )
+    test_name = pick(spec.test_split, "test", "test_split")
     if test_name is not None and test_name in (spec.train_split, val_name):
         raise InputError(f"task '{task}': tasks.{task}.test_split: '{test_name}' is also the training or "
                          "validation split; the test split must be held out")
