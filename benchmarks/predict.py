@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     full = yaml.safe_load(Path(args.config).read_text())
     config = {k: full[k] for k in ("encoder", "tasks", "train")}
     config["train"]["max_eval_examples"] = None  # every test example
