@@ -18,6 +18,7 @@ from orchestrator.report.text import (
     noisy_note,
     pct,
     runs_text,
+    test_clause,
     zero_note,
 )
 from orchestrator.transfer.shapes import GroupingRow, TransferResult
@@ -57,7 +58,7 @@ def _grouping_text(gr: GroupingRow) -> str:
     if not gr["groups"]:
         return f"not available: {gr.get('note', 'too few runs')}"
     return "  |  ".join("+".join(g) for g in gr["groups"]) + f"  total gain {_pct(gr['score'])} " \
-        f"(measured{ci_clause(gr.get('ci'))})"
+        f"(measured on validation{ci_clause(gr.get('ci'))}{test_clause(gr)})"
 
 
 def print_transfer(out: TransferResult) -> None:

@@ -4,6 +4,7 @@ a study's figures can and cannot say, and the command that checks a grouping on 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.transfer.analysis import MIN_SEEDS, NOISY_BASELINE_CV
@@ -82,6 +83,13 @@ def ci_text(ci: list[float] | None, sep: str = " to ") -> str:
 def ci_clause(ci: list[float] | None) -> str:
     """", 95% CI a to b" for a grouping's interval over seeds (empty without one)."""
     return f", 95% CI {pct(ci[0])} to {pct(ci[1])}" if ci else ""
+
+
+def test_clause(gr: Mapping[str, Any]) -> str:
+    """"; on the held-out test split +x% (95% CI ...)" for a grouping (empty without test scores)."""
+    if gr.get("test") is None:
+        return ""
+    return f"; on the held-out test split {pct(gr['test'])}{ci_clause(gr.get('test_ci'))}"
 
 
 def num(v: float | None) -> str:

@@ -14,6 +14,7 @@ from orchestrator.report.text import (
     num,
     pct,
     runs_text,
+    test_clause,
     zero_note,
 )
 from orchestrator.transfer.shapes import GainRow, RunRow, TransferResult
@@ -139,7 +140,8 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
         seeds = ", ".join(map(str, res["seeds"]))
         sets = "**" + "**, **".join(" + ".join(g) for g in ck["groups"]) + "**"
         lines.append(f"{sets} (each task in its best given set, a task in none alone): total gain "
-                     f"{pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}), against baselines "
+                     f"{pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}{test_clause(ck)}), "
+                     "against baselines "
                      "trained at the same seeds." if ck["groups"]
                      else f"Not available: {ck.get('note', 'too few runs')}.")
     gr = res["grouping"]
@@ -149,8 +151,8 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
     else:
         lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
                      + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
-                     + f"; total gain {pct(gr['score'])} (measured{ci_clause(gr.get('ci'))} over seeds); "
-                     + _confirmation(res))
+                     + f"; total gain {pct(gr['score'])} (measured on validation{ci_clause(gr.get('ci'))} over seeds"
+                     + f"{test_clause(gr)}); " + _confirmation(res))
         check = check_command(res)
         if check:
             lines += ["", "It is the best of the trained groups *on these seeds*, so part of its lead over the "

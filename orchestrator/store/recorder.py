@@ -196,7 +196,7 @@ class MlflowTrials(Callback):
         with tempfile.TemporaryDirectory(prefix="mtlo-") as tmp:
             run = trial_run(self.ctx, trial.config)
             Path(tmp, "trial_config.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
-            final = {k: v for k, v in last.items() if k.startswith(("val/", "objective", "obj/"))}
+            final = {k: v for k, v in last.items() if k.startswith(("val/", "test/", "objective", "obj/"))}
             Path(tmp, "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
             self.client.log_artifacts(rid, tmp)
         best = self.best.get(trial.trial_id)

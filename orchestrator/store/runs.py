@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.errors import ConfigError
@@ -45,6 +45,7 @@ class Run:
     best_epoch: int = 0
     run_id: str | None = None
     curve: tuple[tuple[int, float], ...] = ()  # single-task runs: (steps, score) at every epoch
+    test: Mapping[str, float] = field(default_factory=dict)  # the best epoch's weights on the test split
 
 
 # -- reading MLflow -----------------------------------------------------------------------------
@@ -81,9 +82,11 @@ def study_runs(children: list[Any], main_metric: Mapping[str, str]) -> list[Run]
         scores = {t: metrics.get(f"best/{t}/{main_metric[t]}") for t in group if t in main_metric}
         if any(v is None for v in scores.values()):
             continue
+        test = {t: metrics[f"test/{t}/{main_metric[t]}"] for t in group
+                if t in main_metric and f"test/{t}/{main_metric[t]}" in metrics}
         out.append(Run(group, int(tags.get("mtlo.seed", 0)), scores,  # type: ignore[arg-type]
                        steps=int(metrics.get("best_step", 0)), best_epoch=int(metrics.get("best_epoch", 0)),
-                       run_id=r.info.run_id))
+                       run_id=r.info.run_id, test=test))
     return out
 
 

@@ -21,7 +21,7 @@ import math
 import statistics
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator.store.runs import ZERO_BASELINE, Group, Run, group_of, relative_gain
 from orchestrator.transfer.shapes import GainRow, GroupingRow, StatsRow
@@ -208,11 +208,14 @@ class Grouping:
     confirmed: bool = False
     note: str = ""
     ci: tuple[float, float] | None = None  # of score, over seeds (grouping_interval)
+    test: float | None = None  # the same assignment's total gain on the held-out test split
+    test_ci: tuple[float, float] | None = None
 
     def as_dict(self) -> GroupingRow:
         out: GroupingRow = {"groups": self.groups, "score": None if math.isnan(self.score) else self.score,
                "ci": list(self.ci) if self.ci else None,
-               "method": self.method, "confirmed": self.confirmed, "assignment": self.assignment}
+               "method": self.method, "confirmed": self.confirmed, "assignment": self.assignment,
+               "test": self.test, "test_ci": list(self.test_ci) if self.test_ci else None}
         if self.note:
             out["note"] = self.note
         return out
@@ -240,6 +243,18 @@ def grouping_totals(runs: Iterable[Run], assignment: Mapping[str, Sequence[str]]
         else:
             totals[seed] = total
     return totals
+
+
+def on_test(grouping: Grouping, runs: Iterable[Run], higher_is_better: Mapping[str, bool]) -> Grouping:
+    """``grouping`` (chosen on validation) with its total gain on the held-out test split: the
+    same assignment scored on each run's test scores, at the seeds where every run has them."""
+    test_runs = [replace(r, scores=r.test) for r in runs if r.test and set(r.test) == set(r.scores)]
+    totals = list(grouping_totals(test_runs, grouping.assignment, higher_is_better).values()) \
+        if grouping.assignment else []
+    if totals:
+        grouping.test = sum(totals) / len(totals)
+        grouping.test_ci = t_interval(totals)
+    return grouping
 
 
 def t_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float] | None:

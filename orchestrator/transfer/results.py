@@ -77,6 +77,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
             len(g) == 1 or all((tuple(g), t) in measured or (t in zero and tuple(g) in trained) for t in g)
             for g in proposed.groups)
         grouping.ci = an.grouping_interval(runs, grouping.assignment, study.higher_is_better)
+        an.on_test(grouping, runs, study.higher_is_better)
     except ValueError as exc:  # too few runs so far (a study still running or interrupted)
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
@@ -99,8 +100,8 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "grouping": grouping.as_dict(),
         "checked": checked.as_dict() if checked is not None else None,
         "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs), "planned": study.planned},
-        "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "best_step": r.steps,
-                  "run_id": r.run_id} for r in runs],
+        "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "test": dict(r.test),
+                  "best_step": r.steps, "run_id": r.run_id} for r in runs],
     }
 
 
@@ -116,7 +117,7 @@ def checked_grouping(study: Study, runs: list[an.Run], table: dict[an.Group, dic
         return an.Grouping([], math.nan, method="groups", note=str(exc))
     out.method = "groups"
     out.ci = an.grouping_interval(runs, out.assignment, study.higher_is_better)
-    return out
+    return an.on_test(out, runs, study.higher_is_better)
 
 
 def to_confirm(result: TransferResult, failed: list[FailedRun] | None = None) -> list[list[str]]:

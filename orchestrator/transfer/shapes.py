@@ -32,6 +32,8 @@ class GroupingRow(TypedDict, total=False):
     confirmed: bool  # every group the estimates propose was trained
     assignment: dict[str, list[str]]  # task -> the group it is scored in
     note: str  # why it is not available
+    test: float | None  # the same grouping's total gain on the held-out test split (chosen on validation)
+    test_ci: list[float] | None
 
 
 class CostRow(TypedDict):
@@ -43,7 +45,8 @@ class CostRow(TypedDict):
 class RunRow(TypedDict):
     group: list[str]
     seed: int
-    scores: dict[str, float]
+    scores: dict[str, float]  # validation, at the best epoch
+    test: dict[str, float]  # the best epoch's weights on the test split
     best_step: int
     run_id: str | None
 

@@ -290,10 +290,32 @@ def test_grouping_interval_by_hand():
     assert ck.score == pytest.approx(mean - 1 / 3)
     lo, hi = ck.ci  # per seed: 0.2 - 1/3, 0.24 - 1/3, 0.18 - 1/3: the same spread as above
     assert lo == pytest.approx(mean - 1 / 3 - half, rel=1e-5) and hi == pytest.approx(mean - 1 / 3 + half, rel=1e-5)
+    assert ck.test is None  # these runs have no test scores
     missing = replace(study, groups=[["a", "c"]])  # never trained: no score, a note
     assert checked_grouping(missing, runs_c, gain_table(["a", "b", "c"], gains(runs_c, hib))).groups == []
     # a seed that lacks a run is left out; fewer than two seeds: no interval
     assert grouping_interval(runs[:1] + runs[3:4] + runs[6:7], {"a": ["a", "b"]}, {"a": True}) is None
+
+
+def test_the_grouping_chosen_on_validation_is_scored_on_test_by_hand():
+    """The same assignment on each run's test scores, relative to a's mean test baseline 0.52:
+    seed 0: (0.7-0.5)/0.52; seed 1: (0.54-0.54)/0.52 = 0; b alone counts 0. A run without test
+    scores is left out, and so is its seed."""
+    from dataclasses import replace
+
+    from orchestrator.transfer.analysis import Grouping, on_test
+
+    runs = [Run(("a",), 0, {"a": 0.1}, test={"a": 0.5}), Run(("a",), 1, {"a": 0.1}, test={"a": 0.54}),
+            Run(("b",), 0, {"b": 0.1}, test={"b": 0.3}), Run(("b",), 1, {"b": 0.1}, test={"b": 0.3}),
+            Run(("a", "b"), 0, {"a": 0.1, "b": 0.1}, test={"a": 0.7, "b": 0.1}),
+            Run(("a", "b"), 1, {"a": 0.1, "b": 0.1}, test={"a": 0.54, "b": 0.1})]
+    hib = {"a": True, "b": True}
+    g = on_test(Grouping([["a", "b"]], 0.0, {"a": ["a", "b"], "b": ["b"]}), runs, hib)
+    assert g.test == pytest.approx(0.2 / 0.52 / 2) and g.test_ci is not None
+    assert g.as_dict()["test"] == pytest.approx(0.2 / 0.52 / 2)
+    g = on_test(Grouping([["a", "b"]], 0.0, {"a": ["a", "b"], "b": ["b"]}), [*runs[:5], replace(runs[5], test={})],
+                hib)
+    assert g.test == pytest.approx(0.2 / 0.52) and g.test_ci is None  # one seed left: no interval
 
 
 def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
@@ -308,14 +330,17 @@ def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
            "cost": {"trials": 21, "train_steps": 900}}
     print_transfer(out)
     text = " ".join(capsys.readouterr().out.split())
-    assert "a+b | c total gain +12.0% (measured, 95% CI +2.0% to +22.0%)" in text
+    assert "a+b | c total gain +12.0% (measured on validation, 95% CI +2.0% to +22.0%)" in text
+    print_transfer({**out, "grouping": {**out["grouping"], "test": 0.05, "test_ci": [-0.01, 0.11]}})
+    assert "+12.0% (measured on validation, 95% CI +2.0% to +22.0%; on the held-out test split +5.0%, 95% CI " \
+           "-1.0% to +11.0%)" in " ".join(capsys.readouterr().out.split())
     assert "to check it on new seeds: mtlo transfer CONFIG --groups a+b --seeds 3 --set train.seed=3 " \
            "--set name=five-check" in text
     print_transfer({**out, "method": "groups"})  # a check study: nothing more to check
     assert "to check it" not in capsys.readouterr().out
     print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None}})
     text = " ".join(capsys.readouterr().out.split())
-    assert "(measured)" in text and "to check it" not in text  # every task alone: no group to check
+    assert "(measured on validation)" in text and "to check it" not in text  # every task alone: no group to check
     assert "Noisy baselines" not in text and "seed(s): a gain or loss" not in text
     print_transfer({**out, "seeds": [0, 1]})  # fewer seeds than the test needs: said, not left to guess
     text = " ".join(capsys.readouterr().out.split())
