@@ -249,3 +249,33 @@ def test_disk_holds_at_most_keep_plus_running_models(searched):
     assert peak["files"] <= 1 + 2 * CONCURRENT, peak
     left = list((searched["work"] / "ray_results" / NAME).rglob("model.pt"))
     assert len(left) == 1 and not list((searched["work"] / "ray_results" / NAME).rglob("state.pt"))
+
+
+def test_a_warm_start_seeds_a_new_search_with_the_earlier_study(searched):
+    """``search.warm_start``: the new study holds the earlier one's finished trials (marked with
+    where they came from) before its own; a search that names no such study is refused."""
+    import optuna
+
+    work = searched["work"]
+    from orchestrator import cli
+
+    old = os.getcwd()
+    os.chdir(work)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            rc = cli.main(["search", "c.yaml", "--json", "--set", "name=warm", "--set", f"search.warm_start={NAME}",
+                           "--set", "search.num_samples=2", "--set", "model.log=false"])
+    finally:
+        os.chdir(old)
+    assert rc == 0
+    out = json.loads(buf.getvalue())
+    assert len(out["trials"]) == 2 and out["model"] is None
+    url = f"sqlite:///{work / 'optuna.db'}"
+    earlier = optuna.load_study(study_name=NAME, storage=url)
+    study = optuna.load_study(study_name="warm", storage=url)
+    done = [t for t in earlier.trials if t.state == optuna.trial.TrialState.COMPLETE and "mtlo.repeat_of" not in
+            t.user_attrs]
+    seeded = [t for t in study.trials if "mtlo.warm_start_from" in t.user_attrs]
+    assert [(t.params, t.value) for t in seeded] == [(t.params, t.value) for t in done]
+    assert study.trials[: len(seeded)] == seeded and len(study.trials) >= len(seeded) + 2
