@@ -245,6 +245,7 @@ def test_disk_holds_at_most_keep_plus_running_models(searched):
     (a running trial's newest checkpoint is written before Ray deletes its previous one, so
     the file count may briefly show one more per running trial); at the end only the kept one."""
     peak = searched["peak"]
+    print(f"peak during the search: {peak['trials']} trials holding weights, {peak['files']} model.pt files")
     assert 1 <= peak["trials"] <= 1 + CONCURRENT, peak
     assert peak["files"] <= 1 + 2 * CONCURRENT, peak
     left = list((searched["work"] / "ray_results" / NAME).rglob("model.pt"))
