@@ -62,7 +62,8 @@ def measure(exp, folder: Path, texts: list[str], repeats: int) -> dict:
         times["evaluate"].append(time.perf_counter() - t0)
     predict_s, eval_s = statistics.median(times["predict"]), statistics.median(times["evaluate"])
     return {"tasks": exp.tasks, "predict_texts": len(texts), "evaluate_examples": n_eval,
-            "predict_s": [round(t, 3) for t in times["predict"]], "evaluate_s": [round(t, 3) for t in times["evaluate"]],
+            "predict_s": [round(t, 3) for t in times["predict"]],
+            "evaluate_s": [round(t, 3) for t in times["evaluate"]],
             "predict_per_s": round(len(texts) / predict_s, 1), "evaluate_per_s": round(n_eval / eval_s, 1)}
 
 
