@@ -144,8 +144,15 @@ def loopback_unless(address: str | None) -> None:
 
 def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
                num_samples: int | None) -> int:
-    from pathlib import Path
+    from orchestrator.runtime.lock import released_at_end
 
+    with released_at_end():  # one driver per search: open_parent locks it, until the report is written
+        return _search(config_path, sets=sets, as_json=as_json, resume=resume, address=address,
+                       num_samples=num_samples)
+
+
+def _search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
+            num_samples: int | None) -> int:
     cfg = load_config(config_path, sets)
     loopback_unless(address or cfg.ray.address)
     from orchestrator.search.runner import run_search
@@ -177,8 +184,15 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
 def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
                  method: str | None, seeds: int, budget: int, confirm_rounds: int = 1,
                  groups: str | None = None) -> int:
-    from pathlib import Path
+    from orchestrator.runtime.lock import released_at_end
 
+    with released_at_end():  # one driver per study: open_parent locks it, until the report is written
+        return _transfer(config_path, sets=sets, as_json=as_json, resume=resume, address=address, method=method,
+                         seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, groups=groups)
+
+
+def _transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
+              method: str | None, seeds: int, budget: int, confirm_rounds: int, groups: str | None) -> int:
     cfg = load_config(config_path, sets)
     loopback_unless(address or cfg.ray.address)
     from orchestrator.transfer.methods import parse_groups

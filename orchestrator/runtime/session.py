@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.config import Config
 from orchestrator.errors import ConfigError
-from orchestrator.runtime import faults
+from orchestrator.runtime import faults, lock
 from orchestrator.store import tracking
 
 
@@ -108,10 +108,16 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     state_path = exp_dir / state_file
     if resume and not state_path.is_file():
         raise ConfigError(f"--resume: no interrupted {what} named '{cfg.name}' under {storage}")
-    if not resume and exp_dir.exists():
-        raise ConfigError(f"{what} '{cfg.name}' already exists under {storage}: use --resume to continue it, "
-                          "or give it another name (--set name=...)")
     tracking.check_store(cfg.mlflow.tracking_uri)
+
+    def fresh() -> None:
+        if not resume and exp_dir.exists():
+            raise ConfigError(f"{what} '{cfg.name}' already exists under {storage}: use --resume to continue it, "
+                              "or give it another name (--set name=...)")
+
+    fresh()
+    lock.acquire(cfg, what)  # one driver per search or study (runtime/lock.py)
+    fresh()  # again, locked: a fresh start that raced another one
     ray_init(address or cfg.ray.address)
     check_cluster(cfg, storage)
     mlflow = tracking.configure(cfg)
