@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from annotated_types import Ge, Interval
+from annotated_types import Ge, Gt, Interval
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import ConfigError
+from search_spaces.yamlfile import YamlProblem, read_yaml
 from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -37,6 +38,7 @@ class SearchConfig(_Strict):
     scheduler: Literal["asha", "fifo"] = "asha"
     max_concurrent: Annotated[int, Ge(1)] | None = None
     max_failures: Annotated[int, Ge(0)] = 1
+    time_budget: Annotated[float, Gt(0)] | None = None  # seconds: the search ends cleanly once past it
     storage: str = Field(default="sqlite:///optuna.db", min_length=1)  # the Optuna study's RDB URL
     warm_start: str | None = Field(default=None, min_length=1)  # seed with this earlier study's finished trials
 
@@ -211,14 +213,9 @@ def load_config(path: str | Path, sets: list[str] | None = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+        data = read_yaml(path)
+    except YamlProblem as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (name, encoder, tasks, train, ...)")
     data = apply_sets(data, sets or [])

@@ -23,8 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from search_spaces.yamlfile import YamlProblem, read_yaml
 from trainables.errors import InputError
 from trainables.spec import TrainSpec
 
@@ -317,7 +316,7 @@ def load_space(ref: str, *, config_dir: Path, tasks: list[str], base_train: dict
         shipped = ", ".join(sorted(p.stem for p in PACKAGE_DIR.glob("*.yaml")))
         raise SpaceError(f"search.space: '{ref}' is neither a file nor a shipped space (shipped: {shipped})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        data = read_yaml(path)
+    except YamlProblem as exc:
+        raise SpaceError(f"{path}: {exc}") from None
     return parse_space(data, source=str(path), tasks=tasks, base_train=base_train, target=target)

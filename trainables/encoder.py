@@ -83,6 +83,10 @@ def load_encoder(spec: EncoderSpec) -> tuple[nn.Module, Any]:
     if key not in _LOADED:
         _LOADED[key] = _load(spec)
     model, tokenizer = _LOADED[key]
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and spec.max_length > positions:
+        raise InputError(f"encoder.max_length: {spec.max_length} tokens, but {spec.model} has position embeddings "
+                         f"for {positions}")
     return copy.deepcopy(model), tokenizer
 
 

@@ -38,6 +38,24 @@ def ray_init(address: str | None) -> None:
     ray.init(address=address or "local", **kwargs)
 
 
+def check_resources(cfg: Config) -> None:
+    """Refuse, before any trial, a trial's resource request that no node of the Ray cluster can
+    grant (Ray would wait for it forever): CPUs or a GPU share beyond the largest node's."""
+    import ray
+
+    res = cfg.resources
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    cpus = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)
+    gpus = max((float(n.get("GPU", 0)) for n in nodes), default=0.0)
+    where = "this machine's Ray" if len(nodes) <= 1 else f"the largest of the cluster's {len(nodes)} nodes"
+    if res.cpus_per_trial > cpus:
+        raise ConfigError(f"resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs a trial, but {where} has "
+                          f"{cpus:g}: no trial could start")
+    if res.gpus_per_trial > gpus:
+        raise ConfigError(f"resources.gpus_per_trial: {res.gpus_per_trial:g} GPU a trial, but {where} has "
+                          f"{gpus:g}: no trial could start")
+
+
 def check_cluster(cfg: Config, storage: Path) -> None:
     """Refuse, before any trial starts, a setup whose trials cannot all reach their storage.
 
@@ -108,6 +126,9 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     state_path = exp_dir / state_file
     if resume and not state_path.is_file():
         raise ConfigError(f"--resume: no interrupted {what} named '{cfg.name}' under {storage}")
+    if cfg.train.device == "cuda" and cfg.resources.gpus_per_trial == 0:
+        raise ConfigError("train.device: cuda, but resources.gpus_per_trial is 0: a trial sees no GPU "
+                          "without a GPU share")
     tracking.check_store(cfg.mlflow.tracking_uri)
 
     def fresh() -> None:
@@ -119,6 +140,7 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     lock.acquire(cfg, what)  # one driver per search or study (runtime/lock.py)
     fresh()  # again, locked: a fresh start that raced another one
     ray_init(address or cfg.ray.address)
+    check_resources(cfg)
     check_cluster(cfg, storage)
     mlflow = tracking.configure(cfg)
     client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)

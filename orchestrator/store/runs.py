@@ -20,6 +20,7 @@ Group = tuple[str, ...]
 FAILED = ("FAILED", "DIVERGED")  # a trial's mtlo.status when it has no result to rank
 ZERO_BASELINE = 1e-12  # |baseline| below which a relative gain is undefined
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # what a config's name may be (orchestrator/config.py)
 
 
 def group_of(tasks: Iterable[str]) -> Group:
@@ -53,9 +54,17 @@ def find_parent(client: Any, ref: str) -> Any:
     """The parent run of a search or transfer study, by run id or by name (the latest)."""
     if _RUN_ID.match(ref):
         try:
-            return client.get_run(ref)
+            run = client.get_run(ref)
         except Exception as exc:  # MLflow raises its own RestException / MlflowException
             raise ConfigError(f"report: no MLflow run with id {ref} ({type(exc).__name__})") from None
+        role = run.data.tags.get("mtlo.role")
+        if role not in ("search", "transfer"):
+            raise ConfigError(f"report: run {ref} is {'a ' + role + ' run' if role else 'not an mtlo run'}, not the "
+                              "parent run of a search or transfer study")
+        return run
+    if not _NAME.match(ref):
+        raise ConfigError(f"report: {ref!r} is neither a run id nor a search or study name (letters, digits, "
+                          "'_', '-', '.')")
     exps = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(exps, filter_string=f"attributes.run_name = '{ref}'",
                               order_by=["attributes.start_time DESC"], max_results=50) if exps else []

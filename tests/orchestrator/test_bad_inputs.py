@@ -69,3 +69,20 @@ def test_bad_input_in_a_real_process(tmp_path):
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "column 'label' not in" in out.stderr
     assert written(tmp_path / "in") == [] and not (tmp_path / "in" / "ray_results").exists()
+
+
+@pytest.mark.parametrize(("ref", "expect"), [
+    ("no-such-study", "report: no search or transfer study named 'no-such-study' in the MLflow store"),
+    ("x' OR 1=1 --", "report: \"x' OR 1=1 --\" is neither a run id nor a search or study name"),
+    ("TRIAL", "is a trial run, not the parent run of a search or transfer study"),
+])
+def test_report_of_what_is_not_a_study_is_one_line(tmp_path, capsys, ref, expect):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    trial = client.create_run(client.create_experiment("e"), tags={"mtlo.role": "trial"}).info.run_id
+    capsys.readouterr()  # MLflow's own lines as it made the store
+    rc = cli.main(["report", trial if ref == "TRIAL" else ref, "--tracking-uri", uri])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and expect in err, err

@@ -347,3 +347,33 @@ def test_pareto_search_reports_its_front(ray_local, workdir, capsys):
     run = client(workdir).get_run(t0["run_id"]).data.metrics
     # each trial at its best epoch (the weights it kept), as Optuna was told
     assert run["best_obj/rt"] == t0["objective"]["rt"] and run["best_obj/vader"] == t0["objective"]["vader"]
+
+
+def test_a_trial_no_node_can_hold_is_refused_before_any_trial(ray_local, workdir, capsys):
+    """The module's Ray has 2 CPUs and no GPU: asking more would wait forever."""
+    from tests.conftest import mtlo_main
+
+    for resources, expect in (({"cpus_per_trial": 4}, "resources.cpus_per_trial: 4 CPUs a trial, but this "
+                                                      "machine's Ray has 2: no trial could start"),
+                              ({"gpus_per_trial": 0.5}, "resources.gpus_per_trial: 0.5 GPU a trial, but this "
+                                                        "machine's Ray has 0: no trial could start")):
+        path = write(workdir, name="toobig", resources=resources)
+        rc, _, err = mtlo_main("search", str(path), cwd=workdir, capsys=capsys)
+        assert rc == 2 and err.strip() == f"mtlo: error: {expect}", err
+        assert not (workdir / "ray_results" / "toobig").exists()  # no parent run, no trial
+
+
+def test_a_time_budget_ends_the_search_cleanly(ray_local, workdir):
+    """``search.time_budget``: far fewer trials than asked, every started one recorded, the
+    parent run FINISHED, the best trial's model registered."""
+    from orchestrator.search.runner import run_search
+
+    path = write(workdir, name="budget", search={"space": "weights", "num_samples": 40, "scheduler": "fifo",
+                                                 "max_concurrent": 1, "time_budget": 10})
+    out = run_search(load_config(path), path)
+    assert 1 <= len(out.trials) < 40 and out.best is not None and out.model is not None
+    parent = client(workdir).get_run(out.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = client(workdir).search_runs([parent.info.experiment_id],
+                                           f"tags.`mlflow.parentRunId` = '{out.parent_run_id}'")
+    assert len(children) == len(out.trials) and all(c.info.status != "RUNNING" for c in children)

@@ -177,6 +177,12 @@ def _check_labels(name: str, raw: RawTask) -> tuple[list[str], dict[str, Any]]:
         classes = raw.label_names or sorted({str(v) for v in values})
     if len(classes) < 2:
         raise InputError(f"{where}: classification needs at least 2 classes, {raw.origin} has {classes}")
+    seen = set(raw.train.labels)
+    for part, split in (("validation", raw.validation), ("test", raw.test)):  # the source's own splits
+        unseen = sorted(set(split.labels) - seen) if split is not None else []
+        if unseen:
+            raise InputError(f"{where}: class(es) {', '.join(map(repr, unseen[:5]))} of the {part} split of "
+                             f"{raw.origin} never appear in its training split")
     return list(classes), {}
 
 

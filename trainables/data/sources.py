@@ -21,22 +21,26 @@ def read_conll(path: Path, *, task: str) -> RawSplit:
     tags: list[list[str]] = []
     cur_tok: list[str] = []
     cur_tag: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                if cur_tok:
-                    tokens.append(cur_tok)
-                    tags.append(cur_tag)
-                    cur_tok, cur_tag = [], []
-                continue
-            parts = line.split("\t") if "\t" in line else line.split()
-            if len(parts) < 2:
-                raise InputError(
-                    f"task '{task}': {path}:{lineno}: expected 'token<TAB>tag', got {line!r}"
-                )
-            cur_tok.append(parts[0])
-            cur_tag.append(parts[-1])
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"task '{task}': {path}: not a UTF-8 text file (byte {exc.start})") from None
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            if cur_tok:
+                tokens.append(cur_tok)
+                tags.append(cur_tag)
+                cur_tok, cur_tag = [], []
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) < 2:
+            raise InputError(
+                f"task '{task}': {path}:{lineno}: expected 'token<TAB>tag', got {line!r}"
+            )
+        cur_tok.append(parts[0])
+        cur_tag.append(parts[-1])
     if cur_tok:
         tokens.append(cur_tok)
         tags.append(cur_tag)
@@ -107,6 +111,8 @@ def split_from_records(
 
 def read_local(kind: str, location: str, spec: TaskSpec, *, task: str) -> RawTask:
     path = Path(location).expanduser()
+    if path.is_dir():
+        raise InputError(f"task '{task}': tasks.{task}.source: {path} is a folder, not a file")
     if not path.is_file():
         raise InputError(f"task '{task}': tasks.{task}.source: file not found: {path}")
     if kind == "conll":
