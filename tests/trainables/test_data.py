@@ -97,15 +97,32 @@ def test_a_sources_own_test_split_or_file_is_used(tmp_path):
                                  test_fraction=0.01), TrainSpec())
 
 
-def test_tokenized_data_is_cached_on_disk_and_reused():
+def test_tokenized_data_is_cached_on_disk_and_reused(tmp_path, monkeypatch):
+    """In its own cache folder: the second load reads the file the first wrote, and never the
+    source (reading it fails here), so removing the disk read fails this test."""
+    from trainables.data import prepare
+
+    monkeypatch.setenv("MTLO_CACHE_DIR", str(tmp_path))
+    _MEMORY.clear()
     spec = TaskSpec(source="builtin:sms_spam")
     first = load("sms", spec, max_train_examples=50)
-    files = list((cache_dir() / "tokenized").glob("*.pt"))
-    assert files
+    files = list((tmp_path / "tokenized").glob("*.pt"))
+    assert len(files) == 1 and cache_dir() == tmp_path
     _MEMORY.clear()
+
+    def no_source(*args, **kwargs):
+        raise AssertionError("the source was read again: the disk cache was not used")
+
+    monkeypatch.setattr(prepare, "read_source", no_source)
     second = load("sms", spec, max_train_examples=50)
-    assert second is not first and second.train.ids.equal(first.train.ids)
+    assert second is not first and second.train.ids.equal(first.train.ids) and second.test.ids.equal(first.test.ids)
     assert second.label_names == ["ham", "spam"]
+    _MEMORY.clear()
+    files[0].write_bytes(b"not a torch file")  # a corrupt entry is rebuilt from the source, never trusted
+    monkeypatch.undo()
+    monkeypatch.setenv("MTLO_CACHE_DIR", str(tmp_path))
+    assert load("sms", spec, max_train_examples=50).train.ids.equal(first.train.ids)
+    _MEMORY.clear()
 
 
 def test_tagging_labels_sit_on_first_subtoken_only(tmp_path):
