@@ -1,8 +1,9 @@
 """Security rules, checked on the source of every package (ast, not grep, through any import
 alias, and each check shown to catch a planted case): YAML only through safe loaders, no
-pickle-like loads (nor numpy's allow_pickle, nor pandas.read_pickle), ``torch.load`` always with ``weights_only=True``, every
-``from_pretrained`` passes ``trust_remote_code`` from the user's config, which is off unless
-asked. (Loopback-only listening: tests/orchestrator/test_loopback.py.)"""
+pickle-like loads (nor numpy's allow_pickle, nor pandas.read_pickle), ``torch.load`` always
+with ``weights_only=True``, every ``from_pretrained`` passes ``trust_remote_code`` from the
+user's config, which is off unless asked. (Loopback-only listening:
+tests/orchestrator/test_loopback.py.)"""
 
 import ast
 from pathlib import Path

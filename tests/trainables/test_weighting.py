@@ -78,3 +78,43 @@ def test_unknown_weighting_and_task_weights_are_refused():
         make_weighting("nope", ["a"], {})
     with pytest.raises(InputError, match="unknown task"):
         make_weighting("static", ["a"], {"zzz": 1.0})
+
+
+def test_gradnorm_step_matches_a_hand_computed_one():
+    """Shared W = (1, 1); L_a = 3 W0 + 0 (|grad| 3), L_b = W1 (|grad| 1). Step 1: the initial
+    losses are these, so every ratio is 1 and the target norm is the mean, 2; the GradNorm loss
+    |3 w_a - 2| + |1 w_b - 2| has gradient (3, -1) at w = (1, 1); the model gets w_a grad L_a +
+    w_b grad L_b = (3, 1). Step 2, after an SGD step of 0.1 on w, renormalized to sum 2:
+    w = (0.7, 1.1) * 2 / 1.8; L_a halves (ratio 0.5), L_b stays (ratio 1): targets
+    Gbar * (r / mean r)^1.5."""
+    from trainables.weighting import GradNorm
+
+    class Toy(TwoTaskToy):
+        def last_shared_parameters(self, task):
+            return [self.shared]
+
+    toy = Toy()
+    with torch.no_grad():
+        toy.shared.fill_(1.0)
+    gn = GradNorm(["a", "b"], {})
+
+    def losses(scale_a):
+        return {"a": scale_a * 3.0 * toy.shared[0] + 0 * toy.heads["a"].sum(),
+                "b": toy.shared[1] + 0 * toy.heads["b"].sum()}
+
+    w = gn.backward(losses(1.0), toy)  # type: ignore[arg-type]
+    assert w == {"a": 1.0, "b": 1.0}
+    assert gn.w.grad.tolist() == pytest.approx([3.0, -1.0])
+    assert toy.shared.grad.tolist() == pytest.approx([3.0, 1.0])
+    with torch.no_grad():  # what the optimizer would do to w
+        gn.w -= 0.1 * gn.w.grad
+    toy.shared.grad = None
+    w = gn.backward(losses(0.5), toy)  # type: ignore[arg-type]
+    wa, wb = 0.7 * 2 / 1.8, 1.1 * 2 / 1.8
+    assert w == pytest.approx({"a": wa, "b": wb})
+    g = [1.5 * wa, 1.0 * wb]  # |grad (w_i L_i)|
+    ratio = [0.5, 1.0]
+    target = [(sum(g) / 2) * (r / 0.75) ** 1.5 for r in ratio]
+    sign = [math.copysign(1.0, gi - ti) for gi, ti in zip(g, target)]
+    assert gn.w.grad.tolist() == pytest.approx([sign[0] * 1.5, sign[1] * 1.0])
+    assert toy.shared.grad.tolist() == pytest.approx([wa * 1.5, wb * 1.0])
