@@ -178,8 +178,8 @@ def _check_labels(name: str, raw: RawTask) -> tuple[list[str], dict[str, Any]]:
     if len(classes) < 2:
         raise InputError(f"{where}: classification needs at least 2 classes, {raw.origin} has {classes}")
     seen = set(raw.train.labels)
-    for part, split in (("validation", raw.validation), ("test", raw.test)):  # the source's own splits
-        unseen = sorted(set(split.labels) - seen) if split is not None else []
+    for part, own in (("validation", raw.validation), ("test", raw.test)):  # the source's own splits
+        unseen = sorted(set(own.labels) - seen) if own is not None else []
         if unseen:
             raise InputError(f"{where}: class(es) {', '.join(map(repr, unseen[:5]))} of the {part} split of "
                              f"{raw.origin} never appear in its training split")
