@@ -67,6 +67,16 @@ def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(
         if fault == "driver@report":  # killed midway: report.md complete, report.json not yet written
             assert (report / "report.md").read_text().startswith("# Search") and not (report / "report.json").exists()
     assert len(seen) == 3  # three trials, each one child run: none duplicated
+    # Ray's own per-trial results (what MLflow's de-duplication cannot hide): no trial restarted
+    # from epoch 1, no finished trial trained again; an epoch reported just before a kill may be
+    # reported again by the resumed trial, never an earlier one
+    folders = sorted((tmp_path / "ray_results" / "resume" / "search").glob("trainable_*"))
+    assert len(folders) == 3
+    for folder in folders:
+        rows = map(json.loads, (folder / "result.json").read_text().splitlines())
+        epochs = [r["epoch"] for r in rows if "epoch" in r]
+        assert epochs.count(1) == 1 and set(epochs) == {1, 2, 3}, (folder.name, epochs)
+        assert all(b >= a for a, b in zip(epochs, epochs[1:])), (folder.name, epochs)
     for rid, (status, n) in seen.items():
         assert status == "FINISHED" and n == 3, (rid, status, n)  # each epoch logged exactly once
     con = sqlite3.connect(db)
