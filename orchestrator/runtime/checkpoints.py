@@ -30,7 +30,7 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.display import err_console
-from orchestrator.runtime.trial import MODEL_FILE, STATE_FILE
+from orchestrator.runtime.trial import MODEL_FILE, STATE_FILE, ended_early
 
 CHECK_EVERY_S = 2.0  # Ray saves its experiment state every 2 s under mtlo (search/runner.py)
 
@@ -39,7 +39,7 @@ def trial_score(trial: Any) -> float | None:
     """A finished trial's rank: its best epoch's objective (Ray keeps each metric's maximum);
     None for a trial with nothing to rank (diverged, or no epoch ended)."""
     last = getattr(trial, "last_result", None) or {}
-    if last.get("diverged"):
+    if ended_early(last):
         return None
     best = (getattr(trial, "metric_analysis", None) or {}).get("objective", {}).get("max")
     return None if best is None else float(best)

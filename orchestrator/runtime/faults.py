@@ -14,7 +14,9 @@ are reported, at the first report of an epoch >= WHEN in each attempt of the tri
   times from its last checkpoint, then records it FAILED);
 - ``kill``: the trial's worker process kills itself with SIGKILL (same);
 - ``nan`` / ``inf``: every later training loss is multiplied by NaN (inf), so the real
-  divergence check of the training loop stops the trial, recorded as DIVERGED.
+  divergence check of the training loop stops the trial, recorded as DIVERGED;
+- ``oom``: the trial raises ``torch.cuda.OutOfMemoryError`` from inside its training loop (a
+  GPU out of memory, without a GPU): recorded FAILED with what to change, not retried.
 
 Options: ``trial=N`` only the trial numbered N in its Ray folder name
 (``trainable_<id>_<N>_...``: a search counts from 1, a grid of ``mtlo transfer`` from 0;
@@ -44,7 +46,7 @@ from typing import Any
 from orchestrator.errors import ConfigError
 
 ENV = "MTLO_FAULT"
-TRIAL_KINDS = ("raise", "kill", "nan", "inf")
+TRIAL_KINDS = ("raise", "kill", "nan", "inf", "oom")
 DRIVER_POINTS = ("first-result", "report")
 TUNE_CRASH = "tune-crash"
 
@@ -163,6 +165,11 @@ class TrialFaults:
                 raise RuntimeError(f"injected fault ({ENV}): raise after epoch {epoch} in trial {self.trial_id}")
             if f.kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if f.kind == "oom":
+                import torch
+
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory: injected fault ({ENV}): oom after epoch "
+                                                  f"{epoch} in trial {self.trial_id}")
             self.armed[0] = True  # nan / inf: the next training step's loss
 
 

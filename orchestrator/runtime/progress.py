@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.display import err_console
+from orchestrator.runtime.trial import ended_early, trial_params
 
 
 def _short(v: Any) -> str:
@@ -76,14 +77,13 @@ class Progress(Callback):
     def _restored(self, trials: list) -> None:
         """Count the trials a resumed search had already ended (Ray restores this callback as
         it was saved when the search began, and reports no event for them)."""
-        from orchestrator.runtime.trial import trial_params
-
         for t in trials:
             if t.trial_id in self.rows or t.status not in ("TERMINATED", "ERROR"):
                 continue
             last = t.last_result or {}
             epoch = int(last.get("epoch") or 0)
-            status = "FAILED" if t.status == "ERROR" else "DIVERGED" if last.get("diverged") else self._ended(epoch)
+            early = ended_early(last)
+            status = "FAILED" if t.status == "ERROR" else early[0] if early else self._ended(epoch)
             self.rows[t.trial_id] = {"params": trial_params(t.config), "epoch": epoch, "status": status}
             self._best(last.get(self.metric) if self.metric else None, t.trial_id)
 
@@ -101,8 +101,6 @@ class Progress(Callback):
             self._live.start()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from orchestrator.runtime.trial import trial_params
-
         self._restored(trials)
         last = trial.last_result or {}  # a trial restored from its checkpoint goes on from its epoch
         row = self.rows.setdefault(trial.trial_id, {"params": trial_params(trial.config),
@@ -113,8 +111,9 @@ class Progress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         row = self.rows.get(trial.trial_id)
         value = result.get(self.metric) if self.metric else None
-        if row is not None and result.get("diverged"):
-            row["status"] = "DIVERGED"
+        early = ended_early(result)
+        if row is not None and early is not None:
+            row["status"] = early[0]
         elif row is not None:
             row["epoch"] = result.get("epoch")
             row["node"] = str(result.get("node_id") or "")[:8]

@@ -45,6 +45,31 @@ def trial_run(ctx: TrialContext, config: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
+def ended_early(result: dict[str, Any]) -> tuple[str, str] | None:
+    """(status, error) of a trial that ended by itself with nothing to rank, not retried: a
+    NaN or infinite loss (DIVERGED: it would diverge again), a GPU out of memory (FAILED: the
+    same batch on the same share would run out again)."""
+    if result.get("diverged"):
+        return "DIVERGED", str(result.get("error") or "loss diverged")
+    if result.get("oom"):
+        return "FAILED", str(result.get("error") or "GPU out of memory")
+    return None
+
+
+def oom_message(batch_size: int, exc: BaseException) -> str:
+    """What a user does about a trial's GPU out of memory, with the device's figures."""
+    import torch
+
+    where = ""
+    if torch.cuda.is_available():
+        used = torch.cuda.memory_reserved() / 2**30
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+        where = f", {used:.1f} of {total:.1f} GiB reserved on the device"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (f"GPU out of memory at batch size {batch_size}{where}; lower train.batch_size or give the trial a "
+            f"larger GPU share (resources.gpus_per_trial) ({first})")
+
+
 STATE_FILE = "state.pt"  # everything a trial needs to continue (trainables.state)
 MODEL_FILE = "model.pt"  # the trial's best-epoch weights: what a search keeps of its best trials
 
@@ -82,7 +107,9 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     retried failure) continues from its last epoch.
     A loss that turns NaN or infinite ends the trial with a last report ``{"diverged": 1,
     "error": ...}`` and no objective: not retried (it would diverge again), recorded as
-    DIVERGED, and the searcher never sees a NaN.
+    DIVERGED, and the searcher never sees a NaN. A GPU out of memory ends it the same way
+    (``{"oom": 1, "error": ...}``, recorded FAILED with what to change), its memory given back
+    so that a trial sharing the GPU goes on.
     """
     import tempfile
     from pathlib import Path
@@ -140,11 +167,18 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     experiment = build(run)
     if faults is not None:
         faults.install(experiment)
+    oom: str | None = None
     try:
         fit(experiment, report, state=state, save_state=save_state, score=best_score(ctx, tasks))
     except DivergedError as exc:
         tune.report({"diverged": 1, "error": str(exc), "epoch": done[0], "tasks": "+".join(tasks),
                      "node_id": node_id})
+    except torch.cuda.OutOfMemoryError as exc:  # recorded once, not retried
+        oom = oom_message(int(run["train"]["batch_size"]), exc)
     finally:
         del experiment, state  # the model, optimizer and restored checkpoint: freed, then given back
         release_memory()
+    if oom is not None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the GPU's cached blocks back: a trial sharing the GPU goes on
+        tune.report({"oom": 1, "error": oom, "epoch": done[0], "tasks": "+".join(tasks), "node_id": node_id})

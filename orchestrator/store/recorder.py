@@ -26,7 +26,7 @@ from ray.tune import Callback
 
 from orchestrator.display import err_console
 from orchestrator.errors import ServiceError
-from orchestrator.runtime.trial import TrialContext, trial_params, trial_run
+from orchestrator.runtime.trial import TrialContext, ended_early, trial_params, trial_run
 from orchestrator.store.tracking import flatten, log_metrics, log_params, metric_row, store_problem
 
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
@@ -222,13 +222,14 @@ class MlflowTrials(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = self.results.get(trial.trial_id, {})
         ray_last = getattr(trial, "last_result", None) or {}
-        if int(ray_last.get("epoch") or 0) > int(last.get("epoch") or 0) or ray_last.get("diverged"):
+        if int(ray_last.get("epoch") or 0) > int(last.get("epoch") or 0) or ended_early(ray_last):
             last = ray_last  # Ray's restored record is newer than ours (a resumed search)
         self._finish(trial, *self._final_status(last))
 
     def _final_status(self, last: dict[str, Any]) -> tuple[str, str | None]:
-        if last.get("diverged"):  # NaN or infinite loss: stopped, not retried
-            return "DIVERGED", str(last.get("error") or "loss diverged")
+        early = ended_early(last)  # NaN or infinite loss, GPU out of memory: ended, not retried
+        if early is not None:
+            return early
         # fewer epochs than configured: the scheduler (ASHA) or patience stopped it early
         return ("STOPPED" if int(last.get("epoch") or 0) < int(self.ctx.run["train"]["epochs"]) else "FINISHED"), None
 

@@ -115,3 +115,31 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
 
     report = (tmp_path / "reports" / "faults" / "report.md").read_text()
     assert "| DIVERGED |" in report and "| FAILED | 1 |" in report and "injected fault" in report
+
+
+def test_a_gpu_out_of_memory_is_recorded_once_with_what_to_change(tmp_path):
+    """``oom@1 trial=1``: torch.cuda.OutOfMemoryError out of the first trial's training loop
+    (injected: no GPU here). It is not retried (max_failures is 1), its child run is FAILED with
+    the batch size and what to change, and the trial running beside it finishes."""
+    from tests.conftest import run_mtlo
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("oom", num_samples=3, max_concurrent=2)))
+    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="oom@1 trial=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    folders = {int(f.name.split("_")[2]): f for f in (tmp_path / "ray_results" / "oom" / "search").glob("trainable_*")}
+    number = {f.name.split("_")[1]: n for n, f in folders.items()}
+    status = {number[t["trial_id"]]: t["status"] for t in result["trials"]}
+    assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, status
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {number[r.data.tags["mtlo.trial_id"]]: r for r in client.search_runs(
+        [client.get_experiment_by_name("oom").experiment_id], "tags.`mtlo.role` = 'trial'")}
+    oom = runs[1]
+    assert oom.info.status == "FAILED" and "mtlo.retries" not in oom.data.tags  # not retried unchanged
+    assert oom.data.tags["mtlo.error"].startswith("GPU out of memory at batch size 16; lower train.batch_size or "
+                                                  "give the trial a larger GPU share (resources.gpus_per_trial)")
+    rows = [json.loads(line) for line in (folders[1] / "result.json").read_text().splitlines() if line.strip()]
+    assert [r.get("epoch") for r in rows] == [1, 1] and rows[-1]["oom"] == 1 and "objective" not in rows[-1]
+    assert result["best"]["trial_id"] != oom.data.tags["mtlo.trial_id"]
