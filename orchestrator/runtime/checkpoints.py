@@ -99,7 +99,7 @@ class DropFinishedCheckpoints(Callback):
                     continue
                 if t.trial_id in top:
                     if t.trial_id not in self.kept:
-                        drop_checkpoints(fs, t.path, last_keeps_weights=True)
+                        drop_checkpoints(fs, t.path, keep=registered(t))
                         self.kept.add(t.trial_id)
                 else:
                     drop_checkpoints(fs, t.path)
@@ -152,13 +152,23 @@ def drop_weights(fs: Any, trial_dir: str | None) -> None:
         _delete(fs, f"{folder}/{MODEL_FILE}")
 
 
-def drop_checkpoints(fs: Any, trial_dir: str | None, *, last_keeps_weights: bool = False) -> int:
+def registered(trial: Any) -> str:
+    """The folder of the trial's checkpoint that Ray registered with its last result (what the
+    search's result points to): not always the newest folder, as a trial stopped while it
+    reported (by the scheduler or the time budget) can leave a newer, unregistered one."""
+    checkpoint = getattr(trial, "checkpoint", None)
+    return str(getattr(checkpoint, "path", "") or "")
+
+
+def drop_checkpoints(fs: Any, trial_dir: str | None, *, keep: str | None = None) -> int:
     """Remove the checkpoint folders of a finished trial's folder ``trial_dir``; returns how
-    many. ``last_keeps_weights``: the newest stays, with its weights and without its training
-    state."""
+    many. ``keep``: that folder (``registered``; "" for the newest) stays, with its weights and
+    without its training state."""
     folders = _checkpoints(fs, trial_dir)
-    if last_keeps_weights and folders:
-        _delete(fs, f"{folders.pop()}/{STATE_FILE}")
+    if keep is not None and folders:
+        kept = keep.rstrip("/") if keep.rstrip("/") in folders else folders[-1]
+        folders.remove(kept)
+        _delete(fs, f"{kept}/{STATE_FILE}")
     for path in folders:
         fs.delete_dir(path)
     return len(folders)
