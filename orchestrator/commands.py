@@ -138,8 +138,8 @@ def loopback_unless(address: str | None) -> None:
     when it is first imported, so it is set before any command imports Ray."""
     import os
 
-    if not address:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not address:  # whatever the user's environment says: a local Ray is never reachable from outside
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,

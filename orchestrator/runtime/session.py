@@ -35,6 +35,8 @@ def ray_init(address: str | None) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": "ERROR", "configure_logging": True}
+    if not address:  # a new local Ray: its node on loopback (with the switch the CLI sets, its servers too)
+        kwargs["_node_ip_address"] = "127.0.0.1"
     ray.init(address=address or "local", **kwargs)
 
 

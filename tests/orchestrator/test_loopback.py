@@ -33,3 +33,19 @@ def is_loopback(ip: str) -> bool:
 def test_is_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.0.2.2")
+
+
+def test_a_local_ray_is_loopback_whatever_the_users_environment(monkeypatch):
+    """A user's own ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` (which would bind Ray's servers to
+    the machine's interface) is overridden for a local Ray, for search and transfer alike; a
+    cluster address leaves it alone."""
+    import os
+
+    from orchestrator.commands import loopback_unless
+
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
+    loopback_unless(None)
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
+    loopback_unless("10.0.0.5:6379")
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
