@@ -21,7 +21,7 @@ time.sleep(600)
 '''
 
 
-def test_a_second_driver_is_refused_and_a_killed_drivers_lock_is_taken_over(tmp_path, capsys):
+def test_a_second_driver_is_refused_and_a_killed_drivers_lock_is_taken_over(tmp_path, capsys, monkeypatch):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("locked")))
     holder = subprocess.Popen([sys.executable, "-c", HOLD, "c.yaml"], cwd=tmp_path, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
@@ -42,6 +42,7 @@ def test_a_second_driver_is_refused_and_a_killed_drivers_lock_is_taken_over(tmp_
         from orchestrator.config import load_config
         from orchestrator.runtime import lock
 
+        monkeypatch.chdir(tmp_path)  # ray_results of the config, as the CLI resolves it
         with lock.released_at_end():  # the kernel released the dead driver's lock: taken over
             lock.acquire(load_config(tmp_path / "c.yaml"), "search")
             assert lock.lock_path(load_config(tmp_path / "c.yaml")) in lock._HELD
