@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainables.errors import InputError
+from orchestrator.report import write_whole
+from trainables.errors import InputError, first_line
 
 PROGRESS_FROM = 512  # inputs from which a progress bar is drawn (on stderr)
 INPUT_KINDS = (".csv", ".jsonl", ".txt")
@@ -42,8 +43,7 @@ def read_input(path: Path) -> tuple[list[str], list[str] | None]:
     try:
         frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_json(path, lines=True)
     except (ValueError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{path}: cannot read it as {path.suffix[1:]}: {first}") from None
+        raise InputError(f"{path}: cannot read it as {path.suffix[1:]}: {first_line(exc, 300)}") from None
     if len(frame) == 0:
         raise InputError(f"{path}: no rows in the file")
     if not isinstance(frame.index, pd.RangeIndex):  # pandas took a first column as the index
@@ -81,8 +81,7 @@ def load_predictor(ref: str, tracking_uri: str) -> Any:
     try:
         loaded = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise InputError(f"{ref}: cannot load the model: {first}") from None
+        raise InputError(f"{ref}: cannot load the model: {first_line(exc, 300)}") from None
     model = loaded.unwrap_python_model()
     if not hasattr(model, "predictor"):
         raise InputError(f"{ref}: not an mtlo model")
@@ -121,18 +120,16 @@ def run_predict(model: str, input_path: str, *, out: str | None, tasks: str | No
     seconds = time.perf_counter() - start
     records = [{"text": texts[i], **({"text_pair": pairs[i]} if pairs is not None else {}), **p}
                for i, p in enumerate(predictions)]
+    lines = "".join(json.dumps(r) + "\n" for r in records)
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".tmp")
         if out_path.suffix == ".csv":
             import pandas as pd
 
-            pd.DataFrame([flat(r) for r in records]).to_csv(tmp, index=False)
-        else:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        tmp.replace(out_path)  # never a half-written output
+            lines = pd.DataFrame([flat(r) for r in records]).to_csv(index=False)
+        write_whole(out_path, lines)
     elif not as_json:
-        sys.stdout.write("".join(json.dumps(r) + "\n" for r in records))
+        sys.stdout.write(lines)
     return {"model": model, "input": str(path), "count": len(records), "out": str(out_path) if out_path else None,
             "tasks": chosen or list(predictor.tasks), "device": str(predictor.device), "seconds": seconds,
             "examples_per_s": len(records) / seconds if seconds > 0 else None,

@@ -57,7 +57,7 @@ def markdown(res: Any, drawn: list[str]) -> str:
     return transfer_markdown(res, drawn) if "method" in res else search_markdown(res, drawn)
 
 
-def _write(path: Path, text: str) -> None:
+def write_whole(path: Path, text: str) -> None:
     """Whole or not at all: a reader never sees a half-written report."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -72,10 +72,10 @@ def write_report(client: Any, run_id: str, res: Any, folder: Path) -> tuple[str,
     folder.mkdir(parents=True, exist_ok=True)
     drawn = figures(res, folder)
     md = markdown(res, drawn)
-    _write(folder / "report.md", md)
+    write_whole(folder / "report.md", md)
     faults.driver_point(faults.from_env(), "report")  # test-only (MTLO_FAULT=driver@report)
     text = tracking.as_json(res)
-    _write(folder / "report.json", text)
+    write_whole(folder / "report.json", text)
     for name in ["report.md", "report.json", *drawn]:
         client.log_artifact(run_id, str(folder / name), artifact_path="report")
     return md, json.loads(text)

@@ -60,14 +60,15 @@ def oom_message(batch_size: int, exc: BaseException) -> str:
     """What a user does about a trial's GPU out of memory, with the device's figures."""
     import torch
 
+    from trainables.errors import first_line
+
     where = ""
     if torch.cuda.is_available():
         used = torch.cuda.memory_reserved() / 2**30
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
         where = f", {used:.1f} of {total:.1f} GiB reserved on the device"
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return (f"GPU out of memory at batch size {batch_size}{where}; lower train.batch_size or give the trial a "
-            f"larger GPU share (resources.gpus_per_trial) ({first})")
+            f"larger GPU share (resources.gpus_per_trial) ({first_line(exc)})")
 
 
 STATE_FILE = "state.pt"  # everything a trial needs to continue (trainables.state)

@@ -18,6 +18,7 @@ from orchestrator.display import err_console
 from orchestrator.runtime import faults
 from orchestrator.runtime.progress import Progress
 from orchestrator.runtime.trial import Scorer, TrialContext, trainable
+from trainables.errors import first_line
 
 RESTORES = 3  # in-process restores of a search that Ray Tune stopped on a Ray system error
 
@@ -46,8 +47,7 @@ def ray_system_error(exc: BaseException) -> BaseException | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def restore(path: Path, trainable_res: Any, *, errored: bool) -> Any:

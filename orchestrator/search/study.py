@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.config import Config, resolve_tracking_uri
 from orchestrator.errors import ConfigError
+from trainables.errors import first_line
 
 MIN_FOR_IMPORTANCE = 5  # finished trials before parameter importance means anything
 
@@ -30,8 +31,7 @@ def open_storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy and Optuna raise many kinds for a bad URL
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"search.storage: cannot open the Optuna storage {url}: {first}") from None
+        raise ConfigError(f"search.storage: cannot open the Optuna storage {url}: {first_line(exc)}") from None
 
 
 def identity(space: Any, objective: Any) -> dict[str, str]:
