@@ -219,15 +219,15 @@ def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups:
                   singles: bool = True) -> None:
     """Train ``groups`` at fresh seeds as the study ``name``, with every task alone unless
     ``singles`` is false (an earlier holdout study trained them at these seeds)."""
-    from orchestrator.commands import loopback_unless
     from orchestrator.config import load_config
+    from orchestrator.runtime.address import prepare
     from orchestrator.transfer.runner import run_transfer
 
     seed = holdout_seeds(study)[0]
     cfg = load_config(config, [f"name={name}", f"train.seed={seed}", f"mlflow.tracking_uri={tracking_uri}"])
     if sorted(cfg.tasks) != sorted(study.tasks):
         sys.exit(f"--holdout-config: {config}: its tasks {sorted(cfg.tasks)} are not the study's {study.tasks}")
-    loopback_unless(None)
+    prepare(None, "--address")  # a new local Ray, on loopback
     run_transfer(cfg, Path(config), method="exhaustive", seeds=len(study.seeds), budget=study.budget,
                  groups=groups, singles=singles)
 

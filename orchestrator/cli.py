@@ -34,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-model", action="store_true", help="do not log the trained model to MLflow")
     s = sub.add_parser("search", help="search configurations with Ray Tune + Optuna; MLflow parent + child runs")
     s.add_argument("config", help="the YAML config file")
-    s.add_argument("--address", default=None, help="Ray cluster: 'auto' or ray://host:10001 (default: local Ray)")
+    s.add_argument("--address", default=None,
+                   help="Ray cluster: its head's HOST:PORT, 'auto', or ray://HOST:10001 (default: a new local Ray)")
     s.add_argument("--num-samples", type=int, default=None, help="trials to run (default: search.num_samples)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -53,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--budget", type=int, default=2, help="at most this many groups (models) in the grouping")
     x.add_argument("--confirm-rounds", type=int, default=1, metavar="N",
                    help="rounds of training the proposed groups that were only estimated (default 1; 0: none)")
-    x.add_argument("--address", default=None, help="Ray cluster: 'auto' or ray://host:10001 (default: local Ray)")
+    x.add_argument("--address", default=None,
+                   help="Ray cluster: its head's HOST:PORT, 'auto', or ray://HOST:10001 (default: a new local Ray)")
     x.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     x.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")

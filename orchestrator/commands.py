@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from orchestrator.config import load_config
+from orchestrator.config import Config, load_config
 from orchestrator.display import epoch_line, err_console, out_console, task_table
 from orchestrator.store import tracking
 from trainables.data import BUILTIN_TASKS, read_source
@@ -133,13 +133,13 @@ def default_tracking_uri() -> str:
     return resolve_tracking_uri("sqlite:///mlflow.db", Path.cwd())
 
 
-def loopback_unless(address: str | None) -> None:
-    """A local Ray (no cluster address) listens on loopback only; Ray reads this setting once,
-    when it is first imported, so it is set before any command imports Ray."""
-    import os
+def ray_address(cli: str | None, cfg: Config) -> str | None:
+    """The Ray to run on (``--address`` over ``ray.address``; None: a new local Ray on
+    loopback), resolved and checked, Ray's environment set for it before Ray is imported
+    (``runtime/address.py``)."""
+    from orchestrator.runtime.address import prepare
 
-    if not address:  # whatever the user's environment says: a local Ray is never reachable from outside
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return prepare(cli or cfg.ray.address, "--address" if cli else "ray.address")
 
 
 def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
@@ -154,7 +154,7 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
 def _search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
             num_samples: int | None) -> int:
     cfg = load_config(config_path, sets)
-    loopback_unless(address or cfg.ray.address)
+    address = ray_address(address, cfg)
     from orchestrator.search.runner import run_search
 
     out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
@@ -194,7 +194,7 @@ def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bo
 def _transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
               method: str | None, seeds: int, budget: int, confirm_rounds: int, groups: str | None) -> int:
     cfg = load_config(config_path, sets)
-    loopback_unless(address or cfg.ray.address)
+    address = ray_address(address, cfg)
     from orchestrator.transfer.methods import parse_groups
     from orchestrator.transfer.runner import run_transfer
 

@@ -39,6 +39,7 @@ class SearchConfig(_Strict):
     max_concurrent: Annotated[int, Ge(1)] | None = None
     max_failures: Annotated[int, Ge(0)] = 1
     time_budget: Annotated[float, Gt(0)] | None = None  # seconds: the search ends cleanly once past it
+    trial_timeout: Annotated[float, Gt(0)] | None = None  # seconds: a trial past it is stopped, FAILED
     storage: str = Field(default="sqlite:///optuna.db", min_length=1)  # the Optuna study's RDB URL
     warm_start: str | None = Field(default=None, min_length=1)  # seed with this earlier study's finished trials
 

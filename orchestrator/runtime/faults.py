@@ -16,7 +16,8 @@ are reported, at the first report of an epoch >= WHEN in each attempt of the tri
 - ``nan`` / ``inf``: every later training loss is multiplied by NaN (inf), so the real
   divergence check of the training loop stops the trial, recorded as DIVERGED;
 - ``oom``: the trial raises ``torch.cuda.OutOfMemoryError`` from inside its training loop (a
-  GPU out of memory, without a GPU): recorded FAILED with what to change, not retried.
+  GPU out of memory, without a GPU): recorded FAILED with what to change, not retried;
+- ``hang``: the trial sleeps for ever (a hung trial: ``search.trial_timeout`` ends it).
 
 Options: ``trial=N`` only the trial numbered N in its Ray folder name
 (``trainable_<id>_<N>_...``: a search counts from 1, a grid of ``mtlo transfer`` from 0;
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ from typing import Any
 from orchestrator.errors import ConfigError
 
 ENV = "MTLO_FAULT"
-TRIAL_KINDS = ("raise", "kill", "nan", "inf", "oom")
+TRIAL_KINDS = ("raise", "kill", "nan", "inf", "oom", "hang")
 DRIVER_POINTS = ("first-result", "report")
 TUNE_CRASH = "tune-crash"
 
@@ -170,6 +172,9 @@ class TrialFaults:
 
                 raise torch.cuda.OutOfMemoryError(f"CUDA out of memory: injected fault ({ENV}): oom after epoch "
                                                   f"{epoch} in trial {self.trial_id}")
+            if f.kind == "hang":
+                while True:
+                    time.sleep(60)
             self.armed[0] = True  # nan / inf: the next training step's loss
 
 

@@ -16,12 +16,13 @@ from orchestrator.config import Config
 from orchestrator.errors import ConfigError
 from orchestrator.runtime import faults, lock
 from orchestrator.store import tracking
+from trainables.errors import first_line
 
 
 def ray_init(address: str | None) -> None:
     """Start a new local Ray on this machine (never another user's running one), or connect to
     ``address``. Loopback only where the CLI set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-    before Ray was imported (``commands.loopback_unless``)."""
+    before Ray was imported (``runtime/address.py``)."""
     import ray
 
     if ray.is_initialized():
@@ -37,7 +38,18 @@ def ray_init(address: str | None) -> None:
                               "logging_level": "ERROR", "configure_logging": True}
     if not address:  # a new local Ray: its node on loopback (with the switch the CLI sets, its servers too)
         kwargs["_node_ip_address"] = "127.0.0.1"
-    ray.init(address=address or "local", **kwargs)
+        ray.init(address="local", **kwargs)
+        return
+    from orchestrator.runtime.address import node_ip
+
+    node = None if address.startswith("ray://") else node_ip(address)
+    if node is not None:  # a driver on a node of the cluster joins as that node
+        kwargs["_node_ip_address"] = node
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:  # something answers there, but not a Ray cluster this driver may join
+        raise ConfigError(f"ray address {address}: Ray could not join the cluster there: "
+                          f"{type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def check_resources(cfg: Config) -> None:

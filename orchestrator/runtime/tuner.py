@@ -108,6 +108,13 @@ def run_tuner(cfg: Config, ctx: TrialContext, *, name: str, storage: Path, recor
     from ray import tune
 
     res = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+    if cfg.search.trial_timeout is not None:
+        from ray.tune.schedulers import FIFOScheduler
+
+        from orchestrator.runtime.timeouts import TrialTimeouts
+
+        inner = tune_config.get("scheduler") or FIFOScheduler()
+        tune_config["scheduler"] = TrialTimeouts(inner, cfg.search.trial_timeout)
     trainable_res = tune.with_resources(tune.with_parameters(trainable, ctx=ctx), res)
     path = storage / name
     if resume and tune.Tuner.can_restore(str(path)):

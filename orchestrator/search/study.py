@@ -52,6 +52,11 @@ def check(cfg: Config, url: str, *, resume: bool, ident: dict[str, str]) -> list
     warm-start trials (finished ones)."""
     import optuna
 
+    from orchestrator.store.tracking import sqlite_problem
+
+    problem = url.startswith("sqlite:///") and sqlite_problem(Path(url.removeprefix("sqlite:///")))
+    if problem:
+        raise ConfigError(f"search.storage: {problem}")
     storage = None if _absent(url) else open_storage(url)
     names = set(optuna.study.get_all_study_names(storage)) if storage is not None else set()
     if not resume and cfg.name in names:

@@ -104,9 +104,24 @@ def store_problem(uri: str, timeout: float = 5.0) -> str | None:
             return f"no MLflow server answers at {uri} ({type(exc).__name__})"
         return None if answer.ok else f"{uri}/health answered HTTP {answer.status_code}: not an MLflow server?"
     if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            return f"the folder of the sqlite file, {folder}, does not exist"
+        return sqlite_problem(Path(uri[len("sqlite:///"):]))
+    return None
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why a sqlite database file cannot be used (None: it can): its folder is missing, or
+    a file cannot be created there (tried with a temporary file, removed at once)."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder of the sqlite file, {folder}, does not exist"
+    if path.is_dir():
+        return f"{path} is a folder, not a sqlite file"
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mtlo-probe-"):
+            pass
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        return f"no file can be written in the folder of the sqlite file, {folder} ({why})"
     return None
 
 

@@ -6,6 +6,7 @@ tests/orchestrator/test_faults.py (every socket of ``mtlo search``'s process tre
 import ipaddress
 
 import psutil
+import pytest
 
 
 def listening(root: psutil.Process) -> set[tuple[str, int, str]]:
@@ -37,15 +38,31 @@ def test_is_loopback():
 
 def test_a_local_ray_is_loopback_whatever_the_users_environment(monkeypatch):
     """A user's own ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` (which would bind Ray's servers to
-    the machine's interface) is overridden for a local Ray, for search and transfer alike; a
-    cluster address leaves it alone."""
+    the machine's interface) is overridden for a local Ray, for search and transfer alike (both
+    go through ``address.prepare``)."""
     import os
 
-    from orchestrator.commands import loopback_unless
+    from orchestrator.runtime import address
 
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
-    loopback_unless(None)
+    assert address.prepare(None, "--address") is None
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
-    loopback_unless("10.0.0.5:6379")
-    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+
+
+@pytest.mark.parametrize(("node", "switch"), [("127.0.0.1", "0"), ("10.0.0.5", None), (None, None)])
+def test_a_cluster_address_sets_the_loopback_switch_only_for_a_loopback_node(monkeypatch, node, switch):
+    """Joining a cluster: Ray's loopback switch is set only when this machine's node of the
+    cluster is on loopback (a head bound to 127.0.0.1); the token is sent when one is at hand."""
+    import os
+
+    from orchestrator.runtime import address
+
+    for var in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(address, "check_reachable", lambda *a: None)
+    monkeypatch.setattr(address, "speaks_grpc", lambda *a: True)
+    monkeypatch.setattr(address, "node_ip", lambda a: node)
+    monkeypatch.setattr(address, "token_available", lambda: True)
+    assert address.prepare("10.0.0.5:6379", "--address") == "10.0.0.5:6379"
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == switch
+    assert os.environ["RAY_AUTH_MODE"] == "token"
