@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from rich.table import Table
 
 from orchestrator.config import Config, load_config
 from orchestrator.display import epoch_line, err_console, out_console, task_table
+from orchestrator.errors import ServiceError
 from orchestrator.store import tracking
 from trainables.data import BUILTIN_TASKS, read_source
 from trainables.errors import InputError
@@ -133,6 +136,25 @@ def default_tracking_uri() -> str:
     return resolve_tracking_uri("sqlite:///mlflow.db", Path.cwd())
 
 
+@contextlib.contextmanager
+def outage_is_service_error(config_path: str, sets: list[str]) -> Iterator[None]:
+    """A failure of the MLflow store anywhere in a search or study (a write after the trials,
+    the model, the report) ends it with one line and the resume message, not a traceback."""
+    try:
+        yield
+    except (InputError, ServiceError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        try:
+            uri = load_config(config_path, sets).mlflow.tracking_uri
+        except InputError:
+            raise exc from None
+        error = tracking.as_outage(uri, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def ray_address(cli: str | None, cfg: Config) -> str | None:
     """The Ray to run on (``--address`` over ``ray.address``; None: a new local Ray on
     loopback), resolved and checked, Ray's environment set for it before Ray is imported
@@ -146,7 +168,7 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
                num_samples: int | None) -> int:
     from orchestrator.runtime.lock import released_at_end
 
-    with released_at_end():  # one driver per search: open_parent locks it, until the report is written
+    with released_at_end(), outage_is_service_error(config_path, sets):  # one driver per search
         return _search(config_path, sets=sets, as_json=as_json, resume=resume, address=address,
                        num_samples=num_samples)
 
@@ -186,7 +208,7 @@ def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bo
                  groups: str | None = None) -> int:
     from orchestrator.runtime.lock import released_at_end
 
-    with released_at_end():  # one driver per study: open_parent locks it, until the report is written
+    with released_at_end(), outage_is_service_error(config_path, sets):  # one driver per study
         return _transfer(config_path, sets=sets, as_json=as_json, resume=resume, address=address, method=method,
                          seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, groups=groups)
 

@@ -25,9 +25,8 @@ import yaml
 from ray.tune import Callback
 
 from orchestrator.display import err_console
-from orchestrator.errors import ServiceError
 from orchestrator.runtime.trial import TrialContext, ended_early, trial_params, trial_run
-from orchestrator.store.tracking import flatten, log_metrics, log_params, metric_row, store_problem
+from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_params, metric_row, store_problem
 
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
@@ -256,12 +255,10 @@ class MlflowTrials(Callback):
         try:
             self._sync(grid)
         except Exception as exc:
-            problem = store_problem(self.tracking_uri)
-            if problem is None:
+            error = as_outage(self.tracking_uri, exc)
+            if error is None:
                 raise  # not the store: a bug, with its traceback in the log
-            raise ServiceError(
-                f"mlflow.tracking_uri: {problem} ({type(exc).__name__} while recording); every trial's results "
-                "are kept by Ray: run the same command with --resume when it answers, to record them") from exc
+            raise error from exc
 
     def _sync(self, grid: Any) -> None:
         children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(

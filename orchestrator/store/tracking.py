@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -13,6 +15,8 @@ from typing import Any
 import yaml
 
 from orchestrator.config import Config
+from orchestrator.errors import ServiceError
+from trainables.errors import first_line
 
 # metric rows carry these as plain numbers; they are the step, not metrics of their own
 _NOT_METRICS = {"epoch"}
@@ -85,32 +89,65 @@ def configure(cfg: Config) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    import logging
+
     import mlflow
 
+    # MLflow's sqlite store logs each failed statement with its traceback; mtlo reports a
+    # store that fails in one line of its own (the recorder, ``as_outage``)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_experiment(cfg.experiment)
     return mlflow
 
 
 def store_problem(uri: str, timeout: float = 5.0) -> str | None:
-    """Why the tracking store cannot be used (None: it can): a server that does not answer,
-    or a sqlite file whose folder does not exist."""
+    """Why the tracking store cannot be used (None: it can): a server that does not answer, or
+    answers /health but not a read of its store (its database down, credentials refused); a
+    sqlite file whose folder is missing or takes no file, whose database another process
+    holds locked, or whose disk is full."""
     if uri.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            answer = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
-        except requests.RequestException as exc:
-            return f"no MLflow server answers at {uri} ({type(exc).__name__})"
-        return None if answer.ok else f"{uri}/health answered HTTP {answer.status_code}: not an MLflow server?"
+        return _server_problem(uri, timeout)
     if uri.startswith("sqlite:///"):
-        return sqlite_problem(Path(uri[len("sqlite:///"):]))
+        return sqlite_problem(Path(uri[len("sqlite:///"):]), timeout=timeout)
     return None
 
 
-def sqlite_problem(path: Path) -> str | None:
+AUTH_HINT = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+
+
+def _server_problem(uri: str, timeout: float) -> str | None:
+    import requests
+    from mlflow.tracking._tracking_service.utils import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        answer = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as exc:
+        return f"no MLflow server answers at {uri} ({type(exc).__name__})"
+    if not answer.ok:
+        return f"{uri}/health answered HTTP {answer.status_code}: not an MLflow server?"
+    try:  # a read of the store, with the user's credentials, as every write would need
+        read = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "GET",
+                            max_retries=0, timeout=timeout, raise_on_status=False, params={"max_results": 1})
+    except Exception as exc:  # noqa: BLE001 - any failure of the read is the answer
+        return f"the MLflow server at {uri} does not answer a read of its store ({type(exc).__name__})"
+    if read.status_code in (401, 403):
+        return f"the MLflow server at {uri} refused mtlo's request (HTTP {read.status_code}): {AUTH_HINT}"
+    if not read.ok:
+        try:
+            code = read.json().get("error_code") or ""
+        except ValueError:
+            code = ""
+        return (f"the MLflow server at {uri} answers, but its store does not (HTTP {read.status_code}"
+                f"{' ' + code if code else ''}: its database down?)")
+    return None
+
+
+def sqlite_problem(path: Path, timeout: float = 5.0) -> str | None:
     """Why a sqlite database file cannot be used (None: it can): its folder is missing, or
-    a file cannot be created there (tried with a temporary file, removed at once)."""
+    a file cannot be created there (tried with a temporary file, removed at once), its disk is
+    full, or another process holds the database locked for longer than ``timeout``."""
     folder = path.parent
     if not folder.is_dir():
         return f"the folder of the sqlite file, {folder}, does not exist"
@@ -121,8 +158,66 @@ def sqlite_problem(path: Path) -> str | None:
             pass
     except OSError as exc:
         why = (exc.strerror or str(exc)).lower()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk of the sqlite file {path} is full ({why})"
         return f"no file can be written in the folder of the sqlite file, {folder} ({why})"
+    stat = os.statvfs(folder)
+    if stat.f_bavail * stat.f_frsize < MIN_FREE_BYTES:
+        return f"the disk of the sqlite file {path} is full ({stat.f_bavail * stat.f_frsize // 1024} KiB free)"
+    if path.is_file():
+        import sqlite3
+
+        try:  # a write lock, taken and given back at once: nothing is written
+            with contextlib.closing(sqlite3.connect(path, timeout=timeout, isolation_level=None)) as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            return f"the sqlite file {path} cannot be written ({first_line(exc)})"
     return None
+
+
+MIN_FREE_BYTES = 1 << 20  # a sqlite store with less free disk than this is as good as full
+
+
+def outage(exc: BaseException) -> str | None:
+    """The tracking store's failure behind ``exc``, in one line (None: ``exc`` is not one):
+    a connection or HTTP error, a server error or refusal (401/403, 5xx), a locked or full
+    sqlite database. What else goes wrong is a bug, to be raised with its traceback."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        name = type(e).__name__
+        if isinstance(e, requests.RequestException):
+            return f"{name}: {first_line(e)}"
+        if isinstance(e, MlflowException):
+            status = e.get_http_status_code()
+            if e.error_code in _OUTAGE_CODES or status in (401, 403) or status >= 500 or \
+                    any(s in str(e) for s in _OUTAGE_TEXT):
+                return f"{name}: {first_line(e)}"
+        if name == "OperationalError" or (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)):
+            return f"{name}: {first_line(e)}"  # sqlite3's and SQLAlchemy's: locked, full, unreachable
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def as_outage(uri: str, exc: BaseException) -> ServiceError | None:
+    """``exc`` as the one-line outage error the CLI ends with (exit 1: Ray kept every result,
+    ``--resume`` records them), when the tracking store is what failed; None for anything
+    else (a bug, raised with its traceback)."""
+    problem = store_problem(uri, timeout=2.0) or outage(exc)
+    if problem is None:
+        return None
+    return ServiceError(f"mlflow.tracking_uri: {problem} ({type(exc).__name__} while recording); every trial's "
+                        "results are kept by Ray: run the same command with --resume when it answers, to record them")
+
+
+_OUTAGE_CODES = {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "UNAUTHENTICATED", "PERMISSION_DENIED",
+                 "REQUEST_LIMIT_EXCEEDED", "ENDPOINT_NOT_FOUND"}
+_OUTAGE_TEXT = ("database is locked", "disk is full", "Max retries exceeded")
 
 
 def check_store(uri: str) -> None:

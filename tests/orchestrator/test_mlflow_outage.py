@@ -6,6 +6,7 @@ every trial's every epoch, once. (A server that is down at the start is refused 
 starts: the corpus case tests/bad_inputs/config_mlflow_server_down.yaml.)
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -22,20 +23,29 @@ from tests.conftest import free_port, search_config
 pytestmark = pytest.mark.slow
 
 
+SERIES = ("val/rt/accuracy", "val/vader/pearson", "train/rt/loss", "train/vader/loss", "objective")
+
+
 class Server:
-    def __init__(self, folder: Path, port: int) -> None:
+    """A real ``mlflow server`` on 127.0.0.1 (one worker, no job runner), stopped by its pid;
+    ``backend``: its store (default: a sqlite file in ``folder``)."""
+
+    def __init__(self, folder: Path, port: int, backend: str | None = None, *args: str, **env: str) -> None:
         self.folder, self.port, self.proc = folder, port, None
+        self.backend = backend or f"sqlite:///{folder / 'server.db'}"
+        self.args, self.env = args, env
 
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+               **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers",
-             "1", "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}", "--artifacts-destination",
-             str(self.folder / "artifacts")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             "1", "--backend-store-uri", self.backend, "--artifacts-destination",
+             str(self.folder / "artifacts"), *self.args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -51,6 +61,67 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def ray_rows(workdir: Path, name: str) -> dict[str, list[dict]]:
+    """Each trial's results as Ray wrote them (result.json), by trial id."""
+    out = {}
+    for folder in (workdir / "ray_results" / name / "search").glob("trainable_*"):
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
+        out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def assert_every_metric_in_mlflow(client, workdir: Path, name: str) -> int:
+    """Every per-epoch value of every series in Ray's result files is in MLflow once, equal.
+    Returns how many points were compared."""
+    exp = client.get_experiment_by_name(name)
+    runs = {r.data.tags["mtlo.trial_id"]: r for r in client.search_runs([exp.experiment_id],
+                                                                        "tags.`mtlo.role` = 'trial'")}
+    rows = ray_rows(workdir, name)
+    assert set(runs) == set(rows) and len(rows) == 3
+    compared = 0
+    for tid, trial_rows in rows.items():
+        run = runs[tid]
+        assert run.info.status == "FINISHED" and run.data.tags["mtlo.status"] == "FINISHED", (tid, run.data.tags)
+        for key in SERIES:
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == [r["epoch"] for r in trial_rows], (tid, key)
+            logged = {m.step: m.value for m in history}
+            for r in trial_rows:
+                assert logged[r["epoch"]] == pytest.approx(r[key], rel=1e-6), (tid, key, r["epoch"])
+                compared += 1
+    parent = client.search_runs([exp.experiment_id], "tags.`mtlo.role` = 'search'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    return compared
+
+
+def mtlo(workdir: Path, *args: str, **extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MTLO_FAULT"}
+    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", **extra})
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, out, err
+
+
+def wait_for_a_finished_trial(client, name: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        exp = client.get_experiment_by_name(name)
+        runs = client.search_runs([exp.experiment_id], "tags.`mtlo.role` = 'trial'") if exp else []
+        if any(r.data.tags.get("mtlo.status") == "FINISHED" for r in runs):
+            return
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.5)
+    pytest.fail("the first trial never finished")
 
 
 @pytest.fixture
@@ -116,3 +187,88 @@ def test_server_down_mid_search_loses_nothing(tmp_path, server):
                                 "tags.`mtlo.role` = 'search'")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(parent[0].info.run_id, "report")} >= {"report/report.md"}
+
+
+def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(tmp_path):
+    """A real authenticating server (MLflow's basic-auth app). Wrong credentials at the start:
+    refused before Ray starts (exit 2, one line). Right ones, then the password changed
+    mid-search (every request of the search now answered 401): the search goes on, ends with
+    one line naming the refusal and --resume (exit 1); with the new password, --resume fills
+    every gap."""
+    import requests
+    from mlflow.tracking import MlflowClient
+
+    password, rotated = "Right-pass-123", "Rotated-pass-456"
+    srv = Server(tmp_path / "srv", free_port(), None, "--app-name", "basic-auth",
+                 MLFLOW_AUTH_ADMIN_PASSWORD=password, MLFLOW_FLASK_SERVER_SECRET_KEY="mtlo-test-secret")
+    (tmp_path / "srv").mkdir()
+    srv.start()
+    try:
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("auth", tracking_uri=srv.uri)))
+        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", MLFLOW_TRACKING_USERNAME="admin",
+                                 MLFLOW_TRACKING_PASSWORD="wrong"))
+        assert rc == 2 and err.strip() == (f"mtlo: error: mlflow.tracking_uri: the MLflow server at {srv.uri} "
+                                           "refused mtlo's request (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+                                           "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"), err
+        assert not (tmp_path / "ray_results").exists()
+
+        creds = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+        proc = mtlo(tmp_path, "search", "c.yaml", **creds)
+        os.environ.update(creds)
+        try:
+            wait_for_a_finished_trial(MlflowClient(srv.uri), "auth", proc)
+        finally:
+            for k in creds:
+                os.environ.pop(k)
+        answer = requests.patch(f"{srv.uri}/api/2.0/mlflow/users/update-password", auth=("admin", password),
+                                json={"username": "admin", "password": rotated, "current_password": password},
+                                timeout=10)
+        assert answer.ok, answer.text
+        rc, _, err = finish(proc)
+        lines = err.strip().splitlines()
+        assert rc == 1 and sum("MLflow write failed" in line for line in lines) == 1, err[-3000:]
+        assert lines[-1].startswith(f"mtlo: error: mlflow.tracking_uri: the MLflow server at {srv.uri} refused "
+                                    "mtlo's request (HTTP 401)") and "--resume" in lines[-1], lines[-1]
+        assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "auth").values()) == [3, 3, 3]
+
+        creds["MLFLOW_TRACKING_PASSWORD"] = rotated
+        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", **creds))
+        assert rc == 0, err[-3000:]
+        os.environ.update(creds)
+        try:
+            assert assert_every_metric_in_mlflow(MlflowClient(srv.uri), tmp_path, "auth") == 3 * 3 * len(SERIES)
+        finally:
+            for k in creds:
+                os.environ.pop(k)
+    finally:
+        srv.kill()
+
+
+def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(tmp_path):
+    """Another process holds the sqlite store's write lock (``BEGIN EXCLUSIVE``) from the end of
+    the first trial until the search ends: "database is locked" on every write. The search goes
+    on, ends with one line and --resume (exit 1), and --resume fills every gap once the lock is
+    given back."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("locked")))
+    proc = mtlo(tmp_path, "search", "c.yaml")
+    wait_for_a_finished_trial(MlflowClient(uri), "locked", proc)
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        rc, _, err = finish(proc)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    lines = err.strip().splitlines()
+    assert rc == 1 and sum("MLflow write failed" in line for line in lines) == 1, err[-3000:]
+    assert lines[-1].startswith(f"mtlo: error: mlflow.tracking_uri: the sqlite file {tmp_path / 'mlflow.db'} "
+                                "cannot be written (database is locked)") and "--resume" in lines[-1], lines[-1]
+    assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "locked").values()) == [3, 3, 3]
+    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume"))
+    assert rc == 0, err[-3000:]
+    assert assert_every_metric_in_mlflow(MlflowClient(uri), tmp_path, "locked") == 3 * 3 * len(SERIES)

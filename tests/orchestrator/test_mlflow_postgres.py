@@ -1,0 +1,100 @@
+"""A search recorded by a real ``mlflow server`` on a real PostgreSQL (the ``pgserver`` wheel,
+on a Unix socket), on 127.0.0.1: every metric Ray saw reaches MLflow. Then the database stops
+while the server goes on answering (/health passes, every write fails with HTTP 503): the
+search goes on, ends with one line (exit 1) that says how to continue, and once the database
+is back ``--resume`` fills every gap."""
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import free_port, search_config
+from tests.orchestrator.test_mlflow_outage import (
+    SERIES,
+    Server,
+    assert_every_metric_in_mlflow,
+    finish,
+    mtlo,
+    ray_rows,
+    wait_for_a_finished_trial,
+)
+
+pytestmark = pytest.mark.slow
+
+class Postgres:
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="mtlo-pg-"))  # short: a Unix socket's path is limited
+        self.server = None
+
+    def start(self) -> None:
+        import pgserver
+
+        self.server = pgserver.get_server(str(self.folder / "db"), cleanup_mode="stop")
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+    @property
+    def uri(self) -> str:  # SQLAlchemy 2.1 takes postgresql:// for psycopg 3; pgserver pairs with psycopg2
+        return self.server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    db = Postgres()
+    db.start()
+    yield db
+    db.stop()
+    shutil.rmtree(db.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_on_postgres(postgres, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("mlflow-pg"), free_port(), backend=postgres.uri)
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+def test_a_search_on_postgres_records_every_metric(mlflow_on_postgres, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("pg", tracking_uri=mlflow_on_postgres.uri)))
+    started = time.monotonic()
+    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml"))
+    assert rc == 0, err[-3000:]
+    took = time.monotonic() - started
+    compared = assert_every_metric_in_mlflow(MlflowClient(mlflow_on_postgres.uri), tmp_path, "pg")
+    assert compared == 3 * 3 * len(SERIES)
+    print(f"search on PostgreSQL: {took:.0f} s, {compared} points compared")
+
+
+def test_the_database_stops_mid_search_and_resume_fills_every_gap(postgres, mlflow_on_postgres, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_on_postgres.uri)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("pg-down", tracking_uri=mlflow_on_postgres.uri)))
+    proc = mtlo(tmp_path, "search", "c.yaml")
+    wait_for_a_finished_trial(client, "pg-down", proc)  # then the database stops
+    postgres.stop()
+    try:
+        with __import__("urllib.request").request.urlopen(f"{mlflow_on_postgres.uri}/health", timeout=5) as r:
+            assert r.status == 200  # the server answers its probe: only its store is gone
+        rc, _, err = finish(proc)
+    finally:
+        postgres.start()
+    lines = err.strip().splitlines()
+    assert rc == 1, err[-3000:]
+    assert sum("MLflow write failed" in line for line in lines) == 1, err[-3000:]  # said once; the search went on
+    assert lines[-1].startswith("mtlo: error: mlflow.tracking_uri: the MLflow server at ") and \
+        "its store does not (HTTP 503" in lines[-1] and "--resume" in lines[-1], lines[-1]
+    assert "Traceback" not in err
+    assert sorted(len(r) for r in ray_rows(tmp_path, "pg-down").values()) == [3, 3, 3]  # Ray kept every epoch
+
+    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume"))
+    assert rc == 0, err[-3000:]
+    assert assert_every_metric_in_mlflow(client, tmp_path, "pg-down") == 3 * 3 * len(SERIES)
