@@ -3,13 +3,19 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub (none is reachable here)
+# before anything imports Ray (which reads it once): the tests' own local Rays listen on loopback,
+# as mtlo's do (orchestrator/runtime/address.py), whatever the environment says
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -18,19 +24,33 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["MTLO_CACHE_DIR"] = str(tmp_path_factory.mktemp("mtlo-cache"))
 
 
-def run_mtlo(workdir: Path, *args: str, fault: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_mtlo(workdir: Path, *args: str, fault: str | None = None, timeout: int = 600,
+             sockets: set | None = None) -> subprocess.CompletedProcess:
     """``mtlo ARGS`` in its own process group, ``MTLO_FAULT=fault`` (a driver fault kills the
-    group, as ``kill -9`` would); Ray's processes left behind are killed with the group."""
+    group, as ``kill -9`` would); Ray's processes left behind are killed with the group.
+    ``sockets``: filled with the listening sockets of the command's process tree, every 0.3 s."""
     env = {k: v for k, v in os.environ.items() if k != "MTLO_FAULT"}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"})
     if fault:
         env["MTLO_FAULT"] = fault
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    out, err = proc.communicate(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError):  # Ray's processes share the killed driver's fate
-        os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # no pipe to fill up
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=workdir, env=env,
+                                stdout=out, stderr=err, text=True, start_new_session=True)
+        try:
+            if sockets is not None:
+                from tests.orchestrator.test_loopback import listening
+
+                root, deadline = psutil.Process(proc.pid), time.time() + timeout
+                while proc.poll() is None and time.time() < deadline:
+                    sockets |= listening(root)
+                    time.sleep(0.3)
+            proc.wait(timeout=timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # Ray's processes share the killed driver's fate
+                os.killpg(proc.pid, signal.SIGKILL)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
 def mtlo_main(*args: str, cwd: Path, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -89,6 +109,10 @@ def ray_local():
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    from tests.orchestrator.test_loopback import is_loopback, listening
+
+    seen = listening(psutil.Process())  # this process and Ray's servers, its children
+    assert seen and all(is_loopback(host) for host, _, _ in seen), f"the fixture's Ray listens beyond loopback: {seen}"
     yield
     ray.shutdown()
 

@@ -9,6 +9,7 @@ and logs the files it wrote, and only those, on the parent run under ``report/``
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,20 @@ def markdown(res: Any, drawn: list[str]) -> str:
     return transfer_markdown(res, drawn) if "method" in res else search_markdown(res, drawn)
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Whole or not at all: a reader never sees a half-written report."""
+def write_whole(path: Path, text: str, fault: str | None = None) -> None:
+    """Whole or not at all: a reader never sees a half-written report (a temporary file,
+    flushed to disk, then renamed over ``path``). ``fault``: the test-only driver fault point
+    (MTLO_FAULT) fired when half the text is in the temporary file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with tmp.open("w") as f:
+        if fault is not None:
+            f.write(text[:len(text) // 2])
+            f.flush()
+            faults.driver_point(faults.from_env(), fault)
+            text = text[len(text) // 2:]
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
 
 
@@ -73,9 +84,8 @@ def write_report(client: Any, run_id: str, res: Any, folder: Path) -> tuple[str,
     drawn = figures(res, folder)
     md = markdown(res, drawn)
     write_whole(folder / "report.md", md)
-    faults.driver_point(faults.from_env(), "report")  # test-only (MTLO_FAULT=driver@report)
     text = tracking.as_json(res)
-    write_whole(folder / "report.json", text)
+    write_whole(folder / "report.json", text, fault="report")  # test-only: MTLO_FAULT=driver@report
     for name in ["report.md", "report.json", *drawn]:
         client.log_artifact(run_id, str(folder / name), artifact_path="report")
     return md, json.loads(text)

@@ -28,7 +28,7 @@ default: every trial);
 Driver faults (the driver SIGKILLs its own process group, as ``kill -9`` of ``mtlo`` would):
 ``driver@first-result`` (the first epoch result of any trial), ``driver@trials=N`` (when N
 trials have completed), ``driver@report`` (midway through writing the report: figures and
-report.md written, report.json and the MLflow artifacts not yet).
+report.md written, half of report.json in its temporary file, the MLflow artifacts not yet).
 
 ``tune-crash@trials=N``: when N trials have completed, Ray Tune's controller stops the
 search with the exception Ray Tune 2.60 raises when Ray's memory monitor kills a trial's
@@ -186,9 +186,13 @@ def trial_number(trial_id: str, trial_dir: str) -> int | None:
 
 
 # -- driver side -----------------------------------------------------------------------------
-def driver_point(faults: Faults, point: str) -> None:
-    """SIGKILL the driver (its whole process group when it leads one) at ``point``."""
+def driver_point(faults: Faults, point: str, settle: Any = None) -> None:
+    """SIGKILL the driver (its whole process group when it leads one) at ``point``, once
+    ``settle()`` returned (the MLflow recorder's queued writes done: the point is "once that
+    event was recorded")."""
     if any(f.kind == "driver" and f.when == point for f in faults.driver):
+        if settle is not None:
+            settle()
         if os.getpgrp() == os.getpid():
             os.killpg(os.getpgrp(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -205,8 +209,9 @@ def tune_crash(faults: Faults, point: str) -> None:
                 from OutOfMemoryError(f"injected fault ({ENV}): a worker killed by Ray's memory monitor")
 
 
-def driver_callback() -> Any:
-    """A Ray Tune callback that fires the driver faults tied to trial events. It reads
+def driver_callback(recorder: Any = None) -> Any:
+    """A Ray Tune callback that fires the driver faults tied to trial events, once ``recorder``
+    (the MLflow recorder, which writes from a thread of its own) has written them. It reads
     ``MTLO_FAULT`` when an event comes, not when it is made: a resumed search runs with the
     callbacks Ray saved with the experiment, which must follow the resumed run's switch."""
     from ray.tune import Callback
@@ -215,13 +220,18 @@ def driver_callback() -> Any:
         def __init__(self) -> None:
             self.completed = 0
             self.crash: str | None = None
+            self.recorder = recorder
+
+        def settle(self) -> None:
+            if self.recorder is not None:
+                self.recorder.drain()
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            driver_point(from_env(), "first-result")
+            driver_point(from_env(), "first-result", self.settle)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.completed += 1
-            driver_point(from_env(), f"trials={self.completed}")
+            driver_point(from_env(), f"trials={self.completed}", self.settle)
             self.crash = f"trials={self.completed}"  # Ray Tune catches what a trial's callback raises
 
         def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -229,7 +239,7 @@ def driver_callback() -> Any:
             if point:
                 tune_crash(from_env(), point)  # out of the controller's step, as Ray's own crash
 
-        def __getstate__(self) -> dict[str, Any]:
-            return {"completed": 0, "crash": None}  # counts start again in each run of the driver
+        def __getstate__(self) -> dict[str, Any]:  # counts start again in each run of the driver
+            return {"completed": 0, "crash": None, "recorder": self.recorder}
 
     return DriverFaults()

@@ -89,13 +89,14 @@ def fit_tuner(tuner: Any, as_json: bool, progress: Progress, path: Path, trainab
 
 
 def callbacks(recorder: Any, progress: Progress, keep: int) -> list[Any]:
-    """MLflow first (a result is recorded before anything else sees it), then the live
-    table, then the test-only driver faults (MTLO_FAULT; nothing happens without it), last
-    the removal of a finished trial's checkpoints but for the ``keep`` best trials' weights
+    """MLflow first (a result is queued for MLflow's writer thread before anything else sees
+    it), then the live table, then the test-only driver faults (MTLO_FAULT; nothing happens
+    without it; a fault fires once the recorder wrote what came before it), last the removal
+    of a finished trial's checkpoints but for the ``keep`` best trials' weights
     (runtime/checkpoints.py)."""
     from orchestrator.runtime.checkpoints import DropFinishedCheckpoints
 
-    return [recorder, progress, faults.driver_callback(), DropFinishedCheckpoints(keep)]
+    return [recorder, progress, faults.driver_callback(recorder), DropFinishedCheckpoints(keep)]
 
 
 def run_tuner(cfg: Config, ctx: TrialContext, *, name: str, storage: Path, recorder: Any, progress: Progress,

@@ -4,6 +4,13 @@ Runs the callback on the driver (one writer: no sqlite locking, and workers need
 to the tracking store). Child runs carry the ``mlflow.parentRunId`` tag (the UI nests them)
 and ``mtlo.trial_id``, which makes a resumed search continue the same child runs.
 
+Writes go through ``WRITERS`` writer threads, each trial's through one of them in the order
+Ray Tune's events came: the controller hands a result over and goes on, so a slow tracking
+server (seconds per request) never holds up the trials, which wait for the controller
+between epochs, and the trials' writes overlap. What is still queued when the
+trials end is written before ``sync`` (drained), and a killed driver's queue is rebuilt from
+Ray's results by ``--resume``.
+
 MLflow may stop answering mid-search (a tracking server restarted, a network cut): a failed
 write never stops the search. Ray keeps every result on disk (each trial's result.json),
 the recorder stops writing until MLflow answers a probe again, and :meth:`MlflowTrials.sync`
@@ -15,8 +22,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import queue
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +44,9 @@ _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s",
 
 
 PROBE_EVERY_S = 10.0  # while MLflow does not answer: how often to try again
+# writer threads (a trial's writes stay in order on one of them); MTLO_MLFLOW_WRITERS=0 writes in
+# Ray Tune's own thread instead (what benchmarks/slow_mlflow.py compares against)
+WRITERS = int(os.environ.get("MTLO_MLFLOW_WRITERS", "4"))
 FINAL = ("FINISHED", "STOPPED", "FAILED", "DIVERGED")
 
 
@@ -68,12 +82,17 @@ class MlflowTrials(Callback):
         self.retries: dict[str, int] = {}  # failures Ray recovered from, per trial id
         self.logged: dict[str, set[int]] = {}  # steps whose metrics were written, per trial id
         self.closed: set[str] = set()  # trial ids whose child run has its final status
+        self.ended: dict[str, tuple[str, str | None]] = {}  # trial id -> final status and error, as Ray ended it
+        self.seen: dict[str, Any] = {}  # trial id -> Ray's trial (its result.json: what MLflow missed)
         self.offline_since: float | None = None
         self.last_probe = 0.0
+        self.sync_seconds = 0.0
         # trial ids whose child run this driver process created: their MLflow state is what this
         # recorder wrote (not kept across a resume: the saved state may lag MLflow after a kill)
         self._created: set[str] = set()
         self._checked: set[str] = set()  # older child runs whose logged steps were read once
+        self._lock = threading.Lock()  # the writer threads share the online/offline state
+        self._queues: list[queue.Queue] | None = None  # the writer threads' work, in the order of Ray's events
 
     @property
     def client(self) -> Any:
@@ -84,28 +103,69 @@ class MlflowTrials(Callback):
         return self._client
 
     def online(self) -> bool:
-        if self.offline_since is None:
-            return True
-        if time.time() - self.last_probe < PROBE_EVERY_S:
-            return False
-        self.last_probe = time.time()
-        if store_problem(self.tracking_uri, timeout=2.0) is not None:
-            return False
-        err_console.print(f"MLflow answers again after {time.time() - self.offline_since:.0f}s: recording resumes "
-                          "(what it missed is written when the search ends)")
-        self.offline_since = None
+        with self._lock:
+            if self.offline_since is None:
+                return True
+            if time.time() - self.last_probe < PROBE_EVERY_S:
+                return False
+            self.last_probe = time.time()
+            if store_problem(self.tracking_uri, timeout=2.0) is not None:
+                return False
+            err_console.print(f"MLflow answers again after {time.time() - self.offline_since:.0f}s: recording "
+                              f"resumes, and what it missed of {len(self.seen)} trial(s) is written now")
+            self.offline_since = None
+        for trial in list(self.seen.values()):  # queued behind each trial's own writes
+            self._submit(self._catch_up, trial)
         return True
 
     def went_offline(self, exc: Exception) -> None:
-        if self.offline_since is None:
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            err_console.print(f"MLflow write failed ({type(exc).__name__}: {first}); the search goes on, Ray keeps "
-                              "every result, and they are written to MLflow when it answers again")
-            self.offline_since = time.time()
-        self.last_probe = time.time()
+        with self._lock:
+            if self.offline_since is None:
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                err_console.print(f"MLflow write failed ({type(exc).__name__}: {first}); the search goes on, Ray "
+                                  "keeps every result, and they are written to MLflow when it answers again")
+                self.offline_since = time.time()
+            self.last_probe = time.time()
 
-    def __getstate__(self) -> dict[str, Any]:  # Ray saves callbacks with the experiment state
-        return {**self.__dict__, "_client": None, "_created": set(), "_checked": set()}
+    def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the Tuner, before the search
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"} | {
+            "_client": None, "_created": set(), "_checked": set(), "_queues": None, "seen": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- the writer thread -------------------------------------------------------------
+    _writing: weakref.WeakSet[MlflowTrials] = weakref.WeakSet()  # recorders with a writer thread
+
+    def _submit(self, write: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+        """Queue a write of ``trial`` (a ``_tolerant`` method: it never raises) for its writer thread."""
+        if WRITERS < 1:
+            write(trial, *args, **kwargs)
+            return
+        if self._queues is None:
+            MlflowTrials._writing.add(self)
+            self._queues = [queue.Queue() for _ in range(WRITERS)]
+            for i, work in enumerate(self._queues):
+                threading.Thread(target=self._work, args=(work,), name=f"mtlo-mlflow-writer-{i}", daemon=True).start()
+        self._queues[hash(trial.trial_id) % WRITERS].put((write, (trial, *args), kwargs))
+
+    @staticmethod
+    def _work(work: queue.Queue) -> None:
+        while True:
+            write, args, kwargs = work.get()
+            try:
+                write(*args, **kwargs)
+            finally:
+                work.task_done()
+
+    def drain(self) -> None:
+        """Wait until every queued write is done (or given up: MLflow did not answer), this
+        recorder's and any other's: after ``--resume``, Ray Tune calls the copy it saved with
+        the experiment, not the recorder the driver made."""
+        for recorder in [self, *MlflowTrials._writing]:
+            for work in recorder._queues or ():
+                work.join()
 
     def _existing(self) -> dict[str, str]:
         """Child runs already made for this parent (a resumed search reuses them)."""
@@ -139,7 +199,8 @@ class MlflowTrials(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.status[trial.trial_id] = "RUNNING"
-        self._start(trial)
+        self.seen[trial.trial_id] = trial
+        self._submit(self._start, trial)
 
     @_tolerant
     def _start(self, trial: Any) -> None:
@@ -147,7 +208,8 @@ class MlflowTrials(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._remember(trial.trial_id, result)
-        self._write_result(trial, result)
+        self.seen[trial.trial_id] = trial
+        self._submit(self._write_result, trial, dict(result))
 
     def _remember(self, tid: str, result: dict[str, Any]) -> None:
         self.results[tid] = dict(result)
@@ -223,7 +285,8 @@ class MlflowTrials(Callback):
         ray_last = getattr(trial, "last_result", None) or {}
         if int(ray_last.get("epoch") or 0) > int(last.get("epoch") or 0) or ended_early(ray_last):
             last = ray_last  # Ray's restored record is newer than ours (a resumed search)
-        self._finish(trial, *self._final_status(last))
+        ended = self.ended[trial.trial_id] = self._final_status(last)
+        self._submit(self._finish, trial, *ended)
 
     def _final_status(self, last: dict[str, Any]) -> tuple[str, str | None]:
         early = ended_early(last)  # NaN or infinite loss, GPU out of memory: ended, not retried
@@ -233,12 +296,13 @@ class MlflowTrials(Callback):
         return ("STOPPED" if int(last.get("epoch") or 0) < int(self.ctx.run["train"]["epochs"]) else "FINISHED"), None
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FAILED", error=_trial_error(trial))
+        ended = self.ended[trial.trial_id] = ("FAILED", _trial_error(trial))
+        self._submit(self._finish, trial, *ended)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A failure Ray retries (search.max_failures): recorded on the child run, which goes on."""
         n = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
-        self._write_retry(trial, n, _trial_error(trial))
+        self._submit(self._write_retry, trial, n, _trial_error(trial))
 
     @_tolerant
     def _write_retry(self, trial: Any, n: int, error: str) -> None:
@@ -251,6 +315,8 @@ class MlflowTrials(Callback):
         """Write to MLflow what it lacks of the finished grid (Ray's on-disk results): child
         runs, metric points (each (metric, epoch) once), final status. Raises ServiceError
         when MLflow does not answer."""
+        started = time.perf_counter()
+        self.drain()
         self.offline_since = None
         try:
             self._sync(grid)
@@ -259,6 +325,8 @@ class MlflowTrials(Callback):
             if error is None:
                 raise  # not the store: a bug, with its traceback in the log
             raise error from exc
+        finally:
+            self.sync_seconds = time.perf_counter() - started  # after the trials: queued writes, then gaps
 
     def _sync(self, grid: Any) -> None:
         children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
@@ -277,18 +345,35 @@ class MlflowTrials(Callback):
                                                <= self._steps_in_mlflow(tid, child.info.run_id)):
                 continue
             trial = SimpleNamespace(trial_id=tid, config=result.config)
-            rid = self.run_id(trial)
-            have = self._points(rid)
+            self._fill(trial, rows)
             for r in rows:
-                step = self._step(r)
-                row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
-                missing = {k: v for k, v in row.items() if (k, step) not in have}
-                if missing:
-                    log_metrics(self.client, rid, missing, step=step)
                 self._remember(tid, r)
             if not done:  # errors propagate here (sync turns them into one line)
                 error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
                 self._close(trial, *(("FAILED", error) if error else self._final_status(self.results.get(tid, {}))))
+
+    def _fill(self, trial: Any, rows: list[dict[str, Any]]) -> None:
+        """Write the metric points of Ray's ``rows`` of ``trial`` that its child run lacks."""
+        rid = self.run_id(trial)
+        have = self._points(rid)
+        for r in rows:
+            step = self._step(r)
+            row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
+            missing = {k: v for k, v in row.items() if (k, step) not in have}
+            if missing:
+                log_metrics(self.client, rid, missing, step=step)
+            self.logged.setdefault(trial.trial_id, set()).add(step)
+
+    @_tolerant
+    def _catch_up(self, trial: Any) -> None:
+        """Once MLflow answers again mid-search: what it missed of ``trial`` (from Ray's
+        result.json of the trial), and its final status if it ended meanwhile."""
+        path = Path(trial.local_path or "") / "result.json"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        self._fill(trial, rows)
+        ended = self.ended.get(trial.trial_id)
+        if ended is not None and trial.trial_id not in self.closed:
+            self._close(trial, *ended)
 
     def _points(self, rid: str) -> set[tuple[str, int]]:
         keys = self.client.get_run(rid).data.metrics

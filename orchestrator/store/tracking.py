@@ -84,6 +84,9 @@ def metric_row(row: dict[str, Any]) -> dict[str, float]:
 def configure(cfg: Config) -> Any:
     """Point MLflow at the config's tracking URI and experiment; return the client module."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow writes "View run ... at URL" to stdout for each run ended on a tracking server:
+    # with --json, stdout holds only mtlo's JSON (the run's URL is in the report and the UI)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # a tracking server that stops answering costs seconds per write, not minutes of retries
     # (MLflow's defaults: 7 retries, backoff factor 2); the search goes on without it
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

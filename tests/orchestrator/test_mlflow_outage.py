@@ -46,7 +46,7 @@ class Server:
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers",
              "1", "--backend-store-uri", self.backend, "--artifacts-destination",
              str(self.folder / "artifacts"), *self.args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, cwd=self.folder)  # the auth app keeps basic_auth.db in its working folder
         deadline = time.time() + 180
         while time.time() < deadline:
             try:

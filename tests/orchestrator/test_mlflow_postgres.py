@@ -2,8 +2,10 @@
 on a Unix socket), on 127.0.0.1: every metric Ray saw reaches MLflow. Then the database stops
 while the server goes on answering (/health passes, every write fails with HTTP 503): the
 search goes on, ends with one line (exit 1) that says how to continue, and once the database
-is back ``--resume`` fills every gap."""
+is back ``--resume`` fills every gap; or the database comes back while the search runs, and
+what MLflow missed is written then, not at the end."""
 
+import json
 import shutil
 import tempfile
 import time
@@ -65,9 +67,10 @@ def test_a_search_on_postgres_records_every_metric(mlflow_on_postgres, tmp_path)
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("pg", tracking_uri=mlflow_on_postgres.uri)))
     started = time.monotonic()
-    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml"))
+    rc, out, err = finish(mtlo(tmp_path, "search", "c.yaml", "--json"))
     assert rc == 0, err[-3000:]
     took = time.monotonic() - started
+    assert len(json.loads(out)["trials"]) == 3  # stdout holds only the JSON (no MLflow "View run" lines)
     compared = assert_every_metric_in_mlflow(MlflowClient(mlflow_on_postgres.uri), tmp_path, "pg")
     assert compared == 3 * 3 * len(SERIES)
     print(f"search on PostgreSQL: {took:.0f} s, {compared} points compared")
@@ -98,3 +101,35 @@ def test_the_database_stops_mid_search_and_resume_fills_every_gap(postgres, mlfl
     rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume"))
     assert rc == 0, err[-3000:]
     assert assert_every_metric_in_mlflow(client, tmp_path, "pg-down") == 3 * 3 * len(SERIES)
+
+
+def test_the_database_back_mid_search_is_caught_up_before_the_end(postgres, mlflow_on_postgres, tmp_path):
+    """The database stops once the first trial has finished and is back 3 s later, while the
+    search goes on: the outage is said once, the return once, and what MLflow missed is written
+    as soon as it answers, not at the end: every per-epoch point is in MLflow once, written
+    before the last trial's last epoch was (MLflow's own timestamps)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_on_postgres.uri)
+    config = search_config("pg-back", tracking_uri=mlflow_on_postgres.uri, num_samples=8)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    proc = mtlo(tmp_path, "search", "c.yaml")
+    wait_for_a_finished_trial(client, "pg-back", proc)
+    postgres.stop()
+    time.sleep(3)
+    postgres.start()
+    rc, _, err = finish(proc)
+    lines = err.strip().splitlines()
+    assert rc == 0, err[-3000:]
+    assert sum("MLflow write failed" in line for line in lines) == 1, err[-3000:]
+    assert sum("MLflow answers again" in line for line in lines) == 1, err[-3000:]
+    exp = client.get_experiment_by_name("pg-back")
+    runs = client.search_runs([exp.experiment_id], "tags.`mtlo.role` = 'trial'")
+    assert len(runs) == 8 and all(r.data.tags["mtlo.status"] == "FINISHED" for r in runs)
+    points = {r.info.run_id: {k: client.get_metric_history(r.info.run_id, k) for k in SERIES} for r in runs}
+    for history in points.values():
+        assert all(sorted(m.step for m in h) == [1, 2, 3] for h in history.values()), history
+    last = max(points.values(), key=lambda h: min(m.timestamp for m in h["objective"]))  # the trial started last
+    end = max(m.timestamp for m in last["objective"])
+    late = [(k, m.step) for h in points.values() for k, ms in h.items() for m in ms if m.timestamp > end]
+    assert not late, late  # nothing was left for the end of the search to fill

@@ -377,3 +377,46 @@ def test_a_time_budget_ends_the_search_cleanly(ray_local, workdir):
     children = client(workdir).search_runs([parent.info.experiment_id],
                                            f"tags.`mlflow.parentRunId` = '{out.parent_run_id}'")
     assert len(children) == len(out.trials) and all(c.info.status != "RUNNING" for c in children)
+
+
+def test_a_diverged_trial_under_asha_is_pruned_in_optuna_and_never_ranked_by_asha(ray_local, workdir, monkeypatch):
+    """``nan@1 trial=1`` under ASHA (max_t 3, reduction factor 2: rungs at epochs 1 and 2): the
+    diverged trial's last result has no objective, so ASHA's rungs hold only finite values and
+    the trial stays out of the epoch-2 rung; Optuna records it PRUNED, with no value, and every
+    other trial COMPLETE with its best epoch's objective."""
+    import math
+
+    import optuna
+    import ray.tune.schedulers as schedulers
+
+    from orchestrator.search.runner import run_search
+
+    made: list = []
+
+    class Recorded(schedulers.ASHAScheduler):  # the very scheduler the search runs with
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(schedulers, "ASHAScheduler", Recorded)
+    monkeypatch.setenv("MTLO_FAULT", "nan@1 trial=1")
+    path = write(workdir, name="asha-nan", train={"epochs": 3},
+                 search={"space": "weights", "scheduler": "asha", "num_samples": 4, "max_concurrent": 1})
+    out = run_search(load_config(path), path)
+    diverged = [t for t in out.trials if t["status"] == "DIVERGED"]
+    assert len(diverged) == 1, [t["status"] for t in out.trials]
+    bad = diverged[0]["trial_id"]
+    (asha,) = made
+    rungs = {milestone: dict(recorded) for bracket in asha._brackets for milestone, recorded in bracket._rungs}
+    assert set(rungs) >= {1, 2}
+    assert all(math.isfinite(v) for recorded in rungs.values() for v in recorded.values()), rungs
+    assert bad in rungs[1] and bad not in rungs[2], rungs  # ranked at epoch 1 (finite), never after
+    study = optuna.load_study(study_name="asha-nan", storage=f"sqlite:///{workdir / 'optuna.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"], states
+    pruned = next(t for t in study.trials if t.state.name == "PRUNED")
+    assert pruned.value is None and pruned.params == diverged[0]["params"], (pruned.params, diverged[0]["params"])
+    for t in study.trials:
+        if t.state.name == "COMPLETE":
+            match = [x for x in out.trials if x["params"] == t.params]
+            assert match and t.value == pytest.approx(match[0]["objective"], abs=1e-9)

@@ -36,6 +36,14 @@ def children(db: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def run(workdir: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
     return run_mtlo(workdir, "search", "c.yaml", *args, fault=fault)
 
@@ -64,8 +72,10 @@ def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(
         for rid, (status, n) in seen.items():  # no child run lost; finished ones never touched again
             assert rid in rows and (status != "FINISHED" or rows[rid] == (status, n)), (fault, rid)
         seen = rows
-        if fault == "driver@report":  # killed midway: report.md complete, report.json not yet written
+        if fault == "driver@report":  # killed while report.json was being written, half of it on disk
             assert (report / "report.md").read_text().startswith("# Search") and not (report / "report.json").exists()
+            partial = (report / ".report.json.tmp").read_text()
+            assert partial.startswith("{") and not _is_json(partial)  # the kill landed inside the write
     assert len(seen) == 3  # three trials, each one child run: none duplicated
     # Ray's own per-trial results (what MLflow's de-duplication cannot hide): no trial restarted
     # from epoch 1, no finished trial trained again; an epoch reported just before a kill may be
@@ -85,6 +95,7 @@ def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(
     con.close()
     assert len(parents) == 1 and parents[0][1] == "FINISHED"  # the same parent run continued, and ended
     assert json.loads((report / "report.json").read_text())["status"] == "FINISHED"
+    assert not (report / ".report.json.tmp").exists()  # the half-written temporary file was replaced
     from mlflow.tracking import MlflowClient
 
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{db}").list_artifacts(parents[0][0], "report")}

@@ -230,18 +230,24 @@ def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
 def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp_path):
     """SIGKILL of the driver (MTLO_FAULT=driver@trials=2) once rt and sms alone are done: the
     report is rebuilt from MLflow for the interrupted study (status RUNNING, the baselines, no
-    pair yet); ``--resume`` trains only the pair, on the same parent run."""
+    pair yet); ``--resume`` trains only the pair, on the same parent run. While the first
+    driver runs, every listening socket of its process tree (the driver, Ray's GCS, raylet and
+    workers) is on loopback."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.commands import build_report
     from tests.conftest import run_mtlo
+    from tests.orchestrator.test_loopback import is_loopback
 
     path = write(tmp_path, name="killed", tasks={"rt": {"source": "builtin:rt_polarity"},
                                                  "sms": {"source": "builtin:sms_spam"}},
                  search={"max_concurrent": 1})
+    sockets: set = set()
     killed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1",
-                      fault="driver@trials=2")
+                      fault="driver@trials=2", sockets=sockets)
     assert killed.returncode == -9, killed.stderr[-2000:]
+    assert len(sockets) >= 5, sockets  # GCS, raylet, workers... were seen, so the check below means something
+    assert all(is_loopback(host) for host, _, _ in sockets), f"listening beyond loopback: {sorted(sockets)}"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res, md, _ = build_report(uri, "killed", tmp_path / "rep")
     assert res["status"] == "RUNNING" and set(res["baselines"]) == {"rt", "sms"} and res["gains"] == []
