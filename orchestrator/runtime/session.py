@@ -25,8 +25,8 @@ def ray_init(address: str | None) -> None:
     before Ray was imported (``runtime/address.py``)."""
     import ray
 
-    if ray.is_initialized():
-        return
+    # Ray Tune's settings, read by the driver as the search runs (also when Ray was started
+    # before, in this process)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines, not Ray's tables
     # a result without the objective (a diverged trial's last one) is allowed: the searcher
     # records it as pruned, ASHA ignores it
@@ -34,6 +34,8 @@ def ray_init(address: str | None) -> None:
     # save the experiment state (what --resume restores) at least every 2 s, not Ray's
     # adaptive period: after a kill, fewer finished epochs are recomputed
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    if ray.is_initialized():
+        return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": "ERROR", "configure_logging": True}
     if not address:  # a new local Ray: its node on loopback (with the switch the CLI sets, its servers too)

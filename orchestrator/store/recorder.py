@@ -341,8 +341,10 @@ class MlflowTrials(Callback):
                 continue
             child = children.get(tid)
             done = child is not None and _is_closed(child)
-            if child is not None and done and (tid in self.closed or {self._step(r) for r in rows}
-                                               <= self._steps_in_mlflow(tid, child.info.run_id)):
+            # closed, with every step: nothing to write (a trial closed after MLflow missed some of
+            # its epochs is not: what this driver wrote is known, an earlier driver's read once)
+            if child is not None and done and {self._step(r) for r in rows} <= self._steps_in_mlflow(
+                    tid, child.info.run_id):
                 continue
             trial = SimpleNamespace(trial_id=tid, config=result.config)
             self._fill(trial, rows)

@@ -132,7 +132,8 @@ def test_cli_search_json(ray_local, workdir, capsys):
                          "phases"} and data["name"] == "cli"
     assert data["model"]["registered_uri"] == "models:/cli/1" and data["importance"] == {}  # 2 trials: too few
     # the driver's own time per phase (no baselines to train for a target objective)
-    assert set(data["phases"]) == {"checks", "start", "baselines", "trials", "model", "record", "report"}
+    assert set(data["phases"]) == {"checks", "start", "baselines", "trials", "mlflow catch-up", "model",
+                                     "record", "report"}
     assert all(v >= 0 for v in data["phases"].values()) and data["phases"]["baselines"] < 1
     assert len(data["trials"]) == 2
     for t in data["trials"]:
@@ -382,8 +383,8 @@ def test_a_time_budget_ends_the_search_cleanly(ray_local, workdir):
 def test_a_diverged_trial_under_asha_is_pruned_in_optuna_and_never_ranked_by_asha(ray_local, workdir, monkeypatch):
     """``nan@1 trial=1`` under ASHA (max_t 3, reduction factor 2: rungs at epochs 1 and 2): the
     diverged trial's last result has no objective, so ASHA's rungs hold only finite values and
-    the trial stays out of the epoch-2 rung; Optuna records it PRUNED, with no value, and every
-    other trial COMPLETE with its best epoch's objective."""
+    the trial stays out of the epoch-2 rung; Optuna records it PRUNED (with its last finite
+    report, epoch 1's objective), and every other trial COMPLETE with its best epoch's objective."""
     import math
 
     import optuna
@@ -415,7 +416,9 @@ def test_a_diverged_trial_under_asha_is_pruned_in_optuna_and_never_ranked_by_ash
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"], states
     pruned = next(t for t in study.trials if t.state.name == "PRUNED")
-    assert pruned.value is None and pruned.params == diverged[0]["params"], (pruned.params, diverged[0]["params"])
+    assert pruned.params == diverged[0]["params"], (pruned.params, diverged[0]["params"])
+    # Optuna's rule for a pruned trial: the value of its last report, epoch 1's (finite), never NaN
+    assert pruned.value == pytest.approx(diverged[0]["objective"], abs=1e-9) and diverged[0]["best_epoch"] == 1
     for t in study.trials:
         if t.state.name == "COMPLETE":
             match = [x for x in out.trials if x["params"] == t.params]
