@@ -32,6 +32,19 @@ FAULTS = "raise@2 trial=1; kill@2 trial=2 times=1; nan@2 trial=3"  # trials are 
 PER_TASK = ("val/", "train/", "weight/")
 
 
+def numbered(tmp_path: Path, name: str, result: dict) -> tuple[dict, dict, dict]:
+    """A search's trials by their number in Ray's folder names: folders, statuses, child runs."""
+    from mlflow.tracking import MlflowClient
+
+    folders = {int(f.name.split("_")[2]): f for f in (tmp_path / "ray_results" / name / "search").glob("trainable_*")}
+    number = {f.name.split("_")[1]: n for n, f in folders.items()}
+    status = {number[t["trial_id"]]: t["status"] for t in result["trials"]}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {number[r.data.tags["mtlo.trial_id"]]: r for r in client.search_runs(
+        [client.get_experiment_by_name(name).experiment_id], "tags.`mtlo.role` = 'trial'")}
+    return folders, status, runs
+
+
 def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
     (tmp_path / "faults").mkdir()
@@ -127,15 +140,8 @@ def test_a_gpu_out_of_memory_is_recorded_once_with_what_to_change(tmp_path):
     out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="oom@1 trial=1")
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
-    folders = {int(f.name.split("_")[2]): f for f in (tmp_path / "ray_results" / "oom" / "search").glob("trainable_*")}
-    number = {f.name.split("_")[1]: n for n, f in folders.items()}
-    status = {number[t["trial_id"]]: t["status"] for t in result["trials"]}
+    folders, status, runs = numbered(tmp_path, "oom", result)
     assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, status
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = {number[r.data.tags["mtlo.trial_id"]]: r for r in client.search_runs(
-        [client.get_experiment_by_name("oom").experiment_id], "tags.`mtlo.role` = 'trial'")}
     oom = runs[1]
     assert oom.info.status == "FAILED" and "mtlo.retries" not in oom.data.tags  # not retried unchanged
     assert oom.data.tags["mtlo.error"].startswith("GPU out of memory at batch size 16; lower train.batch_size or "
@@ -162,16 +168,12 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(tmp_path)
     out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="hang@1 trial=1", timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
-    folders = {int(f.name.split("_")[2]): f for f in (tmp_path / "ray_results" / "hang" / "search").glob("trainable_*")}
-    number = {f.name.split("_")[1]: n for n, f in folders.items()}
-    status = {number[t["trial_id"]]: t["status"] for t in result["trials"]}
+    folders, status, runs = numbered(tmp_path, "hang", result)
     assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, status
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = {number[r.data.tags["mtlo.trial_id"]]: r for r in client.search_runs(
-        [client.get_experiment_by_name("hang").experiment_id], "tags.`mtlo.role` = 'trial'")}
     hung = runs[1]
     assert hung.info.status == "FAILED" and "mtlo.retries" not in hung.data.tags, hung.data.tags
     assert hung.data.tags["mtlo.error"] == "timed out after 40 s (search.trial_timeout)", hung.data.tags
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [m.step for m in client.get_metric_history(hung.info.run_id, "objective")] == [1]  # its epoch before
     rows = [json.loads(line) for line in (folders[1] / "result.json").read_text().splitlines() if line.strip()]
     assert [r.get("epoch") for r in rows] == [1]
