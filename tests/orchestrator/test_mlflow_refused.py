@@ -1,0 +1,108 @@
+"""A tracking store that refuses mtlo mid-search: an authenticating server whose password
+changes (HTTP 401), a sqlite store another process holds locked. Each is an outage: the
+search goes on, says so once, ends with one line and --resume (exit 1), and --resume fills
+every gap. (In a file of its own so that the test runner can spread the server-backed
+searches over its workers.)"""
+
+import os
+
+import pytest
+import yaml
+
+from tests.conftest import free_port, search_config
+from tests.orchestrator.test_mlflow_outage import (
+    SERIES,
+    Server,
+    assert_every_metric_in_mlflow,
+    finish,
+    mtlo,
+    ray_rows,
+    wait_for_a_finished_trial,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(tmp_path):
+    """A real authenticating server (MLflow's basic-auth app). Wrong credentials at the start:
+    refused before Ray starts (exit 2, one line). Right ones, then the password changed
+    mid-search (every request of the search now answered 401): the search goes on, ends with
+    one line naming the refusal and --resume (exit 1); with the new password, --resume fills
+    every gap."""
+    import requests
+    from mlflow.tracking import MlflowClient
+
+    password, rotated = "Right-pass-123", "Rotated-pass-456"
+    srv = Server(tmp_path / "srv", free_port(), None, "--app-name", "basic-auth",
+                 MLFLOW_AUTH_ADMIN_PASSWORD=password, MLFLOW_FLASK_SERVER_SECRET_KEY="mtlo-test-secret")
+    (tmp_path / "srv").mkdir()
+    srv.start()
+    try:
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("auth", tracking_uri=srv.uri)))
+        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", MLFLOW_TRACKING_USERNAME="admin",
+                                 MLFLOW_TRACKING_PASSWORD="wrong"))
+        assert rc == 2 and err.strip() == (f"mtlo: error: mlflow.tracking_uri: the MLflow server at {srv.uri} "
+                                           "refused mtlo's request (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+                                           "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"), err
+        assert not (tmp_path / "ray_results").exists()
+
+        creds = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+        proc = mtlo(tmp_path, "search", "c.yaml", **creds)
+        os.environ.update(creds)
+        try:
+            wait_for_a_finished_trial(MlflowClient(srv.uri), "auth", proc)
+        finally:
+            for k in creds:
+                os.environ.pop(k)
+        answer = requests.patch(f"{srv.uri}/api/2.0/mlflow/users/update-password", auth=("admin", password),
+                                json={"username": "admin", "password": rotated, "current_password": password},
+                                timeout=10)
+        assert answer.ok, answer.text
+        rc, _, err = finish(proc)
+        lines = err.strip().splitlines()
+        assert rc == 1 and sum("MLflow write failed" in line for line in lines) == 1, err[-3000:]
+        assert lines[-1].startswith(f"mtlo: error: mlflow.tracking_uri: the MLflow server at {srv.uri} refused "
+                                    "mtlo's request (HTTP 401)") and "--resume" in lines[-1], lines[-1]
+        assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "auth").values()) == [3, 3, 3]
+
+        creds["MLFLOW_TRACKING_PASSWORD"] = rotated
+        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", **creds))
+        assert rc == 0, err[-3000:]
+        os.environ.update(creds)
+        try:
+            assert assert_every_metric_in_mlflow(MlflowClient(srv.uri), tmp_path, "auth") == 3 * 3 * len(SERIES)
+        finally:
+            for k in creds:
+                os.environ.pop(k)
+    finally:
+        srv.kill()
+
+
+def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(tmp_path):
+    """Another process holds the sqlite store's write lock (``BEGIN EXCLUSIVE``) from the end of
+    the first trial until the search ends: "database is locked" on every write. The search goes
+    on, ends with one line and --resume (exit 1), and --resume fills every gap once the lock is
+    given back."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("locked")))
+    proc = mtlo(tmp_path, "search", "c.yaml")
+    wait_for_a_finished_trial(MlflowClient(uri), "locked", proc)
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        rc, _, err = finish(proc)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    lines = err.strip().splitlines()
+    assert rc == 1 and sum("MLflow write failed" in line for line in lines) == 1, err[-3000:]
+    assert lines[-1].startswith(f"mtlo: error: mlflow.tracking_uri: the sqlite file {tmp_path / 'mlflow.db'} "
+                                "cannot be written (database is locked)") and "--resume" in lines[-1], lines[-1]
+    assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "locked").values()) == [3, 3, 3]
+    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume"))
+    assert rc == 0, err[-3000:]
+    assert assert_every_metric_in_mlflow(MlflowClient(uri), tmp_path, "locked") == 3 * 3 * len(SERIES)
