@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     r.add_argument("--out", default=None, help="folder for report.md and the figures (default: reports/NAME)")
     r.add_argument("--json", action="store_true", help="only JSON on stdout")
+    r.add_argument("--runs-table", default=None, metavar="FILE",
+                   help="also write every run (task set, seed, status, steps, validation and test metrics) "
+                   "to FILE: .csv or .json")
     pr = sub.add_parser("predict", help="predictions of a logged or registered model for a file of texts")
     pr.add_argument("model", metavar="MODEL",
                     help="models:/NAME/VERSION, models:/NAME@alias, runs:/RUN_ID/model, or a model folder")
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return commands.cmd_search(args.config, sets=args.set, as_json=args.json, resume=args.resume,
                                        address=args.address, num_samples=args.num_samples)
         if args.command == "report":
-            return commands.cmd_report(args.ref, tracking_uri=args.tracking_uri, out=args.out, as_json=args.json)
+            return commands.cmd_report(args.ref, tracking_uri=args.tracking_uri, out=args.out, as_json=args.json,
+                                       runs_table=args.runs_table)
         if args.command == "transfer":
             return commands.cmd_transfer(args.config, sets=args.set, as_json=args.json, resume=args.resume,
                                          address=args.address, method=args.method, seeds=args.seeds,

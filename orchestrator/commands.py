@@ -259,6 +259,22 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
     return plain, md, folder
 
 
+def write_runs_table(uri: str, parent_run_id: str, path: Path) -> int:
+    """The runs table of a search or study (``store.runs.runs_table``) written whole to ``path``;
+    returns how many runs it holds."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.report import write_whole
+    from orchestrator.store.runs import child_runs, runs_table, runs_table_text
+
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    rows = runs_table(child_runs(client, parent.info.experiment_id, parent_run_id))
+    write_whole(path, runs_table_text(rows, path.suffix.lower()))
+    err_console.print(f"runs table: {len(rows)} runs written to {path}", markup=False, highlight=False)
+    return len(rows)
+
+
 def tracking_uri_of(option: str | None) -> str:
     """``--tracking-uri``, else $MLFLOW_TRACKING_URI, else ./mlflow.db; a sqlite store must exist."""
     import os
@@ -289,11 +305,22 @@ def cmd_predict(model: str, input_path: str, *, out: str | None, tasks: str | No
     return 0
 
 
-def cmd_report(ref: str, *, tracking_uri: str | None, out: str | None, as_json: bool) -> int:
+def cmd_report(ref: str, *, tracking_uri: str | None, out: str | None, as_json: bool,
+               runs_table: str | None = None) -> int:
     from rich.markdown import Markdown
 
+    from orchestrator.store.runs import RUNS_TABLE_SUFFIXES
+
+    table = Path(runs_table) if runs_table else None
+    if table is not None:
+        if table.suffix.lower() not in RUNS_TABLE_SUFFIXES:
+            raise InputError(f"--runs-table: {table} must end in .csv or .json")
+        if not table.resolve().parent.is_dir():
+            raise InputError(f"--runs-table: the folder of {table} does not exist")
     uri = tracking_uri_of(tracking_uri)
     res, md, folder = build_report(uri, ref, Path(out) if out else None)
+    if table is not None:
+        write_runs_table(uri, res["parent_run_id"], table)
     if as_json:
         json.dump(res, sys.stdout, indent=2, default=str)
         print()

@@ -9,6 +9,7 @@ Also the one definition of the relative gain (DESIGN, "Negative transfer"):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -97,6 +98,49 @@ def study_runs(children: list[Any], main_metric: Mapping[str, str]) -> list[Run]
                        steps=int(metrics.get("best_step", 0)), best_epoch=int(metrics.get("best_epoch", 0)),
                        run_id=r.info.run_id, test=test))
     return out
+
+
+RUNS_TABLE_SUFFIXES = (".csv", ".json")
+
+
+def runs_table(children: list[Any]) -> list[dict[str, Any]]:
+    """Every trained run of a search or study, one row each, from MLflow alone: its role,
+    task set, seed, status, best epoch, steps (to the best epoch and in all), and each task's
+    validation metrics at the best epoch (``val/<task>/<metric>``) and test metrics
+    (``test/<task>/<metric>``); a search's trials also their parameters (``param.<name>``).
+    What a store that may not outlive its machine holds of a study, as a table to commit."""
+    rows = []
+    for r in sorted(children, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
+        tags, metrics, params = r.data.tags, r.data.metrics, r.data.params
+        if tags.get("mtlo.role") not in ("trial", "confirm"):
+            continue
+        row: dict[str, Any] = {
+            "run_id": r.info.run_id, "role": tags["mtlo.role"],
+            "tasks": "+".join(sorted(tags["mtlo.tasks"].split(","))),
+            "seed": int(tags.get("mtlo.seed", 0)), "status": tags.get("mtlo.status") or r.info.status,
+            "best_epoch": int(metrics.get("best_epoch", 0)), "best_step": int(metrics.get("best_step", 0)),
+            "train_steps": int(metrics.get("train_steps", 0))}
+        row.update({k: v for k, v in sorted(params.items()) if k.startswith("param.")})
+        row.update({f"val/{k.removeprefix('best/')}": v for k, v in sorted(metrics.items())
+                    if k.startswith("best/") and k.count("/") == 2})
+        row.update({k: v for k, v in sorted(metrics.items()) if k.startswith("test/")})
+        rows.append(row)
+    return rows
+
+
+def runs_table_text(rows: list[dict[str, Any]], suffix: str) -> str:
+    """``rows`` as CSV (a column for every key any row has; empty where a row has none) or JSON."""
+    if suffix == ".json":
+        return json.dumps(rows, indent=2) + "\n"
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def failed_runs(children: list[Any]) -> list[dict[str, Any]]:

@@ -227,6 +227,26 @@ def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
     assert data["grouping"]["groups"] == [["rt"], ["sms"]] and data["gains"] == []
     report = (tmp_path / "reports" / "cli" / "report.md").read_text()
     assert "1 run(s) failed or diverged" in report and "| rt+sms | 4 | DIVERGED |" in report
+    # the study's runs as a table (mtlo report --runs-table), CSV and JSON alike
+    import csv
+
+    rc, _, stderr = mtlo_main("report", "cli", "--runs-table", "runs.csv", "--json", cwd=tmp_path, capsys=capsys)
+    assert rc == 0, stderr
+    rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    status = {(r["tasks"], r["seed"]): r["status"] for r in rows}
+    assert set(status) == {("rt", "4"), ("sms", "4"), ("rt+sms", "4")} and status[("rt+sms", "4")] == "DIVERGED"
+    assert status[("rt", "4")] in ("FINISHED", "STOPPED") and status[("sms", "4")] in ("FINISHED", "STOPPED"), rows
+    rt = next(r for r in rows if r["tasks"] == "rt")
+    assert 0 <= float(rt["val/rt/accuracy"]) <= 1 and 0 <= float(rt["test/rt/accuracy"]) <= 1
+    assert int(rt["best_epoch"]) >= 1 and int(rt["train_steps"]) >= int(rt["best_step"]) > 0
+    assert rt["val/sms/macro_f1"] == ""  # a column of another run's task: empty here
+    rc, _, stderr = mtlo_main("report", "cli", "--runs-table", "runs.json", cwd=tmp_path, capsys=capsys)
+    assert rc == 0, stderr
+    as_json = json.loads((tmp_path / "runs.json").read_text())
+    assert [{k: str(v) for k, v in r.items()} for r in as_json] == \
+        [{k: v for k, v in r.items() if v != ""} for r in rows]
+    rc, _, stderr = mtlo_main("report", "cli", "--runs-table", "runs.txt", cwd=tmp_path, capsys=capsys)
+    assert rc == 2 and stderr.strip() == "mtlo: error: --runs-table: runs.txt must end in .csv or .json", stderr
 def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp_path):
     """SIGKILL of the driver (MTLO_FAULT=driver@trials=2) once rt and sms alone are done: the
     report is rebuilt from MLflow for the interrupted study (status RUNNING, the baselines, no
