@@ -22,6 +22,7 @@ own minutes of retries.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -79,12 +80,14 @@ def split(address: str, field: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP, IPv4 mapped into IPv6 (``::ffff:127.0.0.1``) included."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        addr = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback
 
 
 def check_reachable(host: str, port: int, field: str, address: str) -> None:
@@ -127,6 +130,7 @@ def token_available() -> bool:
     return Path(path).expanduser().is_file() if path else (Path.home() / ".ray" / "auth_token").is_file()
 
 
+@functools.lru_cache(maxsize=8)  # read by prepare() and again by ray_init(): one scan of the processes
 def node_ip(address: str) -> str | None:
     """The IP of this machine's node of the cluster at ``address`` (HOST:PORT of its GCS), from
     the command line of the raylet that serves it, as Ray's own ``auto`` finds clusters; None

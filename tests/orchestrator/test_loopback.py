@@ -3,10 +3,10 @@
 The check itself runs inside the busiest end-to-end search of the suite: 8 trials at once,
 tests/orchestrator/test_faults.py (every socket of ``mtlo search``'s process tree on loopback)."""
 
-import ipaddress
-
 import psutil
 import pytest
+
+from orchestrator.runtime import address
 
 
 def listening(root: psutil.Process) -> set[tuple[str, int, str]]:
@@ -25,10 +25,7 @@ def listening(root: psutil.Process) -> set[tuple[str, int, str]]:
     return found
 
 
-def is_loopback(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip)
-    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on an IPv6 socket
-    return (mapped or addr).is_loopback
+is_loopback = address.is_loopback  # the product's own test of an address (IPv4 mapped into IPv6 included)
 
 
 def test_is_loopback():
@@ -42,8 +39,6 @@ def test_a_local_ray_is_loopback_whatever_the_users_environment(monkeypatch):
     go through ``address.prepare``)."""
     import os
 
-    from orchestrator.runtime import address
-
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
     assert address.prepare(None, "--address") is None
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
@@ -54,8 +49,6 @@ def test_a_cluster_address_sets_the_loopback_switch_only_for_a_loopback_node(mon
     """Joining a cluster: Ray's loopback switch is set only when this machine's node of the
     cluster is on loopback (a head bound to 127.0.0.1); the token is sent when one is at hand."""
     import os
-
-    from orchestrator.runtime import address
 
     for var in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN"):
         monkeypatch.delenv(var, raising=False)
