@@ -46,12 +46,15 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--method", choices=list(METHODS),
                       help="pairwise: every task alone and every pair; exhaustive: every subset; "
                       "affinity: every task alone and one all-tasks run that measures affinity (TAG), "
-                      "then the proposed groups")
+                      "then the proposed groups; surrogate: every task alone and --runs subsets proposed by Optuna, "
+                      "a linear model of each task's gain on its group's members, then the proposed groups")
     what.add_argument("--groups", default=None, metavar="A+B,C+D",
                       help="train these task sets (and every task alone) instead: e.g. to check a recommended "
                       "grouping on new seeds with --set train.seed=N")
     x.add_argument("--seeds", type=int, default=3, help="seeds per task set (default 3)")
     x.add_argument("--budget", type=int, default=2, help="at most this many groups (models) in the grouping")
+    x.add_argument("--runs", type=int, default=None, metavar="M",
+                   help="--method surrogate: task subsets of two or more tasks to train (default: twice the tasks)")
     x.add_argument("--confirm-rounds", type=int, default=1, metavar="N",
                    help="rounds of training the proposed groups that were only estimated (default 1; 0: none)")
     x.add_argument("--address", default=None,
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             return commands.cmd_transfer(args.config, sets=args.set, as_json=args.json, resume=args.resume,
                                          address=args.address, method=args.method, seeds=args.seeds,
                                          budget=args.budget, confirm_rounds=args.confirm_rounds,
-                                         groups=args.groups)
+                                         groups=args.groups, runs=args.runs)
         if args.command == "predict":
             if args.batch_size < 1:
                 raise InputError(f"--batch-size: must be at least 1, got {args.batch_size}")

@@ -205,16 +205,17 @@ def _search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, a
 
 def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
                  method: str | None, seeds: int, budget: int, confirm_rounds: int = 1,
-                 groups: str | None = None) -> int:
+                 groups: str | None = None, runs: int | None = None) -> int:
     from orchestrator.runtime.lock import released_at_end
 
     with released_at_end(), outage_is_service_error(config_path, sets):  # one driver per study
         return _transfer(config_path, sets=sets, as_json=as_json, resume=resume, address=address, method=method,
-                         seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, groups=groups)
+                         seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, groups=groups, runs=runs)
 
 
 def _transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
-              method: str | None, seeds: int, budget: int, confirm_rounds: int, groups: str | None) -> int:
+              method: str | None, seeds: int, budget: int, confirm_rounds: int, groups: str | None,
+              runs: int | None) -> int:
     cfg = load_config(config_path, sets)
     address = ray_address(address, cfg)
     from orchestrator.transfer.methods import parse_groups
@@ -222,7 +223,7 @@ def _transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool,
 
     out = run_transfer(cfg, Path(config_path), method=method or "groups", seeds=seeds, budget=budget, resume=resume,
                        address=address, as_json=as_json, confirm_rounds=confirm_rounds,
-                       groups=None if groups is None else parse_groups(groups))
+                       groups=None if groups is None else parse_groups(groups), sample=runs)
     _, _, folder = build_report(cfg.mlflow.tracking_uri, out["parent_run_id"])
     if as_json:
         json.dump(out, sys.stdout, indent=2, default=str)

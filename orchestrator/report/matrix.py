@@ -51,7 +51,7 @@ def transfer_matrix(res: TransferResult, path: Path) -> bool:
         return f"{m[i, j]:+.1f}%" + ("*" if (a, tuple(sorted((a, b)))) in sig else "")
 
     matrix_figure(tasks, m, text, path, lim=max(1.0, float(np.nanmax(np.abs(m)))),
-                   title=f"{res['name']}: pairwise transfer (* p < 0.05, {len(res['seeds'])} seeds)",
+                   title=f"{res['name']}: pairwise transfer (* adjusted p < 0.05, {len(res['seeds'])} seeds)",
                    label="relative gain, %", xlabel="trained together with",
                    ylabel="gain of this task (relative to alone)",
                    rows=[f"{t} (baseline 0: n/a)" if t in (res.get("zero_baselines") or []) else t for t in tasks])

@@ -90,18 +90,27 @@ def print_transfer(out: TransferResult) -> None:
             cells.append("" if i == j else "n/a" if i in zero else _pct(v) + mark)
         mat.add_row(i, *cells)
     con.print(mat)
-    con.print("* significant (Welch's t-test over seeds, p < 0.05)")
+    con.print(f"* significant (Welch's t-test over seeds, Benjamini-Hochberg adjusted p < 0.05 over the study's "
+              f"{sum(1 for g in out['gains'] if g.get('p') is not None)} tests)")
     neg = out["negative_transfer"]
     if neg:
         con.print("[bold]negative transfer[/bold] (significant losses):")
         for g in neg:
             con.print(f"  {g['task']} with {'+'.join(x for x in g['group'] if x != g['task'])}: "
-                      f"{_pct(g['delta'])}  95% CI [{ci_text(g['ci'], ', ')}], p={g['p'] or 0:.3g}")
+                      f"{_pct(g['delta'])}  95% CI [{ci_text(g['ci'], ', ')}], p={g['p'] or 0:.3g} "
+                      f"(adjusted {g.get('p_adjusted') or 0:.3g})")
     else:
         con.print("negative transfer: none significant")
     few = few_seeds_note(out)
     if few:
         con.print(f"[yellow]{few}[/yellow]")
+    fit = out.get("surrogate")
+    if fit:
+        found = [f"{j} helps {t}" for t, m in fit["tasks"].items() for j in m["helpers"]]
+        found += [f"{j} hurts {t}" for t, m in fit["tasks"].items() for j in m["hurters"]]
+        cv = fit.get("cv") or {}
+        r2 = f"R² {cv['r2']:.2f} on left-out subsets" if cv.get("r2") is not None else "not cross-validated"
+        con.print(f"[bold]surrogate model[/bold] ({r2}): " + ("; ".join(found) or "no coefficient clear of 0"))
     checked = out.get("checked")
     if checked:
         seeds = ", ".join(map(str, out["seeds"]))

@@ -23,7 +23,8 @@ from orchestrator.transfer.shapes import GainRow, RunRow, TransferResult
 def _confirmation(res: TransferResult) -> str:
     if res["grouping"]["confirmed"]:
         return "every group that the estimates propose was trained."
-    src = "the affinity" if res["method"] == "affinity" else "the pairs (Standley et al.)"
+    src = {"affinity": "the affinity", "surrogate": "the surrogate model"}.get(res["method"],
+                                                                           "the pairs (Standley et al.)")
     prop = (res.get("proposed") or {}).get("groups") or []
     return (f"the estimates from {src} propose " + ", ".join("**" + " + ".join(g) + "**" for g in prop)
             + ", not all trained yet (`mtlo transfer ... --resume --confirm-rounds N` trains them).")
@@ -63,6 +64,81 @@ def _estimator_lines(res: TransferResult) -> list[str]:
     return lines
 
 
+def surrogate_lines(res: TransferResult) -> list[str]:
+    """The surrogate method's model: each task's coefficients with intervals (who helps, who
+    hurts), its cross-validated fit, and every proposed group estimated beside measured."""
+    fit = res.get("surrogate")
+    if not fit:
+        return []
+    tasks, models = res["tasks"], fit["tasks"]
+    cv = fit.get("cv") or {}
+    lines = ["", "## Surrogate model (estimated)", "",
+             "For each task t, a linear model of its gain in a group S fitted on the trained subsets (Li, Nguyen and "
+             "Zhang 2023): Δ_t(S) ≈ Σ θ[t][j] over the other members j of S + γ_t · (1 − 1/|S|), the last term for "
+             "the group's size (t's own share of the equal step cap). θ[t][j] > 0: j helps t; < 0: j hurts t. "
+             "Cells: the least-squares coefficient (95% interval, where the subsets identify it); **bold**: the "
+             "interval excludes 0. The estimates of untrained groups come from the same model fitted with a small "
+             "penalty (chosen on left-out subsets). These are estimates; the gains elsewhere in this report are "
+             "measured by training.", "",
+             "| task ↓ / with → | " + " | ".join(tasks) + " | size γ | subsets |", "| --- " * (len(tasks) + 3) + "|"]
+
+    def cell(c: dict[str, Any] | None) -> str:
+        if not c:
+            return "–"
+        text = pct(c["coef"]) + (f" ({ci_text(c['ci'])})" if c.get("ci") else "")
+        return f"**{text}**" if c.get("sign") else text
+
+    for t in tasks:
+        m = models.get(t)
+        if not m:
+            lines.append(f"| **{t}** | " + " | ".join("" if j == t else "–" for j in tasks) + " | – | 0 |")
+            continue
+        co = m["coefficients"]
+        lines.append(f"| **{t}** | " + " | ".join("" if j == t else cell(co.get(j)) for j in tasks)
+                     + f" | {cell(co.get('size'))} | {m['subsets']} |")
+    found = [f"{j} helps {t}" for t in tasks for j in (models.get(t) or {}).get("helpers", [])]
+    found += [f"{j} hurts {t}" for t in tasks for j in (models.get(t) or {}).get("hurters", [])]
+    lines += ["", "Found (interval excludes 0): " + ("; ".join(found) if found else "none") + "."]
+    if cv.get("n", 0) >= 3:
+        r2 = "–" if cv.get("r2") is None else f"{cv['r2']:.2f}"
+        rho = "–" if cv.get("spearman") is None else f"{cv['spearman']:+.2f}"
+        lines += ["", f"How well it predicts (each of the {cv['subsets']} trained subsets left out in turn, its "
+                  f"{cv['n']} gains predicted by the models fitted on the others): R² **{r2}**, Spearman **{rho}**, "
+                  f"mean absolute error {pct(cv['mean_abs_error'])}. An R² near or below 0 means the estimates "
+                  "rank groups little better than the mean gain: trust the measured gains, or train more subsets "
+                  "(`--runs`)."]
+    else:
+        lines += ["", f"Its fit could not be cross-validated: {cv.get('n', 0)} left-out predictions (three or more "
+                  "needed; train more subsets with `--runs`)."]
+    prop = res.get("proposed")
+    if prop:
+        by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}
+        est = {(g["task"], tuple(g["group"])): g["delta"] for g in res.get("estimated_gains", [])}
+        groups = [tuple(sorted(g)) for g in prop["groups"] if len(g) > 1]
+        lines += ["", "Groups proposed from the model: " + (", ".join("**" + " + ".join(g) + "**" for g in groups)
+                                                           or "every task alone") + "."]
+        if groups:
+            lines += ["", "| group | task | measured | estimated by the model |",
+                      "| --- | --- | --- | --- |"]
+            for g in groups:
+                for t in g:
+                    if t in (res.get("zero_baselines") or []):
+                        continue
+                    guess = est.get((t, g))
+                    if guess is None and (t, g) in by:
+                        guess = _predict(models.get(t), g, t)
+                    lines.append(f"| {'+'.join(g)} | {t} | {pct(by.get((t, g)))} | {pct(guess)} |")
+    return lines
+
+
+def _predict(model: dict[str, Any] | None, group: tuple[str, ...], task: str) -> float | None:
+    """The surrogate's prediction of Δ_task(group) from its coefficients as reported."""
+    if not model:
+        return None
+    co = model["coefficients"]
+    return sum(co[j]["predicts"] for j in group if j != task) + co["size"]["predicts"] * (1 - 1 / len(group))
+
+
 def agreement_lines(signals: dict[str, Any]) -> list[str]:
     """Whether the affinity's ranking of helpers is reproducible across the all-tasks runs."""
     rows = [(name, s) for name, s in signals.items() if s.get("agreement") is not None]
@@ -96,7 +172,8 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
             lines += ["", note]
     lines += ["", "## Pairwise transfer", "",
               "Gain of the row task when trained with the column task, relative to the row task alone "
-              "(* significant, Welch's t-test over seeds, p < 0.05).", "",
+              "(* significant: Welch's t-test over seeds, Benjamini-Hochberg adjusted p < 0.05 over the study's "
+              f"{sum(1 for g in res['gains'] if g.get('p') is not None)} tests of a gain).", "",
               "| | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
     sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
     zero = set(res.get("zero_baselines") or [])
@@ -108,7 +185,8 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
     if res["negative_transfer"]:
         for g in res["negative_transfer"]:
             lines.append(f"- **{g['task']}** with {'+'.join(x for x in g['group'] if x != g['task'])}: "
-                         f"{pct(g['delta'])} (95% CI {ci_text(g['ci'])}, p = {g['p'] or 0:.3g}, "
+                         f"{pct(g['delta'])} (95% CI {ci_text(g['ci'])}, p = {g['p'] or 0:.3g}, adjusted "
+                         f"{g.get('p_adjusted') or 0:.3g}, "
                          f"{g['n']} seeds)")
     else:
         lines.append("No significant loss: no task was measurably hurt by another "
@@ -134,6 +212,7 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
                       + ", ".join("**" + " + ".join(g) + "**" for g in prop["groups"])
                       + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
         lines += _estimator_lines(res)
+    lines += surrogate_lines(res)
     ck = res.get("checked")
     if ck:
         lines += ["", "## The task sets given", ""]

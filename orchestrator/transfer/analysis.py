@@ -7,7 +7,10 @@ s_t (+1 if higher is better):
 - relative gain of t in group S: Δ_t(S) = s_t · (mean m_t(S) − mean b_t) / |mean b_t|;
   undefined where b_t = 0 (``zero_baselines``: left out of the gains, counted 0 in a grouping);
 - negative transfer of S on t: Δ_t(S) < 0 and significant across seeds (Welch's t-test
-  on the per-seed scores of t in S against t alone, p < alpha, at least ``min_seeds`` each);
+  on the per-seed scores of t in S against t alone, at least ``min_seeds`` each), under a
+  false-discovery-rate control across the study's tests: the Benjamini-Hochberg adjusted p
+  below alpha (an exhaustive six-task study makes 186 such tests: at a raw p < 0.05
+  each, several would be flagged by seed noise alone);
 - pairwise matrix A[i][j] = Δ_i({i, j});
 - higher-order estimate (Standley et al. 2020): Δ_i(S) ≈ mean over j in S \\ {i} of A[i][j];
 - grouping: at most K groups covering every task, each task scored in its best group,
@@ -46,15 +49,16 @@ class Gain:
     group: Group
     delta: float  # relative gain (+: helps), from the means
     ci: tuple[float, float] | None  # 95% (1 - alpha) Welch interval of delta
-    p: float | None  # Welch's t-test, two-sided
-    significant: bool
+    p: float | None  # Welch's t-test, two-sided (raw)
+    significant: bool  # p_adjusted < alpha, with enough seeds
     n: int  # seeds of the group
-    estimated: bool = False  # True: not trained, estimated (Standley / affinity)
+    estimated: bool = False  # True: not trained, estimated (Standley / affinity / surrogate)
+    p_adjusted: float | None = None  # Benjamini-Hochberg over the study's tests
 
     def as_dict(self) -> GainRow:
         return {"task": self.task, "group": list(self.group), "delta": self.delta,
-                "ci": list(self.ci) if self.ci else None, "p": self.p, "significant": self.significant,
-                "n": self.n, "estimated": self.estimated}
+                "ci": list(self.ci) if self.ci else None, "p": self.p, "p_adjusted": self.p_adjusted,
+                "significant": self.significant, "n": self.n, "estimated": self.estimated}
 
 
 def _stats(values: Sequence[float]) -> Stats:
@@ -128,7 +132,11 @@ MIN_SEEDS = 3  # seeds on each side below which no gain is declared significant
 def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: float = 0.05,
           min_seeds: int = MIN_SEEDS) -> list[Gain]:
     """Δ_t(S) for every trained group S of two or more tasks and every t in S (but a task
-    whose baseline is 0: ``zero_baselines``)."""
+    whose baseline is 0: ``zero_baselines``); significant where the Benjamini-Hochberg
+    adjusted p of its Welch test (over all these tests, ``scipy.stats.false_discovery_control``)
+    is below ``alpha`` and both sides have ``min_seeds`` seeds."""
+    from scipy import stats
+
     table = scores_by_group(runs)
     base = baselines(runs)
     zero = set(zero_baselines(base))
@@ -143,8 +151,13 @@ def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: f
             delta = relative_gain(statistics.fmean(vals), b.mean, hib)
             p, ci = welch(vals, b.values, alpha)  # ci: of the difference of the means, mapped like it
             ci_delta = tuple(sorted(relative_gain(b.mean + c, b.mean, hib) for c in ci)) if ci else None  # type: ignore[type-var]
-            significant = p is not None and p < alpha and len(vals) >= min_seeds and b.n >= min_seeds
-            out.append(Gain(t, g, delta, ci_delta, p, significant, len(vals)))  # type: ignore[arg-type]
+            out.append(Gain(t, g, delta, ci_delta, p, False, len(vals)))  # type: ignore[arg-type]
+    tested = [k for k, g in enumerate(out) if g.p is not None]
+    if tested:
+        adjusted = stats.false_discovery_control([out[k].p for k in tested], method="bh")
+        for k, q in zip(tested, adjusted, strict=True):
+            enough = out[k].n >= min_seeds and base[out[k].task].n >= min_seeds
+            out[k] = replace(out[k], p_adjusted=float(q), significant=bool(q < alpha and enough))
     return out
 
 

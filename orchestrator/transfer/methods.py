@@ -9,6 +9,9 @@ trained. Each is a small class in :data:`METHODS`; :func:`method` names the vali
 - ``affinity``: every task alone and all tasks together, whose run measures the lookahead
   inter-task affinity (Fifty et al. 2021, TAG); groups estimated from it
   (``transfer/predict.py``).
+- ``surrogate``: every task alone and ``--runs`` task subsets proposed by Optuna's
+  space-filling sampler; a regularized linear model of each task's gain on which other tasks
+  are in its group (Li, Nguyen and Zhang 2023) estimates the rest (``transfer/surrogate.py``).
 - ``groups``: the task sets the user gives (``--groups``), e.g. a recommendation checked on
   new seeds; no estimate.
 """
@@ -26,7 +29,8 @@ from orchestrator.store.runs import Group, group_of
 class Method(ABC):
     name: ClassVar[str]
     measures_affinity: ClassVar[bool] = False  # its all-tasks runs measure the lookahead affinity
-    estimate: ClassVar[str | None] = "standley"  # how untrained groups are estimated: standley | affinity | None
+    # how untrained groups are estimated: standley | affinity | surrogate | None
+    estimate: ClassVar[str | None] = "standley"
     sizes: ClassVar[tuple[int, ...] | None] = None  # group sizes trained first; None: every size
 
     def subsets(self, tasks: list[str]) -> list[Group]:
@@ -53,6 +57,23 @@ class Affinity(Method):
         return [group_of((t,)) for t in tasks] + [group_of(tasks)]
 
 
+class Surrogate(Method):
+    """Every task alone, then ``runs`` subsets (default 2n) proposed by Optuna (seeded by the
+    study's first seed)."""
+
+    name = "surrogate"
+    estimate = "surrogate"
+
+    def __init__(self, runs: int | None = None, seed: int = 0) -> None:
+        self.runs, self.seed = runs, seed
+
+    def subsets(self, tasks: list[str]) -> list[Group]:
+        from orchestrator.transfer.surrogate import default_runs, propose_subsets
+
+        m = self.runs if self.runs is not None else default_runs(len(tasks))
+        return [group_of((t,)) for t in tasks] + propose_subsets(tasks, m, self.seed)
+
+
 class Groups(Method):
     """The task sets given (``given_subsets``); not a ``--method`` of its own."""
 
@@ -63,14 +84,19 @@ class Groups(Method):
         raise ConfigError("--groups: give the task sets to train (a+b,c)")
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Pairwise, Exhaustive, Affinity)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Pairwise, Exhaustive, Affinity, Surrogate)}
 
 
-def method(name: str) -> Method:
+def method(name: str, runs: int | None = None, seed: int = 0) -> Method:
+    """The method ``name``; ``runs`` (``--runs``): the surrogate method's subsets."""
+    if runs is not None and name != Surrogate.name:
+        raise ConfigError(f"--runs: only --method surrogate samples task subsets (the method is {name})")
     if name == Groups.name:
         return Groups()
     if name not in METHODS:
         raise ConfigError(f"--method: '{name}' is not one of {', '.join(METHODS)}")
+    if name == Surrogate.name:
+        return Surrogate(runs, seed)
     return METHODS[name]()
 
 

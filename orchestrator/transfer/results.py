@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from orchestrator.transfer import analysis as an
+from orchestrator.transfer import surrogate
 from orchestrator.transfer.methods import method as method_of
 from orchestrator.transfer.predict import Estimator
 from orchestrator.transfer.shapes import FailedRun, TransferResult
@@ -36,7 +37,8 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
 
     ``proposed``: the best grouping on measured gains, and on estimates for groups never
     trained (``pairwise`` / ``exhaustive``: Standley's, from the pairs; ``affinity``: built on
-    the affinity, the baselines' learning curves and the all-tasks group, see ``estimator``).
+    the affinity, the baselines' learning curves and the all-tasks group, see ``estimator``;
+    ``surrogate``: each task's linear model fitted on the trained subsets, ``transfer/surrogate.py``).
     ``grouping``, the recommendation: the best grouping on measured gains only; confirmed
     once every proposed group was trained (``run_transfer`` trains them)."""
     gains = an.gains(runs, study.higher_is_better)
@@ -52,6 +54,9 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
             fit = {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
                    "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
                    "carry": dict(est.carry)}
+    elif how == "surrogate":
+        est = surrogate.fit(study.tasks, runs, study.higher_is_better)
+        fit = est.as_dict()
     elif how == "standley":
         est = lambda t, g: an.standley_estimate(matrix, t, g)  # noqa: E731
     zero = an.zero_baselines(base)  # relative gains undefined: counted 0 wherever placed
@@ -60,8 +65,9 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
     proposed = None
     try:
         proposed = an.best_grouping(study.tasks, estimates, study.budget)
-        proposed.method = "affinity (estimated)" if how == "affinity" else "Standley (estimated from pairs)"
-        if fit is not None:  # what the estimate says of every group proposed so far (and trained since)
+        proposed.method = {"affinity": "affinity (estimated)", "surrogate": "surrogate (estimated)"}.get(
+            how or "", "Standley (estimated from pairs)")
+        if how == "affinity" and fit is not None:  # the estimate of every group proposed so far (and trained since)
             n = len(study.tasks)
             shown = {an.group_of(g) for g in proposed.groups if len(g) > 1}
             shown |= {g.group for g in gains if 1 < len(g.group) < n}  # affinity: only confirmations are trained
@@ -96,7 +102,8 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "estimated_gains": estimated,
         "affinity": affinity or {},
         "proposed": proposed.as_dict() if proposed is not None else None,
-        "estimator": fit,
+        "estimator": fit if how == "affinity" else None,
+        "surrogate": fit if how == "surrogate" else None,
         "grouping": grouping.as_dict(),
         "checked": checked.as_dict() if checked is not None else None,
         "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs), "planned": study.planned},

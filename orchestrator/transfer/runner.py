@@ -41,11 +41,12 @@ STATE_FILE = "mtlo_transfer.json"
 def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3, budget: int = 2,
                  resume: bool = False, address: str | None = None, as_json: bool = False,
                  confirm_rounds: int = 1, groups: list[list[str]] | None = None,
-                 singles: bool = True) -> TransferResult:
+                 singles: bool = True, sample: int | None = None) -> TransferResult:
     """``groups``: train these task sets and every task alone instead of ``method``'s (which
     is then recorded as ``groups``), with no confirmation; ``singles=False``: the given sets
     of two or more tasks only, for a top-up whose baselines (same seeds) another study of
-    the same store already trained (benchmarks/grouping.py reads both)."""
+    the same store already trained (benchmarks/grouping.py reads both). ``sample``: the
+    surrogate method's task subsets (``--runs``, default twice the tasks)."""
     if seeds < 1:
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if budget < 1:
@@ -57,7 +58,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
     if groups is not None:
         method, confirm_rounds = "groups", 0
-    how = method_of(method)
+    how = method_of(method, sample, seed=int(cfg.train.seed))
     sets = how.subsets(tasks) if groups is None else given_subsets(tasks, groups, singles)
     if not sets:
         raise ConfigError("groups: no task set of two or more tasks to train (and singles=False)")
@@ -74,11 +75,14 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
     study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
                   run["train"]["schedule"], batches_per_pass(run, info), float(run["train"]["temperature"]),
-                  [list(an.group_of(g)) for g in groups or []], planned=len(sets) * len(seed_list))
+                  [list(an.group_of(g)) for g in groups or []], planned=len(sets) * len(seed_list),
+                  sampled=len(sets) - len(tasks) if method == "surrogate" else 0)
     if parent.new:
         params = tracking.run_params(cfg)
         params.update({"transfer.method": method, "transfer.seeds": seeds, "transfer.budget": budget,
                        "transfer.max_steps": run["train"]["max_steps"], "transfer.patience": run["train"]["patience"]})
+        if study.sampled:
+            params["transfer.runs"] = study.sampled
         tracking.log_params(client, parent_id, params)
         study_desc = {k: v for k, v in asdict(study).items() if k != "parent_run_id"}
         study_desc["patience"] = run["train"]["patience"]

@@ -18,10 +18,11 @@ class GainRow(TypedDict):
     group: list[str]
     delta: float
     ci: list[float] | None  # 95% Welch interval of the gain
-    p: float | None  # Welch's t-test, two-sided
+    p: float | None  # Welch's t-test, two-sided (raw)
+    p_adjusted: float | None  # Benjamini-Hochberg over the study's tests (what significant uses)
     significant: bool
     n: int  # seeds of the group
-    estimated: bool  # not trained: estimated (Standley / affinity)
+    estimated: bool  # not trained: estimated (Standley / affinity / surrogate)
 
 
 class GroupingRow(TypedDict, total=False):
@@ -77,6 +78,7 @@ class TransferResult(TypedDict, total=False):
     affinity: dict[str, dict[str, float]]
     proposed: GroupingRow | None
     estimator: dict[str, Any] | None  # the affinity method's fit (dilution, residual, helper, carry, proposed)
+    surrogate: dict[str, Any] | None  # the surrogate method's fit: tasks -> coefficients with intervals; cv
     grouping: GroupingRow
     checked: GroupingRow | None  # a --groups study: the given task sets as a grouping
     cost: CostRow

@@ -166,11 +166,57 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     assert all(fit["helper"][t] in (None, *tasks) for t in tasks)
 
 
+def test_surrogate_study_through_the_cli(ray_local, tmp_path, monkeypatch, capsys):
+    """``mtlo transfer --method surrogate --runs 3``: every task alone and the 3 subsets Optuna
+    proposes, each task's model fitted, the proposed groups trained to confirm them, the
+    model in ``--json``, on the parent run and in the report."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.transfer.surrogate import propose_subsets
+    from tests.conftest import mtlo_main
+
+    tasks = {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"},
+             "sms": {"source": "builtin:sms_spam"}, "trec": {"source": "builtin:trec_coarse"}}
+    path = write(tmp_path, name="sur", tasks=tasks)
+    rc, stdout, stderr = mtlo_main("transfer", str(path), "--method", "surrogate", "--runs", "3", "--seeds", "1",
+                                   "--json", cwd=tmp_path, capsys=capsys)
+    assert rc == 0, stderr[-3000:]
+    out = json.loads(stdout)
+    sampled = propose_subsets(list(tasks), 3, seed=0)
+    assert len(sampled) == 3 and all(len(g) >= 2 for g in sampled)
+    trained = {tuple(r["group"]) for r in out["runs"]}
+    first = {(t,) for t in tasks} | set(sampled)
+    assert first <= trained and out["cost"]["planned"] == 7
+    # the proposal came from the surrogate's estimates; the groups it proposed were trained
+    assert out["proposed"]["method"] == "surrogate (estimated)" and out["grouping"]["confirmed"] is True
+    assert all(tuple(sorted(g)) in trained for g in out["proposed"]["groups"])
+    assert trained - first <= {tuple(sorted(g)) for g in out["proposed"]["groups"]}
+    fit = out["surrogate"]
+    seen = {t for g in trained if len(g) > 1 for t in g}  # a task in some trained subset has a model
+    assert set(fit["tasks"]) == seen and out["estimator"] is None
+    for t, m in fit["tasks"].items():
+        assert set(m["coefficients"]) == (set(tasks) - {t}) | {"size"}
+        assert all(isinstance(c["predicts"], float) for c in m["coefficients"].values())
+    assert fit["cv"]["subsets"] == len([g for g in trained if len(g) > 1])
+    # every group of two or more tasks not trained is estimated by the model (and says so)
+    est = {(g["task"], tuple(g["group"])) for g in out["estimated_gains"]}
+    assert est and all(g not in trained for _, g in est) and all(g["estimated"] for g in out["estimated_gains"])
+    assert all(g["p_adjusted"] is None or g["p_adjusted"] >= g["p"] for g in out["gains"])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(out["parent_run_id"]).data.params["transfer.runs"] == "3"
+    report = (tmp_path / "reports" / "sur" / "report.md").read_text()
+    assert "## Surrogate model (estimated)" in report and "| task ↓ / with → |" in report
+    assert "Groups proposed from the model:" in report
+
+
 @pytest.mark.parametrize(("args", "said"), [
     (["--method", "nope"], "--method"),
     (["--method", "pairwise", "--groups", "rt+sms"], "not allowed with argument --method"),
     (["--groups", "rt+nope"], "groups: rt+nope: no task 'nope' in the config"),
-    (["--groups", "rt,,sms"], "groups: (empty): an empty task set")])
+    (["--groups", "rt,,sms"], "groups: (empty): an empty task set"),
+    (["--method", "surrogate", "--runs", "0"], "--runs: must be at least 1, got 0"),
+    (["--method", "surrogate", "--runs", "2"], "--runs: 2 tasks have 1 subset of two or more tasks, asked for 2"),
+    (["--method", "pairwise", "--runs", "3"], "--runs: only --method surrogate samples task subsets")])
 def test_cli_transfer_refuses_bad_arguments_with_one_line(args, said, tmp_path, capsys):
     from tests.conftest import mtlo_main
 
