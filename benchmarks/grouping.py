@@ -1,12 +1,15 @@
-"""Grouping quality and cost of the three transfer methods, from one exhaustive study.
+"""Grouping quality and cost of the transfer methods, replayed from one exhaustive study's runs table.
 
 An exhaustive study (``mtlo transfer CONFIG --method exhaustive``) trains every subset at
-every seed, and its all-tasks run also measures the lookahead affinity. The runs are
-deterministic configurations, so what ``pairwise`` and ``affinity`` would have trained is a
-subset of them: this script replays each method on the runs that method would train
-(pairwise: singles + pairs, then the proposed larger groups to confirm them; affinity:
-singles + the all-tasks run, then the proposed groups), and scores each method's final
-grouping with the *measured* gains of the exhaustive study:
+every seed, and its all-tasks run also measures the lookahead affinity; ``mtlo report NAME
+--runs-table FILE`` writes its runs (scores, steps, the affinity, the single-task learning
+curves) as one table, committed under benchmarks/results/tables/. The runs are deterministic
+configurations, so what another method would have trained is a subset of them: this script
+replays each method on the runs it would train (pairwise: singles + pairs, then the proposed
+larger groups to confirm them; affinity: singles + the all-tasks run, then the proposed
+groups; surrogate: singles + the subsets Optuna proposes at the study's first seed, then the
+proposed groups), from the table alone, and scores each method's final grouping with the
+*measured* gains of the exhaustive study:
 
 - quality: the total gain of the method's grouping (each task in its best chosen group,
   measured) against the exhaustive optimum;
@@ -16,29 +19,28 @@ grouping with the *measured* gains of the exhaustive study:
   and exhaustive; pairwise never measures it): ``compute_fraction_with_lookahead``.
 
 ``affinity`` is mtlo's affinity method (groups proposed from the estimates of
-orchestrator/transfer/predict.py: dilution from the baselines' learning curves plus the
-lookahead affinity, the other tasks' steps counted in part as the task's own);
-``affinity_tag`` proposes them from TAG's own score (mean affinity onto
-each task), everything else equal. ``estimates`` compares every estimate with the gain the
-exhaustive study measured for the same task in the same group (Pearson and Spearman
-correlation, mean absolute error): mtlo's affinity estimate (fitted on the baselines and
-the all-tasks group only, as the method does), Standley's
-estimate from the pairs, and TAG's score (its units are not gains: correlations only).
+orchestrator/transfer/predict.py); ``affinity_tag`` proposes them from TAG's own score (mean
+affinity onto each task), everything else equal; ``surrogate`` is ``--method surrogate`` with
+its default 2n subsets, ``surrogate_M`` the same with ``--runs M`` (``--runs``). ``estimates``
+compares every estimate with the gain the exhaustive study measured for the same task in the
+same group (Pearson and Spearman correlation, mean absolute error), over the groups each
+estimate did not see.
 
 The exhaustive optimum is the best of many groupings scored on the same three seeds it was
-chosen on, so its score is biased upward (selection on seed noise). With ``--holdout-config``
-(the study's config) every method's grouping is scored again on *fresh* seeds: each task in
-the group its method chose for it, against fresh single-task baselines, and compared with the
-exhaustive method's choice scored the same way (per-seed differences, t interval). The
-groups are trained as a study named ``NAME-holdout-<key>`` (``run_transfer(groups=...)``,
-seeds following the study's) in the same store; a later call trains only the groups that
-the holdout studies there lack (not the baselines again, once trained at every fresh seed).
+chosen on, so its score is biased upward (selection on seed noise). ``--holdout-table``
+scores every method's grouping again on *fresh* seeds: each task in the group its method
+chose for it, against fresh single-task baselines, and compared with the exhaustive method's
+choice scored the same way (per-seed differences, t interval). ``--train-holdout URI``
+first trains, at the seeds following the study's, whatever the holdout table lacks (studies
+named ``NAME-holdout-<key>`` in that MLflow store, ``run_transfer(groups=...)``) and rewrites
+the holdout table from every such study in the store.
 
 With ``--truth`` (``truth.json`` of benchmarks/planted.py) it also checks the planted signs
 and counts negative-transfer flags on the planted null pairs.
 
-    python -m benchmarks.grouping --tracking-uri sqlite:///PATH/mlflow.db --study NAME [--budget 2] \\
-        [--holdout-config PATH/config.yaml] [--truth PATH/truth.json] [--out benchmarks/results/grouping_NAME.json]
+    python -m benchmarks.grouping --table benchmarks/results/tables/NAME.csv --config CONFIG [--budget 2] \
+        [--holdout-table benchmarks/results/tables/NAME-holdout.csv [--train-holdout sqlite:///PATH/mlflow.db]] \
+        [--runs 8 12] [--truth PATH/truth.json] [--out benchmarks/results/grouping_NAME.json]
 """
 
 from __future__ import annotations
@@ -53,10 +55,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.store.runs import find_parent, with_curves
+from orchestrator.store.runs import (
+    mean_matrix,
+    read_runs_table,
+    runs_table,
+    runs_table_text,
+    table_affinity,
+    table_runs,
+)
 from orchestrator.transfer import analysis as an
+from orchestrator.transfer import surrogate
 from orchestrator.transfer.results import analyse, estimator, to_confirm
-from orchestrator.transfer.study import affinity_every, read_study, study_from_mlflow
+from orchestrator.transfer.study import Study, affinity_every, batches_per_pass, study_run
 
 
 def value(groups: list[list[str]], tasks: list[str], table: dict[an.Group, dict[str, float]]) -> float:
@@ -101,11 +111,14 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, r
         used = [r for r in runs if len(r.group) <= 2]
     elif method in ("affinity", "affinity_tag"):
         used = [r for r in runs if len(r.group) == 1 or len(r.group) == len(tasks)]
+    elif method.startswith("surrogate"):
+        sampled = set(surrogate.propose_subsets(tasks, surrogate_runs(method, len(tasks)), study.seeds[0]))
+        used = [r for r in runs if len(r.group) == 1 or r.group in sampled]
     else:
         used = list(runs)
     if method == "affinity_tag":
         return replay_tag(study, runs, used, affinity or {})
-    st = replace(study, method=method)
+    st = replace(study, method=method.split("_")[0])
     res = analyse(st, used, affinity if method != "pairwise" else None)
     for _ in range(rounds):  # confirmation, as mtlo transfer does (here: taken from the exhaustive runs)
         todo = {an.group_of(g) for g in to_confirm(res)}
@@ -114,6 +127,11 @@ def replay(method: str, study: Any, runs: list[an.Run], affinity: dict | None, r
         used += [r for r in runs if r.group in todo]
         res = analyse(st, used, affinity if method != "pairwise" else None)
     return res, used
+
+
+def surrogate_runs(method: str, n: int) -> int:
+    """``surrogate``: its default subsets (2n); ``surrogate_M``: M."""
+    return int(method.split("_")[1]) if "_" in method else surrogate.default_runs(n)
 
 
 def affinity_table(tasks: list[str], z: dict[str, dict[str, float]]) -> dict[an.Group, dict[str, float]]:
@@ -181,21 +199,64 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: lis
     return out
 
 
-def holdout_runs(client: Any, prefix: str, study: Any) -> list[an.Run]:
-    """The finished runs of the studies named ``prefix...`` (the holdout studies of one
-    study), one per task set and seed (the first one trained every task alone; a task set
-    trained by more than one counts once, the first)."""
-    from orchestrator.transfer.study import load_runs
+def surrogate_accuracy(study: Any, runs: list[an.Run], gains: list[an.Gain], m: int) -> dict[str, Any]:
+    """The surrogate fitted on what ``--method surrogate --runs m`` trains first (every task
+    alone, the subsets Optuna proposes) against the measured Δ_t(G) of every other group of
+    two or more tasks; and its own cross-validated fit on the subsets it was given."""
+    sampled = set(surrogate.propose_subsets(study.tasks, m, study.seeds[0]))
+    fit = surrogate.fit(study.tasks, [r for r in runs if len(r.group) == 1 or r.group in sampled],
+                        study.higher_is_better)
+    pairs = [(v, g.delta) for g in gains if g.group not in sampled for v in [fit.predict(g.task, g.group)]
+             if v is not None]
+    d = fit.as_dict()
+    return {"runs": m, "unseen": correlations(pairs), "cv": d["cv"],
+            "found": {t: {"helpers": x["helpers"], "hurters": x["hurters"]} for t, x in d["tasks"].items()}}
 
+
+def holdout_runs(rows: list[dict[str, Any]], study: Any) -> list[an.Run]:
+    """The finished runs of a holdout table (the holdout studies of one study), one per task set
+    and seed (a task set trained by more than one study counts once, the first)."""
+    out: dict[tuple[an.Group, int], an.Run] = {}
+    for r in table_runs(rows, study.main_metric):
+        out.setdefault((r.group, r.seed), r)
+    return list(out.values())
+
+
+def export_holdout(uri: str, prefix: str, path: Path) -> None:
+    """Every holdout study ``prefix...`` of the store, its runs as one table at ``path``."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.report import write_whole
+    from orchestrator.store.runs import child_runs
+
+    client = MlflowClient(uri)
     exps = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(exps, filter_string=f"attributes.run_name LIKE '{prefix}%'",
                                  order_by=["attributes.start_time ASC"], max_results=100)
-    out: dict[tuple[an.Group, int], an.Run] = {}
+    rows: list[dict[str, Any]] = []
     for p in parents:
         if p.data.tags.get("mtlo.role") == "transfer":
-            for r in load_runs(client, p.info.experiment_id, p.info.run_id, study.main_metric):
-                out.setdefault((r.group, r.seed), r)
-    return list(out.values())
+            rows += [{"study": p.info.run_name, **row}
+                     for row in runs_table(child_runs(client, p.info.experiment_id, p.info.run_id))]
+    write_whole(path, runs_table_text(rows, path.suffix.lower()))
+
+
+def load_study(config: str, rows: list[dict[str, Any]], budget: int) -> Study:
+    """The exhaustive study of a runs table, as ``mtlo transfer`` built it from ``config``
+    (tasks, main metrics, the equal-budget step cap; the seeds are the table's)."""
+    from orchestrator.config import load_config
+    from trainables import inspect_tasks
+
+    cfg = load_config(config, [])
+    run = cfg.run_dict()
+    info = inspect_tasks(run)
+    run = study_run(run, info)
+    seeds = sorted({int(r["seed"]) for r in rows if r.get("role") == "trial"})
+    tasks = list(cfg.tasks)
+    return Study(cfg.name, "", tasks, {t: i.main_metric for t, i in info.items()},
+                 {t: i.higher_is_better for t, i in info.items()}, "exhaustive", seeds, budget,
+                 run["train"]["max_steps"], run["train"]["schedule"], batches_per_pass(run, info),
+                 float(run["train"]["temperature"]))
 
 
 def holdout_seeds(study: Any) -> list[int]:
@@ -225,8 +286,6 @@ def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups:
 
     seed = holdout_seeds(study)[0]
     cfg = load_config(config, [f"name={name}", f"train.seed={seed}", f"mlflow.tracking_uri={tracking_uri}"])
-    if sorted(cfg.tasks) != sorted(study.tasks):
-        sys.exit(f"--holdout-config: {config}: its tasks {sorted(cfg.tasks)} are not the study's {study.tasks}")
     prepare(None, "--address")  # a new local Ray, on loopback
     run_transfer(cfg, Path(config), method="exhaustive", seeds=len(study.seeds), budget=study.budget,
                  groups=groups, singles=singles)
@@ -253,44 +312,46 @@ def holdout_scores(study: Any, runs: list[an.Run], choices: dict[str, dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tracking-uri", required=True)
-    ap.add_argument("--study", required=True, help="name or parent run id of an exhaustive study")
-    ap.add_argument("--budget", type=int, default=None, help="groups allowed (default: the study's)")
+    ap.add_argument("--table", required=True, help="runs table of an exhaustive study (mtlo report NAME --runs-table)")
+    ap.add_argument("--config", required=True, help="the study's config")
+    ap.add_argument("--budget", type=int, default=2, help="groups allowed (default 2)")
     ap.add_argument("--confirm-rounds", type=int, default=1, help="as mtlo transfer --confirm-rounds (default 1)")
-    ap.add_argument("--holdout-config", default=None,
-                    help="the study's config: score every grouping again on fresh seeds (trained if missing)")
+    ap.add_argument("--runs", type=int, nargs="*", default=[],
+                    help="also replay --method surrogate with these --runs (default: only its default, 2n)")
+    ap.add_argument("--holdout-table", default=None, help="runs table of the groupings trained on fresh seeds")
+    ap.add_argument("--train-holdout", default=None, metavar="TRACKING_URI",
+                    help="train what --holdout-table lacks into this MLflow store, then rewrite the table")
     ap.add_argument("--truth", default=None)
     ap.add_argument("--lookahead-cost", default=None,
                     help="benchmarks/affinity_cost.py's output: training steps one lookahead measurement costs "
                          "(default: the one in benchmarks/results measured with the study's encoder)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(args.tracking_uri)
-    parent = find_parent(client, args.study)
-    study = study_from_mlflow(client, parent.info.run_id)
-    if args.budget:
-        study = replace(study, budget=args.budget)
-    runs, affinity, _, _ = read_study(client, parent.info.experiment_id, replace(study, method="exhaustive"))
-    runs = with_curves(client, runs, study.main_metric)  # for the affinity method's replay
-    affinity = affinity or {}
-    full = analyse(replace(study, method="exhaustive"), runs)
+    if args.train_holdout and not args.holdout_table:
+        sys.exit("--train-holdout: give --holdout-table, the table to write")
+    rows = read_runs_table(Path(args.table))
+    study = load_study(args.config, rows, args.budget)
+    runs = table_runs(rows, study.main_metric)
+    affinity = mean_matrix(table_affinity(rows))
+    full = analyse(study, runs)
     gains = an.gains(runs, study.higher_is_better)
     table = an.gain_table(study.tasks, gains, neutral=an.zero_baselines(an.baselines(runs)))  # as analyse scores it
     opt: Any = full["grouping"]
-    out: dict[str, Any] = {"study": parent.info.run_name, "tasks": study.tasks, "seeds": study.seeds,
+    out: dict[str, Any] = {"study": study.name, "table": args.table, "tasks": study.tasks, "seeds": study.seeds,
                            "budget": study.budget, "confirm_rounds": args.confirm_rounds,
                            "optimum": {"groups": opt["groups"], "score": opt["score"], "ci": opt["ci"]},
                            "methods": {}}
     all_steps = sum(r.steps for r in runs)
-    cost_file = Path(args.lookahead_cost or lookahead_cost_file(parent.data.params.get("encoder.model", "")))
+    from orchestrator.config import load_config
+
+    cost_file = Path(args.lookahead_cost or lookahead_cost_file(load_config(args.config, []).encoder.model))
     per = float(json.loads(cost_file.read_text())["lookahead_steps_per_measurement"])
     all_look = all_steps + lookahead_steps("exhaustive", study, runs, per)
     out["lookahead"] = {"every": affinity_every(study.tasks, study.max_steps), "steps_per_measurement": per,
                         "from": str(cost_file)}
     choices: dict[str, dict[str, list[str]]] = {}  # method -> task -> the group it is scored in
-    for method in ("exhaustive", "pairwise", "affinity", "affinity_tag"):
+    extra = [f"surrogate_{m}" for m in args.runs if m != surrogate.default_runs(len(study.tasks))]
+    for method in ("exhaustive", "pairwise", "affinity", "affinity_tag", "surrogate", *extra):
         res, used = replay(method, study, runs, affinity, args.confirm_rounds)
         groups = res["grouping"]["groups"]
         v = value(groups, study.tasks, table)
@@ -304,15 +365,25 @@ def main() -> None:
             "negative_transfer": [(g["task"], g["group"]) for g in res["negative_transfer"]],
         }
         choices[method] = res["grouping"]["assignment"]
-    if args.holdout_config:
-        prefix = f"{parent.info.run_name}-holdout"
-        missing, singles = holdout_todo(study, choices, holdout_runs(client, prefix, study))
-        if missing:
+    if args.holdout_table:
+        path = Path(args.holdout_table)
+        prefix = f"{study.name}-holdout"
+        done = holdout_runs(read_runs_table(path), study) if path.is_file() else []
+        missing, singles = holdout_todo(study, choices, done)
+        if missing and args.train_holdout:
             key = hashlib.sha1(" ".join("+".join(g) for g in missing).encode()).hexdigest()[:8]
-            train_holdout(args.holdout_config, args.tracking_uri, f"{prefix}-{key}", study,
-                          [list(g) for g in missing], singles)
-        out["holdout"] = holdout_scores(study, holdout_runs(client, prefix, study), choices)
+            train_holdout(args.config, args.train_holdout, f"{prefix}-{key}", study, [list(g) for g in missing],
+                          singles)
+            export_holdout(args.train_holdout, prefix, path)
+            done = holdout_runs(read_runs_table(path), study)
+            missing, _ = holdout_todo(study, choices, done)
+        if missing:
+            sys.exit(f"--holdout-table: {path} lacks {', '.join('+'.join(g) for g in missing)} at the fresh seeds "
+                     "(--train-holdout URI trains them)")
+        out["holdout"] = holdout_scores(study, done, choices)
     out["estimates"] = estimate_accuracy(study, runs, affinity, gains)
+    out["estimates"]["surrogate"] = [surrogate_accuracy(study, runs, gains, m)
+                                     for m in sorted({surrogate.default_runs(len(study.tasks)), *args.runs})]
     if args.truth:
         truth = json.loads(Path(args.truth).read_text())
         pair = {(g["task"], tuple(g["group"])): g for g in full["gains"] if len(g["group"]) == 2}

@@ -270,7 +270,7 @@ def write_runs_table(uri: str, parent_run_id: str, path: Path) -> int:
 
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
-    rows = runs_table(child_runs(client, parent.info.experiment_id, parent_run_id))
+    rows = runs_table(child_runs(client, parent.info.experiment_id, parent_run_id), client)
     write_whole(path, runs_table_text(rows, path.suffix.lower()))
     err_console.print(f"runs table: {len(rows)} runs written to {path}", markup=False, highlight=False)
     return len(rows)

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
@@ -103,12 +104,16 @@ def study_runs(children: list[Any], main_metric: Mapping[str, str]) -> list[Run]
 RUNS_TABLE_SUFFIXES = (".csv", ".json")
 
 
-def runs_table(children: list[Any]) -> list[dict[str, Any]]:
+def runs_table(children: list[Any], client: Any = None) -> list[dict[str, Any]]:
     """Every trained run of a search or study, one row each, from MLflow alone: its role,
     task set, seed, status, best epoch, steps (to the best epoch and in all), and each task's
     validation metrics at the best epoch (``val/<task>/<metric>``) and test metrics
-    (``test/<task>/<metric>``); a search's trials also their parameters (``param.<name>``).
-    What a store that may not outlive its machine holds of a study, as a table to commit."""
+    (``test/<task>/<metric>``); a search's trials also their parameters (``param.<name>``);
+    a study's all-tasks runs the affinity they measured (``affinity/<i>/<j>``,
+    ``gaffinity/<i>/<j>``), and (with ``client``) its single-task runs their learning curves
+    (``curve/<task>/<metric>``: JSON ``[[steps, score], ...]`` per epoch). What a store that
+    may not outlive its machine holds of a study, as a table to commit: a study's analysis
+    can be replayed from it (:func:`table_runs`)."""
     rows = []
     for r in sorted(children, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
         tags, metrics, params = r.data.tags, r.data.metrics, r.data.params
@@ -124,8 +129,65 @@ def runs_table(children: list[Any]) -> list[dict[str, Any]]:
         row.update({f"val/{k.removeprefix('best/')}": v for k, v in sorted(metrics.items())
                     if k.startswith("best/") and k.count("/") == 2})
         row.update({k: v for k, v in sorted(metrics.items()) if k.startswith("test/")})
+        row.update({k: v for k, v in sorted(metrics.items()) if k.startswith(("affinity/", "gaffinity/"))})
+        group = row["tasks"].split("+")
+        if client is not None and len(group) == 1 and r.info.status == "FINISHED":
+            steps = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "step")}
+            for k in sorted(metrics):
+                if k.startswith(f"val/{group[0]}/"):
+                    hist = sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, k))
+                    row[f"curve/{k.removeprefix('val/')}"] = json.dumps(
+                        [[int(steps[e]), float(v)] for e, v in hist if e in steps])
         rows.append(row)
     return rows
+
+
+def read_runs_table(path: Path) -> list[dict[str, Any]]:
+    """A runs table written by ``mtlo report --runs-table`` (CSV or JSON), numbers as numbers
+    and a CSV's empty cells left out."""
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        return list(json.loads(text))
+    import csv
+    import io
+
+    def cell(v: str) -> Any:
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return float(v)
+            except ValueError:
+                return v
+
+    return [{k: cell(v) for k, v in row.items() if v != ""} for row in csv.DictReader(io.StringIO(text))]
+
+
+def table_runs(rows: list[dict[str, Any]], main_metric: Mapping[str, str]) -> list[Run]:
+    """The finished runs of a study from its runs table, as ``study_runs`` reads them from
+    MLflow (with the single-task runs' learning curves where the table has them)."""
+    out = []
+    for row in rows:
+        if row.get("role") not in ("trial", "confirm") or row.get("status") not in ("FINISHED", "STOPPED"):
+            continue
+        group = group_of(str(row["tasks"]).split("+"))
+        scores = {t: row.get(f"val/{t}/{main_metric[t]}") for t in group if t in main_metric}
+        if any(v is None for v in scores.values()):
+            continue
+        test = {t: float(row[f"test/{t}/{main_metric[t]}"]) for t in group
+                if t in main_metric and f"test/{t}/{main_metric[t]}" in row}
+        curve: tuple[tuple[int, float], ...] = ()
+        if len(group) == 1 and f"curve/{group[0]}/{main_metric[group[0]]}" in row:
+            curve = tuple((int(s), float(v)) for s, v in json.loads(row[f"curve/{group[0]}/{main_metric[group[0]]}"]))
+        out.append(Run(group, int(row["seed"]), {t: float(v) for t, v in scores.items()},  # type: ignore[arg-type]
+                       steps=int(row.get("best_step", 0)), best_epoch=int(row.get("best_epoch", 0)),
+                       run_id=row.get("run_id"), curve=curve, test=test))
+    return out
+
+
+def table_affinity(rows: list[dict[str, Any]], prefix: str = "affinity") -> list[dict[str, dict[str, float]]]:
+    """Per finished run of a runs table that measured it, the affinity ``prefix/<i>/<j>`` as Z[i][j]."""
+    return [z for row in rows if row.get("status") in ("FINISHED", "STOPPED") for z in [_matrix(row, prefix)] if z]
 
 
 def runs_table_text(rows: list[dict[str, Any]], suffix: str) -> str:
@@ -154,18 +216,16 @@ def failed_runs(children: list[Any]) -> list[dict[str, Any]]:
 
 def affinity_matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, float]]]:
     """Per finished run that measured it, the affinity ``prefix/<i>/<j>`` as Z[i][j]."""
-    out = []
-    for r in children:
-        if r.info.status != "FINISHED":
-            continue
-        z: dict[str, dict[str, float]] = {}
-        for k, v in r.data.metrics.items():
-            if k.startswith(prefix + "/"):
-                _, i, j = k.split("/", 2)
-                z.setdefault(i, {})[j] = float(v)
-        if z:
-            out.append(z)
-    return out
+    return [z for r in children if r.info.status == "FINISHED" for z in [_matrix(r.data.metrics, prefix)] if z]
+
+
+def _matrix(metrics: Mapping[str, Any], prefix: str) -> dict[str, dict[str, float]]:
+    z: dict[str, dict[str, float]] = {}
+    for k, v in metrics.items():
+        if k.startswith(prefix + "/"):
+            _, i, j = k.split("/", 2)
+            z.setdefault(i, {})[j] = float(v)
+    return z
 
 
 def mean_matrix(ms: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:

@@ -164,6 +164,23 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     assert set(fit["carry"]) == set(tasks) and all(0 <= v <= 1 for v in fit["carry"].values())
     assert res["estimator"] == fit and "| task | measured (all tasks) | λ | dilution (all tasks) |" in md
     assert all(fit["helper"][t] in (None, *tasks) for t in tasks)
+    # its runs table (mtlo report --runs-table) replays the same analysis with no MLflow store, the
+    # affinity and the single-task learning curves included (benchmarks/grouping.py reads tables)
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.commands import write_runs_table
+    from orchestrator.store.runs import mean_matrix, read_runs_table, table_affinity, table_runs
+    from orchestrator.transfer.study import study_from_mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = study_from_mlflow(MlflowClient(uri), out["parent_run_id"])
+    for name in ("runs.csv", "runs.json"):
+        write_runs_table(uri, out["parent_run_id"], tmp_path / name)
+        rows = read_runs_table(tmp_path / name)
+        assert all(r.curve for r in table_runs(rows, study.main_metric) if len(r.group) == 1)
+        again = runner.analyse(study, table_runs(rows, study.main_metric), mean_matrix(table_affinity(rows)))
+        assert again["gains"] == out["gains"] and again["grouping"] == out["grouping"]
+        assert again["affinity"] == out["affinity"] and again["estimator"] == out["estimator"]
 
 
 def test_surrogate_study_through_the_cli(ray_local, tmp_path, monkeypatch, capsys):

@@ -181,6 +181,31 @@ def test_benchmark_replay_uses_only_the_runs_each_method_trains():
     assert mod.lookahead_steps("pairwise", capped, table, 2.5) == 0
 
 
+def test_benchmark_replays_the_surrogate_on_what_optuna_proposes():
+    """benchmarks/grouping.py's surrogate: every task alone and the subsets Optuna proposes at
+    the study's first seed (``--runs``), then the groups its model proposes, confirmed."""
+    from orchestrator.transfer.study import Study
+    from orchestrator.transfer.surrogate import propose_subsets
+    from tests.orchestrator.test_surrogate import TASKS, planted_runs
+
+    mod = _grouping_bench()
+    every = [g for k in range(2, 7) for g in itertools.combinations(TASKS, k)]
+    table = planted_runs(every, noise=0.005)
+    study = Study("s", "p", TASKS, {t: "acc" for t in TASKS}, {t: True for t in TASKS}, "exhaustive", [0, 1, 2], 2)
+    for method, m in (("surrogate", 12), ("surrogate_8", 8)):
+        res, used = mod.replay(method, study, table, None)
+        first = {(t,) for t in TASKS} | set(propose_subsets(TASKS, m, 0))
+        confirmed = {r.group for r in used} - first
+        assert first <= {r.group for r in used} and confirmed <= {tuple(g) for g in res["proposed"]["groups"]}
+        assert res["method"] == "surrogate" and res["surrogate"]["cv"]["subsets"] == m + len(confirmed)
+    # fitted on the 12 subsets alone: the planted helper and hurter of a, and its estimates of the
+    # 45 groups it never saw against their measured gains
+    acc = mod.surrogate_accuracy(study, table, an.gains(table, study.higher_is_better), 12)
+    assert acc["found"]["a"] == {"helpers": ["b"], "hurters": ["c"]}
+    assert acc["unseen"]["n"] == sum(len(g) for g in every) - sum(len(g) for g in propose_subsets(TASKS, 12, 0))
+    assert acc["unseen"]["pearson"] > 0.8, acc
+
+
 def _grouping_bench():
     import benchmarks.grouping
 
