@@ -45,17 +45,35 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead --trials 8 --repeats 3
 	$(BIN)/python -m benchmarks.null_rate --out .bench/null --replicates 30 --json benchmarks/results/null_rate.json
 
-# the grouping studies of BENCHMARKS.md: four six-task exhaustive studies and their replays (6-8 h on 2 cores)
-GROUPING_SETS := six-tiny:six_tasks_tiny:six_tasks six-b-tiny:six_tasks_b_tiny:six_b_tasks \
-                 six-c-tiny:six_tasks_c_tiny:six_c_tasks six-d-tiny:six_tasks_d_tiny:six_d_tasks
+# the grouping studies of BENCHMARKS.md (several hours on 2 cores): each six-task set's exhaustive study
+# (skipped where its runs table is committed), its replays and its groupings on new seeds; then the ten
+# built-in tasks: pairwise, surrogate and affinity studies and their groupings on new seeds. Every study's
+# runs table goes to benchmarks/results/tables/ as soon as it ends.
+GROUPING_SETS := six-b-tiny:six_tasks_b_tiny:six_b_tasks six-c-tiny:six_tasks_c_tiny:six_c_tasks \
+                 six-d-tiny:six_tasks_d_tiny:six_d_tasks
+TABLES := benchmarks/results/tables
+G := .bench/grouping
 bench-grouping: $(STAMP)
-	mkdir -p .bench/grouping
+	mkdir -p $(G) $(TABLES)
 	for s in $(GROUPING_SETS); do name=$${s%%:*}; rest=$${s#*:}; cfg=$${rest%%:*}; out=$${rest#*:}; \
-	  (cd .bench/grouping && ../../$(BIN)/mtlo transfer ../../benchmarks/configs/$$cfg.yaml --method exhaustive \
-	     --seeds 3 --budget 2 --json > $$name.json) && \
-	  $(BIN)/python -m benchmarks.grouping --tracking-uri sqlite:///.bench/grouping/mlflow.db --study $$name \
-	     --holdout-config benchmarks/configs/$$cfg.yaml --out benchmarks/results/grouping_$${out}_tiny.json || exit 1; \
+	  if [ ! -f $(TABLES)/$$name.csv ]; then \
+	    (cd $(G) && ../../$(BIN)/mtlo transfer ../../benchmarks/configs/$$cfg.yaml --method exhaustive \
+	       --seeds 3 --budget 2 --json > $$name.json) && \
+	    (cd $(G) && ../../$(BIN)/mtlo report $$name --runs-table ../../$(TABLES)/$$name.csv) || exit 1; fi; \
+	  $(BIN)/python -m benchmarks.grouping --table $(TABLES)/$$name.csv --config benchmarks/configs/$$cfg.yaml \
+	     --runs 8 12 --holdout-table $(TABLES)/$$name-holdout.csv --train-holdout sqlite:///$(G)/mlflow.db \
+	     --out benchmarks/results/grouping_$${out}_tiny.json > /dev/null || exit 1; \
 	done
+	for m in pairwise surrogate affinity; do \
+	  if [ ! -f $(TABLES)/ten-tiny-$$m.csv ]; then \
+	    (cd $(G) && ../../$(BIN)/mtlo transfer ../../benchmarks/configs/ten_tasks_tiny.yaml --method $$m \
+	       --seeds 3 --budget 2 --set name=ten-tiny-$$m --json > ten-tiny-$$m.json) && \
+	    (cd $(G) && ../../$(BIN)/mtlo report ten-tiny-$$m --runs-table ../../$(TABLES)/ten-tiny-$$m.csv) || exit 1; fi; \
+	done
+	$(BIN)/python -m benchmarks.grouping_many --config benchmarks/configs/ten_tasks_tiny.yaml \
+	  $(foreach m,pairwise surrogate affinity,--study $(m)=$(TABLES)/ten-tiny-$(m).csv) \
+	  --holdout-table $(TABLES)/ten-tiny-holdout.csv --train-holdout sqlite:///$(G)/mlflow.db \
+	  --out benchmarks/results/grouping_ten_tasks_tiny.json > /dev/null
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns ray_results

@@ -291,22 +291,23 @@ def train_holdout(config: str, tracking_uri: str, name: str, study: Any, groups:
                  groups=groups, singles=singles)
 
 
-def holdout_scores(study: Any, runs: list[an.Run], choices: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
+def holdout_scores(study: Any, runs: list[an.Run], choices: dict[str, dict[str, list[str]]],
+                   ref: str = "exhaustive") -> dict[str, Any]:
     """Each method's grouping scored on the fresh-seed runs: each task in the group its
     method chose for it (assignment), its total gain per seed (``an.grouping_totals``), and
-    per seed the difference from the exhaustive method's choice, with its t interval (the
+    per seed the difference from the ``ref`` method's choice, with its t interval (the
     baselines cancel out of it)."""
-    ref = an.grouping_totals(runs, choices["exhaustive"], study.higher_is_better)
-    out: dict[str, Any] = {"seeds": sorted(ref), "runs": len(runs), "methods": {}}
+    base = an.grouping_totals(runs, choices[ref], study.higher_is_better)
+    out: dict[str, Any] = {"seeds": sorted(base), "runs": len(runs), "reference": ref, "methods": {}}
     for m, assign in choices.items():
         totals = an.grouping_totals(runs, assign, study.higher_is_better)
-        vals = [totals[s] for s in sorted(ref)]
-        diff = [totals[s] - ref[s] for s in sorted(ref)]
+        vals = [totals[s] for s in sorted(base)]
+        diff = [totals[s] - base[s] for s in sorted(base)]
         mean_diff, total = statistics.fmean(diff), statistics.fmean(vals)
         ci = an.t_interval(diff) if any(d != diff[0] for d in diff) else None
         out["methods"][m] = {"total_gain": total, "ci": an.t_interval(vals), "per_seed": vals,
-                             "diff_to_exhaustive": mean_diff, "diff_ci": list(ci) if ci else None,
-                             "relative_gap": -mean_diff / abs(statistics.fmean(ref.values()))}
+                             f"diff_to_{ref}": mean_diff, "diff_ci": list(ci) if ci else None,
+                             "relative_gap": -mean_diff / abs(statistics.fmean(base.values()))}
     return out
 
 
