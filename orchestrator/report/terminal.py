@@ -17,6 +17,7 @@ from orchestrator.report.text import (
     few_seeds_note,
     noisy_note,
     pct,
+    raw_only_losses,
     runs_text,
     test_clause,
     zero_note,
@@ -101,6 +102,12 @@ def print_transfer(out: TransferResult) -> None:
                       f"(adjusted {g.get('p_adjusted') or 0:.3g})")
     else:
         con.print("negative transfer: none significant")
+    raw_only = raw_only_losses(out)
+    if raw_only:
+        con.print(f"  {len(raw_only)} loss(es) at a raw p < 0.05 not significant after the adjustment for "
+                  "the study's many tests: " + ", ".join(
+                      f"{g['task']} with {'+'.join(x for x in g['group'] if x != g['task'])} {_pct(g['delta'])}"
+                      for g in raw_only))
     few = few_seeds_note(out)
     if few:
         con.print(f"[yellow]{few}[/yellow]")

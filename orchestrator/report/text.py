@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.transfer.analysis import MIN_SEEDS, NOISY_BASELINE_CV
-from orchestrator.transfer.shapes import TransferResult
+from orchestrator.transfer.shapes import GainRow, TransferResult
 
 
 def param(v: Any) -> str:
@@ -106,3 +106,8 @@ def affinity_note(signals: dict[str, Any]) -> str | None:
             "(the all-tasks group, the baselines' learning curves) and must be confirmed by training.")
 
 
+def raw_only_losses(res: TransferResult) -> list[GainRow]:
+    """The measured losses with a raw p < 0.05 that the false-discovery-rate control does not
+    declare significant (enough seeds on both sides: the seeds note covers the rest)."""
+    return [g for g in res["gains"] if g["delta"] < 0 and not g["significant"] and not g.get("estimated")
+            and (g.get("p") or 1.0) < 0.05 and g["n"] >= MIN_SEEDS and g.get("p_adjusted") is not None]

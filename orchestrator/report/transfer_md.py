@@ -13,6 +13,7 @@ from orchestrator.report.text import (
     noisy_note,
     num,
     pct,
+    raw_only_losses,
     runs_text,
     test_clause,
     zero_note,
@@ -191,6 +192,14 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
     else:
         lines.append("No significant loss: no task was measurably hurt by another "
                      "(a loss that is not significant is reported as no evidence).")
+    raw_only = raw_only_losses(res)
+    if raw_only:
+        tests = sum(1 for g in res["gains"] if g.get("p") is not None)
+        lines += ["", f"{len(raw_only)} loss(es) at a raw p < 0.05 do not survive the adjustment for the study's "
+                  f"{tests} tests (about {0.05 * tests:.1f} would pass a raw 0.05 by seed noise alone): "
+                  + "; ".join(f"{g['task']} with {'+'.join(x for x in g['group'] if x != g['task'])} "
+                              f"{pct(g['delta'])} (p = {g['p']:.3g}, adjusted {g.get('p_adjusted') or 0:.3g})"
+                              for g in raw_only) + ". More seeds would tell."]
     few = few_seeds_note(res)
     if few:
         lines += ["", few]
