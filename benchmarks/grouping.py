@@ -311,6 +311,26 @@ def holdout_scores(study: Any, runs: list[an.Run], choices: dict[str, dict[str, 
     return out
 
 
+def holdout(config: str, study: Any, choices: dict[str, dict[str, list[str]]], path: Path,
+            train_uri: str | None, ref: str = "exhaustive") -> dict[str, Any]:
+    """Every method's grouping scored on the fresh seeds of the holdout table at ``path``;
+    with ``train_uri``, what the table lacks is trained first into that store (studies named
+    ``NAME-holdout-<key>``) and the table written again from all of them."""
+    prefix = f"{study.name}-holdout"
+    done = holdout_runs(read_runs_table(path), study) if path.is_file() else []
+    missing, singles = holdout_todo(study, choices, done)
+    if missing and train_uri:
+        key = hashlib.sha1(" ".join("+".join(g) for g in missing).encode()).hexdigest()[:8]
+        train_holdout(config, train_uri, f"{prefix}-{key}", study, [list(g) for g in missing], singles)
+        export_holdout(train_uri, prefix, path)
+        done = holdout_runs(read_runs_table(path), study)
+        missing, _ = holdout_todo(study, choices, done)
+    if missing:
+        sys.exit(f"--holdout-table: {path} lacks {', '.join('+'.join(g) for g in missing)} at the fresh seeds "
+                 "(--train-holdout URI trains them)")
+    return holdout_scores(study, done, choices, ref)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", required=True, help="runs table of an exhaustive study (mtlo report NAME --runs-table)")
@@ -367,21 +387,7 @@ def main() -> None:
         }
         choices[method] = res["grouping"]["assignment"]
     if args.holdout_table:
-        path = Path(args.holdout_table)
-        prefix = f"{study.name}-holdout"
-        done = holdout_runs(read_runs_table(path), study) if path.is_file() else []
-        missing, singles = holdout_todo(study, choices, done)
-        if missing and args.train_holdout:
-            key = hashlib.sha1(" ".join("+".join(g) for g in missing).encode()).hexdigest()[:8]
-            train_holdout(args.config, args.train_holdout, f"{prefix}-{key}", study, [list(g) for g in missing],
-                          singles)
-            export_holdout(args.train_holdout, prefix, path)
-            done = holdout_runs(read_runs_table(path), study)
-            missing, _ = holdout_todo(study, choices, done)
-        if missing:
-            sys.exit(f"--holdout-table: {path} lacks {', '.join('+'.join(g) for g in missing)} at the fresh seeds "
-                     "(--train-holdout URI trains them)")
-        out["holdout"] = holdout_scores(study, done, choices)
+        out["holdout"] = holdout(args.config, study, choices, Path(args.holdout_table), args.train_holdout)
     out["estimates"] = estimate_accuracy(study, runs, affinity, gains)
     out["estimates"]["surrogate"] = [surrogate_accuracy(study, runs, gains, m)
                                      for m in sorted({surrogate.default_runs(len(study.tasks)), *args.runs})]

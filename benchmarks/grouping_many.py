@@ -21,23 +21,12 @@ for the methods whose all-tasks runs measure it (benchmarks/affinity_cost.py).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.grouping import (
-    export_holdout,
-    holdout_runs,
-    holdout_scores,
-    holdout_todo,
-    load_study,
-    lookahead_cost_file,
-    lookahead_steps,
-    train_holdout,
-)
+from benchmarks.grouping import holdout, load_study, lookahead_cost_file, lookahead_steps
 from orchestrator.store.runs import mean_matrix, read_runs_table, table_affinity, table_runs
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.methods import method as method_of
@@ -94,20 +83,8 @@ def main() -> None:
         m["compute_vs_reference"] = m["compute"] / ref if ref else None
     choices["all_together"] = {t: sorted(study.tasks) for t in study.tasks}
     choices["all_apart"] = {t: [t] for t in study.tasks}
-    path = Path(args.holdout_table)
-    prefix = f"{study.name}-holdout"
-    done = holdout_runs(read_runs_table(path), study) if path.is_file() else []
-    missing, singles = holdout_todo(study, choices, done)
-    if missing and args.train_holdout:
-        key = hashlib.sha1(" ".join("+".join(g) for g in missing).encode()).hexdigest()[:8]
-        train_holdout(args.config, args.train_holdout, f"{prefix}-{key}", study, [list(g) for g in missing], singles)
-        export_holdout(args.train_holdout, prefix, path)
-        done = holdout_runs(read_runs_table(path), study)
-        missing, _ = holdout_todo(study, choices, done)
-    if missing:
-        sys.exit(f"--holdout-table: {path} lacks {', '.join('+'.join(g) for g in missing)} at the new seeds "
-                 "(--train-holdout URI trains them)")
-    out["holdout"] = holdout_scores(study, done, choices, ref=args.reference)
+    out["holdout"] = holdout(args.config, study, choices, Path(args.holdout_table), args.train_holdout,
+                             ref=args.reference)
     text = json.dumps(out, indent=2, default=str)
     if args.out:
         Path(args.out).write_text(text)
