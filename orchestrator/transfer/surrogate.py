@@ -45,7 +45,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.store.runs import Group, Run, group_of, relative_gain
 
 # ridge penalties tried (on left-out subsets); the features are 0/1, so a penalty of 1 weighs as one observation
-ALPHAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+ALPHAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 SIZE = "size"  # the name of the group-size (dilution) term among a task's coefficients
 
 
