@@ -87,6 +87,7 @@ class MlflowTrials(Callback):
         self.offline_since: float | None = None
         self.last_probe = 0.0
         self.sync_seconds = 0.0
+        self.synced_points = 0  # metric points the end-of-search sync wrote (MLflow had missed them)
         # trial ids whose child run this driver process created: their MLflow state is what this
         # recorder wrote (not kept across a resume: the saved state may lag MLflow after a kill)
         self._created: set[str] = set()
@@ -320,6 +321,9 @@ class MlflowTrials(Callback):
         self.offline_since = None
         try:
             self._sync(grid)
+            if self.synced_points:
+                err_console.print(f"MLflow had missed {self.synced_points} metric point(s): written now from Ray's "
+                                  "results", markup=False, highlight=False)
         except Exception as exc:
             error = as_outage(self.tracking_uri, exc)
             if error is None:
@@ -347,24 +351,27 @@ class MlflowTrials(Callback):
                     tid, child.info.run_id):
                 continue
             trial = SimpleNamespace(trial_id=tid, config=result.config)
-            self._fill(trial, rows)
+            self.synced_points += self._fill(trial, rows)
             for r in rows:
                 self._remember(tid, r)
             if not done:  # errors propagate here (sync turns them into one line)
                 error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
                 self._close(trial, *(("FAILED", error) if error else self._final_status(self.results.get(tid, {}))))
 
-    def _fill(self, trial: Any, rows: list[dict[str, Any]]) -> None:
-        """Write the metric points of Ray's ``rows`` of ``trial`` that its child run lacks."""
+    def _fill(self, trial: Any, rows: list[dict[str, Any]]) -> int:
+        """Write the metric points of Ray's ``rows`` of ``trial`` that its child run lacks; how many."""
         rid = self.run_id(trial)
         have = self._points(rid)
+        written = 0
         for r in rows:
             step = self._step(r)
             row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
             missing = {k: v for k, v in row.items() if (k, step) not in have}
             if missing:
                 log_metrics(self.client, rid, missing, step=step)
+                written += len(missing)
             self.logged.setdefault(trial.trial_id, set()).add(step)
+        return written
 
     @_tolerant
     def _catch_up(self, trial: Any) -> None:

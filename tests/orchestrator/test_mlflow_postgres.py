@@ -107,7 +107,7 @@ def test_the_database_back_mid_search_is_caught_up_before_the_end(postgres, mlfl
     """The database stops once the first trial has finished and is back 12 s later, while the
     search goes on: the outage is said once, the return once, and what MLflow missed is written
     as soon as it answers, not at the end: every per-epoch point is in MLflow once, written
-    before the last trial's last epoch was (MLflow's own timestamps)."""
+    before the search's end, which then has none to write (it would say how many)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_on_postgres.uri)
@@ -123,13 +123,11 @@ def test_the_database_back_mid_search_is_caught_up_before_the_end(postgres, mlfl
     assert rc == 0, err[-3000:]
     assert sum("MLflow write failed" in line for line in lines) == 1, err[-3000:]
     assert sum("MLflow answers again" in line for line in lines) == 1, err[-3000:]
+    assert "MLflow had missed" not in err, err[-3000:]  # nothing was left for the end of the search to fill
     exp = client.get_experiment_by_name("pg-back")
     runs = client.search_runs([exp.experiment_id], "tags.`mtlo.role` = 'trial'")
     assert len(runs) == 8 and all(r.data.tags["mtlo.status"] == "FINISHED" for r in runs)
     points = {r.info.run_id: {k: client.get_metric_history(r.info.run_id, k) for k in SERIES} for r in runs}
     for history in points.values():
         assert all(sorted(m.step for m in h) == [1, 2, 3] for h in history.values()), history
-    last = max(points.values(), key=lambda h: min(m.timestamp for m in h["objective"]))  # the trial started last
-    end = max(m.timestamp for m in last["objective"])
-    late = [(k, m.step) for h in points.values() for k, ms in h.items() for m in ms if m.timestamp > end]
-    assert not late, late  # nothing was left for the end of the search to fill
+
