@@ -331,6 +331,14 @@ def holdout(config: str, study: Any, choices: dict[str, dict[str, list[str]]], p
     return holdout_scores(study, done, choices, ref)
 
 
+def emit(out: dict[str, Any], path: str | None) -> None:
+    """A benchmark's result as JSON on stdout, and at ``path`` if given."""
+    text = json.dumps(out, indent=2, default=str)
+    if path:
+        Path(path).write_text(text)
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", required=True, help="runs table of an exhaustive study (mtlo report NAME --runs-table)")
@@ -409,10 +417,7 @@ def main() -> None:
                                     if any(t == a and b in grp and len(grp) == 2 for a, b in nulls))
                              for m, r in out["methods"].items()}
         out["null_pairs"] = len(nulls)
-    text = json.dumps(out, indent=2, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

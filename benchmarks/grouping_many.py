@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.grouping import holdout, load_study, lookahead_cost_file, lookahead_steps
+from benchmarks.grouping import emit, holdout, load_study, lookahead_cost_file, lookahead_steps
 from orchestrator.store.runs import mean_matrix, read_runs_table, table_affinity, table_runs
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.methods import method as method_of
@@ -85,10 +85,7 @@ def main() -> None:
     choices["all_apart"] = {t: [t] for t in study.tasks}
     out["holdout"] = holdout(args.config, study, choices, Path(args.holdout_table), args.train_holdout,
                              ref=args.reference)
-    text = json.dumps(out, indent=2, default=str)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -70,12 +70,10 @@ def replicates(runs: list[an.Run], seeds: list[int], hib: dict[str, bool], size:
 def adjust(rows: list[dict[str, Any]], alpha: float = 0.05) -> list[dict[str, Any]]:
     """Replicates of an earlier result tested again as ``analysis.gains`` tests them now: the
     raw p-values of each replicate's tests adjusted together (Benjamini-Hochberg)."""
-    from scipy.stats import false_discovery_control
-
     out = []
     for i in sorted({r["replicate"] for r in rows}):
         rep = [dict(r) for r in rows if r["replicate"] == i]
-        for r, q in zip(rep, false_discovery_control([r["p"] for r in rep]), strict=True):
+        for r, q in zip(rep, an.fdr_adjusted([r["p"] for r in rep]), strict=True):
             r["p_adjusted"] = float(q)
             r["significant"] = bool(q < alpha and r["n"] >= an.MIN_SEEDS)
         out += rep

@@ -114,30 +114,14 @@ def surrogate_lines(res: TransferResult) -> list[str]:
     prop = res.get("proposed")
     if prop:
         by = {(g["task"], tuple(g["group"])): g["delta"] for g in res["gains"]}
-        est = {(g["task"], tuple(g["group"])): g["delta"] for g in res.get("estimated_gains", [])}
         groups = [tuple(sorted(g)) for g in prop["groups"] if len(g) > 1]
         lines += ["", "Groups proposed from the model: " + (", ".join("**" + " + ".join(g) + "**" for g in groups)
                                                            or "every task alone") + "."]
-        if groups:
-            lines += ["", "| group | task | measured | estimated by the model |",
-                      "| --- | --- | --- | --- |"]
-            for g in groups:
-                for t in g:
-                    if t in (res.get("zero_baselines") or []):
-                        continue
-                    guess = est.get((t, g))
-                    if guess is None and (t, g) in by:
-                        guess = _predict(models.get(t), g, t)
-                    lines.append(f"| {'+'.join(g)} | {t} | {pct(by.get((t, g)))} | {pct(guess)} |")
+        if fit.get("proposed"):
+            lines += ["", "| group | task | measured | estimated by the model |", "| --- | --- | --- | --- |"]
+            lines += [f"| {'+'.join(e['group'])} | {e['task']} | {pct(by.get((e['task'], tuple(e['group']))))} | "
+                      f"{pct(e['estimated'])} |" for e in fit["proposed"]]
     return lines
-
-
-def _predict(model: dict[str, Any] | None, group: tuple[str, ...], task: str) -> float | None:
-    """The surrogate's prediction of Δ_task(group) from its coefficients as reported."""
-    if not model:
-        return None
-    co = model["coefficients"]
-    return sum(co[j]["predicts"] for j in group if j != task) + co["size"]["predicts"] * (1 - 1 / len(group))
 
 
 def agreement_lines(signals: dict[str, Any]) -> list[str]:

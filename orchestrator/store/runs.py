@@ -20,6 +20,8 @@ from orchestrator.errors import ConfigError
 
 Group = tuple[str, ...]
 FAILED = ("FAILED", "DIVERGED")  # a trial's mtlo.status when it has no result to rank
+DONE = ("FINISHED", "STOPPED")  # a trial's mtlo.status when it trained to its end or was stopped early
+TEXT_COLUMNS = ("run_id", "role", "tasks", "status")  # a runs table's columns that stay text
 ZERO_BASELINE = 1e-12  # |baseline| below which a relative gain is undefined
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # what a config's name may be (orchestrator/config.py)
@@ -144,7 +146,7 @@ def runs_table(children: list[Any], client: Any = None) -> list[dict[str, Any]]:
 
 def read_runs_table(path: Path) -> list[dict[str, Any]]:
     """A runs table written by ``mtlo report --runs-table`` (CSV or JSON), numbers as numbers
-    and a CSV's empty cells left out."""
+    (a run id of digits alone stays text) and a CSV's empty cells left out."""
     text = path.read_text()
     if path.suffix.lower() == ".json":
         return list(json.loads(text))
@@ -160,7 +162,8 @@ def read_runs_table(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 return v
 
-    return [{k: cell(v) for k, v in row.items() if v != ""} for row in csv.DictReader(io.StringIO(text))]
+    return [{k: v if k in TEXT_COLUMNS else cell(v) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(io.StringIO(text))]
 
 
 def table_runs(rows: list[dict[str, Any]], main_metric: Mapping[str, str]) -> list[Run]:
@@ -168,7 +171,7 @@ def table_runs(rows: list[dict[str, Any]], main_metric: Mapping[str, str]) -> li
     MLflow (with the single-task runs' learning curves where the table has them)."""
     out = []
     for row in rows:
-        if row.get("role") not in ("trial", "confirm") or row.get("status") not in ("FINISHED", "STOPPED"):
+        if row.get("role") not in ("trial", "confirm") or row.get("status") not in DONE:
             continue
         group = group_of(str(row["tasks"]).split("+"))
         scores = {t: row.get(f"val/{t}/{main_metric[t]}") for t in group if t in main_metric}
@@ -187,7 +190,7 @@ def table_runs(rows: list[dict[str, Any]], main_metric: Mapping[str, str]) -> li
 
 def table_affinity(rows: list[dict[str, Any]], prefix: str = "affinity") -> list[dict[str, dict[str, float]]]:
     """Per finished run of a runs table that measured it, the affinity ``prefix/<i>/<j>`` as Z[i][j]."""
-    return [z for row in rows if row.get("status") in ("FINISHED", "STOPPED") for z in [_matrix(row, prefix)] if z]
+    return [z for row in rows if row.get("status") in DONE for z in [_matrix(row, prefix)] if z]
 
 
 def runs_table_text(rows: list[dict[str, Any]], suffix: str) -> str:

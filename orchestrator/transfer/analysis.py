@@ -135,8 +135,6 @@ def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: f
     whose baseline is 0: ``zero_baselines``); significant where the Benjamini-Hochberg
     adjusted p of its Welch test (over all these tests, ``scipy.stats.false_discovery_control``)
     is below ``alpha`` and both sides have ``min_seeds`` seeds."""
-    from scipy import stats
-
     table = scores_by_group(runs)
     base = baselines(runs)
     zero = set(zero_baselines(base))
@@ -154,11 +152,18 @@ def gains(runs: Sequence[Run], higher_is_better: Mapping[str, bool], *, alpha: f
             out.append(Gain(t, g, delta, ci_delta, p, False, len(vals)))  # type: ignore[arg-type]
     tested = [k for k, g in enumerate(out) if g.p is not None]
     if tested:
-        adjusted = stats.false_discovery_control([out[k].p for k in tested], method="bh")
-        for k, q in zip(tested, adjusted, strict=True):
+        for k, q in zip(tested, fdr_adjusted([out[k].p or 1.0 for k in tested]), strict=True):
             enough = out[k].n >= min_seeds and base[out[k].task].n >= min_seeds
             out[k] = replace(out[k], p_adjusted=float(q), significant=bool(q < alpha and enough))
     return out
+
+
+def fdr_adjusted(pvalues: Sequence[float]) -> list[float]:
+    """The p-values of a study's tests adjusted together (Benjamini-Hochberg): a gain is
+    significant where its adjusted p is below alpha."""
+    from scipy import stats
+
+    return [float(q) for q in stats.false_discovery_control(list(pvalues), method="bh")] if pvalues else []
 
 
 def negative_transfer(gs: Iterable[Gain]) -> list[Gain]:

@@ -67,10 +67,11 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         proposed = an.best_grouping(study.tasks, estimates, study.budget)
         proposed.method = {"affinity": "affinity (estimated)", "surrogate": "surrogate (estimated)"}.get(
             how or "", "Standley (estimated from pairs)")
-        if how == "affinity" and fit is not None:  # the estimate of every group proposed so far (and trained since)
+        if fit is not None:  # what the estimate says of the groups it proposes (and, affinity: of those trained)
             n = len(study.tasks)
             shown = {an.group_of(g) for g in proposed.groups if len(g) > 1}
-            shown |= {g.group for g in gains if 1 < len(g.group) < n}  # affinity: only confirmations are trained
+            if how == "affinity":  # only confirmations are trained
+                shown |= {g.group for g in gains if 1 < len(g.group) < n}
             fit["proposed"] = [{"group": list(g), "task": t, "estimated": est(t, g)}
                                for g in sorted(shown, key=lambda g: (len(g), g)) for t in g if t not in zero]
     except ValueError:

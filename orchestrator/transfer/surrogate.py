@@ -43,6 +43,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError
 from orchestrator.store.runs import Group, Run, group_of, relative_gain
+from orchestrator.transfer import analysis as an
 
 # ridge penalties tried (on left-out subsets); the features are 0/1, so a penalty of 1 weighs as one observation
 ALPHAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -58,7 +59,7 @@ def default_runs(n: int) -> int:
     return min(2 * n, subsets_available(n))
 
 
-def check_runs(runs: int, n: int) -> int:
+def check_runs(runs: int, n: int) -> None:
     """``--runs``: between 1 and the subsets of two or more tasks that exist."""
     if runs < 1:
         raise ConfigError(f"--runs: must be at least 1, got {runs}")
@@ -66,7 +67,6 @@ def check_runs(runs: int, n: int) -> int:
         have = subsets_available(n)
         raise ConfigError(f"--runs: {n} tasks have {have} subset{'s' if have != 1 else ''} of two or more tasks, "
                           f"asked for {runs}")
-    return runs
 
 
 DESIGNS = 32  # scrambled Sobol designs tried for one that separates every ordered pair of tasks
@@ -104,23 +104,27 @@ def _sobol(names: Sequence[str], m: int, seed: int) -> list[Group]:
     import optuna
     from optuna.distributions import BaseDistribution, FloatDistribution
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
-    study = optuna.create_study(sampler=sampler, direction="maximize")
     space: dict[str, BaseDistribution] = {t: FloatDistribution(0.0, 1.0) for t in names}
     out: list[Group] = []
     asked = 0
-    while len(out) < m and asked < 50 * m:
-        trial = study.ask(space)
-        asked += 1
-        g = group_of(t for t in names if trial.params[t] >= 0.5)
-        if len(g) >= 2 and g not in out:
-            out.append(g)
-            study.tell(trial, 0.0)  # the proposal only: its gains are measured by the study's runs
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    verbosity = optuna.logging.get_verbosity()  # quiet here only: its first point's notice is not the user's
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        while len(out) < m and asked < 50 * m:
+            trial = study.ask(space)
+            asked += 1
+            g = group_of(t for t in names if trial.params[t] >= 0.5)
+            if len(g) >= 2 and g not in out:
+                out.append(g)
+                study.tell(trial, 0.0)  # the proposal only: its gains are measured by the study's runs
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     if len(out) < m:  # asked for nearly every subset there is: the rest in a seeded order
         rest = [group_of(c) for k in range(2, len(names) + 1) for c in itertools.combinations(names, k)]
         random.Random(seed).shuffle(rest)
@@ -229,8 +233,6 @@ def observations(runs: Iterable[Run], higher_is_better: Mapping[str, bool]) -> O
     """task -> (subset, seed, gain at that seed) over the finished runs of two or more tasks:
     s_t · (m_t(S, seed) − b_t(seed)) / |mean b_t| (paired by seed, as ``analysis.grouping_totals``
     scores a grouping; their mean over seeds is Δ_t(S)). Tasks whose baseline is 0 have none."""
-    from orchestrator.transfer import analysis as an
-
     runs = list(runs)
     base = an.baselines(runs)
     zero = set(an.zero_baselines(base))
