@@ -137,18 +137,15 @@ def default_tracking_uri() -> str:
 
 
 @contextlib.contextmanager
-def outage_is_service_error(config_path: str, sets: list[str]) -> Iterator[None]:
-    """A failure of the MLflow store anywhere in a search or study (a write after the trials,
-    the model, the report) ends it with one line and the resume message, not a traceback."""
+def outage_is_service_error(uri: str) -> Iterator[None]:
+    """A failure of the MLflow store at ``uri`` anywhere in a search or study (a write after
+    the trials, the model, the report) ends it with one line and the resume message, not a
+    traceback."""
     try:
         yield
     except (InputError, ServiceError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        try:
-            uri = load_config(config_path, sets).mlflow.tracking_uri
-        except InputError:
-            raise exc from None
         error = tracking.as_outage(uri, exc)
         if error is None:
             raise
@@ -168,14 +165,14 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
                num_samples: int | None) -> int:
     from orchestrator.runtime.lock import released_at_end
 
-    with released_at_end(), outage_is_service_error(config_path, sets):  # one driver per search
-        return _search(config_path, sets=sets, as_json=as_json, resume=resume, address=address,
+    cfg = load_config(config_path, sets)
+    with released_at_end(), outage_is_service_error(cfg.mlflow.tracking_uri):  # one driver per search
+        return _search(cfg, config_path, as_json=as_json, resume=resume, address=address,
                        num_samples=num_samples)
 
 
-def _search(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
+def _search(cfg: Config, config_path: str, *, as_json: bool, resume: bool, address: str | None,
             num_samples: int | None) -> int:
-    cfg = load_config(config_path, sets)
     address = ray_address(address, cfg)
     from orchestrator.search.runner import run_search
 
@@ -208,15 +205,15 @@ def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bo
                  groups: str | None = None, runs: int | None = None) -> int:
     from orchestrator.runtime.lock import released_at_end
 
-    with released_at_end(), outage_is_service_error(config_path, sets):  # one driver per study
-        return _transfer(config_path, sets=sets, as_json=as_json, resume=resume, address=address, method=method,
+    cfg = load_config(config_path, sets)
+    with released_at_end(), outage_is_service_error(cfg.mlflow.tracking_uri):  # one driver per study
+        return _transfer(cfg, config_path, as_json=as_json, resume=resume, address=address, method=method,
                          seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, groups=groups, runs=runs)
 
 
-def _transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
+def _transfer(cfg: Config, config_path: str, *, as_json: bool, resume: bool, address: str | None,
               method: str | None, seeds: int, budget: int, confirm_rounds: int, groups: str | None,
               runs: int | None) -> int:
-    cfg = load_config(config_path, sets)
     address = ray_address(address, cfg)
     from orchestrator.transfer.methods import parse_groups
     from orchestrator.transfer.runner import run_transfer
