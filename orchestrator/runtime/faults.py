@@ -17,7 +17,10 @@ are reported, at the first report of an epoch >= WHEN in each attempt of the tri
   divergence check of the training loop stops the trial, recorded as DIVERGED;
 - ``oom``: the trial raises ``torch.cuda.OutOfMemoryError`` from inside its training loop (a
   GPU out of memory, without a GPU): recorded FAILED with what to change, not retried;
-- ``hang``: the trial sleeps for ever (a hung trial: ``search.trial_timeout`` ends it).
+- ``hang``: the trial sleeps for ever (a hung trial: ``search.trial_timeout`` ends it);
+- ``slow-exit`` (``WHEN`` ignored: ``slow-exit@0``): the trial's ending, however it ends
+  (the scheduler's stop included), takes 5 s more, as freeing a large model on a busy
+  machine can.
 
 Options: ``trial=N`` only the trial numbered N in its Ray folder name
 (``trainable_<id>_<N>_...``: a search counts from 1, a grid of ``mtlo transfer`` from 0;
@@ -48,7 +51,8 @@ from typing import Any
 from orchestrator.errors import ConfigError
 
 ENV = "MTLO_FAULT"
-TRIAL_KINDS = ("raise", "kill", "nan", "inf", "oom", "hang")
+TRIAL_KINDS = ("raise", "kill", "nan", "inf", "oom", "hang", "slow-exit")
+SLOW_EXIT_S = 5.0
 DRIVER_POINTS = ("first-result", "report")
 TUNE_CRASH = "tune-crash"
 
@@ -149,6 +153,7 @@ class TrialFaults:
         self.trial_id = trial_id
         self.fired: set[int] = set()
         self.armed = [False]
+        self.slow_exit = any(f.kind == "slow-exit" for f in self.faults)
 
     def install(self, experiment: Any) -> None:
         poison = [f for f in self.faults if f.kind in ("nan", "inf")]
@@ -158,7 +163,7 @@ class TrialFaults:
 
     def after_epoch(self, epoch: int) -> None:
         for i, f in enumerate(self.faults):
-            if i in self.fired or epoch < int(f.when):
+            if i in self.fired or epoch < int(f.when) or f.kind == "slow-exit":
                 continue
             self.fired.add(i)
             if not f.take(self.trial_id):
@@ -176,6 +181,11 @@ class TrialFaults:
                 while True:
                     time.sleep(60)
             self.armed[0] = True  # nan / inf: the next training step's loss
+
+    def on_exit(self) -> None:
+        """Called as the trial ends, however it ends (the scheduler's stop included)."""
+        if self.slow_exit:
+            time.sleep(SLOW_EXIT_S)
 
 
 def trial_number(trial_id: str, trial_dir: str) -> int | None:

@@ -7,6 +7,7 @@ through ``tune.with_parameters`` (put in the object store once, not copied per t
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -122,6 +123,11 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     from orchestrator.runtime.faults import TrialFaults, trial_number
     from trainables import DivergedError, build, fit
 
+    # When the scheduler stops a trial, Ray reuses its worker for the next one only if this
+    # function has ended within TUNE_FUNCTION_THREAD_TIMEOUT_S (Ray's default: 2 s), and else
+    # fails the *next* trial ("Could not re-use actor"). Ending includes freeing the model
+    # (above all on a busy machine), so allow a minute; Ray reads it in this process at reuse.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     release_memory()  # what an earlier trial in this worker left in the heaps
     run = trial_run(ctx, config)
     tasks = list(run["tasks"])
@@ -179,6 +185,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     finally:
         del experiment, state  # the model, optimizer and restored checkpoint: freed, then given back
         release_memory()
+        if faults is not None:
+            faults.on_exit()
     if oom is not None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the GPU's cached blocks back: a trial sharing the GPU goes on
