@@ -49,8 +49,8 @@ bench: $(STAMP)
 # (skipped where its runs table is committed), its replays and its groupings on new seeds; then the ten
 # built-in tasks: pairwise, surrogate and affinity studies and their groupings on new seeds. Every study's
 # runs table goes to benchmarks/results/tables/ as soon as it ends.
-GROUPING_SETS := six-b-tiny:six_tasks_b_tiny:six_b_tasks six-c-tiny:six_tasks_c_tiny:six_c_tasks \
-                 six-d-tiny:six_tasks_d_tiny:six_d_tasks
+GROUPING_SETS := six-b-tiny:six_tasks_b_tiny:six_b_tiny_table six-c-tiny:six_tasks_c_tiny:six_c_tiny_table \
+                 six-d-tiny:six_tasks_d_tiny:six_d_tiny_table
 TABLES := benchmarks/results/tables
 G := .bench/grouping
 bench-grouping: $(STAMP)
@@ -62,7 +62,7 @@ bench-grouping: $(STAMP)
 	    (cd $(G) && ../../$(BIN)/mtlo report $$name --runs-table ../../$(TABLES)/$$name.csv) || exit 1; fi; \
 	  $(BIN)/python -m benchmarks.grouping --table $(TABLES)/$$name.csv --config benchmarks/configs/$$cfg.yaml \
 	     --runs 8 12 --holdout-table $(TABLES)/$$name-holdout.csv --train-holdout sqlite:///$(G)/mlflow.db \
-	     --out benchmarks/results/grouping_$${out}_tiny.json > /dev/null || exit 1; \
+	     --out benchmarks/results/grouping_$${out}.json > /dev/null || exit 1; \
 	done
 	for m in pairwise surrogate affinity; do \
 	  if [ ! -f $(TABLES)/ten-tiny-$$m.csv ]; then \
