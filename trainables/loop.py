@@ -156,7 +156,12 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model = model.to(device)
     if tr.compile:  # in place: parameter names (checkpoints, the logged model) stay as they are
-        for enc in {id(e): e for e in model.encoders.values()}.values():
+        from torch._dynamo import config as dynamo
+
+        distinct = list({id(e): e for e in model.encoders.values()}.values())
+        # each encoder (soft/partial sharing: one a task) compiles its own graphs
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 8 * len(distinct))
+        for enc in distinct:
             enc.compile(**COMPILE_OPTIONS)
     return Experiment(spec, data, types, main, model, weighting.to(device), pad, device, tokenizer)
 
