@@ -28,20 +28,26 @@ CONFIG = ROOT / "benchmarks" / "configs" / "gpu_search.yaml"
 
 def sample_gpu(stop: threading.Event, rows: list[tuple[float, float, float]]) -> None:
     while not stop.is_set():
-        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                              "--format=csv,noheader,nounits"], capture_output=True, text=True)
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True)
+        except FileNotFoundError:  # no NVIDIA driver here (a CPU dry run): no samples
+            return
         if out.returncode == 0 and out.stdout.strip():
             util, mem = (float(x) for x in out.stdout.strip().splitlines()[0].split(","))
             rows.append((time.time(), util, mem))
         stop.wait(0.5)
 
 
-def one(gpus: float, cpus: float, samples: int | None, work: Path) -> dict:
+def one(gpus: float, cpus: float, samples: int | None, work: Path, *, config: Path = CONFIG,
+        sets: list[str] | None = None) -> dict:
     work.mkdir(parents=True)
-    cmd = [sys.executable, "-c", "from orchestrator.cli import run; run()", "search", str(CONFIG), "--json",
+    cmd = [sys.executable, "-c", "from orchestrator.cli import run; run()", "search", str(config), "--json",
            "--set", f"name=gpu-{gpus}", "--set", f"resources.gpus_per_trial={gpus}",
            "--set", f"resources.cpus_per_trial={cpus}",
            "--set", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}", "--set", f"ray.storage={work / 'ray'}"]
+    for s in sets or []:
+        cmd += ["--set", s]
     if samples:
         cmd += ["--num-samples", str(samples)]
     rows: list[tuple[float, float, float]] = []

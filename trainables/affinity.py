@@ -21,9 +21,12 @@ to estimate gains under the equal-budget rule (orchestrator/transfer/predict.py)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from trainables.weighting import Weights
 
 
 class AffinityMeter:
@@ -176,7 +179,7 @@ class LookaheadHook:
         self.meter, self.every, self.model, self.optim = meter, every, model, optim
         self.shared, self.loss_fn, self.draw, self.rng = shared, loss_fn, draw, rng
 
-    def after_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+    def after_backward(self, losses: dict[str, torch.Tensor], weights: Weights) -> None:
         pass
 
     def after_step(self, step: int) -> None:
@@ -204,14 +207,14 @@ class GradientHook:
         self.meter, self.optim, self.shared, self.device = meter, optim, shared, device
         self._group: dict[str, Any] | None = None
 
-    def after_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+    def after_backward(self, losses: dict[str, torch.Tensor], weights: Weights) -> None:
         if len(losses) != 1:
             return
         if self._group is None:  # found at first use: after any optim.load_state_dict, which replaces groups
             self._group = param_group(self.optim, self.shared[0])
         (task, loss), = losses.items()
         lr = float(self._group["lr"]) if self._group is not None else 0.0
-        self.meter.observe(task, self.shared, float(loss.detach()), lr, weights.get(task, 1.0))
+        self.meter.observe(task, self.shared, float(loss.detach()), lr, float(weights.get(task, 1.0)))
 
     def after_step(self, step: int) -> None:
         pass

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 
 from trainables.affinity import AffinityMeter, GradientAffinity, GradientHook, LookaheadHook
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
+from trainables.data.encoded import DeviceSplit
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.errors import InputError
 from trainables.model import MultiTaskModel
@@ -39,6 +41,7 @@ from trainables.tasks import TaskType, task_type
 from trainables.weighting import Weighting, make_weighting
 
 Report = Callable[[dict[str, Any]], None]
+COMPILE_OPTIONS: dict[str, Any] = {}  # torch.compile's own defaults (inductor); tests trace with a lighter backend
 
 
 class DivergedError(FloatingPointError):
@@ -60,6 +63,13 @@ class Experiment:
     @property
     def tasks(self) -> list[str]:
         return list(self.data)
+
+    @cached_property
+    def splits(self) -> dict[str, dict[str, DeviceSplit]]:
+        """Every task's train/val/test split on the run's device, moved there once."""
+        multiple = self.spec.train.length_bucket or (16 if self.device.type == "cuda" else 1)
+        return {t: {s: DeviceSplit(getattr(d, s), self.device, self.pad_id, multiple=multiple)
+                    for s in ("train", "val", "test")} for t, d in self.data.items()}
 
 
 @dataclass
@@ -144,12 +154,22 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
     device = pick_device(tr.device)
     weighting = make_weighting(tr.weighting, list(data), tr.task_weights, seed=tr.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Experiment(spec, data, types, main, model.to(device), weighting.to(device), pad, device, tokenizer)
+    model = model.to(device)
+    if tr.compile:  # in place: parameter names (checkpoints, the logged model) stay as they are
+        from torch._dynamo import config as dynamo
+
+        distinct = list({id(e): e for e in model.encoders.values()}.values())
+        # each encoder (soft/partial sharing: one a task) compiles its own graphs
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 8 * len(distinct))
+        for enc in distinct:
+            enc.compile(**COMPILE_OPTIONS)
+    return Experiment(spec, data, types, main, model, weighting.to(device), pad, device, tokenizer)
 
 
-def _stream(batch_size: int, lengths: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def _stream(split: DeviceSplit, batch_size: int, rng: np.random.Generator
+            ) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
     while True:  # reshuffled each pass; smaller tasks cycle under joint/round-robin schedules
-        yield from length_grouped_batches(lengths, batch_size, rng)
+        yield from split.batches(length_grouped_batches(split.lengths, batch_size, rng))
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -163,15 +183,16 @@ def _autocast(device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def evaluate(exp: Experiment, *, split: str = "val", batch_size: int = 64) -> dict[str, dict[str, float]]:
-    """Metrics of every task on ``split`` (``val``, or ``test`` once at the end of a run)."""
+def evaluate(exp: Experiment, *, split: str = "val", batch_size: int | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of every task on ``split`` (``val``, or ``test`` once at the end of a run); the
+    predictions stay on the device until each task's metrics read them."""
+    size = batch_size or exp.spec.train.eval_batch_size or (256 if exp.device.type == "cuda" else 64)
     exp.model.eval()
     out = {}
     for name, d in exp.data.items():
-        part = getattr(d, split)
+        part = exp.splits[name][split]
         preds, labels = [], []
-        for idx in eval_batches(part.lengths, batch_size):
-            batch = _to(part.batch(idx, exp.pad_id), exp.device)
+        for batch, _ in part.batches(eval_batches(part.lengths, size)):
             with _autocast(exp.device):
                 logits = exp.model(name, batch)
             preds.append(exp.types[name].predict(logits))
@@ -246,6 +267,23 @@ def _lr_schedule(optim: torch.optim.Optimizer, total_steps: int, warmup: int) ->
         else max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
 
 
+def _check_finite(loss_sum: dict[str, torch.Tensor], first_bad: dict[str, torch.Tensor], loss_n: dict[str, int],
+                  step: int) -> dict[str, float]:
+    """The loss sums read back (one host-device sync). A NaN or infinite one is a
+    :class:`DivergedError` naming the task whose loss went first, and the step it did."""
+    tasks = [t for t in loss_sum if loss_n[t]]
+    if not tasks:
+        return {}
+    sums, bad = torch.stack([torch.stack([loss_sum[t], first_bad[t]]) for t in tasks]).T.tolist()
+    values = dict(zip(tasks, sums))
+    diverged = [(b, t) for t, b in zip(tasks, bad) if math.isfinite(b)]
+    if diverged:
+        at, t = min(diverged)
+        seen = "" if int(at) == step else f", seen at step {step}"
+        raise DivergedError(f"task '{t}': training loss is {values[t]} at step {int(at)}{seen} (diverged)")
+    return values
+
+
 def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -280,28 +318,33 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     st = TrainState() if state is None else load_state(state, parts)
     start = time.perf_counter() - (st.history[-1]["seconds"] if st.history else 0.0)
     first_epoch = st.epoch + 1 if st.stopped is None else tr.epochs + 1  # a stopped run has nothing left
+    zero = torch.zeros((), dtype=torch.float64, device=exp.device)
     for epoch in range(first_epoch, tr.epochs + 1):
-        loss_sum = {t: 0.0 for t in exp.tasks}
+        epoch_start = time.perf_counter()
+        # loss sums stay on the device (no host sync a step); read every nan_check_every steps
+        # and at the epoch's end: losses are >= 0, so a sum is finite exactly when its terms are
+        loss_sum = {t: zero for t in exp.tasks}
+        first_bad = {t: zero + math.inf for t in exp.tasks}  # the step of a task's first non-finite loss
         loss_n = {t: 0 for t in exp.tasks}
-        weights: dict[str, float] = {}
+        weights: dict[str, float | torch.Tensor] = {}
         # fresh passes every epoch, drawn from the run's rng: a resumed run repeats them exactly
-        streams = {t: _stream(tr.batch_size, d.train.lengths, parts.rng) for t, d in exp.data.items()}
+        streams = {t: _stream(exp.splits[t]["train"], tr.batch_size, parts.rng) for t in exp.tasks}
         for step_tasks in sched.plan(per_pass, parts.rng, temperature=tr.temperature):
             if st.step >= total_steps:
                 break
             losses = {}
             with _autocast(exp.device), exp.weighting.forward_context():
                 for t in step_tasks:
-                    idx = next(streams[t])
-                    batch = _to(exp.data[t].train.batch(idx, exp.pad_id), exp.device)
+                    batch, n = next(streams[t])
                     losses[t] = exp.types[t].loss(model(t, batch), batch["labels"])
-                    st.examples += len(idx)
+                    st.examples += n
             for t, loss in losses.items():
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise DivergedError(f"task '{t}': training loss is {value} at step {st.step + 1} (diverged)")
-                loss_sum[t] += value
+                v = loss.detach().double()
+                loss_sum[t] = loss_sum[t] + v
+                first_bad[t] = torch.where(torch.isfinite(v), first_bad[t], first_bad[t].clamp(max=st.step + 1))
                 loss_n[t] += 1
+            if (st.step + 1) % tr.nan_check_every == 0:
+                _check_finite(loss_sum, first_bad, loss_n, st.step + 1)
             weights.update(exp.weighting.backward(losses, model))
             for hook in parts.hooks:
                 hook.after_backward(losses, weights)
@@ -316,16 +359,18 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             st.step += 1
             for hook in parts.hooks:
                 hook.after_step(st.step)
-        mean_losses = {t: loss_sum[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
+        sums = _check_finite(loss_sum, first_bad, loss_n, st.step)
+        mean_losses = {t: sums[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
+        train_seconds = time.perf_counter() - epoch_start  # the sums were just read: the device is done
         exp.weighting.end_epoch(mean_losses)
         metrics = evaluate(exp)
         mean_signed = objective(exp, metrics)
         row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples, "objective": mean_signed,
-                               "seconds": time.perf_counter() - start}
+                               "seconds": time.perf_counter() - start, "train_seconds": train_seconds}
         for t, ms in metrics.items():
             row.update({f"val/{t}/{m}": v for m, v in ms.items()})
         row.update({f"train/{t}/loss": v for t, v in mean_losses.items()})
-        row.update({f"weight/{t}": v for t, v in weights.items()})
+        row.update({f"weight/{t}": float(v) for t, v in weights.items()})
         for hook in parts.hooks:
             row.update(hook.row())
         st.history.append(row)

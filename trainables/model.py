@@ -29,8 +29,14 @@ class MultiTaskModel(nn.Module):
     def encode(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """What ``task``'s head reads: its encoder's output, pooled for sentence-level tasks
         ((B, H)) or per token ((B, L, H)). Tasks sharing an encoder and a level read the same."""
+        encoder = self.encoders[task]
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        hidden = self.encoders[task](**inputs).last_hidden_state  # (B, L, H)
+        if getattr(getattr(encoder, "config", None), "_attn_implementation", None) == "sdpa":
+            # the padding mask as SDPA reads it, (B, 1, 1, L), True where a token is attended:
+            # from the 2-D mask, transformers first asks whether any token is padding at all (to
+            # drop the mask), a host-device sync in every forward pass
+            inputs["attention_mask"] = batch["attention_mask"][:, None, None, :].bool()
+        hidden = encoder(**inputs).last_hidden_state  # (B, L, H)
         if not self.types[task].token_level:
             if self.pooling == "cls":
                 hidden = hidden[:, 0]

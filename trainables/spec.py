@@ -99,6 +99,14 @@ class TrainSpec:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: PosInt | None = None
+    # read the training losses back (and stop a NaN/infinite one) every k steps and at each
+    # epoch's end, not every step: a host-device sync a step is what keeps a GPU waiting
+    nan_check_every: PosInt = 16
+    # batch widths rounded up to a multiple of this many tokens (few shapes: less warm-up, and
+    # what compile needs); default: 16 on a GPU, 1 (the longest example) on CPU
+    length_bucket: PosInt | None = None
+    eval_batch_size: PosInt | None = None  # default: 256 on a GPU, 64 on CPU
+    compile: bool = False  # torch.compile the encoder(s): slower start, faster steps on a GPU
 
 
 @dataclass(frozen=True)

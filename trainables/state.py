@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from trainables.weighting import Weights
 
 
 class StepHook(Protocol):
@@ -20,7 +23,7 @@ class StepHook(Protocol):
     each step's backward pass and after each optimizer step; adds its metrics to the epoch's
     row and keeps its state in the checkpoint."""
 
-    def after_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None: ...
+    def after_backward(self, losses: dict[str, torch.Tensor], weights: Weights) -> None: ...
 
     def after_step(self, step: int) -> None: ...
 

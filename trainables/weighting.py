@@ -22,14 +22,18 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
 
 from trainables.errors import InputError
 from trainables.model import MultiTaskModel
+
+# the weight each task got this step: a float, or a 0-d tensor where reading it would stall a GPU
+Weights: TypeAlias = Mapping[str, "float | torch.Tensor"]
 
 
 class Weighting(nn.Module, ABC):
@@ -47,7 +51,7 @@ class Weighting(nn.Module, ABC):
         self.static = {t: float(task_weights.get(t, 1.0)) for t in tasks}
 
     @abstractmethod
-    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         """Backpropagate the combined objective; return the weight used per task."""
 
     def end_epoch(self, mean_losses: dict[str, float]) -> None:
@@ -64,7 +68,7 @@ class Weighting(nn.Module, ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
 
-    def _weighted_backward(self, losses: dict[str, torch.Tensor], weights: dict[str, float]) -> None:
+    def _weighted_backward(self, losses: dict[str, torch.Tensor], weights: Weights) -> None:
         total = sum(weights[t] * loss for t, loss in losses.items())
         total.backward()  # type: ignore[union-attr]
 
@@ -72,7 +76,7 @@ class Weighting(nn.Module, ABC):
 class Static(Weighting):
     name = "static"
 
-    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         w = {t: self.static[t] for t in losses}
         self._weighted_backward(losses, w)
         return w
@@ -85,13 +89,14 @@ class Uncertainty(Weighting):
         super().__init__(tasks, task_weights)
         self.log_var = nn.Parameter(torch.zeros(len(tasks)))
 
-    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         total = torch.zeros((), device=self.log_var.device)
         for t, loss in losses.items():
             s = self.log_var[self.tasks.index(t)]
             total = total + 0.5 * torch.exp(-s) * loss + 0.5 * s
         total.backward()
-        return {t: float(0.5 * torch.exp(-self.log_var[self.tasks.index(t)].detach())) for t in losses}
+        # the weights stay tensors (read once, with the epoch's row): no host sync a step
+        return {t: 0.5 * torch.exp(-self.log_var[self.tasks.index(t)].detach()) for t in losses}
 
 
 class GradNorm(Weighting):
@@ -111,7 +116,7 @@ class GradNorm(Weighting):
 
         return sdpa_kernel([SDPBackend.MATH])
 
-    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         with torch.no_grad():  # renormalize after the last optimizer step: sum w = T, w > 0
             self.w.clamp_(min=1e-3)
             self.w.mul_(len(self.tasks) / self.w.sum())
@@ -166,7 +171,7 @@ class DWA(Weighting):
         self.history = [dict(h) for h in state["history"]]
         self.current = dict(state["current"])
 
-    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         w = {t: self.current.get(t, 1.0) for t in losses}
         self._weighted_backward(losses, w)
         return w
@@ -179,7 +184,7 @@ class PCGrad(Weighting):
         super().__init__(tasks, task_weights)
         self.rng = random.Random(seed)
 
-    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         w = {t: self.static[t] for t in losses}
         shared = model.shared_parameters()
         if len(losses) < 2 or not shared:

@@ -2,10 +2,13 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from trainables.data import BUILTIN_TASKS, load_task_data, read_source
+from trainables.data import BUILTIN_TASKS, length_grouped_batches, load_task_data, read_source
+from trainables.data.encoded import DeviceSplit, Encoded, bucket
 from trainables.data.prepare import _MEMORY, cache_dir
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.errors import InputError
@@ -207,3 +210,53 @@ def test_missing_file_and_unknown_builtin():
         load("t", TaskSpec(source="builtin:nope"))
     with pytest.raises(InputError, match="expected 'builtin:NAME'"):
         load("t", TaskSpec(source="just-a-name"))
+
+
+def _padded_by_hand(split, idx, width, pad_id):
+    """The batch as the loop over examples built it before batches were cut by tensor ops."""
+    n = len(idx)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    lab = torch.full((n, width), -100, dtype=torch.long) if split.token_labels else None
+    for row, i in enumerate(idx):
+        s, e = int(split.offsets[i]), int(split.offsets[i + 1])
+        ids[row, : e - s] = split.ids[s:e]
+        mask[row, : e - s] = 1
+        if lab is not None:
+            lab[row, : e - s] = split.labels[s:e]
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab if lab is not None else split.labels[idx]}
+
+
+@pytest.mark.parametrize(("source", "multiple"), [("builtin:sms_spam", 1), ("builtin:wnut_ner", 1),
+                                                   ("builtin:wnut_ner", 16), ("builtin:vader_movies", 8)])
+def test_batches_cut_on_the_device_split_equal_padding_by_hand(source, multiple):
+    d = load("t", TaskSpec(source=source), max_train_examples=200)
+    split = DeviceSplit(d.train, torch.device("cpu"), pad_id=0, multiple=multiple)
+    batches = length_grouped_batches(split.lengths, 16, np.random.default_rng(0))
+    widths = set()
+    for idx, (batch, n) in zip(batches, split.batches(batches), strict=True):
+        longest = int(split.lengths[idx].max())
+        width = batch["input_ids"].shape[1]
+        widths.add(width)
+        assert n == len(idx) and longest <= width <= max(longest, split.cap)
+        assert width == longest if multiple == 1 else (width % multiple == 0 or width == split.cap)
+        want = _padded_by_hand(d.train, idx, width, 0)
+        assert set(batch) == set(want) and all(batch[k].equal(want[k]) for k in want)
+        assert d.train.batch(idx, 0)["input_ids"].equal(want["input_ids"][:, :longest])
+    if multiple > 1:  # a few shapes, not one per batch length
+        assert len(widths) <= split.cap // multiple + 1
+
+
+def test_bucket_rounds_up_to_the_multiple_but_never_past_the_longest_example():
+    assert [bucket(w, 16, 50) for w in (1, 16, 17, 33, 48, 49, 50)] == [16, 16, 32, 48, 48, 50, 50]
+    assert bucket(23, 1, 64) == 23 and bucket(64, 16, 64) == 64
+
+
+def test_text_pair_batches_carry_their_token_type_ids():
+    enc = Encoded.build([[1, 5, 2, 6, 2], [1, 7, 2], [1, 8, 9, 2, 3, 2]], [0, 1, 0],
+                        type_ids=[[0, 0, 0, 1, 1], [0, 0, 0], [0, 0, 0, 0, 1, 1]])
+    split = DeviceSplit(enc, torch.device("cpu"), pad_id=0, multiple=4)
+    (batch, n), = split.batches([np.array([2, 1])])
+    assert n == 2 and batch["input_ids"].tolist() == [[1, 8, 9, 2, 3, 2], [1, 7, 2, 0, 0, 0]]  # cap 6, not 8
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1] * 6, [1, 1, 1, 0, 0, 0]] and batch["labels"].tolist() == [0, 1]

@@ -2,12 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import tiny_config
-from trainables import DivergedError, build, fit, train
-from trainables.loop import objective
+from trainables import DivergedError, build, fit, loop, train
+from trainables.data import eval_batches
+from trainables.loop import evaluate, objective
 
 
 def run(cfg: dict) -> tuple[list[dict], object]:
@@ -31,7 +33,7 @@ def test_same_seed_same_numbers_on_cpu():
     a, _ = run(tiny_config(device="cpu"))
     b, _ = run(tiny_config(device="cpu"))
     c, _ = run(tiny_config(device="cpu", seed=1))
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]  # noqa: E731
     assert strip(a) == strip(b)
     assert strip(a) != strip(c)
 
@@ -90,6 +92,56 @@ def test_nan_loss_is_an_error_not_a_silent_number(tiny):
         fit(exp, lambda row: None)
 
 
+@pytest.mark.parametrize(("every", "message"), [(1, r"at step 1 \(diverged\)"), (3, r"at step 1, seen at step 3 "),
+                                              (50, r"at step 1, seen at step 4 ")])
+def test_a_nan_loss_is_caught_within_the_check_interval_or_at_the_epochs_end(tiny, every, message):
+    """Losses are read back every ``nan_check_every`` steps and at an epoch's end (4 steps here);
+    the error names the task whose loss went first (vader's head; the shared encoder then spoils
+    every task) and its step."""
+    exp = build({**tiny, "train": {**tiny["train"], "nan_check_every": every}})
+    with torch.no_grad():
+        for p in exp.model.heads["vader"].parameters():
+            p.fill_(float("nan"))
+    rows: list[dict] = []
+    with pytest.raises(DivergedError, match=f"task 'vader': training loss is nan {message}"):
+        fit(exp, rows.append)
+    assert rows == []  # no epoch was reported with a NaN in it
+
+
+def test_rows_time_training_apart_from_evaluation(tiny):
+    rows, _ = run(tiny)
+    assert all(0 < r["train_seconds"] < r["seconds"] for r in rows)
+    assert rows[1]["seconds"] - rows[0]["seconds"] > rows[1]["train_seconds"]  # the epoch's evaluation on top
+
+
+def test_padding_to_length_buckets_and_larger_eval_batches_change_no_prediction(tiny):
+    """The same weights scored with exact widths in batches of 64, and with widths rounded up to
+    16 tokens in batches of 7: padding is masked, so the metrics agree to float noise."""
+    exact = build(tiny)
+    bucketed = build({**tiny, "train": {**tiny["train"], "length_bucket": 16, "eval_batch_size": 7}})
+    bucketed.model.load_state_dict(exact.model.state_dict())
+    widths = {b["input_ids"].shape[1] for s in bucketed.splits.values() for b, _ in
+              s["val"].batches(eval_batches(s["val"].lengths, 7))}
+    assert widths <= {16, 32}  # max_length 32
+    a, b = evaluate(exact), evaluate(bucketed)
+    for t in a:
+        for m in a[t]:
+            assert b[t][m] == pytest.approx(a[t][m], abs=1e-5), (t, m)
+
+
+def test_compiled_encoder_trains_and_keeps_its_parameter_names(tiny, monkeypatch):
+    """``train.compile`` traces the encoder with torch.compile (here with the light aot_eager
+    backend; inductor's C++ build takes minutes on CPU and is measured by benchmarks/gpu.py)."""
+    monkeypatch.setattr(loop, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    plain = build(tiny)
+    exp = build({**tiny, "train": {**tiny["train"], "compile": True}})
+    enc = exp.model.encoders["rt"]
+    assert enc._compiled_call_impl is not None and list(exp.model.state_dict()) == list(plain.model.state_dict())
+    rows: list[dict] = []
+    result = fit(exp, rows.append)
+    assert len(rows) == 2 and math.isfinite(result.objective) and math.isfinite(rows[-1]["train/vader/loss"])
+
+
 def test_objective_is_signed_mean_of_main_metrics(tiny):
     exp = build(tiny)
     m = {"rt": {"accuracy": 0.8}, "vader": {"pearson": 0.5}, "ner": {"f1": 0.2}}
@@ -114,7 +166,7 @@ def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting):
     assert [len(h) for h in [full, rows]] == [3, 3]
     # weights, optimizer, schedule, loss-weighting state and batch order all restored: on CPU the
     # resumed epochs are the uninterrupted run's epochs, number for number
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(full[1:])
 
 
@@ -140,3 +192,19 @@ def test_a_score_chooses_the_best_epoch_and_the_weights_kept():
     cfg = tiny_config(epochs=3, lr=3e-3)
     result = fit(build(cfg), rows.append, score=lambda row: -row["epoch"])  # prefers the first epoch
     assert result.best_epoch == 1 and result.metrics["rt"]["accuracy"] == rows[0]["val/rt/accuracy"]
+
+
+@pytest.mark.parametrize("sharing", ["hard", "partial"])
+def test_the_encoder_reads_a_prepared_padding_mask_and_computes_what_the_2d_mask_gives(tiny, sharing):
+    """MultiTaskModel hands an SDPA encoder its mask as (B, 1, 1, L) booleans (no host sync to
+    test it for padding); the hidden states are those of the plain 2-D mask, padding included."""
+    exp = build({**tiny, "train": {**tiny["train"], "sharing": sharing, "branch_layer": 1}})
+    exp.model.eval()
+    batch, _ = next(exp.splits["ner"]["val"].batches([np.arange(12)]))
+    assert (batch["attention_mask"] == 0).any()  # padded rows
+    with torch.no_grad():
+        ours = exp.model.encode("ner", batch)
+        plain = exp.model.encoders["ner"](input_ids=batch["input_ids"],
+                                           attention_mask=batch["attention_mask"]).last_hidden_state
+    keep = batch["attention_mask"].bool()
+    assert torch.allclose(ours[keep], plain[keep], atol=1e-5)

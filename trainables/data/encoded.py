@@ -2,12 +2,14 @@
 
 A split is kept as one flat ``int32`` tensor of token ids plus offsets, so it is cheap to
 cache on disk (``torch.save``/``torch.load(weights_only=True)``) and to slice. Batches are
-padded only to the longest example in the batch (dynamic padding), and training batches
-are grouped by length so little padding is computed at all.
+padded only to the longest example in the batch (dynamic padding; on a GPU rounded up to a
+few widths), and training batches are grouped by length so little padding is computed at all.
+For training a split is moved to its device once (:class:`DeviceSplit`) and batches are cut there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,26 +64,68 @@ class Encoded:
     def batch(self, idx: np.ndarray | list[int], pad_id: int) -> dict[str, torch.Tensor]:
         """Pad the examples ``idx`` to the longest of them: input_ids, attention_mask,
         token_type_ids (when the split has them) and labels."""
-        starts = self.offsets[idx].tolist()
-        ends = self.offsets[np.asarray(idx) + 1].tolist()
-        width = max(e - s for s, e in zip(starts, ends))
-        n = len(starts)
-        ids = torch.full((n, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        tt = torch.zeros((n, width), dtype=torch.long) if self.type_ids is not None else None
-        lab = torch.full((n, width), -100, dtype=torch.long) if self.token_labels else None
-        for row, (s, e) in enumerate(zip(starts, ends)):
-            ids[row, : e - s] = self.ids[s:e]
-            mask[row, : e - s] = 1
-            if tt is not None:
-                tt[row, : e - s] = self.type_ids[s:e]  # type: ignore[index]
-            if lab is not None:
-                lab[row, : e - s] = self.labels[s:e]
-        out = {"input_ids": ids, "attention_mask": mask}
-        if tt is not None:
-            out["token_type_ids"] = tt
-        out["labels"] = lab if lab is not None else self.labels[idx]
+        idx = np.asarray(idx, dtype=np.int64)
+        return self.gather(torch.from_numpy(idx), int(self.lengths[idx].max()), pad_id)
+
+    def to(self, device: torch.device) -> Encoded:
+        return Encoded(self.ids.to(device), self.offsets.to(device),
+                       None if self.type_ids is None else self.type_ids.to(device), self.labels.to(device),
+                       self.token_labels)
+
+    def gather(self, idx: torch.Tensor, width: int, pad_id: int) -> dict[str, torch.Tensor]:
+        """The examples ``idx`` (a tensor on this split's device) padded to ``width`` tokens, cut
+        where the split lives, in a few tensor operations: no per-example loop, nothing read back."""
+        starts = self.offsets[idx]
+        cols = torch.arange(width, device=starts.device)
+        valid = cols[None, :] < (self.offsets[idx + 1] - starts)[:, None]
+        pos = (starts[:, None] + cols[None, :]).clamp_(max=self.ids.numel() - 1)
+        out = {"input_ids": torch.where(valid, self.ids[pos].long(), pad_id), "attention_mask": valid.long()}
+        if self.type_ids is not None:
+            out["token_type_ids"] = torch.where(valid, self.type_ids[pos].long(), 0)
+        out["labels"] = torch.where(valid, self.labels[pos], -100) if self.token_labels else self.labels[idx]
         return out
+
+
+def bucket(width: int, multiple: int, cap: int) -> int:
+    """``width`` rounded up to a multiple of ``multiple``, but never past ``cap`` (the split's
+    longest example): a split's batches then take at most ``cap / multiple + 1`` shapes."""
+    if multiple <= 1:
+        return width
+    return max(width, min(-(-width // multiple) * multiple, cap))
+
+
+class DeviceSplit:
+    """A split moved to ``device`` once, its lengths kept on the host: batch widths are known
+    without a round trip, every batch of a list is indexed after one host-to-device copy of its
+    indices, and widths are rounded up to ``multiple`` tokens (few shapes: less warm-up, and what
+    ``torch.compile`` and CUDA graphs need)."""
+
+    def __init__(self, split: Encoded, device: torch.device, pad_id: int, *, multiple: int = 1) -> None:
+        self.lengths = split.lengths
+        self.data = split.to(device)
+        self.device = device
+        self.pad_id = pad_id
+        self.multiple = multiple
+        self.cap = int(self.lengths.max()) if len(self.lengths) else 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def width(self, idx: np.ndarray) -> int:
+        return bucket(int(self.lengths[idx].max()), self.multiple, self.cap)
+
+    def batches(self, batches: list[np.ndarray]) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+        """``(batch, number of examples)`` for each index array, in order, cut lazily."""
+        if not batches:
+            return
+        flat = torch.from_numpy(np.concatenate(batches).astype(np.int64))
+        if self.device.type == "cuda":
+            flat = flat.pin_memory()
+        flat = flat.to(self.device, non_blocking=True)
+        start = 0
+        for idx in batches:
+            yield self.data.gather(flat[start:start + len(idx)], self.width(idx), self.pad_id), len(idx)
+            start += len(idx)
 
 
 def length_grouped_batches(
