@@ -30,6 +30,7 @@ from trainables.data import TaskData, eval_batches, length_grouped_batches, load
 from trainables.data.encoded import DeviceSplit
 from trainables.encoder import load_encoder, tokenizer_id
 from trainables.errors import InputError
+from trainables.losses import EpochLosses
 from trainables.model import MultiTaskModel
 from trainables.schedules import schedule
 from trainables.sharing import sharing_mode
@@ -42,10 +43,6 @@ from trainables.weighting import Weighting, make_weighting
 
 Report = Callable[[dict[str, Any]], None]
 COMPILE_OPTIONS: dict[str, Any] = {}  # torch.compile's own defaults (inductor); tests trace with a lighter backend
-
-
-class DivergedError(FloatingPointError):
-    """A task's loss became NaN or infinite."""
 
 
 @dataclass
@@ -267,23 +264,6 @@ def _lr_schedule(optim: torch.optim.Optimizer, total_steps: int, warmup: int) ->
         else max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
 
 
-def _check_finite(loss_sum: dict[str, torch.Tensor], first_bad: dict[str, torch.Tensor], loss_n: dict[str, int],
-                  step: int) -> dict[str, float]:
-    """The loss sums read back (one host-device sync). A NaN or infinite one is a
-    :class:`DivergedError` naming the task whose loss went first, and the step it did."""
-    tasks = [t for t in loss_sum if loss_n[t]]
-    if not tasks:
-        return {}
-    sums, bad = torch.stack([torch.stack([loss_sum[t], first_bad[t]]) for t in tasks]).T.tolist()
-    values = dict(zip(tasks, sums))
-    diverged = [(b, t) for t, b in zip(tasks, bad) if math.isfinite(b)]
-    if diverged:
-        at, t = min(diverged)
-        seen = "" if int(at) == step else f", seen at step {step}"
-        raise DivergedError(f"task '{t}': training loss is {values[t]} at step {int(at)}{seen} (diverged)")
-    return values
-
-
 def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -318,14 +298,10 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     st = TrainState() if state is None else load_state(state, parts)
     start = time.perf_counter() - (st.history[-1]["seconds"] if st.history else 0.0)
     first_epoch = st.epoch + 1 if st.stopped is None else tr.epochs + 1  # a stopped run has nothing left
-    zero = torch.zeros((), dtype=torch.float64, device=exp.device)
     for epoch in range(first_epoch, tr.epochs + 1):
         epoch_start = time.perf_counter()
-        # loss sums stay on the device (no host sync a step); read every nan_check_every steps
-        # and at the epoch's end: losses are >= 0, so a sum is finite exactly when its terms are
-        loss_sum = {t: zero for t in exp.tasks}
-        first_bad = {t: zero + math.inf for t in exp.tasks}  # the step of a task's first non-finite loss
-        loss_n = {t: 0 for t in exp.tasks}
+        # on the device (no host sync a step); read every nan_check_every steps and at the epoch's end
+        epoch_losses = EpochLosses(exp.tasks, exp.device)
         weights: dict[str, float | torch.Tensor] = {}
         # fresh passes every epoch, drawn from the run's rng: a resumed run repeats them exactly
         streams = {t: _stream(exp.splits[t]["train"], tr.batch_size, parts.rng) for t in exp.tasks}
@@ -338,13 +314,9 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
                     batch, n = next(streams[t])
                     losses[t] = exp.types[t].loss(model(t, batch), batch["labels"])
                     st.examples += n
-            for t, loss in losses.items():
-                v = loss.detach().double()
-                loss_sum[t] = loss_sum[t] + v
-                first_bad[t] = torch.where(torch.isfinite(v), first_bad[t], first_bad[t].clamp(max=st.step + 1))
-                loss_n[t] += 1
+            epoch_losses.add(losses, st.step + 1)
             if (st.step + 1) % tr.nan_check_every == 0:
-                _check_finite(loss_sum, first_bad, loss_n, st.step + 1)
+                epoch_losses.means(st.step + 1)
             weights.update(exp.weighting.backward(losses, model))
             for hook in parts.hooks:
                 hook.after_backward(losses, weights)
@@ -359,8 +331,7 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             st.step += 1
             for hook in parts.hooks:
                 hook.after_step(st.step)
-        sums = _check_finite(loss_sum, first_bad, loss_n, st.step)
-        mean_losses = {t: sums[t] / loss_n[t] for t in exp.tasks if loss_n[t]}
+        mean_losses = epoch_losses.means(st.step)
         train_seconds = time.perf_counter() - epoch_start  # the sums were just read: the device is done
         exp.weighting.end_epoch(mean_losses)
         metrics = evaluate(exp)
