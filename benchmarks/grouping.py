@@ -223,7 +223,9 @@ def holdout_runs(rows: list[dict[str, Any]], study: Any) -> list[an.Run]:
 
 
 def export_holdout(uri: str, prefix: str, path: Path) -> None:
-    """Every holdout study ``prefix...`` of the store, its runs as one table at ``path``."""
+    """Every holdout study ``prefix...`` of the store, its runs as one table at ``path``, after
+    the rows already there of studies this store does not hold (a committed table outlives
+    the store its first studies were trained in)."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.report import write_whole
@@ -233,11 +235,12 @@ def export_holdout(uri: str, prefix: str, path: Path) -> None:
     exps = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(exps, filter_string=f"attributes.run_name LIKE '{prefix}%'",
                                  order_by=["attributes.start_time ASC"], max_results=100)
-    rows: list[dict[str, Any]] = []
-    for p in parents:
-        if p.data.tags.get("mtlo.role") == "transfer":
-            rows += [{"study": p.info.run_name, **row}
-                     for row in runs_table(child_runs(client, p.info.experiment_id, p.info.run_id))]
+    studies = [p for p in parents if p.data.tags.get("mtlo.role") == "transfer"]
+    here = {p.info.run_name for p in studies}
+    rows = [r for r in (read_runs_table(path) if path.is_file() else []) if r.get("study") not in here]
+    for p in studies:
+        rows += [{"study": p.info.run_name, **row}
+                 for row in runs_table(child_runs(client, p.info.experiment_id, p.info.run_id))]
     write_whole(path, runs_table_text(rows, path.suffix.lower()))
 
 

@@ -11,15 +11,17 @@ from rich.table import Table
 from orchestrator.display import out_console, task_table
 from orchestrator.report.text import (
     affinity_note,
+    apart_text,
     check_command,
-    ci_clause,
     ci_text,
+    expected_clause,
     few_seeds_note,
+    measured_clause,
     noisy_note,
     pct,
     raw_only_losses,
     runs_text,
-    test_clause,
+    train_command,
     zero_note,
 )
 from orchestrator.transfer.shapes import GroupingRow, TransferResult
@@ -55,11 +57,12 @@ def _pct(v: float | None) -> str:
     return pct(v, missing="-")
 
 
-def _grouping_text(gr: GroupingRow) -> str:
+def _grouping_text(gr: GroupingRow, seeds: list[int], label: str = "on the seeds that chose it") -> str:
     if not gr["groups"]:
         return f"not available: {gr.get('note', 'too few runs')}"
-    return "  |  ".join("+".join(g) for g in gr["groups"]) + f"  total gain {_pct(gr['score'])} " \
-        f"(measured on validation{ci_clause(gr.get('ci'))}{test_clause(gr)})"
+    expected = expected_clause(gr)
+    return "  |  ".join("+".join(g) for g in gr["groups"]) + "  total gain " \
+        + (f"{expected}; " if expected else "") + measured_clause(gr, seeds, label)
 
 
 def print_transfer(out: TransferResult) -> None:
@@ -121,16 +124,23 @@ def print_transfer(out: TransferResult) -> None:
     checked = out.get("checked")
     if checked:
         seeds = ", ".join(map(str, out["seeds"]))
-        con.print(f"[bold]the task sets given[/bold] on seeds {seeds}: " + _grouping_text(checked))
+        con.print(f"[bold]the task sets given[/bold] on seeds {seeds}: "
+                  + _grouping_text(checked, out["seeds"], "measured"))
     gr, prop = out["grouping"], out.get("proposed")
-    con.print(f"[bold]recommended grouping[/bold] (at most {len(gr['groups'])} model(s)): "
-              + _grouping_text(gr)
-              + ("" if gr["confirmed"] or not prop else
-                 "  (the estimates propose " + "  |  ".join("+".join(g) for g in prop["groups"])
-                 + ", not all trained: --resume --confirm-rounds N trains them)"))
-    check = check_command(out)
+    apart = apart_text(out)
+    if apart:
+        con.print(f"[bold]recommendation[/bold]: {apart}")
+    else:
+        con.print(f"[bold]recommended grouping[/bold] (at most {out.get('budget', len(gr['groups']))} model(s)): "
+                  + _grouping_text(gr, out["seeds"])
+                  + ("" if gr["confirmed"] or not prop else
+                     "  (the estimates propose " + "  |  ".join("+".join(g) for g in prop["groups"])
+                     + ", not all trained: --resume --confirm-rounds N trains them)"))
+    check, train = check_command(out), train_command(out)
     if check:
-        con.print(f"  best of the trained groups on these seeds; to check it on new seeds: {check}")
+        con.print(f"  to check it on new seeds: {check}")
+    if train:
+        con.print(f"  to train the models: {train}")
     failed = out.get("failed_runs") or []
     if failed:
         con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "

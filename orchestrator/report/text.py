@@ -111,3 +111,62 @@ def raw_only_losses(res: TransferResult) -> list[GainRow]:
     declare significant (enough seeds on both sides: the seeds note covers the rest)."""
     return [g for g in res["gains"] if g["delta"] < 0 and not g["significant"] and not g.get("estimated")
             and (g.get("p") or 1.0) < 0.05 and g["n"] >= MIN_SEEDS and g.get("p_adjusted") is not None]
+
+
+def expected_clause(gr: Mapping[str, Any]) -> str:
+    """"expected on new seeds +x% (95% interval for a check at K new seeds: a to b; noise alone reaches +y%
+    in 5% of studies, p = ...)" for a grouping (empty without an estimate: a study at one seed)."""
+    e = gr.get("expected")
+    if not e:
+        return ""
+    lo, hi = e["interval"]
+    noise = (f"; noise alone reaches {pct(e['noise_95'])} in 5% of studies, p = {e['p_noise']:.3f}"
+             if e.get("p_noise") is not None else "")
+    return (f"expected on new seeds {pct(e['expected'])} (95% interval for a check at {e['check_seeds']} new seeds: "
+            f"{pct(lo)} to {pct(hi)}{noise})")
+
+
+def measured_clause(gr: Mapping[str, Any], seeds: list[int], label: str = "on the seeds that chose it") -> str:
+    """"on the seeds that chose it (0, 1, 2) +y% (95% CI ...)": the total as measured (for a
+    recommendation, optimistic by selection; ``label`` says which seeds)."""
+    return f"{label} ({', '.join(map(str, seeds))}) {pct(gr['score'])}{ci_clause(gr.get('ci'))}{test_clause(gr)}"
+
+
+def apart_text(res: TransferResult) -> str | None:
+    """Why a study recommends training every task alone, and the budget's least harmful
+    grouping for a user who cannot deploy that many models."""
+    gr = res["grouping"]
+    if not gr.get("apart"):
+        return None
+    n, budget = len(res["tasks"]), res.get("budget", 1)
+    wb = gr.get("within_budget")
+    if wb is None:
+        return f"Train every task alone ({n} models): no grouping gains over training apart."
+    return (f"Train every task alone ({n} models): no grouping of at most {budget} model(s) gains more than noise "
+            f"and selection give in a study without transfer. If you must deploy at most {budget}, the "
+            f"least harmful is " + "  |  ".join("+".join(g) for g in wb["groups"]) + ": "
+            + expected_clause(wb) + "; " + measured_clause(wb, res["seeds"]) + ".")
+
+
+def train_command(res: TransferResult) -> str | None:
+    """The command that turns the recommendation into models: one per group, all of its data,
+    each registered in MLflow with its tasks and this study."""
+    groups = res["grouping"]["groups"]
+    if not groups or res["method"] == "groups":
+        return None
+    return f"mtlo train CONFIG --groups {','.join('+'.join(g) for g in groups)} --study {res['name']}"
+
+
+def power_lines(res: TransferResult) -> list[str]:
+    """Each task's seed noise and what the study's seeds can detect (``noise.power_table``)."""
+    nz = res.get("noise") or {}
+    if not nz:
+        return []
+    n = len(res["seeds"])
+    lines = [f"| task | seed-to-seed sd of a gain | smallest gain {n} seeds detect | seeds for ±5% | seeds for ±10% |",
+             "| --- | --- | --- | --- | --- |"]
+    for t, row in nz.items():
+        need = row.get("seeds_for") or {}
+        lines.append(f"| {t} | {100 * row['sigma']:.1f} pts | {pct(row.get('detectable')).lstrip('+')} | "
+                     f"{need.get('0.05') or '> 1000'} | {need.get('0.1') or '> 1000'} |")
+    return lines

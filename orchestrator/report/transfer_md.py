@@ -6,16 +6,21 @@ from typing import Any
 
 from orchestrator.report.text import (
     affinity_note,
+    apart_text,
     check_command,
     ci_clause,
     ci_text,
+    expected_clause,
     few_seeds_note,
+    measured_clause,
     noisy_note,
     num,
     pct,
+    power_lines,
     raw_only_losses,
     runs_text,
     test_clause,
+    train_command,
     zero_note,
 )
 from orchestrator.transfer.shapes import GainRow, RunRow, TransferResult
@@ -221,30 +226,49 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
     if not gr["groups"]:
         lines.append(f"Not available yet: {gr.get('note', 'too few runs')}.")
     else:
-        lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
-                     + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
-                     + f"; total gain {pct(gr['score'])} (measured on validation{ci_clause(gr.get('ci'))} over seeds"
-                     + f"{test_clause(gr)}); " + _confirmation(res))
-        check = check_command(res)
+        apart = apart_text(res)
+        shown = gr.get("within_budget") or gr
+        if apart:
+            lines.append(apart)
+        else:
+            lines.append(f"At most {res.get('budget', len(gr['groups']))} model(s): "
+                         + ", ".join("**" + " + ".join(g) + "**" for g in gr["groups"])
+                         + (f"; total gain {expected_clause(gr)}" if gr.get("expected") else "")
+                         + f"; {measured_clause(gr, res['seeds'])}; " + _confirmation(res))
+        lines += ["", "The expected figure counts each measured gain for what its seeds support: it is shrunk "
+                  "toward 0 by its task's seed noise (docs/transfer.md, \"Noise, shrinkage and the headline\"), "
+                  "and the grouping is chosen on these shrunk gains. The figure on the seeds that chose it is "
+                  "optimistic: it is the best of many groupings scored on the same noise."]
+        check, train = check_command(res), train_command(res)
         if check:
-            lines += ["", "It is the best of the trained groups *on these seeds*, so part of its lead over the "
-                      "alternatives can be seed noise, and its gain on new seeds is likely lower. To check it on "
-                      f"new seeds: `{check}`."]
-        lines += ["", "| task | scored in | gain | 95% CI | evidence |", "| --- | --- | --- | --- | --- |"]
+            lines += ["", f"To check it on new seeds: `{check}` (or `--check-seeds K` when the study runs)."]
+        if train:
+            lines += ["", "To train the models (one per group, all of its data, each registered in MLflow): "
+                      f"`{train}`."]
+        lines += ["", "| task | scored in | gain (measured) | 95% CI | expected on new seeds | evidence |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         by = {(g["task"], tuple(g["group"])): g for g in res["gains"]}
         est = {(g["task"], tuple(g["group"])): g for g in res.get("estimated_gains", [])}
         for t in tasks:
-            grp = tuple(gr["assignment"].get(t, [t]))
+            grp = tuple(shown["assignment"].get(t, [t]))
             if len(grp) == 1:
-                lines.append(f"| {t} | alone | 0 | – | baseline |")
+                lines.append(f"| {t} | alone | 0 | – | 0 | baseline |")
                 continue
             if t in (res.get("zero_baselines") or []):
-                lines.append(f"| {t} | {'+'.join(grp)} | n/a | – | baseline 0: counted 0 |")
+                lines.append(f"| {t} | {'+'.join(grp)} | n/a | – | – | baseline 0: counted 0 |")
                 continue
             row: GainRow | None = by.get((t, grp)) or est.get((t, grp))
             ci = ci_text(row["ci"]) if row else "–"
             kind = "estimated" if row and row.get("estimated") else f"measured, {row['n'] if row else 0} seeds"
-            lines.append(f"| {t} | {'+'.join(grp)} | {pct(row['delta'] if row else None)} | {ci} | {kind} |")
+            lines.append(f"| {t} | {'+'.join(grp)} | {pct(row['delta'] if row else None)} | {ci} | "
+                         f"{pct(row.get('expected') if row else None)} | {kind} |")
+    power = power_lines(res)
+    if power:
+        lines += ["", "## Seed noise and power", "",
+                  "How far one seed's relative gain of each task moves from seed to seed (pooled over the groups it "
+                  "was trained in), the smallest true gain the study's seeds detect (a paired t-test, raw p < 0.05, "
+                  "80% power) and the seeds a gain of 5% or 10% needs. A task whose smallest detectable gain is "
+                  "larger than the gains in play cannot decide a grouping on these seeds.", ""] + power
     lines += ["", "## Runs", "", "Each task set at each seed, trained until its validation objective stopped improving "
               "(steps to its best epoch; the same cap for every run).", "",
               "| task set | seeds | steps to best epoch (mean) | " + " | ".join(tasks) + " |",

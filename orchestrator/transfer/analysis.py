@@ -25,6 +25,7 @@ import statistics
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from orchestrator.store.runs import ZERO_BASELINE, Group, Run, group_of, relative_gain
 from orchestrator.transfer.shapes import GainRow, GroupingRow, StatsRow
@@ -58,7 +59,8 @@ class Gain:
     def as_dict(self) -> GainRow:
         return {"task": self.task, "group": list(self.group), "delta": self.delta,
                 "ci": list(self.ci) if self.ci else None, "p": self.p, "p_adjusted": self.p_adjusted,
-                "significant": self.significant, "n": self.n, "estimated": self.estimated}
+                "significant": self.significant, "n": self.n, "estimated": self.estimated,
+                "expected": None}
 
 
 def _stats(values: Sequence[float]) -> Stats:
@@ -220,7 +222,7 @@ def gain_table(tasks: Sequence[str], measured: Iterable[Gain], *,
 @dataclass
 class Grouping:
     groups: list[list[str]]
-    score: float  # total gain: sum over tasks of Δ_t in the task's best chosen group
+    score: float  # total gain as measured (on the seeds that chose it): Σ_t Δ_t in the task's chosen group
     assignment: dict[str, list[str]] = field(default_factory=dict)  # task -> the group it is scored in
     method: str = ""
     confirmed: bool = False
@@ -228,12 +230,18 @@ class Grouping:
     ci: tuple[float, float] | None = None  # of score, over seeds (grouping_interval)
     test: float | None = None  # the same assignment's total gain on the held-out test split
     test_ci: tuple[float, float] | None = None
+    expected: dict[str, Any] | None = None  # what new seeds should give (transfer/noise.py, Headline)
+    apart: bool = False  # train every task alone: no grouping within the budget has a credible gain
+    within_budget: GroupingRow | None = None  # with ``apart``: the budget's least harmful grouping
 
     def as_dict(self) -> GroupingRow:
         out: GroupingRow = {"groups": self.groups, "score": None if math.isnan(self.score) else self.score,
                "ci": list(self.ci) if self.ci else None,
                "method": self.method, "confirmed": self.confirmed, "assignment": self.assignment,
-               "test": self.test, "test_ci": list(self.test_ci) if self.test_ci else None}
+               "test": self.test, "test_ci": list(self.test_ci) if self.test_ci else None,
+               "expected": self.expected, "apart": self.apart}
+        if self.within_budget is not None:
+            out["within_budget"] = self.within_budget
         if self.note:
             out["note"] = self.note
         return out

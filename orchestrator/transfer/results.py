@@ -9,10 +9,10 @@ import math
 from typing import Any
 
 from orchestrator.transfer import analysis as an
-from orchestrator.transfer import surrogate
+from orchestrator.transfer import noise, surrogate
 from orchestrator.transfer.methods import method as method_of
 from orchestrator.transfer.predict import Estimator
-from orchestrator.transfer.shapes import FailedRun, TransferResult
+from orchestrator.transfer.shapes import FailedRun, GainRow, TransferResult
 from orchestrator.transfer.study import Study, read_study, study_from_mlflow
 
 
@@ -76,15 +76,15 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
                                for g in sorted(shown, key=lambda g: (len(g), g)) for t in g if t not in zero]
     except ValueError:
         proposed = None
-    try:  # the recommendation: measured gains only
-        grouping = an.best_grouping(study.tasks, table, study.budget)
+    sg = noise.seed_gains(runs, study.higher_is_better)
+    task_noise = noise.task_noise(sg)
+    try:  # the recommendation: measured gains only, each weighed by its seed noise
+        grouping = recommend(study, runs, table, sg, task_noise)
         # confirmed: every group the estimates propose was trained, so no estimated grouping beats it
         trained = {r.group for r in runs}  # a task of baseline 0 has no gain, but its group is trained
         grouping.confirmed = proposed is not None and all(
             len(g) == 1 or all((tuple(g), t) in measured or (t in zero and tuple(g) in trained) for t in g)
             for g in proposed.groups)
-        grouping.ci = an.grouping_interval(runs, grouping.assignment, study.higher_is_better)
-        an.on_test(grouping, runs, study.higher_is_better)
     except ValueError as exc:  # too few runs so far (a study still running or interrupted)
         grouping = an.Grouping([], math.nan, note=str(exc))
     grouping.method = study.method
@@ -97,7 +97,7 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "baselines": {t: s.as_dict() for t, s in base.items()},
         "noisy_baselines": an.noisy_baselines(base),
         "zero_baselines": zero,
-        "gains": [g.as_dict() for g in gains],
+        "gains": [expected_gain(g, sg, task_noise) for g in gains],
         "negative_transfer": [g.as_dict() for g in an.negative_transfer(gains)],
         "pairwise": matrix,
         "estimated_gains": estimated,
@@ -106,11 +106,55 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "estimator": fit if how == "affinity" else None,
         "surrogate": fit if how == "surrogate" else None,
         "grouping": grouping.as_dict(),
+        "noise": {t: {**nz.as_dict(), **power} for t, nz in task_noise.items()
+                  for power in [noise.power_table({t: nz}, len(study.seeds))[t]]},
         "checked": checked.as_dict() if checked is not None else None,
         "cost": {"trials": len(runs), "train_steps": sum(r.steps for r in runs), "planned": study.planned},
         "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "test": dict(r.test),
                   "best_step": r.steps, "run_id": r.run_id} for r in runs],
     }
+
+
+def recommend(study: Study, runs: list[an.Run], table: dict[an.Group, dict[str, float]],
+              sg: noise.SeedGains, task_noise: dict[str, noise.TaskNoise]) -> an.Grouping:
+    """The recommended grouping (docs/transfer.md, "Noise, shrinkage and the headline").
+
+    The best grouping within the budget on the *shrunk* measured gains (each gain's posterior
+    mean given its task's seed noise: a weak task's large, noisy relative gain counts for what
+    the seeds support); ``score`` and ``ci`` are its total as measured on the seeds that chose
+    it, ``expected`` what new seeds should give. Unless that is credible (a gain above what
+    noise and selection alone give in 95% of simulated studies without transfer,
+    ``noise.against_noise``), training every task alone wins: the recommendation is then
+    ``apart`` (a gain of exactly 0 on any seed), with the budget's least harmful grouping beside
+    it (``within_budget``) for a user who cannot deploy more models."""
+    hib = study.higher_is_better
+    best = an.best_grouping(study.tasks, noise.shrunk_table(table, sg, task_noise), study.budget)
+    best.score = sum(table[an.group_of(g)][t] for t, g in best.assignment.items())
+    best.ci = an.grouping_interval(runs, best.assignment, hib)
+    an.on_test(best, runs, hib)
+    check = study.check_seeds or len(study.seeds)
+    head = noise.headline(best.assignment, sg, task_noise, check_seeds=check)
+    test = noise.against_noise(head.expected, runs, sg, study.tasks, study.budget, hib,
+                               seeds=len(study.seeds)) if head is not None else None
+    best.expected = {**head.as_dict(), **(test.as_dict() if test else {})} if head is not None else None
+    best.apart = all(len(g) == 1 for g in best.groups)
+    if test is None or test.credible or best.apart:
+        return best
+    best.method = study.method
+    alone = {t: [t] for t in sorted(study.tasks)}
+    nothing = noise.headline(alone, sg, task_noise, check_seeds=check)  # every task alone: exactly 0
+    apart = an.Grouping([[t] for t in sorted(study.tasks)], 0.0, alone, apart=True, within_budget=best.as_dict(),
+                        ci=(0.0, 0.0), expected=nothing.as_dict() if nothing is not None else None)
+    return an.on_test(apart, runs, hib)
+
+
+def expected_gain(g: an.Gain, sg: noise.SeedGains, task_noise: dict[str, noise.TaskNoise]) -> GainRow:
+    """A measured gain's row, with its posterior mean (``expected``: what new seeds should give)."""
+    row = g.as_dict()
+    by_seed = sg.get(g.group, {}).get(g.task)
+    row["expected"] = noise.shrink(g.delta, len(by_seed), task_noise[g.task])[0] \
+        if by_seed and g.task in task_noise else None
+    return row
 
 
 def checked_grouping(study: Study, runs: list[an.Run], table: dict[an.Group, dict[str, float]]) -> an.Grouping:

@@ -23,18 +23,22 @@ class GainRow(TypedDict):
     significant: bool
     n: int  # seeds of the group
     estimated: bool  # not trained: estimated (Standley / affinity / surrogate)
+    expected: float | None  # measured gains: the posterior mean given the task's seed noise (transfer/noise.py)
 
 
 class GroupingRow(TypedDict, total=False):
     groups: list[list[str]]
-    score: float | None  # total gain (None: not available)
-    ci: list[float] | None  # 95% t interval over seeds
+    score: float | None  # total gain as measured on the seeds that chose it (None: not available)
+    ci: list[float] | None  # 95% t interval over those seeds
     method: str
     confirmed: bool  # every group the estimates propose was trained
     assignment: dict[str, list[str]]  # task -> the group it is scored in
     note: str  # why it is not available
     test: float | None  # the same grouping's total gain on the held-out test split (chosen on validation)
     test_ci: list[float] | None
+    expected: dict[str, Any] | None  # what new seeds should give: expected, interval, probability (noise.Headline)
+    apart: bool  # every task alone: no grouping within the budget has a credible gain
+    within_budget: GroupingRow  # with apart: the budget's least harmful grouping
 
 
 class CostRow(TypedDict):
@@ -80,6 +84,7 @@ class TransferResult(TypedDict, total=False):
     estimator: dict[str, Any] | None  # the affinity method's fit (dilution, residual, helper, carry, proposed)
     surrogate: dict[str, Any] | None  # the surrogate method's fit: tasks -> coefficients with intervals; cv
     grouping: GroupingRow
+    noise: dict[str, dict[str, Any]]  # task -> its seed noise (sigma, df, tau) and power (noise.power_table)
     checked: GroupingRow | None  # a --groups study: the given task sets as a grouping
     cost: CostRow
     runs: list[RunRow]

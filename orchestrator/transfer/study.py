@@ -50,6 +50,7 @@ class Study:
     groups: list[list[str]] = field(default_factory=list)  # method "groups": the task sets given
     planned: int = 0  # runs of the method's first stage (task sets x seeds); 0: an older study.json
     sampled: int = 0  # the surrogate method: task subsets proposed by Optuna (--runs)
+    check_seeds: int = 0  # --check-seeds: new seeds the recommendation is trained again at after the study
 
 
 def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

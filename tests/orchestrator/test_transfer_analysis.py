@@ -355,19 +355,36 @@ def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
            "grouping": {"groups": [["a", "b"], ["c"]], "score": 0.12, "ci": [0.02, 0.22], "confirmed": True,
                         "assignment": {"a": ["a", "b"], "b": ["a", "b"], "c": ["c"]}},
            "cost": {"trials": 21, "train_steps": 900}}
+    out["grouping"]["expected"] = {"expected": 0.08, "interval": [-0.02, 0.18], "check_seeds": 3, "p_noise": 0.01,
+                                   "noise_95": 0.05}
     print_transfer(out)
     text = " ".join(capsys.readouterr().out.split())
-    assert "a+b | c total gain +12.0% (measured on validation, 95% CI +2.0% to +22.0%)" in text
+    # the headline: what new seeds should give, then the in-sample figure, labelled as such
+    assert "a+b | c total gain expected on new seeds +8.0% (95% interval for a check at 3 new seeds: -2.0% to " \
+           "+18.0%; noise alone reaches +5.0% in 5% of studies, p = 0.010); on the seeds that chose it (0, 1, 2) " \
+           "+12.0%, 95% CI +2.0% to +22.0%" in text
     print_transfer({**out, "grouping": {**out["grouping"], "test": 0.05, "test_ci": [-0.01, 0.11]}})
-    assert "+12.0% (measured on validation, 95% CI +2.0% to +22.0%; on the held-out test split +5.0%, 95% CI " \
-           "-1.0% to +11.0%)" in " ".join(capsys.readouterr().out.split())
+    assert "+12.0%, 95% CI +2.0% to +22.0%; on the held-out test split +5.0%, 95% CI " \
+           "-1.0% to +11.0%" in " ".join(capsys.readouterr().out.split())
     assert "to check it on new seeds: mtlo transfer CONFIG --groups a+b --seeds 3 --set train.seed=3 " \
            "--set name=five-check" in text
+    assert "to train the models: mtlo train CONFIG --groups a+b,c --study five" in text
     print_transfer({**out, "method": "groups"})  # a check study: nothing more to check
     assert "to check it" not in capsys.readouterr().out
-    print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None}})
+    print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None,
+                                        "expected": None}})
     text = " ".join(capsys.readouterr().out.split())
-    assert "(measured on validation)" in text and "to check it" not in text  # every task alone: no group to check
+    assert "on the seeds that chose it (0, 1, 2) +12.0%" in text and "to check it" not in text  # all alone
+    # nothing credible within the budget: train apart, the budget's least harmful grouping beside it
+    within = {**out["grouping"], "expected": {**out["grouping"]["expected"], "p_noise": 0.3}}
+    print_transfer({**out, "budget": 2, "grouping": {"groups": [["a"], ["b"], ["c"]], "score": 0.0, "ci": [0, 0],
+                                                      "confirmed": True, "apart": True, "within_budget": within,
+                                                      "assignment": {t: [t] for t in "abc"}}})
+    text = " ".join(capsys.readouterr().out.split())
+    assert "recommendation: Train every task alone (3 models): no grouping of at most 2 model(s) gains more than " \
+           "noise and selection give in a study without transfer. If you must deploy at most 2, the least harmful " \
+           "is a+b | c: expected on new seeds +8.0%" in text
+    assert "to train the models: mtlo train CONFIG --groups a,b,c --study five" in text
     assert "Noisy baselines" not in text and "seed(s): a gain or loss" not in text
     print_transfer({**out, "seeds": [0, 1]})  # fewer seeds than the test needs: said, not left to guess
     text = " ".join(capsys.readouterr().out.split())
