@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
                    help="--method surrogate: task subsets of two or more tasks to train (default: twice the tasks)")
     x.add_argument("--confirm-rounds", type=int, default=1, metavar="N",
                    help="rounds of training the proposed groups that were only estimated (default 1; 0: none)")
+    x.add_argument("--check-seeds", type=int, default=0, metavar="K",
+                   help="after the study, train the recommendation and every task alone again at K new seeds and "
+                   "report whether its estimate held (default 0: no check)")
     x.add_argument("--address", default=None,
                    help="Ray cluster: its head's HOST:PORT, 'auto', or ray://HOST:10001 (default: a new local Ray)")
     x.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             return commands.cmd_transfer(args.config, sets=args.set, as_json=args.json, resume=args.resume,
                                          address=args.address, method=args.method, seeds=args.seeds,
                                          budget=args.budget, confirm_rounds=args.confirm_rounds,
-                                         groups=args.groups, runs=args.runs)
+                                         groups=args.groups, runs=args.runs, check_seeds=args.check_seeds)
         if args.command == "predict":
             if args.batch_size < 1:
                 raise InputError(f"--batch-size: must be at least 1, got {args.batch_size}")

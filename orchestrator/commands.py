@@ -202,25 +202,27 @@ def _search(cfg: Config, config_path: str, *, as_json: bool, resume: bool, addre
 
 def cmd_transfer(config_path: str, *, sets: list[str], as_json: bool, resume: bool, address: str | None,
                  method: str | None, seeds: int, budget: int, confirm_rounds: int = 1,
-                 groups: str | None = None, runs: int | None = None) -> int:
+                 groups: str | None = None, runs: int | None = None, check_seeds: int = 0) -> int:
     from orchestrator.runtime.lock import released_at_end
 
     cfg = load_config(config_path, sets)
     with released_at_end(), outage_is_service_error(cfg.mlflow.tracking_uri):  # one driver per study
         return _transfer(cfg, config_path, as_json=as_json, resume=resume, address=address, method=method,
-                         seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, groups=groups, runs=runs)
+                         seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, groups=groups, runs=runs,
+                         check_seeds=check_seeds)
 
 
 def _transfer(cfg: Config, config_path: str, *, as_json: bool, resume: bool, address: str | None,
               method: str | None, seeds: int, budget: int, confirm_rounds: int, groups: str | None,
-              runs: int | None) -> int:
+              runs: int | None, check_seeds: int) -> int:
     address = ray_address(address, cfg)
     from orchestrator.transfer.methods import parse_groups
     from orchestrator.transfer.runner import run_transfer
 
     out = run_transfer(cfg, Path(config_path), method=method or "groups", seeds=seeds, budget=budget, resume=resume,
                        address=address, as_json=as_json, confirm_rounds=confirm_rounds,
-                       groups=None if groups is None else parse_groups(groups), sample=runs)
+                       groups=None if groups is None else parse_groups(groups), sample=runs,
+                       check_seeds=check_seeds)
     _, _, folder = build_report(cfg.mlflow.tracking_uri, out["parent_run_id"])
     if as_json:
         json.dump(out, sys.stdout, indent=2, default=str)

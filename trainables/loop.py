@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from trainables.affinity import AffinityMeter, GradientAffinity, GradientHook, LookaheadHook
+from trainables.budget import OwnBatches
 from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
 from trainables.data.encoded import DeviceSplit
 from trainables.encoder import load_encoder, tokenizer_id
@@ -82,7 +83,7 @@ class TrainResult:
     steps: int
     examples: int
     seconds: float
-    stopped: str  # "epochs" | "patience" | "max_steps"
+    stopped: str  # "epochs" | "patience" | "max_steps" | "own_batches"
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -180,13 +181,16 @@ def _autocast(device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def evaluate(exp: Experiment, *, split: str = "val", batch_size: int | None = None) -> dict[str, dict[str, float]]:
-    """Metrics of every task on ``split`` (``val``, or ``test`` once at the end of a run); the
-    predictions stay on the device until each task's metrics read them."""
+def evaluate(exp: Experiment, *, split: str = "val", batch_size: int | None = None,
+             tasks: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of every task (or of ``tasks``) on ``split`` (``val``, or ``test`` once at the end
+    of a run); the predictions stay on the device until each task's metrics read them."""
     size = batch_size or exp.spec.train.eval_batch_size or (256 if exp.device.type == "cuda" else 64)
     exp.model.eval()
     out = {}
     for name, d in exp.data.items():
+        if tasks is not None and name not in tasks:
+            continue
         part = exp.splits[name][split]
         preds, labels = [], []
         for batch, _ in part.batches(eval_batches(part.lengths, size)):
@@ -296,6 +300,9 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     encoders = {t: model.encoders[t] for t in exp.tasks}
 
     st = TrainState() if state is None else load_state(state, parts)
+    sign = {t: 1.0 if exp.types[t].higher_is_better[m] else -1.0 for t, m in exp.main_metric.items()}
+    own = OwnBatches({t: n for t, n in tr.own_batches.items() if t in exp.data}, st, exp.main_metric, sign,
+                     lambda tasks, split: evaluate(exp, split=split, tasks=tasks))
     start = time.perf_counter() - (st.history[-1]["seconds"] if st.history else 0.0)
     first_epoch = st.epoch + 1 if st.stopped is None else tr.epochs + 1  # a stopped run has nothing left
     for epoch in range(first_epoch, tr.epochs + 1):
@@ -305,9 +312,12 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         weights: dict[str, float | torch.Tensor] = {}
         # fresh passes every epoch, drawn from the run's rng: a resumed run repeats them exactly
         streams = {t: _stream(exp.splits[t]["train"], tr.batch_size, parts.rng) for t in exp.tasks}
-        for step_tasks in sched.plan(per_pass, parts.rng, temperature=tr.temperature):
-            if st.step >= total_steps:
+        for planned in sched.plan(per_pass, parts.rng, temperature=tr.temperature):
+            if st.step >= total_steps or own.all_done():
                 break
+            step_tasks = own.active(planned)  # a task that had its own batches trains no more
+            if not step_tasks:
+                continue
             losses = {}
             with _autocast(exp.device), exp.weighting.forward_context():
                 for t in step_tasks:
@@ -331,10 +341,13 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             st.step += 1
             for hook in parts.hooks:
                 hook.after_step(st.step)
+            own.count(step_tasks)
         mean_losses = epoch_losses.means(st.step)
         train_seconds = time.perf_counter() - epoch_start  # the sums were just read: the device is done
         exp.weighting.end_epoch(mean_losses)
-        metrics = evaluate(exp)
+        metrics = {**evaluate(exp, tasks=own.running(exp.tasks)), **own.frozen()}
+        for t in own.running(exp.tasks):
+            own.judge(t, metrics[t])
         mean_signed = objective(exp, metrics)
         row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples, "objective": mean_signed,
                                "seconds": time.perf_counter() - start, "train_seconds": train_seconds}
@@ -344,6 +357,7 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         row.update({f"weight/{t}": float(v) for t, v in weights.items()})
         for hook in parts.hooks:
             row.update(hook.row())
+        row.update(own.row(final=False))
         st.history.append(row)
         st.epoch = epoch
         value = rank(row)
@@ -351,15 +365,18 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         if st.best is None or value > st.best["score"]:
             st.best = {"score": value, "objective": mean_signed, "epoch": epoch, "step": st.step, "metrics": metrics}
             st.best_weights = _cpu_copy(model)
-        if st.step >= total_steps and epoch < tr.epochs:
+        if own.all_done():
+            st.stopped = "own_batches"
+        elif st.step >= total_steps and epoch < tr.epochs:
             st.stopped = "max_steps"
-        elif tr.patience is not None and st.stale >= tr.patience:
+        elif tr.patience is not None and not own and st.stale >= tr.patience:
             st.stopped = "patience"
         if st.stopped is not None or epoch == tr.epochs:  # the run's end: its best weights, on test once
             assert st.best_weights is not None
             model.load_state_dict(st.best_weights)
-            st.test = evaluate(exp, split="test")
+            st.test = own.result({}, evaluate(exp, split="test"))[1]
             row.update({f"test/{t}/{m}": v for t, ms in st.test.items() for m, v in ms.items()})
+            row.update(own.row(final=True))
         if save_state is not None:
             save_state(save_train_state(st, parts))
         report(row)
@@ -370,9 +387,10 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     if st.test is None:  # a resumed run that had already ended: its weights are the best epoch's
         assert st.best_weights is not None
         model.load_state_dict(st.best_weights)
-        st.test = evaluate(exp, split="test")
+        st.test = own.result({}, evaluate(exp, split="test"))[1]
+    val, test = own.result(best["metrics"], st.test)  # train.own_batches: each named task at its judgement
     return TrainResult(
-        metrics=best["metrics"], test=st.test, main_metric=dict(exp.main_metric),
+        metrics=val, test=test, main_metric=dict(exp.main_metric),
         higher_is_better={t: exp.types[t].higher_is_better[m] for t, m in exp.main_metric.items()},
         objective=best["objective"], best_epoch=best["epoch"], best_step=best["step"],
         epochs=len(st.history), steps=st.step, examples=st.examples,

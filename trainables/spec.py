@@ -87,6 +87,12 @@ class TrainSpec:
     schedule: ScheduleName = "joint"
     temperature: Annotated[float, Gt(0)] = 2.0  # for schedule=temperature: p_t ~ n_t^(1/T)
     patience: PosInt | None = None
+    # own batches per task: a task named here trains on exactly that many batches of its own data,
+    # then leaves the schedule, and is judged at its best evaluation within them (its own
+    # validation score; evaluated when it leaves, too). Transfer studies set it so that a task in a
+    # group sees what it saw alone at the same seed (orchestrator/transfer/study.py); with it, the
+    # run ends when every named task has had its batches, and patience is not applied
+    own_batches: dict[str, PosInt] = field(default_factory=dict)
     min_delta: NonNeg = 1.0e-4  # an objective gain below this is "not improving" for patience
     max_steps: PosInt | None = None
     affinity_every: PosInt | None = None  # measure lookahead inter-task affinity (TAG) every k steps

@@ -44,7 +44,12 @@ class TrainState:
     best_weights: dict[str, Any] | None = None  # the model's weights at the best epoch (on the CPU)
     test: dict[str, dict[str, float]] | None = None  # the best weights' test metrics, once the run ended
     history: list[dict[str, Any]] = field(default_factory=list)  # every epoch's row
-    stopped: str | None = None  # "max_steps" | "patience" once the run stopped early
+    stopped: str | None = None  # "max_steps" | "patience" | "own_batches" once the run stopped early
+    seen: dict[str, int] = field(default_factory=dict)  # each task's own batches trained so far
+    # train.own_batches: each named task at its best evaluation within its batches (score, step,
+    # own batches, val and test metrics), and the tasks that had all of theirs
+    judged: dict[str, dict[str, Any]] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from orchestrator.report.text import (
     affinity_note,
     apart_text,
     check_command,
+    check_text,
     ci_text,
     expected_clause,
     few_seeds_note,
@@ -136,7 +137,9 @@ def print_transfer(out: TransferResult) -> None:
                   + ("" if gr["confirmed"] or not prop else
                      "  (the estimates propose " + "  |  ".join("+".join(g) for g in prop["groups"])
                      + ", not all trained: --resume --confirm-rounds N trains them)"))
-    check, train = check_command(out), train_command(out)
+    check, train, held = check_command(out), train_command(out), check_text(out)
+    if held:
+        con.print(f"  {held}")
     if check:
         con.print(f"  to check it on new seeds: {check}")
     if train:

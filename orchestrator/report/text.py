@@ -66,9 +66,10 @@ def zero_note(res: TransferResult) -> str | None:
 
 def check_command(res: TransferResult) -> str | None:
     """The command that trains a study's recommended groups (and the baselines) again on new
-    seeds; None where it recommends training every task alone, and for a study that is such a
-    check already (``--groups``)."""
-    groups = ",".join("+".join(g) for g in res["grouping"]["groups"] if len(g) > 1)
+    seeds (where it recommends training apart: the budget's least harmful grouping); None
+    where every task is alone anyway, and for a study that is such a check already (``--groups``)."""
+    gr = res["grouping"].get("within_budget") or res["grouping"]
+    groups = ",".join("+".join(g) for g in gr["groups"] if len(g) > 1)
     if res["method"] == "groups" or not groups or not res["seeds"]:
         return None
     return (f"mtlo transfer CONFIG --groups {groups} --seeds {len(res['seeds'])} "
@@ -170,3 +171,20 @@ def power_lines(res: TransferResult) -> list[str]:
         lines.append(f"| {t} | {100 * row['sigma']:.1f} pts | {pct(row.get('detectable')).lstrip('+')} | "
                      f"{need.get('0.05') or '> 1000'} | {need.get('0.1') or '> 1000'} |")
     return lines
+
+
+def check_text(res: TransferResult) -> str | None:
+    """``--check-seeds``: "held on new seeds ..." or "did not hold ...", beside the estimate."""
+    ck = res.get("check")
+    if not ck:
+        return None
+    seeds = ", ".join(map(str, ck.get("seeds", [])))
+    groups = "  |  ".join("+".join(g) for g in ck.get("groups", []))
+    if ck.get("total") is None:
+        return f"Check on new seeds ({seeds}): {ck.get('note', 'not available')}."
+    lo, hi = ck.get("interval") or (None, None)
+    beside = (f"the study expected {pct(ck.get('expected'))}, 95% interval for this check {pct(lo)} to {pct(hi)}"
+              if lo is not None else "the study gave no interval")
+    verdict = "held" if ck.get("held") else "did not hold" if ck.get("held") is False else "measured"
+    return (f"Check on new seeds ({seeds}) of {groups}: {verdict} on new seeds: {pct(ck['total'])}"
+            f"{ci_clause(ck.get('ci'))} ({beside}).")

@@ -8,6 +8,7 @@ from orchestrator.report.text import (
     affinity_note,
     apart_text,
     check_command,
+    check_text,
     ci_clause,
     ci_text,
     expected_clause,
@@ -262,6 +263,9 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
             kind = "estimated" if row and row.get("estimated") else f"measured, {row['n'] if row else 0} seeds"
             lines.append(f"| {t} | {'+'.join(grp)} | {pct(row['delta'] if row else None)} | {ci} | "
                          f"{pct(row.get('expected') if row else None)} | {kind} |")
+    checked_text = check_text(res)
+    if checked_text:
+        lines += ["", checked_text]
     power = power_lines(res)
     if power:
         lines += ["", "## Seed noise and power", "",

@@ -24,7 +24,8 @@ are reported, at the first report of an epoch >= WHEN in each attempt of the tri
 
 Options: ``trial=N`` only the trial numbered N in its Ray folder name
 (``trainable_<id>_<N>_...``: a search counts from 1, a grid of ``mtlo transfer`` from 0;
-default: every trial);
+default: every trial); ``tasks=A+B`` only the trials of that task set (a study trains its tasks
+alone in a grid of their own, before the groups);
 ``times=M`` at most M firings in all for that trial, counted in files under
 ``$MTLO_FAULT_DIR`` (required with ``times``; the default is to fire in every attempt).
 
@@ -64,9 +65,11 @@ class Fault:
     trial: int | None = None
     times: int | None = None
     state_dir: str | None = None
+    tasks: str | None = None  # a task set, '+'-joined in sorted order
 
-    def matches(self, number: int | None) -> bool:
-        return self.trial is None or self.trial == number
+    def matches(self, number: int | None, tasks: list[str] | None = None) -> bool:
+        return (self.trial is None or self.trial == number) and \
+            (self.tasks is None or tasks is None or self.tasks == "+".join(sorted(tasks)))
 
     def take(self, trial_id: str) -> bool:
         """Count one firing for this trial; False once ``times`` firings were made."""
@@ -99,10 +102,14 @@ def parse(text: str | None) -> Faults:
         head, *opts = part.split()
         kind, _, when = head.partition("@")
         options: dict[str, int] = {}
+        tasks = None
         for o in opts:
             key, _, value = o.partition("=")
+            if key == "tasks" and value:
+                tasks = "+".join(sorted(value.split("+")))
+                continue
             if key not in ("trial", "times") or not value.isdigit():
-                raise ConfigError(f"{ENV}: '{o}' in '{part}' is not trial=N or times=N")
+                raise ConfigError(f"{ENV}: '{o}' in '{part}' is not trial=N, times=N or tasks=A+B")
             options[key] = int(value)
         if kind == "driver":
             if when not in DRIVER_POINTS and not (when.startswith("trials=") and when[7:].isdigit()):
@@ -122,7 +129,7 @@ def parse(text: str | None) -> Faults:
                               f"(or driver@POINT, {TUNE_CRASH}@trials=N)")
         if "times" in options and not state_dir:
             raise ConfigError(f"{ENV}: '{part}': times=N needs MTLO_FAULT_DIR (a folder to count firings in)")
-        trial.append(Fault(kind, when, options.get("trial"), options.get("times"), state_dir))
+        trial.append(Fault(kind, when, options.get("trial"), options.get("times"), state_dir, tasks))
     return Faults(tuple(trial), tuple(driver))
 
 
@@ -148,8 +155,9 @@ class _PoisonedLoss:
 class TrialFaults:
     """The faults of one trial attempt: ``after_epoch`` is called after each epoch's report."""
 
-    def __init__(self, faults: tuple[Fault, ...], trial_id: str, number: int | None) -> None:
-        self.faults = [f for f in faults if f.matches(number)]
+    def __init__(self, faults: tuple[Fault, ...], trial_id: str, number: int | None,
+                 tasks: list[str] | None = None) -> None:
+        self.faults = [f for f in faults if f.matches(number, tasks)]
         self.trial_id = trial_id
         self.fired: set[int] = set()
         self.armed = [False]

@@ -170,7 +170,8 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     faults = None
     if ctx.faults:  # test-only (MTLO_FAULT)
         tc = tune.get_context()
-        faults = TrialFaults(ctx.faults, tc.get_trial_id(), trial_number(tc.get_trial_id(), tc.get_trial_dir()))
+        faults = TrialFaults(ctx.faults, tc.get_trial_id(), trial_number(tc.get_trial_id(), tc.get_trial_dir()),
+                             tasks)
     experiment = build(run)
     if faults is not None:
         faults.install(experiment)

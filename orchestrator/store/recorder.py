@@ -267,6 +267,9 @@ class MlflowTrials(Callback):
                    if k.startswith("val/") and isinstance(v, (int, float))}
             row.update({f"best_obj/{k[4:]}": float(v) for k, v in best.items()  # pareto: each task's objective
                         if k.startswith("obj/") and isinstance(v, (int, float))})
+            # train.own_batches (a transfer study's group): each task at its own judgement within its batches
+            row.update({f"best/{k[7:]}": float(v) for k, v in last.items()
+                        if k.startswith("judged/") and isinstance(v, (int, float))})
             row.update({"best/objective": float(best["objective"]), "best_epoch": float(best.get("epoch") or 0),
                         "best_step": float(best.get("step") or 0),
                         "train_steps": float(last.get("step") or best.get("step") or 0)})

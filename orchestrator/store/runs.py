@@ -21,6 +21,8 @@ from orchestrator.errors import ConfigError
 Group = tuple[str, ...]
 FAILED = ("FAILED", "DIVERGED")  # a trial's mtlo.status when it has no result to rank
 DONE = ("FINISHED", "STOPPED")  # a trial's mtlo.status when it trained to its end or was stopped early
+STUDY_ROLES = ("trial", "confirm")  # a study's runs: its method's task sets and the confirmations
+ALL_ROLES = (*STUDY_ROLES, "check")  # and --check-seeds' runs at new seeds (never in the study's figures)
 TEXT_COLUMNS = ("run_id", "role", "tasks", "status")  # a runs table's columns that stay text
 ZERO_BASELINE = 1e-12  # |baseline| below which a relative gain is undefined
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -51,6 +53,7 @@ class Run:
     run_id: str | None = None
     curve: tuple[tuple[int, float], ...] = ()  # single-task runs: (steps, score) at every epoch
     test: Mapping[str, float] = field(default_factory=dict)  # the best epoch's weights on the test split
+    trained: int = 0  # optimizer steps in all (a single-task run: its own batches, the budget it sets its groups)
 
 
 # -- reading MLflow -----------------------------------------------------------------------------
@@ -84,12 +87,14 @@ def child_runs(client: Any, experiment_id: str, parent_id: str, role: str | None
     return client.search_runs([experiment_id], filter_string=where, max_results=50000)
 
 
-def study_runs(children: list[Any], main_metric: Mapping[str, str]) -> list[Run]:
-    """The finished trials of a transfer study (trial and confirmation runs) as typed rows."""
+def study_runs(children: list[Any], main_metric: Mapping[str, str], roles: tuple[str, ...] = STUDY_ROLES
+               ) -> list[Run]:
+    """The finished trials of a transfer study (trial and confirmation runs; ``roles``: others,
+    such as the check runs) as typed rows."""
     out = []
     for r in children:
         tags, metrics = r.data.tags, r.data.metrics
-        if tags.get("mtlo.role") not in ("trial", "confirm") or r.info.status != "FINISHED":
+        if tags.get("mtlo.role") not in roles or r.info.status != "FINISHED":
             continue
         group = group_of(tags["mtlo.tasks"].split(","))
         scores = {t: metrics.get(f"best/{t}/{main_metric[t]}") for t in group if t in main_metric}
@@ -99,7 +104,7 @@ def study_runs(children: list[Any], main_metric: Mapping[str, str]) -> list[Run]
                 if t in main_metric and f"test/{t}/{main_metric[t]}" in metrics}
         out.append(Run(group, int(tags.get("mtlo.seed", 0)), scores,  # type: ignore[arg-type]
                        steps=int(metrics.get("best_step", 0)), best_epoch=int(metrics.get("best_epoch", 0)),
-                       run_id=r.info.run_id, test=test))
+                       run_id=r.info.run_id, test=test, trained=int(metrics.get("train_steps", 0))))
     return out
 
 
@@ -119,7 +124,7 @@ def runs_table(children: list[Any], client: Any = None) -> list[dict[str, Any]]:
     rows = []
     for r in sorted(children, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
         tags, metrics, params = r.data.tags, r.data.metrics, r.data.params
-        if tags.get("mtlo.role") not in ("trial", "confirm"):
+        if tags.get("mtlo.role") not in ALL_ROLES:
             continue
         row: dict[str, Any] = {
             "run_id": r.info.run_id, "role": tags["mtlo.role"],
@@ -171,7 +176,7 @@ def table_runs(rows: list[dict[str, Any]], main_metric: Mapping[str, str]) -> li
     MLflow (with the single-task runs' learning curves where the table has them)."""
     out = []
     for row in rows:
-        if row.get("role") not in ("trial", "confirm") or row.get("status") not in DONE:
+        if row.get("role") not in STUDY_ROLES or row.get("status") not in DONE:
             continue
         group = group_of(str(row["tasks"]).split("+"))
         scores = {t: row.get(f"val/{t}/{main_metric[t]}") for t in group if t in main_metric}
@@ -184,7 +189,7 @@ def table_runs(rows: list[dict[str, Any]], main_metric: Mapping[str, str]) -> li
             curve = tuple((int(s), float(v)) for s, v in json.loads(row[f"curve/{group[0]}/{main_metric[group[0]]}"]))
         out.append(Run(group, int(row["seed"]), {t: float(v) for t, v in scores.items()},  # type: ignore[arg-type]
                        steps=int(row.get("best_step", 0)), best_epoch=int(row.get("best_epoch", 0)),
-                       run_id=row.get("run_id"), curve=curve, test=test))
+                       run_id=row.get("run_id"), curve=curve, test=test, trained=int(row.get("train_steps", 0))))
     return out
 
 
@@ -214,7 +219,7 @@ def failed_runs(children: list[Any]) -> list[dict[str, Any]]:
     return [{"group": tags["mtlo.tasks"].split(","), "seed": int(tags.get("mtlo.seed", 0)),
              "status": tags["mtlo.status"], "error": tags.get("mtlo.error", ""), "run_id": r.info.run_id}
             for r in children for tags in [r.data.tags]
-            if tags.get("mtlo.role") in ("trial", "confirm") and tags.get("mtlo.status") in FAILED]
+            if tags.get("mtlo.role") in ALL_ROLES and tags.get("mtlo.status") in FAILED]
 
 
 def affinity_matrices(children: list[Any], prefix: str) -> list[dict[str, dict[str, float]]]:

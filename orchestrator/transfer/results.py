@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from orchestrator.store.runs import child_runs, study_runs
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer import noise, surrogate
 from orchestrator.transfer.methods import method as method_of
 from orchestrator.transfer.predict import Estimator
-from orchestrator.transfer.shapes import FailedRun, GainRow, TransferResult
+from orchestrator.transfer.shapes import CheckRow, FailedRun, GainRow, TransferResult
 from orchestrator.transfer.study import Study, read_study, study_from_mlflow
 
 
@@ -172,6 +173,41 @@ def checked_grouping(study: Study, runs: list[an.Run], table: dict[an.Group, dic
     return an.on_test(out, runs, study.higher_is_better)
 
 
+def check_seed_list(study: Study, k: int) -> list[int]:
+    """The new seeds of ``--check-seeds K``: the K after the study's."""
+    return [max(study.seeds) + 1 + i for i in range(k)]
+
+
+def check_result(study: Study, result: TransferResult, runs: list[an.Run]) -> CheckRow:
+    """The check of a study's recommendation on new seeds (``runs``: the check runs): its total
+    gain there per seed (each task in its group against itself alone at the same seed), with
+    the t interval over the seeds, beside the study's estimate; it *held* where the new-seed
+    total lies inside the study's 95% interval for a check at that many seeds."""
+    chosen = result["grouping"].get("within_budget") or result["grouping"]
+    assignment = chosen.get("assignment") or {}
+    seeds = check_seed_list(study, study.check_seeds)
+    expected = chosen.get("expected") or {}
+    out: CheckRow = {"seeds": seeds, "groups": [g for g in chosen.get("groups", []) if len(g) > 1],
+                     "assignment": assignment, "expected": expected.get("expected"),
+                     "interval": expected.get("interval"), "runs": len(runs), "per_seed": {}, "total": None,
+                     "ci": None, "held": None}
+    if not out["groups"]:
+        out["note"] = "every task alone: nothing to check (0 at any seed)"
+        return out
+    totals = an.grouping_totals(runs, assignment, study.higher_is_better)
+    out["per_seed"] = {str(s): v for s, v in totals.items()}
+    if sorted(totals) != seeds:
+        out["note"] = f"the check has finished runs at {len(totals)} of its {len(seeds)} seeds"
+        return out
+    total = out["total"] = sum(totals.values()) / len(totals)
+    ci = an.t_interval(list(totals.values()))
+    out["ci"] = list(ci) if ci else None
+    if out["interval"]:
+        lo, hi = out["interval"]
+        out["held"] = bool(lo <= total <= hi)
+    return out
+
+
 def to_confirm(result: TransferResult, failed: list[FailedRun] | None = None) -> list[list[str]]:
     """The groups of two or more tasks that the analysis proposes and that were never trained
     (nor tried and failed). Once they are trained the proposal is made again on their
@@ -189,6 +225,10 @@ def study_results(client: Any, parent: Any) -> TransferResult:
     study = study_from_mlflow(client, parent.info.run_id)
     runs, affinity, failed, signals = read_study(client, parent.info.experiment_id, study)
     res = analyse(study, runs, affinity)
+    if study.check_seeds:
+        checks = study_runs(child_runs(client, parent.info.experiment_id, parent.info.run_id, role="check"),
+                            study.main_metric, roles=("check",))
+        res["check"] = check_result(study, res, checks)
     res["failed_runs"] = failed
     res["affinity_signals"] = signals
     res["status"] = parent.info.status

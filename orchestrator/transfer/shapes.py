@@ -64,6 +64,22 @@ class FailedRun(TypedDict):
     run_id: str
 
 
+class CheckRow(TypedDict, total=False):
+    """``--check-seeds K``: the recommendation trained again at K new seeds."""
+
+    seeds: list[int]
+    groups: list[list[str]]  # the groups checked (the recommendation, or the budget's grouping beside "apart")
+    assignment: dict[str, list[str]]
+    total: float | None  # its total gain on the new seeds (None: not all of its runs finished)
+    ci: list[float] | None  # 95% t interval over the new seeds
+    per_seed: dict[str, float]
+    expected: float | None  # the study's estimate, and its interval for a check at K seeds
+    interval: list[float] | None
+    held: bool | None  # the new-seed total lies inside that interval
+    runs: int
+    note: str
+
+
 class TransferResult(TypedDict, total=False):
     name: str
     parent_run_id: str
@@ -86,6 +102,7 @@ class TransferResult(TypedDict, total=False):
     grouping: GroupingRow
     noise: dict[str, dict[str, Any]]  # task -> its seed noise (sigma, df, tau) and power (noise.power_table)
     checked: GroupingRow | None  # a --groups study: the given task sets as a grouping
+    check: CheckRow | None  # --check-seeds: the recommendation on new seeds
     cost: CostRow
     runs: list[RunRow]
     # added when the study ends or is read back

@@ -1,11 +1,17 @@
 """A transfer study: what it is (:class:`Study`, kept on its parent run as ``study.json``),
 the equal-budget rule every run trains under, and the study read back from MLflow.
 
-Equal budget: every run, single task or group, gets the same cap in optimizer steps
-(``train.max_steps``, default: what the all-tasks group takes in ``train.epochs`` epochs),
-the same learning-rate schedule over that cap, and stops once its validation objective has
-not improved for ``train.patience`` epochs (default 2); its scores are those of its best
-epoch, and the steps it took are recorded.
+Equal budget (docs/transfer.md, "The equal budget"): every task alone gets the same cap in
+optimizer steps (``train.max_steps``, default: what the all-tasks group takes in
+``train.epochs`` epochs) and stops once its validation score has not improved for
+``train.patience`` epochs (default 2); its scores are those of its best epoch. Then every
+group gives each of its tasks the own batches that task took alone at the same seed
+(``train.own_batches``, :func:`own_budgets`) and judges it on its own validation score within
+them: alone and in a group, a task has seen the same data when it is judged. A group's
+learning-rate schedule spans the steps in which each of its tasks would get the cap in own
+batches (:func:`group_horizon`), so that a task's k-th own batch sees about the learning rate
+it saw alone. Studies recorded before this rule (``own_data`` false in study.json) stopped
+every run on the group's mean objective.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Study:
     planned: int = 0  # runs of the method's first stage (task sets x seeds); 0: an older study.json
     sampled: int = 0  # the surrogate method: task subsets proposed by Optuna (--runs)
     check_seeds: int = 0  # --check-seeds: new seeds the recommendation is trained again at after the study
+    own_data: bool = False  # the equal own-data rule (train.own_batches); False: a study recorded before it
 
 
 def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +70,43 @@ def study_run(run: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     tr["patience"] = int(tr.get("patience") or DEFAULT_PATIENCE)
     tr["epochs"] = max(int(tr["epochs"]), math.ceil(cap / max(1, min(per_epoch.values()))))
     return run
+
+
+def own_budgets(runs: list[an.Run], tasks: list[str], seeds: list[int], cap: int) -> dict[tuple[str, int], int]:
+    """(task, seed) -> the own batches the task took alone at that seed (its run's steps: alone,
+    every step is one of its batches). A seed whose single-task run failed takes the median of
+    the task's other seeds; a task with none, the cap."""
+    alone = {(r.group[0], r.seed): r.trained for r in runs if len(r.group) == 1 and r.trained > 0}
+    out = {}
+    for t in tasks:
+        others = sorted(v for (task, _), v in alone.items() if task == t)
+        fallback = others[len(others) // 2] if others else cap
+        out.update({(t, s): alone.get((t, s), fallback) for s in seeds})
+    return out
+
+
+def group_horizon(group: list[str], run: dict[str, Any], info: dict[str, Any]) -> tuple[int, int]:
+    """(steps, epochs) of a group's run under the own-data rule: the steps in which each of its
+    tasks gets the study's cap in own batches under the schedule (round robin of k tasks: k times
+    the cap), which its learning-rate schedule spans and which caps it; and enough epochs for them."""
+    import numpy as np
+
+    from trainables.schedules import schedule
+
+    tr = run["train"]
+    per = {t: n for t, n in batches_per_pass(run, info).items() if t in group}
+    plan = schedule(tr["schedule"]).plan(per, np.random.default_rng(0), temperature=float(tr["temperature"]))
+    share = min(sum(1 for step in plan if t in step) / len(plan) for t in per)
+    steps = math.ceil(int(tr["max_steps"]) / max(share, 1e-9))
+    return steps, math.ceil(steps / len(plan)) + 1
+
+
+def group_point(group: list[str], seed: int, run: dict[str, Any], info: dict[str, Any],
+                budgets: dict[tuple[str, int], int]) -> dict[str, Any]:
+    """A grid point that trains ``group`` at ``seed`` under the own-data rule."""
+    steps, epochs = group_horizon(group, run, info)
+    return {"tasks": "+".join(group), "seed": seed, "own_batches": {t: budgets[(t, seed)] for t in group},
+            "max_steps": steps, "epochs": epochs}
 
 
 def batches_per_pass(run: dict[str, Any], info: dict[str, Any]) -> dict[str, int]:

@@ -43,7 +43,11 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     out = run_transfer(load_config(path), path, method="pairwise", seeds=2, budget=1)
     # 3 singles + 3 pairs at 2 seeds; budget 1 forces the 3-task group, only estimated, so it is trained
     assert out["cost"]["trials"] == 12 + 2
-    assert out["grouping"]["groups"] == [["rt", "sms", "vader"]] and out["grouping"]["confirmed"] is True
+    gr = out["grouping"]
+    chosen = gr.get("within_budget") or gr  # the budget's grouping (beside "train apart" unless credible)
+    assert chosen["groups"] == [["rt", "sms", "vader"]] and gr["confirmed"] is True
+    assert gr["apart"] is (not chosen["expected"]["credible"])  # two seeds of tiny slices: the test decides
+    assert gr["groups"] == ([["rt"], ["sms"], ["vader"]] if gr["apart"] else chosen["groups"])
     assert set(out["baselines"]) == {"rt", "vader", "sms"} and all(b["n"] == 2 for b in out["baselines"].values())
     groups = {(g["task"], tuple(g["group"])) for g in out["gains"]}
     assert ("rt", ("rt", "vader")) in groups and ("vader", ("rt", "sms", "vader")) in groups
@@ -56,17 +60,27 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     exp = client.get_experiment_by_name("study")
     parent = client.get_run(out["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["mtlo.role"] == "transfer"
-    assert parent.data.tags["mtlo.grouping"] == "rt,sms,vader"
+    assert parent.data.tags["mtlo.grouping"] == " | ".join(",".join(g) for g in gr["groups"])
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{out['parent_run_id']}'")
     assert len(children) == 14
     seen = sorted((c.data.tags["mtlo.tasks"], c.data.tags["mtlo.seed"]) for c in children)
     assert seen.count(("rt", "0")) == 1 and seen.count(("rt,sms,vader", "1")) == 1
     cap = int(parent.data.params["transfer.max_steps"])
     assert cap == 2 * 3 * 3  # 2 epochs of the 3-task group: 3 batches of 16 per task
+    alone = {(c.data.tags["mtlo.tasks"], c.data.tags["mtlo.seed"]): c.data.metrics["train_steps"] for c in children
+             if "," not in c.data.tags["mtlo.tasks"]}
     for c in children:
-        m = c.data.metrics
-        assert 0 < m["best_step"] <= m["train_steps"] <= cap  # every run under the same step cap
-        assert all(f"best/{t}/" in " ".join(m) for t in c.data.tags["mtlo.tasks"].split(","))
+        m, group, seed = c.data.metrics, c.data.tags["mtlo.tasks"].split(","), c.data.tags["mtlo.seed"]
+        assert all(f"best/{t}/" in " ".join(m) for t in group)
+        if len(group) == 1:  # alone: patience on its own score, under the study's step cap
+            assert 0 < m["best_step"] <= m["train_steps"] <= cap
+            continue
+        # in a group, each task trains the own batches it took alone at the same seed (patience
+        # decided them there), and is judged within them: the same data alone and in the group
+        for t in group:
+            assert m[f"own/{t}"] == alone[(t, seed)], (group, seed, t)
+            assert 1 <= m[f"judged_own/{t}"] <= alone[(t, seed)]
+        assert m["train_steps"] == max(alone[(t, seed)] for t in group)  # joint: a batch of each task a step
     # a report rebuilt from MLflow alone gives the same figures
     study = Study("study", out["parent_run_id"], ["rt", "vader", "sms"], out["main_metric"],
                   {"rt": True, "vader": True, "sms": True}, "pairwise", [0, 1], 1)
@@ -78,8 +92,8 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     at = {(tuple(r["group"]), r["seed"]): r["scores"] for r in out["runs"]}
     totals = [sum((at[(("rt", "sms", "vader"), s)][t] - at[((t,), s)][t]) / abs(base[t]) for t in base) for s in (0, 1)]
     half = 12.7062 * abs(totals[0] - totals[1]) / 2 ** 0.5 / 2 ** 0.5
-    assert sum(totals) / 2 == pytest.approx(out["grouping"]["score"])
-    assert out["grouping"]["ci"] == pytest.approx([sum(totals) / 2 - half, sum(totals) / 2 + half], rel=1e-4)
+    assert sum(totals) / 2 == pytest.approx(chosen["score"])
+    assert chosen["ci"] == pytest.approx([sum(totals) / 2 - half, sum(totals) / 2 + half], rel=1e-4)
     trials = list((tmp_path / "ray_results").rglob("trainable_*"))  # finished: results kept, checkpoints gone
     assert len(trials) == 14 and all((t / "result.json").is_file() and not any(t.glob("checkpoint_*"))
                                      for t in trials)
@@ -92,7 +106,7 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     res, md, folder = build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "study", tmp_path / "rep")
     assert res["grouping"] == out["grouping"] and res["gains"] == out["gains"]
     assert {p.name for p in folder.iterdir()} == {"report.md", "report.json", "transfer_matrix.png", "gains.png"}
-    assert "## Recommended grouping" in md and "**rt + sms + vader**" in md
+    assert "## Recommended grouping" in md and ("rt+sms+vader" if gr["apart"] else "**rt + sms + vader**") in md
     assert "`mtlo transfer CONFIG --groups rt+sms+vader --seeds 2 --set train.seed=2 --set name=study-check`" in md
     assert (folder / "transfer_matrix.png").read_bytes()[:4] == b"\x89PNG"
     logged = {a.path for a in client.list_artifacts(out["parent_run_id"], "report")}
@@ -270,8 +284,8 @@ def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
 
     path = write(tmp_path, name="cli", tasks={"rt": {"source": "builtin:rt_polarity"},
                                               "sms": {"source": "builtin:sms_spam"}})
-    # the grid is rt, sms, rt+sms: the pair's loss turns NaN after its first epoch (MTLO_FAULT)
-    monkeypatch.setenv("MTLO_FAULT", "nan@1 trial=2")
+    # rt and sms alone, then rt+sms: the pair's loss turns NaN after its first epoch (MTLO_FAULT)
+    monkeypatch.setenv("MTLO_FAULT", "nan@1 tasks=sms+rt")
     # --groups: these task sets and every task alone (here the same grid as --method pairwise)
     rc, stdout, stderr = mtlo_main("transfer", str(path), "--groups", "sms+rt", "--seeds", "1",
                                    "--set", "train.seed=4", "--json", cwd=tmp_path, capsys=capsys)
