@@ -32,6 +32,11 @@ def parser() -> argparse.ArgumentParser:
                     help="override a config key by dotted path, e.g. --set train.lr=1e-4")
     tr.add_argument("--json", action="store_true", help="only JSON on stdout; logs go to stderr")
     tr.add_argument("--no-model", action="store_true", help="do not log the trained model to MLflow")
+    tr.add_argument("--groups", default=None, metavar="A+B,C",
+                    help="one model a group (a transfer study's grouping): each trained on all of its tasks' data "
+                    "(unless train.max_train_examples is set), scored on test and registered as NAME-TASK-TASK")
+    tr.add_argument("--study", default=None, metavar="NAME",
+                    help="with --groups: the transfer study the grouping came from (recorded on each model)")
     s = sub.add_parser("search", help="search configurations with Ray Tune + Optuna; MLflow parent + child runs")
     s.add_argument("config", help="the YAML config file")
     s.add_argument("--address", default=None,
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return commands.cmd_predict(args.model, args.input, out=args.out, tasks=args.tasks,
                                         tracking_uri=args.tracking_uri, as_json=args.json,
                                         batch_size=args.batch_size)
-        return commands.cmd_train(args.config, sets=args.set, as_json=args.json, log_model=not args.no_model)
+        return commands.cmd_train(args.config, sets=args.set, as_json=args.json, log_model=not args.no_model,
+                                  groups=args.groups, study=args.study)
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")
         return 2

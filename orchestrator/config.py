@@ -208,6 +208,19 @@ def resolve_tracking_uri(uri: str, base: Path | None = None) -> str:
     return uri
 
 
+def was_set(path: str | Path, sets: list[str], dotted: str) -> bool:
+    """Whether the config file or a ``--set`` gives ``dotted`` (e.g. ``train.max_train_examples``)
+    a value itself, rather than leaving it to its default."""
+    if any(".".join(parse_set(s)[0]) == dotted for s in sets):
+        return True
+    node: Any = read_yaml(Path(path))
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def load_config(path: str | Path, sets: list[str] | None = None) -> Config:
     """Read, override (``--set``) and validate a config file."""
     path = Path(path)

@@ -122,6 +122,14 @@ class TaskInfo:
     higher_is_better: bool
     train_examples: int
     val_examples: int
+    test_examples: int = 0
+    digest: str = ""  # what the runs train and are scored on (TaskData.digest)
+    origin: str = ""  # the file or dataset it was read from
+
+
+def task_info(d: TaskData, main_metric: str, higher_is_better: bool) -> TaskInfo:
+    return TaskInfo(d.type, main_metric, higher_is_better, len(d.train), len(d.val), len(d.test), d.digest(),
+                    d.origin)
 
 
 def inspect_tasks(config: dict[str, Any] | RunSpec) -> dict[str, TaskInfo]:
@@ -130,8 +138,7 @@ def inspect_tasks(config: dict[str, Any] | RunSpec) -> dict[str, TaskInfo]:
     spec = config if isinstance(config, RunSpec) else RunSpec.from_dict(config)
     _, tokenizer = load_encoder(spec.encoder)
     data, types, main = _prepare(spec, tokenizer)
-    return {t: TaskInfo(d.type, main[t], types[t].higher_is_better[main[t]], len(d.train), len(d.val))
-            for t, d in data.items()}
+    return {t: task_info(d, main[t], types[t].higher_is_better[main[t]]) for t, d in data.items()}
 
 
 def build(config: dict[str, Any] | RunSpec) -> Experiment:

@@ -29,6 +29,7 @@ from orchestrator.search import study
 from orchestrator.search.model import log_best_model, model_trial
 from orchestrator.search.objectives import OBJECTIVES, Objective, best_trial, make_objective
 from orchestrator.store import tracking
+from orchestrator.store.datasets import log_datasets, task_datasets
 from orchestrator.store.recorder import MlflowTrials
 from orchestrator.store.runs import ZERO_BASELINE, child_runs, split_scores
 from search_spaces import SearchSpace, load_space
@@ -125,11 +126,13 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
                          tags=tags)
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
+    datasets = task_datasets(info, {t: s.source for t, s in cfg.tasks.items()})
     if parent.new:
         params = tracking.run_params(cfg)
         params.update(tracking.flatten({"search": cfg.search.model_dump(mode="json"),
                                         "resources": cfg.resources.model_dump(mode="json")}))
         tracking.log_params(client, parent_id, params)
+        log_datasets(client, parent_id, datasets, tasks)
         tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
                                                 "space.yaml": Path(space.source).read_text()})
 
@@ -145,7 +148,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
             err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
             ctx = trial_context(cfg, run, None)  # a baseline reports the mean score (its one task's)
             recorder = MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id,
-                                    ctx=ctx, role="baseline", base_tags=base_tags)
+                                    ctx=ctx, role="baseline", base_tags=base_tags, datasets=datasets)
             grid = run_grid(cfg, ctx, [{"tasks": t} for t in missing], name=f"{cfg.name}-baselines",
                             storage=exp_dir, recorder=recorder, role="baseline", resume=resume, as_json=as_json)
             for result in grid:
@@ -194,7 +197,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                       max_t=cfg.train.epochs, grace_period=1, reduction_factor=2)
     n = num_samples or cfg.search.num_samples
     recorder = MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id, ctx=ctx,
-                            role="trial", base_tags=base_tags)
+                            role="trial", base_tags=base_tags, datasets=datasets)
     progress = Progress(n, "trial", None if multi else "objective", epochs=cfg.train.epochs)
     grid = run_tuner(cfg, ctx, name="search", storage=exp_dir, recorder=recorder, progress=progress, resume=resume,
                      as_json=as_json, search_alg=searcher, scheduler=scheduler, num_samples=n,

@@ -37,6 +37,7 @@ from ray.tune import Callback
 
 from orchestrator.display import err_console
 from orchestrator.runtime.trial import TrialContext, ended_early, trial_params, trial_run
+from orchestrator.store.datasets import log_datasets
 from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_params, metric_row, store_problem
 
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
@@ -66,8 +67,9 @@ def _tolerant(method: Any) -> Any:
 
 class MlflowTrials(Callback):
     def __init__(self, tracking_uri: str, *, experiment_id: str, parent_run_id: str, ctx: TrialContext,
-                 role: str, base_tags: dict[str, str]) -> None:
+                 role: str, base_tags: dict[str, str], datasets: dict[str, Any] | None = None) -> None:
         self.tracking_uri = tracking_uri
+        self.datasets = datasets or {}  # task -> its MLflow dataset input (store/datasets.py)
         self._client: Any = None
         self.experiment_id = experiment_id
         self.parent = parent_run_id
@@ -194,6 +196,7 @@ class MlflowTrials(Callback):
             flat.update(flatten({"train": tr}))
             flat.update({f"task.{t}.source": s["source"] for t, s in run["tasks"].items()})
             log_params(self.client, rid, flat)
+            log_datasets(self.client, rid, self.datasets, run["tasks"])
             self.runs[tid] = rid
             self._created.add(tid)
         return self.runs[tid]

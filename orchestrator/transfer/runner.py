@@ -30,6 +30,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.runtime.session import open_parent
 from orchestrator.runtime.tuner import run_grid, trial_context
 from orchestrator.store import tracking
+from orchestrator.store.datasets import log_datasets, task_datasets
 from orchestrator.store.recorder import MlflowTrials
 from orchestrator.store.runs import ALL_ROLES, child_runs, study_runs
 from orchestrator.transfer import analysis as an
@@ -108,6 +109,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
         if check_seeds:
             params["transfer.check_seeds"] = check_seeds
         tracking.log_params(client, parent_id, params)
+        log_datasets(client, parent_id, task_datasets(info, {t: s.source for t, s in cfg.tasks.items()}), tasks)
         study_desc = {k: v for k, v in asdict(study).items() if k != "parent_run_id"}
         study_desc["patience"] = run["train"]["patience"]
         tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
@@ -167,6 +169,7 @@ class Grids:
         self.cfg, self.ctx, self.run, self.info, self.study = cfg, ctx, run, info, study
         self.client, self.experiment_id, self.storage = parent.client, parent.experiment_id, parent.exp_dir
         self.resume, self.as_json = resume, as_json
+        self.datasets = task_datasets(info, {t: s.source for t, s in cfg.tasks.items()})
         self.base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}
 
     def train(self, sets: list[an.Group], seeds: list[int], *, name: str, role: str,
@@ -195,7 +198,7 @@ class Grids:
                     p["affinity_every"] = affinity_every
         recorder = MlflowTrials(self.cfg.mlflow.tracking_uri, experiment_id=self.experiment_id,
                                 parent_run_id=self.study.parent_run_id, ctx=self.ctx, role=role,
-                                base_tags=self.base_tags)
+                                base_tags=self.base_tags, datasets=self.datasets)
         run_grid(self.cfg, self.ctx, points, name=name, storage=self.storage, recorder=recorder, role=role,
                  resume=self.resume, as_json=self.as_json)
 

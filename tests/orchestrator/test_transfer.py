@@ -40,7 +40,7 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path)
-    out = run_transfer(load_config(path), path, method="pairwise", seeds=2, budget=1)
+    out = run_transfer(load_config(path), path, method="pairwise", seeds=2, budget=1, check_seeds=2)
     # 3 singles + 3 pairs at 2 seeds; budget 1 forces the 3-task group, only estimated, so it is trained
     assert out["cost"]["trials"] == 12 + 2
     gr = out["grouping"]
@@ -62,7 +62,24 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     assert parent.info.status == "FINISHED" and parent.data.tags["mtlo.role"] == "transfer"
     assert parent.data.tags["mtlo.grouping"] == " | ".join(",".join(g) for g in gr["groups"])
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{out['parent_run_id']}'")
+    checks = [c for c in children if c.data.tags["mtlo.role"] == "check"]
+    children = [c for c in children if c.data.tags["mtlo.role"] != "check"]
     assert len(children) == 14
+    # --check-seeds 2: the three tasks alone and the budget's grouping again at seeds 2 and 3, under
+    # the same parent, scored there beside the study's estimate, and left out of the study's figures
+    ck = out["check"]
+    assert sorted((c.data.tags["mtlo.tasks"], c.data.tags["mtlo.seed"]) for c in checks) == sorted(
+        (t, s) for t in ("rt", "sms", "vader", "rt,sms,vader") for s in ("2", "3"))
+    assert ck["seeds"] == [2, 3] and ck["groups"] == [["rt", "sms", "vader"]] and ck["runs"] == 8
+    assert ck["expected"] == chosen["expected"]["expected"] and ck["interval"] == chosen["expected"]["interval"]
+    assert ck["held"] is (ck["interval"][0] <= ck["total"] <= ck["interval"][1])
+    assert ck["total"] == pytest.approx(sum(ck["per_seed"].values()) / 2)
+    # every run logs its tasks' data as MLflow dataset inputs (the UI's Dataset column), one digest a task
+    digests = {i.dataset.name: i.dataset.digest for i in client.get_run(out["parent_run_id"]).inputs.dataset_inputs}
+    assert set(digests) == {"rt", "sms", "vader"}
+    for c in children:
+        got = {i.dataset.name: i.dataset.digest for i in c.inputs.dataset_inputs}
+        assert got == {t: digests[t] for t in c.data.tags["mtlo.tasks"].split(",")}
     seen = sorted((c.data.tags["mtlo.tasks"], c.data.tags["mtlo.seed"]) for c in children)
     assert seen.count(("rt", "0")) == 1 and seen.count(("rt,sms,vader", "1")) == 1
     cap = int(parent.data.params["transfer.max_steps"])
@@ -95,7 +112,7 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     assert sum(totals) / 2 == pytest.approx(chosen["score"])
     assert chosen["ci"] == pytest.approx([sum(totals) / 2 - half, sum(totals) / 2 + half], rel=1e-4)
     trials = list((tmp_path / "ray_results").rglob("trainable_*"))  # finished: results kept, checkpoints gone
-    assert len(trials) == 14 and all((t / "result.json").is_file() and not any(t.glob("checkpoint_*"))
+    assert len(trials) == 14 + 8 and all((t / "result.json").is_file() and not any(t.glob("checkpoint_*"))
                                      for t in trials)
     logged = client.download_artifacts(out["parent_run_id"], "transfer.json", str(tmp_path))
     assert json.loads(Path(logged).read_text())["grouping"] == out["grouping"]
@@ -107,6 +124,8 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     assert res["grouping"] == out["grouping"] and res["gains"] == out["gains"]
     assert {p.name for p in folder.iterdir()} == {"report.md", "report.json", "transfer_matrix.png", "gains.png"}
     assert "## Recommended grouping" in md and ("rt+sms+vader" if gr["apart"] else "**rt + sms + vader**") in md
+    assert f"Check on new seeds (2, 3) of rt+sms+vader: {'held' if ck['held'] else 'did not hold'} on new seeds" in md
+    assert res["check"] == ck
     assert "`mtlo transfer CONFIG --groups rt+sms+vader --seeds 2 --set train.seed=2 --set name=study-check`" in md
     assert (folder / "transfer_matrix.png").read_bytes()[:4] == b"\x89PNG"
     logged = {a.path for a in client.list_artifacts(out["parent_run_id"], "report")}

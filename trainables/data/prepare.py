@@ -55,6 +55,15 @@ class TaskData:
     def num_labels(self) -> int:
         return len(self.label_names) if self.type != "regression" else 1
 
+    def digest(self) -> str:
+        """A digest of exactly what a run trains and is scored on: every split's token ids and
+        labels (after reading, splitting, capping and tokenizing), and the label names."""
+        h = hashlib.sha256(json.dumps([self.name, self.type, self.label_names]).encode())
+        for split in (self.train, self.val, self.test):
+            for t in (split.ids, split.offsets, split.labels):
+                h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MTLO_CACHE_DIR", Path.home() / ".cache" / "mtlo"))
