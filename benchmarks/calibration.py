@@ -160,17 +160,54 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:+.1f}%"
+
+
+def _iv(iv: Sequence[float] | None) -> str:
+    return "–" if not iv else f"{_pct(iv[0])} to {_pct(iv[1])}"
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The tables of docs/research/honest-headline.md: each case before and after, and the summaries."""
+    lines = ["| set | method | before: headline (95% CI) | estimate of the same grouping (95% interval) | "
+             "new seeds | after: recommendation | after: headline (interval) | p (noise) | new seeds |",
+             "| --- " * 9 + "|"]
+    for r in out["cases"]:
+        b, e, a = r["before"], r["estimate_only"], r["after"]
+        rec = "train apart" if a["apart"] else " + ".join("+".join(g) for g in a["groups"])
+        lines.append(f"| {r['set']} | {r['method']} | {_pct(b['headline'])} ({_iv(b['interval'])}) | "
+                     f"{_pct(e['headline'])} ({_iv(e['interval'])}) | {_pct(b['new_seeds']['total'])} | {rec} | "
+                     f"{_pct(a['headline'])} ({_iv(a['interval'])}) | {a['p_noise']:.3f} | "
+                     f"{_pct(a['new_seeds']['total'])} |")
+    lines += ["", "| cases | headline | coverage | mean abs error | max abs error | mean width | noise floor |",
+              "| --- " * 7 + "|"]
+    for key, label in (("six_tasks", "12 six-task"), ("ten_tasks", "3 ten-task")):
+        sm = out[key]
+        for kind, name in (("before", "before (on the choosing seeds)"),
+                           ("estimate_only", "shrunk estimate, today's grouping"), ("after", "after (new choice)")):
+            x = sm[kind]
+            lines.append(f"| {label} | {name} | {100 * x['coverage']:.0f}% | {100 * x['mean_abs_error']:.1f} pts | "
+                         f"{100 * x['max_abs_error']:.1f} pts | {100 * x['mean_width']:.1f} pts | "
+                         f"{100 * sm['floor_mean_abs_error']:.1f} pts |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-holdout", default=None, metavar="TRACKING_URI",
                     help="train the recommendations the holdout tables lack into this MLflow store")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--markdown", action="store_true", help="print the tables of the findings page instead")
     args = ap.parse_args()
     rows = [one_case(c, args.train_holdout) for c in cases()]
     out = {"cases": rows,
            "six_tasks": summary([r for r in rows if r["tasks"] == 6]),
            "ten_tasks": summary([r for r in rows if r["tasks"] == 10]),
            "all": summary(rows)}
+    if args.markdown:
+        print(markdown(out))
+        return
     emit(out, args.out)
 
 

@@ -14,7 +14,8 @@ nine partners (and every task alone):
 
 For each partner: ner's gain with it and its gain from ner (relative to alone, 95% Welch
 interval), before and after; ner's own batches in the pair (before: about half the pair's steps
-under round robin; after: what ner took alone), and the same single-task runs both times.
+under round robin; after: what ner took alone); and whether the single-task runs, which the
+rule leaves as they were, came out the same (to 1e-9: a metric's last float digit may differ).
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def main() -> None:
     before = [r for r in before if r.seed in seeds]
     g_before, g_after = gains_of(before, hib), gains_of(after, hib)
     alone = {(r.group[0], r.seed): r.scores[r.group[0]] for r in before if len(r.group) == 1}
-    same_singles = all(alone.get((r.group[0], r.seed)) == r.scores[r.group[0]] for r in after if len(r.group) == 1)
+    diffs = [abs(alone[(r.group[0], r.seed)] - r.scores[r.group[0]]) for r in after
+             if len(r.group) == 1 and (r.group[0], r.seed) in alone]
+    same_singles = len(diffs) == sum(1 for r in after if len(r.group) == 1) and max(diffs) < 1e-9
     rows = []
     for partner in [t for t in study.tasks if t != TASK]:
         group = an.group_of((TASK, partner))
@@ -69,15 +72,17 @@ def main() -> None:
         for side, gains, table, is_after in (("before", g_before, before_rows, False),
                                              ("after", g_after, after_rows, True)):
             mine, theirs = gains.get((TASK, group)), gains.get((partner, group))
-            row[side] = {"ner_gain": mine.delta if mine else None, "ner_ci": list(mine.ci) if mine and mine.ci else None,
+            row[side] = {"ner_gain": mine.delta if mine else None,
+                         "ner_ci": list(mine.ci) if mine and mine.ci else None,
                          "partner_gain": theirs.delta if theirs else None,
                          "partner_ci": list(theirs.ci) if theirs and theirs.ci else None,
                          "ner_own_batches": statistics.fmean(own_batches(table, group, is_after) or [0.0])}
         rows.append(row)
     ner_alone = [r.trained for r in after if r.group == (TASK,)]
-    out = {"seeds": seeds, "task": TASK, "same_single_task_runs": same_singles,
+    out = {"seeds": seeds, "task": TASK, "same_single_task_runs": same_singles, "max_single_difference": max(diffs),
            "ner_alone_batches": statistics.fmean(ner_alone) if ner_alone else None, "pairs": rows,
-           "mean_ner_gain": {side: statistics.fmean(r[side]["ner_gain"] for r in rows if r[side]["ner_gain"] is not None)
+           "mean_ner_gain": {side: statistics.fmean(r[side]["ner_gain"] for r in rows
+                                                    if r[side]["ner_gain"] is not None)
                              for side in ("before", "after")},
            "mean_partner_gain": {side: statistics.fmean(r[side]["partner_gain"] for r in rows
                                                         if r[side]["partner_gain"] is not None)

@@ -115,7 +115,8 @@ def runs_table(children: list[Any], client: Any = None) -> list[dict[str, Any]]:
     """Every trained run of a search or study, one row each, from MLflow alone: its role,
     task set, seed, status, best epoch, steps (to the best epoch and in all), and each task's
     validation metrics at the best epoch (``val/<task>/<metric>``) and test metrics
-    (``test/<task>/<metric>``); a search's trials also their parameters (``param.<name>``);
+    (``test/<task>/<metric>``); a study's groups each task's own batches (``own/<task>``,
+    ``judged_own/<task>``); a search's trials also their parameters (``param.<name>``);
     a study's all-tasks runs the affinity they measured (``affinity/<i>/<j>``,
     ``gaffinity/<i>/<j>``), and (with ``client``) its single-task runs their learning curves
     (``curve/<task>/<metric>``: JSON ``[[steps, score], ...]`` per epoch). What a store that
@@ -136,6 +137,8 @@ def runs_table(children: list[Any], client: Any = None) -> list[dict[str, Any]]:
         row.update({f"val/{k.removeprefix('best/')}": v for k, v in sorted(metrics.items())
                     if k.startswith("best/") and k.count("/") == 2})
         row.update({k: v for k, v in sorted(metrics.items()) if k.startswith("test/")})
+        # train.own_batches (a group of a study): each task's own batches, and those at its judgement
+        row.update({k: int(v) for k, v in sorted(metrics.items()) if k.startswith(("own/", "judged_own/"))})
         row.update({k: v for k, v in sorted(metrics.items()) if k.startswith(("affinity/", "gaffinity/"))})
         group = row["tasks"].split("+")
         if client is not None and len(group) == 1 and r.info.status == "FINISHED":
