@@ -169,17 +169,29 @@ def _iv(iv: Sequence[float] | None) -> str:
 
 
 def markdown(out: dict[str, Any]) -> str:
-    """The tables of docs/research/honest-headline.md: each case before and after, and the summaries."""
+    """The tables of docs/research/honest-headline.md: each case before and after (the headline
+    against the new seeds), the replay of the choice (today's grouping, the new recommendation
+    and the budget's grouping beside it, on new seeds), and the summaries."""
     lines = ["| set | method | before: headline (95% CI) | estimate of the same grouping (95% interval) | "
-             "new seeds | after: recommendation | after: headline (interval) | p (noise) | new seeds |",
-             "| --- " * 9 + "|"]
+             "after: headline (95% interval) | p (noise) | new seeds: before / after |", "| --- " * 7 + "|"]
     for r in out["cases"]:
         b, e, a = r["before"], r["estimate_only"], r["after"]
-        rec = "train apart" if a["apart"] else " + ".join("+".join(g) for g in a["groups"])
         lines.append(f"| {r['set']} | {r['method']} | {_pct(b['headline'])} ({_iv(b['interval'])}) | "
-                     f"{_pct(e['headline'])} ({_iv(e['interval'])}) | {_pct(b['new_seeds']['total'])} | {rec} | "
-                     f"{_pct(a['headline'])} ({_iv(a['interval'])}) | {a['p_noise']:.3f} | "
-                     f"{_pct(a['new_seeds']['total'])} |")
+                     f"{_pct(e['headline'])} ({_iv(e['interval'])}) | {_pct(a['headline'])} ({_iv(a['interval'])}) | "
+                     f"{a['p_noise']:.3f} | {_pct(b['new_seeds']['total'])} / {_pct(a['new_seeds']['total'])} |")
+    lines += ["", "| set | method | today's choice | on new seeds (95% CI) | new recommendation | on new seeds | "
+              "not below today's by more than its noise | the budget's grouping | its headline | on new seeds |",
+              "| --- " * 10 + "|"]
+    for r in out["cases"]:
+        b, a = r["before"], r["after"]
+        wb = a["within_budget"]
+        today, new = b["new_seeds"], a["new_seeds"]
+        ok = new["total"] >= today["ci"][0] if today["ci"] else new["total"] >= today["total"]
+        wbn = wb["new_seeds"]
+        lines.append(f"| {r['set']} | {r['method']} | {_groups(b['groups'])} | {_pct(today['total'])} "
+                     f"({_iv(today['ci'])}) | {'train apart' if a['apart'] else _groups(a['groups'])} | "
+                     f"{_pct(new['total'])} | {'yes' if ok else 'no'} | {_groups(wb['groups'])} | "
+                     f"{_pct(wb['headline'])} | {_pct(wbn['total']) if wbn else 'not trained'} |")
     lines += ["", "| cases | headline | coverage | mean abs error | max abs error | mean width | noise floor |",
               "| --- " * 7 + "|"]
     for key, label in (("six_tasks", "12 six-task"), ("ten_tasks", "3 ten-task")):
@@ -191,6 +203,10 @@ def markdown(out: dict[str, Any]) -> str:
                          f"{100 * x['max_abs_error']:.1f} pts | {100 * x['mean_width']:.1f} pts | "
                          f"{100 * sm['floor_mean_abs_error']:.1f} pts |")
     return "\n".join(lines) + "\n"
+
+
+def _groups(groups: list[list[str]]) -> str:
+    return " \\| ".join("+".join(g) for g in groups)
 
 
 def main() -> None:

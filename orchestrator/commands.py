@@ -188,9 +188,9 @@ def train_one(cfg: Config, *, log_model: bool, register: str, tags: dict[str, st
 
 
 def _print_trained(cfg: Config, out: dict[str, Any], as_json: bool) -> None:
-    result = out.pop("result")
+    result = out["result"]
     if as_json:
-        json.dump(out, sys.stdout, indent=2)
+        json.dump({k: v for k, v in out.items() if k != "result"}, sys.stdout, indent=2)
         print()
         return
     out_console().print(task_table(result.metrics, result.main_metric, test=result.test,

@@ -66,6 +66,9 @@ def test_train_groups_uses_all_data_unless_capped_and_refuses_bad_groups(tmp_pat
     assert run.data.params["train.max_train_examples"] == "None"
     profile = json.loads(run.inputs.dataset_inputs[0].dataset.profile)
     assert profile["train"] + profile["validation"] + profile["test"] == 90  # every example of the file
+    rc, out, err = mtlo_main("train", str(path), "--groups", "small", cwd=tmp_path, capsys=capsys)  # for people
+    assert rc == 0, err[-2000:]
+    assert "registered as models:/tg-small/2" in out and "mtlo predict models:/tg-small/2" in out
     for args, message in ((["--groups", "rt+nope"], "--groups: rt+nope: no task 'nope' in the config"),
                           (["--groups", "rt,rt"], "--groups: rt: the same group twice"),
                           (["--groups", "rt", "--study", "nosuch"], "no search or transfer study named 'nosuch'"),
