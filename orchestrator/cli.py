@@ -88,6 +88,9 @@ def parser() -> argparse.ArgumentParser:
                     "(default: JSON lines on stdout)")
     pr.add_argument("--tasks", default=None, metavar="A,B", help="only these tasks (default: every task)")
     pr.add_argument("--batch-size", type=int, default=64, help="texts per batch (default 64)")
+    pr.add_argument("--trust-remote-code", action="store_true",
+                    help="let the encoder's files import their own code (transformers' auto_map; default off, "
+                    "whatever the model says)")
     pr.add_argument("--tracking-uri", default=None,
                     help="the MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     pr.add_argument("--json", action="store_true", help="only JSON on stdout: a summary (and the predictions "
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"--batch-size: must be at least 1, got {args.batch_size}")
             return commands.cmd_predict(args.model, args.input, out=args.out, tasks=args.tasks,
                                         tracking_uri=args.tracking_uri, as_json=args.json,
-                                        batch_size=args.batch_size)
+                                        batch_size=args.batch_size, trust_remote_code=args.trust_remote_code)
         return commands.cmd_train(args.config, sets=args.set, as_json=args.json, log_model=not args.no_model,
                                   groups=args.groups, study=args.study)
     except InputError as exc:

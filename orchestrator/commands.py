@@ -371,13 +371,13 @@ def tracking_uri_of(option: str | None) -> str:
 
 
 def cmd_predict(model: str, input_path: str, *, out: str | None, tasks: str | None, tracking_uri: str | None,
-                as_json: bool, batch_size: int) -> int:
+                as_json: bool, batch_size: int, trust_remote_code: bool = False) -> int:
     from orchestrator.predict import run_predict
 
     uri = tracking_uri_of(tracking_uri) if model.startswith(("models:/", "runs:/")) else \
         (tracking_uri or "sqlite:///mlflow.db")
     res = run_predict(model, input_path, out=out, tasks=tasks, tracking_uri=uri, as_json=as_json,
-                      batch_size=batch_size)
+                      batch_size=batch_size, trust_remote_code=trust_remote_code)
     if as_json:
         json.dump(res, sys.stdout, indent=2, default=str)
         print()

@@ -59,33 +59,79 @@ def read_input(path: Path) -> tuple[list[str], list[str] | None]:
     return frame["text"].astype(str).tolist(), pairs
 
 
-def load_predictor(ref: str, tracking_uri: str) -> Any:
-    """The :class:`trainables.serving.Predictor` of MODEL."""
+MLMODEL = "MLmodel"
+
+
+def load_predictor(ref: str, tracking_uri: str, *, trust_remote_code: bool = False) -> Any:
+    """The :class:`trainables.serving.Predictor` of MODEL, read as data.
+
+    An MLflow model (``models:/``, ``runs:/``, a downloaded folder) is never loaded as a pyfunc:
+    that would import the code it ships and run its loader, so a version someone else pushed to
+    a shared registry (or an alias they moved) would run code for everyone who predicts. Only
+    its ``MLmodel`` file is read (safe YAML) to find the mtlo folder among its artifacts; a
+    model without one is refused before anything else of it is downloaded; then only that
+    folder is downloaded and read: weights with ``torch.load(weights_only=True)``, JSON, the
+    encoder's config and tokenizer files, with remote code only if the user asks
+    (``trust_remote_code``, ``--trust-remote-code``), never because the model says so."""
+    import os
+    import tempfile
+
     from trainables.serving import META_FILE, Predictor
 
-    uri = ref
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # nothing of a model is unpickled here
     if not ref.startswith(("models:/", "runs:/")):
         folder = Path(ref).expanduser()
         if not folder.is_dir():
             raise InputError(f"{ref}: no such model folder (MODEL is models:/NAME/VERSION, models:/NAME@alias, "
                              "runs:/RUN_ID/model or a folder)")
         if (folder / META_FILE).is_file():
-            return Predictor(folder)
-        if not (folder / "MLmodel").is_file():
-            raise InputError(f"{ref}: not a model folder (no MLmodel or {META_FILE} in it)")
-        uri = str(folder)
+            return Predictor(folder, trust_remote_code=trust_remote_code)
+        if not (folder / MLMODEL).is_file():
+            raise InputError(f"{ref}: not a model folder (no {MLMODEL} or {META_FILE} in it)")
+        inner = folder / mtlo_artifact(ref, (folder / MLMODEL).read_text())
+        if not (inner / META_FILE).is_file():
+            raise InputError(f"{ref}: not an mtlo model (no {META_FILE} in its artifacts)")
+        return Predictor(inner, trust_remote_code=trust_remote_code)
     import mlflow
+    from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri)
+    base = ref.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="mtlo-predict-") as tmp:
+        try:
+            mlmodel = Path(download_artifacts(artifact_uri=f"{base}/{MLMODEL}", dst_path=tmp))
+            where = mtlo_artifact(ref, mlmodel.read_text())
+            got = Path(download_artifacts(artifact_uri=f"{base}/{where}", dst_path=tmp))
+        except MlflowException as exc:
+            raise InputError(f"{ref}: cannot load the model: {first_line(exc, 300)}") from None
+        if not (got / META_FILE).is_file():
+            raise InputError(f"{ref}: not an mtlo model (no {META_FILE} in its artifacts)")
+        return Predictor(got, trust_remote_code=trust_remote_code)  # everything read into memory here
+
+
+def mtlo_artifact(ref: str, mlmodel_text: str) -> str:
+    """The path of the mtlo folder inside an MLflow model, from its ``MLmodel`` file (an mtlo
+    model is logged with ``artifacts={"model": <the mtlo folder>}``); a path that leaves the
+    model's folder, or a model without it, is refused."""
+    import posixpath
+
+    import yaml
+
     try:
-        loaded = mlflow.pyfunc.load_model(uri)
-    except MlflowException as exc:
-        raise InputError(f"{ref}: cannot load the model: {first_line(exc, 300)}") from None
-    model = loaded.unwrap_python_model()
-    if not hasattr(model, "predictor"):
-        raise InputError(f"{ref}: not an mtlo model")
-    return model.predictor
+        meta = yaml.safe_load(mlmodel_text)
+    except yaml.YAMLError:
+        meta = None
+    art = (((meta or {}).get("flavors") or {}).get("python_function") or {}).get("artifacts") or {} \
+        if isinstance(meta, dict) else {}
+    path = (art.get("model") or {}).get("path") if isinstance(art, dict) and isinstance(art.get("model"), dict) \
+        else None
+    if not isinstance(path, str) or not path:
+        raise InputError(f"{ref}: not an mtlo model (its {MLMODEL} names no mtlo folder among its artifacts)")
+    norm = posixpath.normpath(path)
+    if norm.startswith(("/", "..")) or "\\" in norm:
+        raise InputError(f"{ref}: not an mtlo model (its mtlo folder {path!r} lies outside the model)")
+    return norm
 
 
 def flat(record: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +147,7 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_predict(model: str, input_path: str, *, out: str | None, tasks: str | None, tracking_uri: str,
-                as_json: bool, batch_size: int = 64) -> dict[str, Any]:
+                as_json: bool, batch_size: int = 64, trust_remote_code: bool = False) -> dict[str, Any]:
     from trainables.serving import PredictError
 
     path = Path(input_path)
@@ -109,7 +155,7 @@ def run_predict(model: str, input_path: str, *, out: str | None, tasks: str | No
     if out_path is not None and out_path.suffix not in OUTPUT_KINDS:
         raise InputError(f"--out {out}: must end in {' or '.join(OUTPUT_KINDS)}")
     texts, pairs = read_input(path)
-    predictor = load_predictor(model, tracking_uri)
+    predictor = load_predictor(model, tracking_uri, trust_remote_code=trust_remote_code)
     chosen = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     try:
         predictor.check(chosen, pairs is not None)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 META_FILE = "mtlo_model.json"
+TRUST_REMOTE_CODE_ENV = "MTLO_TRUST_REMOTE_CODE"  # serving an MLflow model: the encoder's remote code, if set
 WEIGHTS_FILE = "weights.pt"
 FORMAT = 1
 _WORD = re.compile(r"\S+")
@@ -62,7 +63,7 @@ def save_model(exp: Any, folder: str | Path, *, info: dict[str, Any] | None = No
 class Predictor:
     """A saved model, loaded for inference (on the GPU when there is one)."""
 
-    def __init__(self, folder: str | Path, device: str | None = None) -> None:
+    def __init__(self, folder: str | Path, device: str | None = None, *, trust_remote_code: bool = False) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         from trainables.model import MultiTaskModel
@@ -77,10 +78,11 @@ class Predictor:
         spec = RunSpec.from_dict(self.meta["run"])
         self.spec = spec
         self.tasks: dict[str, dict[str, Any]] = self.meta["tasks"]
-        # remote code as the user trained with it: off unless they asked
-        config = AutoConfig.from_pretrained(folder / "encoder", trust_remote_code=spec.encoder.trust_remote_code)
+        # remote code only where the user who loads it asks (never because the folder says so: a
+        # model from a shared registry would otherwise run whatever code its config points to)
+        config = AutoConfig.from_pretrained(folder / "encoder", trust_remote_code=trust_remote_code)
         kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
-        base = AutoModel.from_config(config, trust_remote_code=spec.encoder.trust_remote_code, **kwargs)
+        base = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **kwargs)
         encoders = sharing_mode(spec.train.sharing).encoders(base, list(self.tasks), spec.train)
         self.types = {t: task_type(m["type"]) for t, m in self.tasks.items()}
         model = MultiTaskModel(encoders, self.types, {t: m["num_labels"] for t, m in self.tasks.items()},
@@ -88,8 +90,7 @@ class Predictor:
         model.load_state_dict(torch.load(folder / WEIGHTS_FILE, weights_only=True, map_location="cpu"))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer",
-                                                       trust_remote_code=spec.encoder.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", trust_remote_code=trust_remote_code)
         self.max_length = spec.encoder.max_length
 
     def check(self, tasks: Sequence[str] | None, has_pairs: bool) -> list[str]:
@@ -200,7 +201,11 @@ try:  # the MLflow flavour: only where MLflow is installed (serving, logging); t
         (and ``text_pair`` for pair tasks) and returns one dict of every task's prediction per row."""
 
         def load_context(self, context: Any) -> None:
-            self.predictor = Predictor(context.artifacts["model"])
+            # remote code in the encoder's files only where whoever serves it says so
+            import os
+
+            trust = os.environ.get(TRUST_REMOTE_CODE_ENV, "").lower() in ("1", "true", "yes")
+            self.predictor = Predictor(context.artifacts["model"], trust_remote_code=trust)
 
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             # (no type hints: MLflow reads them as the input schema, which the signature gives)

@@ -164,7 +164,8 @@ def power_lines(res: TransferResult) -> list[str]:
     if not nz:
         return []
     n = len(res["seeds"])
-    lines = [f"| task | seed-to-seed sd of a gain | smallest gain {n} seeds detect | seeds for a 5% gain | for a 10% gain |",
+    lines = [f"| task | seed-to-seed sd of a gain | smallest gain {n} seeds detect | seeds for a 5% gain "
+             "| for a 10% gain |",
              "| --- | --- | --- | --- | --- |"]
     for t, row in nz.items():
         need = row.get("seeds_for") or {}
