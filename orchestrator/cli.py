@@ -105,6 +105,39 @@ def _log_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command with stdout and stderr redacted (orchestrator/redact.py)."""
+    from orchestrator.redact import RedactingStream
+
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)  # type: ignore[assignment]
+    _redact_log_handlers()
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _redact_log_handlers() -> None:
+    """Every logging handler already made (MLflow's and Ray's write to the stderr of import
+    time) redacts what it emits."""
+    import logging
+
+    from orchestrator.redact import redact
+
+    class Redacting(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = redact(record.getMessage()), None
+            return True
+
+    loggers = [logging.getLogger(), *[lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger)]]
+    for lg in loggers:
+        for h in lg.handlers:
+            if not any(isinstance(f, Redacting) for f in h.filters):
+                h.addFilter(Redacting())
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # MLflow draws a progress bar on stderr for every artifact it reads back (study.json, a
     # report's files): noise between mtlo's own lines; a user's own setting wins
@@ -145,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("mtlo: interrupted\n")
         return 130
     except Exception as exc:
+        from orchestrator.redact import redact
+
         path = _log_path()
-        path.write_text(traceback.format_exc())
+        path.write_text(redact(traceback.format_exc()))
         sys.stderr.write(f"mtlo: error: {type(exc).__name__}: {exc} (details: {path})\n")
         return 1
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from orchestrator.config import Config, load_config
 from orchestrator.display import epoch_line, err_console, out_console, task_table
 from orchestrator.errors import ServiceError
+from orchestrator.redact import redact
 from orchestrator.store import tracking
 from trainables.data import BUILTIN_TASKS, read_source
 from trainables.errors import InputError
@@ -154,7 +155,7 @@ def train_one(cfg: Config, *, log_model: bool, register: str, tags: dict[str, st
         try:
             result = fit(exp, report)
         except BaseException as exc:
-            mlflow.set_tag("mtlo.error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.set_tag("mtlo.error", redact(f"{type(exc).__name__}: {exc}")[:5000])
             mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         summary = {
@@ -204,8 +205,9 @@ def model_lines(model: dict[str, Any], tracking_uri: str) -> str:
     """Where the logged model is and the commands that use it."""
     uri = model["registered_uri"] or model["run_uri"]
     where = f"registered as {uri}" if model["registered_uri"] else f"logged as {uri}"
-    store = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {tracking_uri}"
-    env = "" if tracking_uri == default_tracking_uri() else f"MLFLOW_TRACKING_URI={tracking_uri} "
+    shown = redact(tracking_uri)  # a password stays where the user gave it
+    store = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {shown}"
+    env = "" if tracking_uri == default_tracking_uri() else f"MLFLOW_TRACKING_URI={shown} "
     return (f"model: {where}\n  predict: mtlo predict {uri} INPUT.csv{store}\n"
             f"  serve:   {env or 'MLFLOW_TRACKING_URI=sqlite:///mlflow.db '}mlflow models serve -m {uri} "
             "--env-manager local -h 127.0.0.1 -p 5001")

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from orchestrator.redact import redact
 from orchestrator.runtime import faults
 from orchestrator.store import tracking
 from orchestrator.store.runs import scored
@@ -82,7 +83,7 @@ def write_report(client: Any, run_id: str, res: Any, folder: Path) -> tuple[str,
     report.json holds it (what ``--json`` prints)."""
     folder.mkdir(parents=True, exist_ok=True)
     drawn = figures(res, folder)
-    md = markdown(res, drawn)
+    md = redact(markdown(res, drawn))
     write_whole(folder / "report.md", md)
     text = tracking.as_json(res)
     write_whole(folder / "report.json", text, fault="report")  # test-only: MTLO_FAULT=driver@report

@@ -21,6 +21,7 @@ from typing import Any
 from orchestrator.config import Config
 from orchestrator.display import err_console
 from orchestrator.errors import ConfigError
+from orchestrator.redact import redact
 from orchestrator.runtime.progress import Progress
 from orchestrator.runtime.session import open_parent
 from orchestrator.runtime.trial import trial_params
@@ -121,7 +122,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     warm = study.check(cfg, url, resume=resume, ident=ident)
     tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
             "mtlo.objective": cfg.search.objective, "mtlo.space": space.source,
-            "mtlo.optuna_storage": url, "mtlo.optuna_study": cfg.name}
+            "mtlo.optuna_storage": redact(url), "mtlo.optuna_study": cfg.name}
     clock.mark("checks")  # the config, the space, every task's data (tokenized once), the Optuna storage
     parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
                          tags=tags)

@@ -113,4 +113,7 @@ def importance(storage: Any, name: str) -> dict[str, float]:
 
 
 def dashboard_command(url: str) -> str:
-    return f"optuna-dashboard {url} --host 127.0.0.1"
+    """The command that shows the study (its URL's password masked: the user gives it)."""
+    from orchestrator.redact import redact
+
+    return f"optuna-dashboard {redact(url)} --host 127.0.0.1"

@@ -36,6 +36,7 @@ import yaml
 from ray.tune import Callback
 
 from orchestrator.display import err_console
+from orchestrator.redact import redact
 from orchestrator.runtime.trial import TrialContext, ended_early, trial_params, trial_run
 from orchestrator.store.datasets import log_datasets
 from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_params, metric_row, store_problem
@@ -279,7 +280,7 @@ class MlflowTrials(Callback):
             log_metrics(self.client, rid, row)
         self.client.set_tag(rid, "mtlo.status", status)
         if error:
-            self.client.set_tag(rid, "mtlo.error", error[:5000])
+            self.client.set_tag(rid, "mtlo.error", redact(error)[:5000])
         # MLflow's run status: FINISHED for a trial that trained to its end (or was stopped early
         # by the scheduler or patience), FAILED for a failed or diverged one (mtlo.status says which)
         self.client.set_terminated(rid, "FINISHED" if status in ("FINISHED", "STOPPED") else "FAILED")
@@ -315,7 +316,7 @@ class MlflowTrials(Callback):
     def _write_retry(self, trial: Any, n: int, error: str) -> None:
         rid = self.run_id(trial)
         self.client.set_tag(rid, "mtlo.retries", str(n))
-        self.client.set_tag(rid, f"mtlo.retry.{n}.error", error[:5000])
+        self.client.set_tag(rid, f"mtlo.retry.{n}.error", redact(error)[:5000])
 
     # -- after the search -----------------------------------------------------------------
     def sync(self, grid: Any) -> None:

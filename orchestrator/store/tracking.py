@@ -16,6 +16,7 @@ import yaml
 
 from orchestrator.config import Config
 from orchestrator.errors import ServiceError
+from orchestrator.redact import redact, redact_data
 from trainables.errors import first_line
 
 # metric rows carry these as plain numbers; they are the step, not metrics of their own
@@ -62,7 +63,7 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     """Log many params in one call (MLflow caps a value at 6000 characters)."""
     from mlflow.entities import Param
 
-    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    client.log_batch(run_id, params=[Param(k, redact(str(v))[:6000]) for k, v in params.items()])
 
 
 def log_metrics(client: Any, run_id: str, values: Mapping[str, float | None], *, step: int = 0) -> None:
@@ -241,28 +242,33 @@ def artifact_dir() -> Iterator[Path]:
 def log_json(mlflow: Any, obj: Any, name: str) -> None:
     with artifact_dir() as tmp:
         path = tmp / name
-        path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+        path.write_text(redact(json.dumps(obj, indent=2, sort_keys=True)))
         mlflow.log_artifact(str(path))
 
 
 def log_yaml(mlflow: Any, obj: Any, name: str) -> None:
     with artifact_dir() as tmp:
         path = tmp / name
-        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        path.write_text(yaml.safe_dump(redact_data(obj), sort_keys=False))
         mlflow.log_artifact(str(path))
 
 
 def log_files(client: Any, run_id: str, files: dict[str, str]) -> None:
-    """Log text files (name -> content) as artifacts of a run, through a client."""
+    """Log text files (name -> content) as artifacts of a run, through a client (redacted)."""
     with artifact_dir() as tmp:
         for name, text in files.items():
-            (tmp / name).write_text(text)
+            (tmp / name).write_text(redact(text))
         client.log_artifacts(run_id, str(tmp))
 
 
 def as_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
+    return redact(json.dumps(obj, indent=2, default=str))
 
 
 def as_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False)
+    return yaml.safe_dump(redact_data(obj), sort_keys=False)
+
+
+def set_tag(client: Any, run_id: str, key: str, value: str) -> None:
+    """A tag, its value redacted (an error's text may hold a store's URL)."""
+    client.set_tag(run_id, key, redact(str(value)))
