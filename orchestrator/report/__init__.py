@@ -8,6 +8,7 @@ and logs the files it wrote, and only those, on the parent run under ``report/``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -61,19 +62,34 @@ def markdown(res: Any, drawn: list[str]) -> str:
 
 def write_whole(path: Path, text: str, fault: str | None = None) -> None:
     """Whole or not at all: a reader never sees a half-written report (a temporary file,
-    flushed to disk, then renamed over ``path``). ``fault``: the test-only driver fault point
-    (MTLO_FAULT) fired when half the text is in the temporary file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        if fault is not None:
-            f.write(text[:len(text) // 2])
+    flushed to disk, then renamed over ``path``). The temporary file is a new one that
+    ``mkstemp`` makes in the same folder (never a name given in advance, which a link planted in
+    a shared folder could point elsewhere), and the rename replaces ``path`` itself, not what a
+    link there points to. ``fault``: the test-only driver fault point (MTLO_FAULT) fired when
+    half the text is in the temporary file."""
+    import tempfile
+
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a write killed halfway left it
+        with contextlib.suppress(OSError):
+            if stale.is_file() and not stale.is_symlink() and stale.stat().st_uid == os.getuid():
+                stale.unlink()
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            if fault is not None:
+                f.write(text[:len(text) // 2])
+                f.flush()
+                faults.driver_point(faults.from_env(), fault)
+                text = text[len(text) // 2:]
+            f.write(text)
             f.flush()
-            faults.driver_point(faults.from_env(), fault)
-            text = text[len(text) // 2:]
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+            os.fsync(f.fileno())
+        os.chmod(name, 0o644)  # mkstemp's 0600: a report or predictions file reads as any other file
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
 
 
 def write_report(client: Any, run_id: str, res: Any, folder: Path) -> tuple[str, dict[str, Any]]:

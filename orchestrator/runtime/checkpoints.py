@@ -24,6 +24,7 @@ and failed it)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -128,21 +129,29 @@ def saved_finished(fs: Any, experiment_dir: str) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
+def _link(fs: Any, path: str) -> bool:
+    """Whether ``path`` on ``fs`` is a symbolic link (only a local folder has them). A clean-up
+    never follows one: a ``checkpoint_*`` link planted in a shared storage folder would make it
+    delete files outside the trial's folder."""
+    return getattr(fs, "type_name", "") == "local" and os.path.islink(path)
+
+
 def _checkpoints(fs: Any, trial_dir: str | None) -> list[str]:
     """The ``checkpoint_*`` folders of a trial's folder on the pyarrow filesystem ``fs`` (Ray's
-    storage: a local folder, or a cloud bucket), oldest first."""
+    storage: a local folder, or a cloud bucket), oldest first; symbolic links are not folders."""
     from pyarrow import fs as pafs
 
-    if not trial_dir:
+    if not trial_dir or _link(fs, trial_dir):
         return []
     return sorted(info.path for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-                  if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+                  if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
+                  and not _link(fs, info.path))
 
 
 def _delete(fs: Any, path: str) -> None:
     from pyarrow import fs as pafs
 
-    if fs.get_file_info(path).type == pafs.FileType.File:
+    if not _link(fs, path) and fs.get_file_info(path).type == pafs.FileType.File:
         fs.delete_file(path)
 
 
@@ -170,5 +179,5 @@ def drop_checkpoints(fs: Any, trial_dir: str | None, *, keep: str | None = None)
         folders.remove(kept)
         _delete(fs, f"{kept}/{STATE_FILE}")
     for path in folders:
-        fs.delete_dir(path)
+        fs.delete_dir(path)  # not a link (_checkpoints): what is deleted lies inside the trial's folder
     return len(folders)
