@@ -99,9 +99,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _log_path() -> Path:
+    """A new crash log's path, in a folder only this user can read (a traceback holds paths,
+    config values and library error text)."""
     root = Path(os.environ.get("MTLO_CACHE_DIR", Path.home() / ".cache" / "mtlo")) / "logs"
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root.chmod(0o700)
     return root / f"mtlo-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}.log"
+
+
+def _write_log(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +190,7 @@ def _main(argv: list[str] | None = None) -> int:
         from orchestrator.redact import redact
 
         path = _log_path()
-        path.write_text(redact(traceback.format_exc()))
+        _write_log(path, redact(traceback.format_exc()))
         sys.stderr.write(f"mtlo: error: {type(exc).__name__}: {exc} (details: {path})\n")
         return 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.report.text import param
+from orchestrator.report.text import md, param
 from orchestrator.store.runs import FAILED, scored
 
 
@@ -19,16 +19,16 @@ def search_markdown(res: dict[str, Any], figures: list[str]) -> str:
     if not pareto:
         lines += ["| trial | status | objective | params |", "| --- | --- | --- | --- |"]
         for t in sorted(ok, key=lambda t: -t["objective"]):
-            lines.append(f"| {t['trial_id']} | {t['status']} | {t['objective']:.4f} | "
-                         + ", ".join(f"{k}={param(v)}" for k, v in t["params"].items()) + " |")
+            lines.append(f"| {md(t['trial_id'])} | {md(t['status'])} | {t['objective']:.4f} | "
+                         + ", ".join(f"{md(k)}={md(param(v))}" for k, v in t["params"].items()) + " |")
     else:
         lines += [f"Pareto front: {len(res['pareto_front'])} trial(s).", "", "| trial | "
                   + " | ".join(sorted(ok[0]["objective"]) if ok else []) + " | params |"]
         lines.append("| --- " * (len(ok[0]["objective"]) + 2 if ok else 2) + "|")
         for t in res["pareto_front"]:
             objs = " | ".join(f"{t['objective'][k]:.4f}" for k in sorted(t["objective"]))
-            params = ", ".join(f"{k}={param(v)}" for k, v in t["params"].items())
-            lines.append(f"| {t['trial_id']} | {objs} | {params} |")
+            params = ", ".join(f"{md(k)}={md(param(v))}" for k, v in t["params"].items())
+            lines.append(f"| {md(t['trial_id'])} | {objs} | {params} |")
     best = res.get("best")
     if best and best["scores"]:
         test = best.get("test") or {}
@@ -50,7 +50,6 @@ def search_markdown(res: dict[str, Any], figures: list[str]) -> str:
         lines += ["", "Trials that failed, diverged or were retried:", "",
                   "| trial | status | retries | error |", "| --- | --- | --- | --- |"]
         for t in sorted(bad + [t for t in retried if t not in bad], key=lambda t: str(t["trial_id"])):
-            error = (t["error"] or "").replace("|", "/").replace("\n", " ")[:200]
-            lines.append(f"| {t['trial_id']} | {t['status']} | {t['retries']} | {error} |")
+            lines.append(f"| {md(t['trial_id'])} | {md(t['status'])} | {t['retries']} | {md(t['error'] or '', 200)} |")
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ a study's figures can and cannot say, and the command that checks a grouping on 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,20 @@ def param(v: Any) -> str:
     except (TypeError, ValueError):
         return str(v)
     return str(v) if str(v).lstrip("-").isdigit() else f"{f:.3g}"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|!])")  # emphasis, code, links and images, table cells
+
+
+def md(text: Any, limit: int | None = None) -> str:
+    """Text read from a store (a trial's id or error, a run name, a parameter's value) as plain
+    text in markdown: on one line, its markdown and HTML made inert (a report over someone
+    else's store must not carry their links, images or tags), at most ``limit`` characters."""
+    s = " ".join(str(text).split())
+    if limit is not None:
+        s = s[:limit]
+    s = s.replace("&", "&amp;").replace("<", "&lt;")
+    return _MD_SPECIAL.sub(r"\\\1", s)
 
 
 def pct(v: float | None, missing: str = "–") -> str:

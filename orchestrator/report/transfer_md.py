@@ -13,6 +13,7 @@ from orchestrator.report.text import (
     ci_text,
     expected_clause,
     few_seeds_note,
+    md,
     measured_clause,
     noisy_note,
     num,
@@ -288,6 +289,6 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
     if res.get("failed_runs"):
         lines += ["", f"{len(res['failed_runs'])} run(s) failed or diverged and are left out of every figure above:",
                   "", "| task set | seed | status | error |", "| --- | --- | --- | --- |"]
-        lines += [f"| {'+'.join(r['group'])} | {r['seed']} | {r['status']} | "
-                  + r["error"].replace("|", "/").replace("\n", " ")[:200] + " |" for r in res["failed_runs"]]
+        lines += [f"| {md('+'.join(r['group']))} | {r['seed']} | {md(r['status'])} | {md(r['error'], 200)} |"
+                  for r in res["failed_runs"]]
     return "\n".join(lines) + "\n"

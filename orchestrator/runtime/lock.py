@@ -51,9 +51,15 @@ def acquire(cfg: Config, what: str) -> None:
         raise ConfigError(f"{what} '{cfg.name}' is being run by another mtlo ({_read(info)}); wait for it to "
                           "end or stop it, then run this command again") from None
     _HELD[path] = lock
-    info.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                "command": " ".join(["mtlo", *sys.argv[1:]])[:300],
-                                "started": dt.datetime.now().isoformat(timespec="seconds")}))
+    from orchestrator.redact import redact
+
+    # the command line may hold a --set URL: redacted, and the file this user's alone
+    fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                            "command": redact(" ".join(["mtlo", *sys.argv[1:]]))[:300],
+                            "started": dt.datetime.now().isoformat(timespec="seconds")}))
+    os.chmod(info, 0o600)
 
 
 @contextlib.contextmanager

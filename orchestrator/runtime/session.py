@@ -131,6 +131,19 @@ class Parent:
     new: bool  # False: a resumed run
 
 
+def check_owned(folder: Path) -> None:
+    """``--resume`` unpickles the search state Ray Tune and Optuna saved in ``folder`` (on a
+    cluster, a shared folder): refuse one that another user owns or may write to, whose files
+    could have been replaced (unpickling runs code)."""
+    st = folder.stat()
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"--resume: {folder} belongs to another user (uid {st.st_uid}); its saved state would be "
+                          "unpickled: resume only what you wrote")
+    if st.st_mode & 0o022:
+        raise ConfigError(f"--resume: {folder} can be written by others (mode {oct(st.st_mode & 0o777)}); its "
+                          f"saved state would be unpickled: check its files, then chmod go-w {folder}")
+
+
 def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, resume: bool,
                 address: str | None, tags: dict[str, str], state: dict[str, Any] | None = None) -> Parent:
     """Check the name against earlier runs, start Ray, check the cluster, then continue the
@@ -142,6 +155,8 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     state_path = exp_dir / state_file
     if resume and not state_path.is_file():
         raise ConfigError(f"--resume: no interrupted {what} named '{cfg.name}' under {storage}")
+    if resume:
+        check_owned(exp_dir)
     if cfg.train.device == "cuda" and cfg.resources.gpus_per_trial == 0:
         raise ConfigError("train.device: cuda, but resources.gpus_per_trial is 0: a trial sees no GPU "
                           "without a GPU share")
@@ -169,7 +184,8 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     commit = git_commit(config_path.resolve().parent)
     if commit:
         client.set_tag(parent_id, "mlflow.source.git.commit", commit)
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    exp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    exp_dir.chmod(0o700)  # --resume unpickles what Ray and Optuna save here: this user's alone
     state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
                                       "config": str(config_path.resolve()), **(state or {})}))
     return Parent(client, experiment_id, parent_id, exp_dir, storage, new=True)

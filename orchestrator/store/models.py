@@ -25,18 +25,18 @@ def _requirements() -> list[str]:
             f"mlflow=={mlflow.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pandas.__version__}"]
 
 
+EXAMPLE_TEXTS = ["A short example text.", "Another example, to show the input's shape."]
+
+
 def _example(exp: Any) -> Any:
-    """Two test texts of the first task that reads plain text (or pairs, if every task does)."""
+    """The input example logged with the model: made-up texts (never the task's data: a model
+    in a shared registry would show two of its held-out test texts to everyone who reads it),
+    with a ``text_pair`` column where a task reads pairs."""
     import pandas as pd
 
-    from trainables.data import raw_splits
-
-    name = next((t for t in exp.tasks if exp.data[t].type != "tagging"), exp.tasks[0])
-    test = raw_splits(name, exp.spec.tasks[name], exp.spec.train).test
-    texts = [" ".join(t) if isinstance(t, list) else str(t) for t in test.texts[:2]]
-    frame = pd.DataFrame({"text": texts})
-    if exp.spec.tasks[name].text_pair is not None and test.text_pairs is not None:
-        frame["text_pair"] = test.text_pairs[:2]
+    frame = pd.DataFrame({"text": EXAMPLE_TEXTS})
+    if any(exp.spec.tasks[t].text_pair is not None for t in exp.tasks):
+        frame["text_pair"] = ["A second text.", "Its pair."]
     return frame
 
 

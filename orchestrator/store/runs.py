@@ -212,8 +212,16 @@ def runs_table_text(rows: list[dict[str, Any]], suffix: str) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{k: inert_cell(v) for k, v in row.items()} for row in rows])
     return buf.getvalue()
+
+
+def inert_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run: text starting with ``= + - @`` (or a tab or
+    carriage return) gets a leading ``'`` (OWASP's CSV injection advice); numbers stay numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def failed_runs(children: list[Any]) -> list[dict[str, Any]]:

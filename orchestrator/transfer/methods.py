@@ -47,6 +47,15 @@ class Exhaustive(Method):
     name = "exhaustive"
     measures_affinity = True
 
+    def subsets(self, tasks: list[str]) -> list[Group]:
+        from orchestrator.transfer.analysis import MAX_EXACT_TASKS
+
+        n = len(tasks)
+        if n > MAX_EXACT_TASKS:  # refused before 2^n - 1 subsets are built
+            raise ConfigError(f"--method exhaustive: {n} tasks have {2 ** n - 1:,} subsets; it handles up to "
+                              f"{MAX_EXACT_TASKS} tasks (use --method pairwise or surrogate)")
+        return super().subsets(tasks)
+
 
 class Affinity(Method):
     name = "affinity"
