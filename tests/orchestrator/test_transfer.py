@@ -111,6 +111,8 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
     half = 12.7062 * abs(totals[0] - totals[1]) / 2 ** 0.5 / 2 ** 0.5
     assert sum(totals) / 2 == pytest.approx(chosen["score"])
     assert chosen["ci"] == pytest.approx([sum(totals) / 2 - half, sum(totals) / 2 + half], rel=1e-4)
+    # the study's folder, whose saved state --resume unpickles, is this user's alone
+    assert oct((tmp_path / "ray_results" / "study").stat().st_mode & 0o777) == "0o700"
     trials = list((tmp_path / "ray_results").rglob("trainable_*"))  # finished: results kept, checkpoints gone
     assert len(trials) == 14 + 8 and all((t / "result.json").is_file() and not any(t.glob("checkpoint_*"))
                                      for t in trials)
