@@ -50,6 +50,7 @@ def test_a_registered_model_whose_code_plants_a_marker_is_read_as_data(mtlo_fold
     (tmp_path / "evil.py").write_text(EVIL)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("shared-registry")  # not the active experiment an earlier test in this process left
     with mlflow.start_run():  # someone pushes a version whose entry code is theirs, its mtlo folder real
         mlflow.pyfunc.log_model(name="model", python_model=str(tmp_path / "evil.py"),
                                 artifacts={"model": str(mtlo_folder)}, registered_model_name="shared")
