@@ -65,7 +65,7 @@ from orchestrator.store.runs import (
 )
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer import surrogate
-from orchestrator.transfer.results import analyse, estimator, to_confirm
+from orchestrator.transfer.results import analyse, check_seed_list, estimator, to_confirm
 from orchestrator.transfer.study import Study, affinity_every, batches_per_pass, study_run
 
 
@@ -263,8 +263,8 @@ def load_study(config: str, rows: list[dict[str, Any]], budget: int) -> Study:
 
 
 def holdout_seeds(study: Any) -> list[int]:
-    """The fresh seeds: as many as the study's, following them."""
-    return [max(study.seeds) + 1 + i for i in range(len(study.seeds))]
+    """The fresh seeds: as many as the study's, following them (as ``--check-seeds`` takes them)."""
+    return check_seed_list(study, len(study.seeds))
 
 
 def holdout_todo(study: Any, choices: dict[str, dict[str, list[str]]], done: list[an.Run]

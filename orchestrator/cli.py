@@ -175,8 +175,10 @@ def _main(argv: list[str] | None = None) -> int:
             return commands.cmd_predict(args.model, args.input, out=args.out, tasks=args.tasks,
                                         tracking_uri=args.tracking_uri, as_json=args.json,
                                         batch_size=args.batch_size, trust_remote_code=args.trust_remote_code)
-        return commands.cmd_train(args.config, sets=args.set, as_json=args.json, log_model=not args.no_model,
-                                  groups=args.groups, study=args.study)
+        from orchestrator.train import cmd_train
+
+        return cmd_train(args.config, sets=args.set, as_json=args.json, log_model=not args.no_model,
+                         groups=args.groups, study=args.study)
     except InputError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")
         return 2

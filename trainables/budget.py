@@ -55,6 +55,15 @@ class OwnBatches:
         """The tasks still training (those evaluated at an epoch's end)."""
         return [t for t in tasks if t not in self.st.done]
 
+    def at_epoch_end(self, tasks: list[str]) -> dict[str, Metrics]:
+        """Every task's validation metrics at an epoch's end: the tasks still training evaluated
+        now (and judged), those that left as they were when they left."""
+        running = self.running(tasks)
+        metrics = {**self.evaluate(running, "val"), **self.frozen()}
+        for t in running:
+            self.judge(t, metrics[t])
+        return metrics
+
     def judge(self, t: str, metrics: Metrics) -> None:
         """An evaluation of a named task: kept as its judgement where its main metric is its best
         so far within its batches (its test split scored then, once); the last one is kept too

@@ -27,19 +27,21 @@ import torch
 
 from trainables.affinity import AffinityMeter, GradientAffinity, GradientHook, LookaheadHook
 from trainables.budget import OwnBatches
-from trainables.data import TaskData, eval_batches, length_grouped_batches, load_task_data
+from trainables.data import TaskData, eval_batches, length_grouped_batches
 from trainables.data.encoded import DeviceSplit
-from trainables.encoder import load_encoder, tokenizer_id
+from trainables.encoder import load_encoder
 from trainables.errors import InputError
 from trainables.losses import EpochLosses
 from trainables.model import MultiTaskModel
+from trainables.optim import lr_schedule, optimizer
 from trainables.schedules import schedule
 from trainables.sharing import sharing_mode
 from trainables.spec import RunSpec
 from trainables.state import Moving, StepHook, TrainState
 from trainables.state import load as load_state
 from trainables.state import save as save_train_state
-from trainables.tasks import TaskType, task_type
+from trainables.taskinfo import prepare
+from trainables.tasks import TaskType
 from trainables.weighting import Weighting, make_weighting
 
 Report = Callable[[dict[str, Any]], None]
@@ -101,46 +103,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _prepare(spec: RunSpec, tokenizer: Any) -> tuple[dict[str, TaskData], dict[str, TaskType], dict[str, str]]:
-    tok_id = tokenizer_id(tokenizer)
-    data = {
-        name: load_task_data(name, t, spec.train, tokenizer, tokenizer_id=tok_id,
-                             max_length=spec.encoder.max_length)
-        for name, t in spec.tasks.items()
-    }
-    types = {name: task_type(d.type) for name, d in data.items()}
-    main = {name: types[name].main_metric(d) for name, d in data.items()}
-    return data, types, main
-
-
-@dataclass
-class TaskInfo:
-    """What the driver needs to know about a task before any trial runs."""
-
-    type: str
-    main_metric: str
-    higher_is_better: bool
-    train_examples: int
-    val_examples: int
-    test_examples: int = 0
-    digest: str = ""  # what the runs train and are scored on (TaskData.digest)
-    origin: str = ""  # the file or dataset it was read from
-
-
-def task_info(d: TaskData, main_metric: str, higher_is_better: bool) -> TaskInfo:
-    return TaskInfo(d.type, main_metric, higher_is_better, len(d.train), len(d.val), len(d.test), d.digest(),
-                    d.origin)
-
-
-def inspect_tasks(config: dict[str, Any] | RunSpec) -> dict[str, TaskInfo]:
-    """Load, check and tokenize every task (filling the cache trials will read), without
-    building a model. Raises :class:`InputError` for bad data or encoder names."""
-    spec = config if isinstance(config, RunSpec) else RunSpec.from_dict(config)
-    _, tokenizer = load_encoder(spec.encoder)
-    data, types, main = _prepare(spec, tokenizer)
-    return {t: task_info(d, main[t], types[t].higher_is_better[main[t]]) for t, d in data.items()}
-
-
 def build(config: dict[str, Any] | RunSpec) -> Experiment:
     """Load and check data, load the encoder, assemble model and weighting.
 
@@ -151,7 +113,7 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
     if tr.num_threads:
         torch.set_num_threads(tr.num_threads)
     base, tokenizer = load_encoder(spec.encoder)
-    data, types, main = _prepare(spec, tokenizer)
+    data, types, main = prepare(spec, tokenizer)
     seed_everything(tr.seed)
     encoders = sharing_mode(tr.sharing).encoders(base, list(data), tr)
     model = MultiTaskModel(encoders, types, {n: d.num_labels for n, d in data.items()},
@@ -219,25 +181,6 @@ def objective(exp: Experiment, metrics: dict[str, dict[str, float]]) -> float:
     return float(np.mean(vals))
 
 
-def _optimizer(exp: Experiment) -> torch.optim.Optimizer:
-    tr = exp.spec.train
-    head_lr = tr.head_lr or tr.lr
-    groups: list[dict[str, Any]] = []
-    for prefix, lr in (("encoders.", tr.lr), ("heads.", head_lr)):
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
-        for name, p in exp.model.named_parameters():
-            if name.startswith(prefix):
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        groups += [{"params": decay, "weight_decay": tr.weight_decay, "lr": lr},
-                   {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
-    extra = list(exp.weighting.parameters())
-    if extra:  # learned loss weights move on their own, faster scale
-        groups.append({"params": extra, "weight_decay": 0.0, "lr": max(tr.lr, 1e-2)})
-    fused = exp.device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=tr.lr, fused=fused)
-
-
 def _affinity_hooks(exp: Experiment, optim: torch.optim.Optimizer) -> list[StepHook]:
     """The affinity meters ``train.affinity_every`` asks for (none for one task)."""
     tr = exp.spec.train
@@ -268,15 +211,90 @@ def _affinity_hooks(exp: Experiment, optim: torch.optim.Optimizer) -> list[StepH
     return hooks
 
 
-def _lr_schedule(optim: torch.optim.Optimizer, total_steps: int, warmup: int) -> Any:
-    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total_steps``."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: (s + 1) / max(warmup, 1) if s < warmup
-        else max(0.0, (total_steps - s) / max(total_steps - warmup, 1)))
-
-
 def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _train_step(exp: Experiment, parts: Moving, st: TrainState, step_tasks: list[str],
+                streams: dict[str, Iterator[tuple[dict[str, torch.Tensor], int]]], epoch_losses: EpochLosses,
+                weights: dict[str, float | torch.Tensor], penalty_fn: Callable[..., Any],
+                encoders: dict[str, torch.nn.Module]) -> None:
+    """One optimizer step on a batch of each of ``step_tasks``: the weighted losses (summed on
+    the device, checked every ``nan_check_every`` steps), the sharing penalty, clipping."""
+    tr, model = exp.spec.train, exp.model
+    losses = {}
+    with _autocast(exp.device), exp.weighting.forward_context():
+        for t in step_tasks:
+            batch, n = next(streams[t])
+            losses[t] = exp.types[t].loss(model(t, batch), batch["labels"])
+            st.examples += n
+    epoch_losses.add(losses, st.step + 1)
+    if (st.step + 1) % tr.nan_check_every == 0:
+        epoch_losses.means(st.step + 1)
+    weights.update(exp.weighting.backward(losses, model))
+    for hook in parts.hooks:
+        hook.after_backward(losses, weights)
+    penalty = penalty_fn(encoders, tr)
+    if penalty is not None:
+        penalty.backward()
+    if tr.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
+    parts.optim.step()
+    parts.lr_sched.step()
+    parts.optim.zero_grad(set_to_none=True)
+    st.step += 1
+    for hook in parts.hooks:
+        hook.after_step(st.step)
+
+
+def _epoch_metrics(metrics: dict[str, dict[str, float]], mean_losses: dict[str, float],
+                   weights: dict[str, float | torch.Tensor], parts: Moving) -> dict[str, float]:
+    """An epoch's row beyond its counters: validation metrics, mean training losses, the loss
+    weights used and what the step hooks measured."""
+    row = {f"val/{t}/{m}": v for t, ms in metrics.items() for m, v in ms.items()}
+    row.update({f"train/{t}/loss": v for t, v in mean_losses.items()})
+    row.update({f"weight/{t}": float(v) for t, v in weights.items()})
+    for hook in parts.hooks:
+        row.update(hook.row())
+    return row
+
+
+def _total_steps(steps_per_epoch: int, tr: Any) -> int:
+    """The steps the learning-rate schedule spans: every epoch's, or the step cap if lower."""
+    return min(tr.epochs * steps_per_epoch, tr.max_steps or tr.epochs * steps_per_epoch)
+
+
+def _keep_best(st: TrainState, value: float, row: dict[str, Any], metrics: dict[str, dict[str, float]],
+               model: torch.nn.Module, min_delta: float) -> None:
+    """Patience's count and, where ``value`` (the epoch's rank) is the best so far, the epoch
+    and a CPU copy of its weights."""
+    st.stale = 0 if st.best is None or value > st.best["score"] + min_delta else st.stale + 1
+    if st.best is None or value > st.best["score"]:
+        st.best = {"score": value, "objective": row["objective"], "epoch": row["epoch"], "step": row["step"],
+                   "metrics": metrics}
+        st.best_weights = _cpu_copy(model)
+
+
+def _best_on_test(exp: Experiment, st: TrainState, own: OwnBatches) -> dict[str, dict[str, float]]:
+    """The run's end: the model takes its best epoch's weights, scored once on the test split
+    (a task with own batches: its test score at its judgement)."""
+    assert st.best_weights is not None
+    exp.model.load_state_dict(st.best_weights)
+    st.test = own.result({}, evaluate(exp, split="test"))[1]
+    return st.test
+
+
+def _stop_reason(st: TrainState, own: OwnBatches, patience: int | None, total_steps: int, *,
+                 last_epoch: bool) -> str | None:
+    """Why the run ends after this epoch before its last one: every named task had its own
+    batches, the step cap, or patience (not applied under own batches); None: it goes on."""
+    if own.all_done():
+        return "own_batches"
+    if st.step >= total_steps and not last_epoch:
+        return "max_steps"
+    if patience is not None and not own and st.stale >= patience:
+        return "patience"
+    return None
 
 
 def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
@@ -296,12 +314,11 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     seed_everything(tr.seed)
     sched = schedule(tr.schedule)
     per_pass = {t: math.ceil(len(d.train) / tr.batch_size) for t, d in exp.data.items()}
-    steps_per_epoch = len(sched.plan(per_pass, np.random.default_rng(0), temperature=tr.temperature))
-    total_steps = min(tr.epochs * steps_per_epoch, tr.max_steps or tr.epochs * steps_per_epoch)
-    optim = _optimizer(exp)
+    total_steps = _total_steps(len(sched.plan(per_pass, np.random.default_rng(0), temperature=tr.temperature)), tr)
+    optim = optimizer(exp)
     model = exp.model
     model.train()
-    parts = Moving(model, exp.weighting, optim, _lr_schedule(optim, total_steps, int(tr.warmup_ratio * total_steps)),
+    parts = Moving(model, exp.weighting, optim, lr_schedule(optim, total_steps, int(tr.warmup_ratio * total_steps)),
                    np.random.default_rng(tr.seed), _affinity_hooks(exp, optim))
     penalty_fn = sharing_mode(tr.sharing).penalty
     encoders = {t: model.encoders[t] for t in exp.tasks}
@@ -325,64 +342,22 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
             step_tasks = own.active(planned)  # a task that had its own batches trains no more
             if not step_tasks:
                 continue
-            losses = {}
-            with _autocast(exp.device), exp.weighting.forward_context():
-                for t in step_tasks:
-                    batch, n = next(streams[t])
-                    losses[t] = exp.types[t].loss(model(t, batch), batch["labels"])
-                    st.examples += n
-            epoch_losses.add(losses, st.step + 1)
-            if (st.step + 1) % tr.nan_check_every == 0:
-                epoch_losses.means(st.step + 1)
-            weights.update(exp.weighting.backward(losses, model))
-            for hook in parts.hooks:
-                hook.after_backward(losses, weights)
-            penalty = penalty_fn(encoders, tr)
-            if penalty is not None:
-                penalty.backward()
-            if tr.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
-            optim.step()
-            parts.lr_sched.step()
-            optim.zero_grad(set_to_none=True)
-            st.step += 1
-            for hook in parts.hooks:
-                hook.after_step(st.step)
+            _train_step(exp, parts, st, step_tasks, streams, epoch_losses, weights, penalty_fn, encoders)
             own.count(step_tasks)
         mean_losses = epoch_losses.means(st.step)
         train_seconds = time.perf_counter() - epoch_start  # the sums were just read: the device is done
         exp.weighting.end_epoch(mean_losses)
-        metrics = {**evaluate(exp, tasks=own.running(exp.tasks)), **own.frozen()}
-        for t in own.running(exp.tasks):
-            own.judge(t, metrics[t])
-        mean_signed = objective(exp, metrics)
-        row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples, "objective": mean_signed,
-                               "seconds": time.perf_counter() - start, "train_seconds": train_seconds}
-        for t, ms in metrics.items():
-            row.update({f"val/{t}/{m}": v for m, v in ms.items()})
-        row.update({f"train/{t}/loss": v for t, v in mean_losses.items()})
-        row.update({f"weight/{t}": float(v) for t, v in weights.items()})
-        for hook in parts.hooks:
-            row.update(hook.row())
-        row.update(own.row(final=False))
+        metrics = own.at_epoch_end(exp.tasks)
+        row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples,
+                               "objective": objective(exp, metrics),
+                               "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
+                               **_epoch_metrics(metrics, mean_losses, weights, parts), **own.row(final=False)}
         st.history.append(row)
         st.epoch = epoch
-        value = rank(row)
-        st.stale = 0 if st.best is None or value > st.best["score"] + tr.min_delta else st.stale + 1
-        if st.best is None or value > st.best["score"]:
-            st.best = {"score": value, "objective": mean_signed, "epoch": epoch, "step": st.step, "metrics": metrics}
-            st.best_weights = _cpu_copy(model)
-        if own.all_done():
-            st.stopped = "own_batches"
-        elif st.step >= total_steps and epoch < tr.epochs:
-            st.stopped = "max_steps"
-        elif tr.patience is not None and not own and st.stale >= tr.patience:
-            st.stopped = "patience"
+        _keep_best(st, rank(row), row, metrics, model, tr.min_delta)
+        st.stopped = _stop_reason(st, own, tr.patience, total_steps, last_epoch=epoch == tr.epochs)
         if st.stopped is not None or epoch == tr.epochs:  # the run's end: its best weights, on test once
-            assert st.best_weights is not None
-            model.load_state_dict(st.best_weights)
-            st.test = own.result({}, evaluate(exp, split="test"))[1]
-            row.update({f"test/{t}/{m}": v for t, ms in st.test.items() for m, v in ms.items()})
+            row.update({f"test/{t}/{m}": v for t, ms in _best_on_test(exp, st, own).items() for m, v in ms.items()})
             row.update(own.row(final=True))
         if save_state is not None:
             save_state(save_train_state(st, parts))
@@ -392,9 +367,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     assert st.best is not None
     best = st.best
     if st.test is None:  # a resumed run that had already ended: its weights are the best epoch's
-        assert st.best_weights is not None
-        model.load_state_dict(st.best_weights)
-        st.test = own.result({}, evaluate(exp, split="test"))[1]
+        _best_on_test(exp, st, own)
+    assert st.test is not None
     val, test = own.result(best["metrics"], st.test)  # train.own_batches: each named task at its judgement
     return TrainResult(
         metrics=val, test=test, main_metric=dict(exp.main_metric),

@@ -127,6 +127,18 @@ def print_transfer(out: TransferResult) -> None:
         seeds = ", ".join(map(str, out["seeds"]))
         con.print(f"[bold]the task sets given[/bold] on seeds {seeds}: "
                   + _grouping_text(checked, out["seeds"], "measured"))
+    _print_grouping(con, out)
+    failed = out.get("failed_runs") or []
+    if failed:
+        con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "
+                  + ", ".join(f"{'+'.join(r['group'])} seed {r['seed']} {r['status']}" for r in failed))
+    con.print(f"cost: {runs_text(out)}, {out['cost']['train_steps']} optimizer steps to their best epochs; "
+              f"MLflow parent run {out['parent_run_id']}")
+
+
+def _print_grouping(con: Any, out: TransferResult) -> None:
+    """The recommendation (or "train apart", the budget's grouping beside it), the check on new
+    seeds, and the commands that check it and train its models."""
     gr, prop = out["grouping"], out.get("proposed")
     apart = apart_text(out)
     if apart:
@@ -144,9 +156,3 @@ def print_transfer(out: TransferResult) -> None:
         con.print(f"  to check it on new seeds: {check}")
     if train:
         con.print(f"  to train the models: {train}")
-    failed = out.get("failed_runs") or []
-    if failed:
-        con.print(f"[bold]{len(failed)} run(s) failed or diverged[/bold] (left out of every figure): "
-                  + ", ".join(f"{'+'.join(r['group'])} seed {r['seed']} {r['status']}" for r in failed))
-    con.print(f"cost: {runs_text(out)}, {out['cost']['train_steps']} optimizer steps to their best epochs; "
-              f"MLflow parent run {out['parent_run_id']}")

@@ -147,33 +147,49 @@ def agreement_lines(signals: dict[str, Any]) -> list[str]:
 
 
 def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
-    tasks = res["tasks"]
     lines = [f"# Transfer study `{res['name']}`", "",
              f"Method **{res['method']}**, {len(res['seeds'])} seed(s) ({', '.join(map(str, res['seeds']))}), "
              f"parent run `{res['parent_run_id']}` ({res.get('status', '')}). "
              f"Cost: {runs_text(res)} finished, {res['cost']['train_steps']} optimizer steps to their "
-             "best epochs. Every run trained under the same step cap and patience (equal budget).", "",
-             "## Single-task baselines", "", "| task | metric | mean | std | seeds |",
+             "best epochs. Every run trained under the equal budget (docs/transfer.md).", ""]
+    for section in (_baseline_lines(res), _pairwise_lines(res, figures), _negative_lines(res), _affinity_lines(res),
+                    surrogate_lines(res), _checked_lines(res), _grouping_lines(res), _power_lines(res),
+                    _runs_lines(res)):
+        lines += section
+    return "\n".join(lines) + "\n"
+
+
+def _baseline_lines(res: TransferResult) -> list[str]:
+    lines = ["## Single-task baselines", "", "| task | metric | mean | std | seeds |",
              "| --- | --- | --- | --- | --- |"]
-    for t in tasks:
+    for t in res["tasks"]:
         b = res["baselines"].get(t)
         lines.append(f"| {t} | {res['main_metric'][t]} | " +
                      (f"{b['mean']:.4f} | {b['std']:.4f} | {b['n']} |" if b else "– | – | 0 |"))
     for note in (zero_note(res), noisy_note(res)):
         if note:
             lines += ["", note]
-    lines += ["", "## Pairwise transfer", "",
-              "Gain of the row task when trained with the column task, relative to the row task alone "
-              "(* significant: Welch's t-test over seeds, Benjamini-Hochberg adjusted p < 0.05 over the study's "
-              f"{sum(1 for g in res['gains'] if g.get('p') is not None)} tests of a gain).", "",
-              "| | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
+    return lines
+
+
+def _pairwise_lines(res: TransferResult, figures: list[str]) -> list[str]:
+    tasks = res["tasks"]
+    lines = ["", "## Pairwise transfer", "",
+             "Gain of the row task when trained with the column task, relative to the row task alone "
+             "(* significant: Welch's t-test over seeds, Benjamini-Hochberg adjusted p < 0.05 over the study's "
+             f"{sum(1 for g in res['gains'] if g.get('p') is not None)} tests of a gain).", "",
+             "| | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
     sig = {(g["task"], tuple(g["group"])) for g in res["gains"] if g["significant"]}
     zero = set(res.get("zero_baselines") or [])
     for i in tasks:
         cells = ["" if i == j else "n/a" if i in zero else
                  pct(res["pairwise"][i][j]) + ("*" if (i, tuple(sorted((i, j)))) in sig else "") for j in tasks]
         lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
-    lines += [""] + [f"![{f}]({f})" for f in figures] + ["", "## Negative transfer", ""]
+    return lines + [""] + [f"![{f}]({f})" for f in figures]
+
+
+def _negative_lines(res: TransferResult) -> list[str]:
+    lines = ["", "## Negative transfer", ""]
     if res["negative_transfer"]:
         for g in res["negative_transfer"]:
             lines.append(f"- **{g['task']}** with {'+'.join(x for x in g['group'] if x != g['task'])}: "
@@ -192,39 +208,52 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
                               f"{pct(g['delta'])} (p = {g['p']:.3g}, adjusted {g.get('p_adjusted') or 0:.3g})"
                               for g in raw_only) + ". More seeds would tell."]
     few = few_seeds_note(res)
-    if few:
-        lines += ["", few]
-    if res.get("affinity"):
-        lines += ["", "## Affinity (estimated)", "",
-                  "Lookahead inter-task affinity Z[i → j] = 1 − L_j(θ − η∇L_i) / L_j(θ), measured inside the "
-                  "all-tasks run(s) and averaged over training and seeds (Fifty et al. 2021). These figures are "
-                  "estimates; the gains below are measured by training.", "",
-                  "| step on ↓ / loss of → | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
-        for i in tasks:
-            cells = [num(res["affinity"].get(i, {}).get(j)) for j in tasks]
-            lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
-        lines += ["", "The diagonal Z[i → i] is a step on i measured on another batch of i: the yardstick for "
-                  "what a step on another task is worth to i."]
-        lines += agreement_lines(res.get("affinity_signals") or {})
-        prop = res.get("proposed")
-        if prop and res["method"] == "affinity":
-            lines += ["", "Groups proposed from the affinity: "
-                      + ", ".join("**" + " + ".join(g) + "**" for g in prop["groups"])
-                      + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
-        lines += _estimator_lines(res)
-    lines += surrogate_lines(res)
+    return lines + (["", few] if few else [])
+
+
+def _affinity_lines(res: TransferResult) -> list[str]:
+    tasks = res["tasks"]
+    if not res.get("affinity"):
+        return []
+    lines = ["", "## Affinity (estimated)", "",
+             "Lookahead inter-task affinity Z[i → j] = 1 − L_j(θ − η∇L_i) / L_j(θ), measured inside the "
+             "all-tasks run(s) and averaged over training and seeds (Fifty et al. 2021). These figures are "
+             "estimates; the gains below are measured by training.", "",
+             "| step on ↓ / loss of → | " + " | ".join(tasks) + " |", "| --- " * (len(tasks) + 1) + "|"]
+    for i in tasks:
+        cells = [num(res["affinity"].get(i, {}).get(j)) for j in tasks]
+        lines.append(f"| **{i}** | " + " | ".join(cells) + " |")
+    lines += ["", "The diagonal Z[i → i] is a step on i measured on another batch of i: the yardstick for "
+              "what a step on another task is worth to i."]
+    lines += agreement_lines(res.get("affinity_signals") or {})
+    prop = res.get("proposed")
+    if prop and res["method"] == "affinity":
+        lines += ["", "Groups proposed from the affinity: "
+                  + ", ".join("**" + " + ".join(g) + "**" for g in prop["groups"])
+                  + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]
+    lines += _estimator_lines(res)
+    return lines
+
+
+def _checked_lines(res: TransferResult) -> list[str]:
     ck = res.get("checked")
-    if ck:
-        lines += ["", "## The task sets given", ""]
-        seeds = ", ".join(map(str, res["seeds"]))
-        sets = "**" + "**, **".join(" + ".join(g) for g in ck["groups"]) + "**"
-        lines.append(f"{sets} (each task in its best given set, a task in none alone): total gain "
-                     f"{pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}{test_clause(ck)}), "
-                     "against baselines "
-                     "trained at the same seeds." if ck["groups"]
-                     else f"Not available: {ck.get('note', 'too few runs')}.")
+    if not ck:
+        return []
+    lines = ["", "## The task sets given", ""]
+    seeds = ", ".join(map(str, res["seeds"]))
+    sets = "**" + "**, **".join(" + ".join(g) for g in ck["groups"]) + "**"
+    lines.append(f"{sets} (each task in its best given set, a task in none alone): total gain "
+                 f"{pct(ck['score'])} (measured on seeds {seeds}{ci_clause(ck.get('ci'))}{test_clause(ck)}), "
+                 "against baselines "
+                 "trained at the same seeds." if ck["groups"]
+                 else f"Not available: {ck.get('note', 'too few runs')}.")
+    return lines
+
+
+def _grouping_lines(res: TransferResult) -> list[str]:
+    tasks = res["tasks"]
     gr = res["grouping"]
-    lines += ["", "## Recommended grouping", ""]
+    lines = ["", "## Recommended grouping", ""]
     if not gr["groups"]:
         lines.append(f"Not available yet: {gr.get('note', 'too few runs')}.")
     else:
@@ -267,17 +296,26 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
     checked_text = check_text(res)
     if checked_text:
         lines += ["", checked_text]
+    return lines
+
+
+def _power_lines(res: TransferResult) -> list[str]:
     power = power_lines(res)
-    if power:
-        lines += ["", "## Seed noise and power", "",
-                  "How far one seed's relative gain of each task moves from seed to seed (pooled over the groups it "
-                  "was trained in), the smallest true gain the study's seeds detect (a paired t-test, raw p < 0.05, "
-                  "80% power) and the seeds a gain of 5% or 10% needs. A task whose smallest detectable gain is "
-                  "larger than the gains in play cannot decide a grouping on these seeds.", ""] + power
-    lines += ["", "## Runs", "", "Each task set at each seed, trained until its validation objective stopped improving "
-              "(steps to its best epoch; the same cap for every run).", "",
-              "| task set | seeds | steps to best epoch (mean) | " + " | ".join(tasks) + " |",
-              "| --- " * (len(tasks) + 3) + "|"]
+    if not power:
+        return []
+    return ["", "## Seed noise and power", "",
+            "How far one seed's relative gain of each task moves from seed to seed (pooled over the groups it "
+            "was trained in), the smallest true gain the study's seeds detect (a paired t-test, raw p < 0.05, "
+            "80% power) and the seeds a gain of 5% or 10% needs. A task whose smallest detectable gain is "
+            "larger than the gains in play cannot decide a grouping on these seeds.", ""] + power
+
+
+def _runs_lines(res: TransferResult) -> list[str]:
+    tasks = res["tasks"]
+    lines = ["", "## Runs", "", "Each task set at each seed under the equal budget (steps to its best epoch; "
+             "docs/transfer.md, \"The equal budget\").", "",
+             "| task set | seeds | steps to best epoch (mean) | " + " | ".join(tasks) + " |",
+             "| --- " * (len(tasks) + 3) + "|"]
     by_group: dict[tuple[str, ...], list[RunRow]] = {}
     for r in res["runs"]:
         by_group.setdefault(tuple(r["group"]), []).append(r)
@@ -291,4 +329,4 @@ def transfer_markdown(res: TransferResult, figures: list[str]) -> str:
                   "", "| task set | seed | status | error |", "| --- | --- | --- | --- |"]
         lines += [f"| {md('+'.join(r['group']))} | {r['seed']} | {md(r['status'])} | {md(r['error'], 200)} |"
                   for r in res["failed_runs"]]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -101,6 +101,37 @@ def release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
+def _restored_state() -> dict[str, Any] | None:
+    """The training state of the checkpoint Ray restores the trial from (a resumed search, a
+    retried failure), with the best epoch's weights; None for a fresh trial."""
+    from pathlib import Path
+
+    import torch
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        state: dict[str, Any] = torch.load(Path(folder) / STATE_FILE, weights_only=True)
+        if (Path(folder) / MODEL_FILE).is_file():
+            state["best_weights"] = torch.load(Path(folder) / MODEL_FILE, weights_only=True)
+    return state
+
+
+def tune_row(row: dict[str, Any], ctx: TrialContext, tasks: list[str], node_id: str) -> dict[str, Any]:
+    """What a trial reports to Ray Tune for an epoch: the loop's row, the search's objective(s),
+    its task set and node; an undefined metric left out (missing, never NaN, for the searcher and
+    the scheduler)."""
+    out = dict(row)
+    if ctx.objective is not None:
+        out.update(ctx.objective.compute(row, tasks))
+    out = {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    out["tasks"] = "+".join(tasks)
+    out["node_id"] = node_id
+    return out
+
+
 def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     """Train one configuration and report every epoch to Ray Tune with the objective.
 
@@ -132,25 +163,12 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
     run = trial_run(ctx, config)
     tasks = list(run["tasks"])
     node_id = ray.get_runtime_context().get_node_id()
-    state = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=True)
-            if (Path(folder) / MODEL_FILE).is_file():
-                state["best_weights"] = torch.load(Path(folder) / MODEL_FILE, weights_only=True)
+    state = _restored_state()
     pending: dict[str, Any] = {}
     done = [0]  # the last epoch reported
 
     def report(row: dict[str, Any]) -> None:
-        out = dict(row)
-        if ctx.objective is not None:
-            out.update(ctx.objective.compute(row, tasks))
-        for k, v in list(out.items()):
-            if isinstance(v, float) and not math.isfinite(v):
-                del out[k]  # an undefined metric is missing, never NaN, for the searcher and scheduler
-        out["tasks"] = "+".join(tasks)
-        out["node_id"] = node_id
+        out = tune_row(row, ctx, tasks, node_id)
         done[0] = int(row.get("epoch") or 0)
         saved = pending.pop("state", None)
         if saved is None:

@@ -108,8 +108,6 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                address: str | None = None, as_json: bool = False) -> SearchOutcome:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from orchestrator.search.searcher import Searcher
-
     clock = Clock()
     space = check_space(cfg, config_path)
     run = cfg.run_dict()
@@ -143,56 +141,13 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
 
     baselines: dict[str, float] = {}
     if objective.needs_baselines:
-        baselines = _reuse_baselines(client, experiment_id, cfg, tasks, objective)
-        missing = [t for t in tasks if t not in baselines]
-        if missing:
-            err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
-            ctx = trial_context(cfg, run, None)  # a baseline reports the mean score (its one task's)
-            recorder = MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id,
-                                    ctx=ctx, role="baseline", base_tags=base_tags, datasets=datasets)
-            grid = run_grid(cfg, ctx, [{"tasks": t} for t in missing], name=f"{cfg.name}-baselines",
-                            storage=exp_dir, recorder=recorder, role="baseline", resume=resume, as_json=as_json)
-            for result in grid:
-                if result.error is not None or result.metrics_dataframe is None:
-                    continue
-                t = trial_params(result.config)["tasks"]
-                value = _best_epoch_value(result.metrics_dataframe.to_dict("records"), t, objective)
-                baselines[t] = value
-                rid = recorder.runs.get(result.metrics.get("trial_id", ""))
-                if rid:
-                    client.log_metric(rid, f"baseline/{t}/{objective.main_metric[t]}", value)
-                    client.set_tag(rid, "mtlo.baseline_key", _baseline_key(cfg, t))
-            still = [t for t in tasks if t not in baselines]
-            if still:
-                client.set_terminated(parent_id, "FAILED")
-                raise RuntimeError(f"single-task baseline(s) failed: {', '.join(still)} (see MLflow)")
-        objective = objective.with_baselines(baselines)
-        tracking.log_metrics(client, parent_id, {f"baseline/{t}": v for t, v in baselines.items()})
-        zero = [t for t, v in baselines.items() if abs(v) < ZERO_BASELINE]
-        if zero:
-            err_console.print(f"[yellow]baseline 0: {', '.join(zero)} scored 0 alone; a gain relative to 0 is "
-                              f"undefined, so mean_delta counts {'it' if len(zero) == 1 else 'them'} 0 in every "
-                              "trial[/yellow]")
-
+        objective, baselines = _baselines(cfg, run, parent, objective, base_tags, datasets, resume=resume,
+                                          as_json=as_json)
     clock.mark("baselines")
     ctx = trial_context(cfg, run, objective)
-    metrics = objective.metric_names
-    modes = ["max"] * len(metrics)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     multi = objective.multi
-    sampler = optuna.samplers.NSGAIISampler(seed=cfg.train.seed) if multi else \
-        optuna.samplers.TPESampler(seed=cfg.train.seed)
-    from search_spaces import RunKey, define_by_run
-
     optuna_storage = study.open_storage(url)
-    searcher = Searcher(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
-                        mode=modes if multi else "max", sampler=sampler, key=RunKey(run),
-                        storage=optuna_storage, study_name=cfg.name)
-    seeded = study.seed(searcher.study, ident, warm, cfg.search.warm_start)
-    if seeded:
-        err_console.print(f"warm start: {seeded} finished trial(s) of study '{cfg.search.warm_start}' seed the sampler")
+    searcher = _searcher(cfg, space, run, objective, optuna_storage, ident, warm)
     scheduler = FIFOScheduler() if multi or cfg.search.scheduler == "fifo" else \
         ASHAScheduler(metric="objective", mode="max", time_attr="training_iteration",
                       max_t=cfg.train.epochs, grace_period=1, reduction_factor=2)
@@ -229,6 +184,69 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     clock.mark("record")
     return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases, model,
                          importance, study.dashboard_command(url))
+
+
+def _baselines(cfg: Config, run: dict[str, Any], parent: Any, objective: Objective, base_tags: dict[str, str],
+               datasets: dict[str, Any], *, resume: bool, as_json: bool) -> tuple[Objective, dict[str, float]]:
+    """``mean_delta``'s single-task baselines: reused from earlier searches of the same store where
+    they match, the missing ones trained first (child runs with ``mtlo.role`` = baseline); the
+    objective that measures against them."""
+    client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
+    tasks = list(cfg.tasks)
+    baselines = _reuse_baselines(client, experiment_id, cfg, tasks, objective)
+    missing = [t for t in tasks if t not in baselines]
+    if missing:
+        err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
+        ctx = trial_context(cfg, run, None)  # a baseline reports the mean score (its one task's)
+        recorder = MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id,
+                                ctx=ctx, role="baseline", base_tags=base_tags, datasets=datasets)
+        grid = run_grid(cfg, ctx, [{"tasks": t} for t in missing], name=f"{cfg.name}-baselines",
+                        storage=exp_dir, recorder=recorder, role="baseline", resume=resume, as_json=as_json)
+        for result in grid:
+            if result.error is not None or result.metrics_dataframe is None:
+                continue
+            t = trial_params(result.config)["tasks"]
+            value = _best_epoch_value(result.metrics_dataframe.to_dict("records"), t, objective)
+            baselines[t] = value
+            rid = recorder.runs.get(result.metrics.get("trial_id", ""))
+            if rid:
+                client.log_metric(rid, f"baseline/{t}/{objective.main_metric[t]}", value)
+                client.set_tag(rid, "mtlo.baseline_key", _baseline_key(cfg, t))
+        still = [t for t in tasks if t not in baselines]
+        if still:
+            client.set_terminated(parent_id, "FAILED")
+            raise RuntimeError(f"single-task baseline(s) failed: {', '.join(still)} (see MLflow)")
+    objective = objective.with_baselines(baselines)
+    tracking.log_metrics(client, parent_id, {f"baseline/{t}": v for t, v in baselines.items()})
+    zero = [t for t, v in baselines.items() if abs(v) < ZERO_BASELINE]
+    if zero:
+        err_console.print(f"[yellow]baseline 0: {', '.join(zero)} scored 0 alone; a gain relative to 0 is "
+                          f"undefined, so mean_delta counts {'it' if len(zero) == 1 else 'them'} 0 in every "
+                          "trial[/yellow]")
+    return objective, baselines
+
+
+def _searcher(cfg: Config, space: SearchSpace, run: dict[str, Any], objective: Objective, optuna_storage: Any,
+              ident: Any, warm: Any) -> Any:
+    """The Optuna searcher of the search (TPE, or NSGA-II for one objective a task), on the
+    study's storage, warm-started from an earlier study where asked."""
+    import optuna
+
+    from orchestrator.search.searcher import Searcher
+    from search_spaces import RunKey, define_by_run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metrics, multi = objective.metric_names, objective.multi
+    modes = ["max"] * len(metrics)
+    sampler = optuna.samplers.NSGAIISampler(seed=cfg.train.seed) if multi else \
+        optuna.samplers.TPESampler(seed=cfg.train.seed)
+    searcher = Searcher(space=define_by_run(space, run["train"]), metric=metrics if multi else metrics[0],
+                        mode=modes if multi else "max", sampler=sampler, key=RunKey(run),
+                        storage=optuna_storage, study_name=cfg.name)
+    seeded = study.seed(searcher.study, ident, warm, cfg.search.warm_start)
+    if seeded:
+        err_console.print(f"warm start: {seeded} finished trial(s) of study '{cfg.search.warm_start}' seed the sampler")
+    return searcher
 
 
 def _collect(grid: Any, client: Any, experiment_id: str, parent_id: str, objective: Objective

@@ -36,10 +36,10 @@ import yaml
 from ray.tune import Callback
 
 from orchestrator.display import err_console
-from orchestrator.redact import redact
 from orchestrator.runtime.trial import TrialContext, ended_early, trial_params, trial_run
 from orchestrator.store.datasets import log_datasets
-from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_params, metric_row, store_problem
+from orchestrator.store.runs import closing_metrics
+from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_params, metric_row, set_tag, store_problem
 
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
@@ -266,21 +266,11 @@ class MlflowTrials(Callback):
             Path(tmp, "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
             self.client.log_artifacts(rid, tmp)
         best = self.best.get(trial.trial_id)
-        if best is not None:  # the trial's metrics at its best epoch (by objective), and its cost
-            row = {f"best/{k[4:]}": float(v) for k, v in best.items()
-                   if k.startswith("val/") and isinstance(v, (int, float))}
-            row.update({f"best_obj/{k[4:]}": float(v) for k, v in best.items()  # pareto: each task's objective
-                        if k.startswith("obj/") and isinstance(v, (int, float))})
-            # train.own_batches (a transfer study's group): each task at its own judgement within its batches
-            row.update({f"best/{k[7:]}": float(v) for k, v in last.items()
-                        if k.startswith("judged/") and isinstance(v, (int, float))})
-            row.update({"best/objective": float(best["objective"]), "best_epoch": float(best.get("epoch") or 0),
-                        "best_step": float(best.get("step") or 0),
-                        "train_steps": float(last.get("step") or best.get("step") or 0)})
-            log_metrics(self.client, rid, row)
+        if best is not None:
+            log_metrics(self.client, rid, closing_metrics(best, last))
         self.client.set_tag(rid, "mtlo.status", status)
         if error:
-            self.client.set_tag(rid, "mtlo.error", redact(error)[:5000])
+            set_tag(self.client, rid, "mtlo.error", error)
         # MLflow's run status: FINISHED for a trial that trained to its end (or was stopped early
         # by the scheduler or patience), FAILED for a failed or diverged one (mtlo.status says which)
         self.client.set_terminated(rid, "FINISHED" if status in ("FINISHED", "STOPPED") else "FAILED")
@@ -316,7 +306,7 @@ class MlflowTrials(Callback):
     def _write_retry(self, trial: Any, n: int, error: str) -> None:
         rid = self.run_id(trial)
         self.client.set_tag(rid, "mtlo.retries", str(n))
-        self.client.set_tag(rid, f"mtlo.retry.{n}.error", redact(error)[:5000])
+        set_tag(self.client, rid, f"mtlo.retry.{n}.error", error)
 
     # -- after the search -----------------------------------------------------------------
     def sync(self, grid: Any) -> None:

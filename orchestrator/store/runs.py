@@ -285,6 +285,19 @@ def split_scores(metrics: Mapping[str, float], prefix: str) -> dict[str, dict[st
     return out
 
 
+def closing_metrics(best: dict[str, Any], last: dict[str, Any]) -> dict[str, float]:
+    """A trial's metrics at its best epoch (by objective: ``best/<task>/<metric>``, and for a
+    pareto search ``best_obj/<task>``), a transfer study's group's tasks each at its own judgement
+    within its own batches (``judged/`` of the last row, train.own_batches), and its cost."""
+    def renamed(row: dict[str, Any], prefix: str, to: str) -> dict[str, float]:
+        return {to + k[len(prefix):]: float(v) for k, v in row.items()
+                if k.startswith(prefix) and isinstance(v, (int, float))}
+
+    return {**renamed(best, "val/", "best/"), **renamed(best, "obj/", "best_obj/"), **renamed(last, "judged/", "best/"),
+            "best/objective": float(best["objective"]), "best_epoch": float(best.get("epoch") or 0),
+            "best_step": float(best.get("step") or 0), "train_steps": float(last.get("step") or best.get("step") or 0)}
+
+
 def best_scores(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} from a child run's ``best/<task>/<metric>`` metrics (validation,
     at the run's best epoch)."""

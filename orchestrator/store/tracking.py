@@ -270,5 +270,6 @@ def as_yaml(obj: Any) -> str:
 
 
 def set_tag(client: Any, run_id: str, key: str, value: str) -> None:
-    """A tag, its value redacted (an error's text may hold a store's URL)."""
-    client.set_tag(run_id, key, redact(str(value)))
+    """A tag of free text (an error's: it may hold a store's URL), redacted and cut at 5000
+    characters."""
+    client.set_tag(run_id, key, redact(str(value))[:5000])

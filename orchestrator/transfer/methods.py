@@ -48,7 +48,7 @@ class Exhaustive(Method):
     measures_affinity = True
 
     def subsets(self, tasks: list[str]) -> list[Group]:
-        from orchestrator.transfer.analysis import MAX_EXACT_TASKS
+        from orchestrator.transfer.grouping import MAX_EXACT_TASKS
 
         n = len(tasks)
         if n > MAX_EXACT_TASKS:  # refused before 2^n - 1 subsets are built
@@ -114,15 +114,22 @@ def parse_groups(text: str) -> list[list[str]]:
     return [[t.strip() for t in g.split("+") if t.strip()] for g in text.split(",")]
 
 
+def check_groups(tasks: list[str], groups: list[list[str]], flag: str) -> None:
+    """Every given task set names tasks of the config, and is not empty (``flag``: what the
+    error line names, ``groups`` or ``--groups``)."""
+    for g in groups:
+        unknown = [t for t in g if t not in tasks]
+        if unknown or not g:
+            raise ConfigError(f"{flag}: {'+'.join(g) or '(empty)'}: "
+                              + (f"no task {unknown[0]!r} in the config" if unknown else "an empty task set"))
+
+
 def given_subsets(tasks: list[str], groups: list[list[str]], singles: bool = True) -> list[Group]:
     """Every task alone (unless ``singles`` is false), then the given task sets (each once,
     in order); names checked."""
     out = [group_of((t,)) for t in tasks] if singles else []
+    check_groups(tasks, groups, "groups")
     for g in groups:
-        unknown = [t for t in g if t not in tasks]
-        if unknown or not g:
-            raise ConfigError(f"groups: {'+'.join(g) or '(empty)'}: "
-                              + (f"no task {unknown[0]!r} in the config" if unknown else "an empty task set"))
         if group_of(g) not in out and (singles or len(g) > 1):
             out.append(group_of(g))
     return out

@@ -91,14 +91,22 @@ def task_noise(gains: SeedGains) -> dict[str, TaskNoise]:
             per.setdefault(t, []).append(list(by_seed.values()))
     out = {}
     for t, groups in per.items():
-        df = sum(len(v) - 1 for v in groups if len(v) > 1)
+        sigma, df = pooled_sd(groups)
         if df == 0:
             continue
-        ss = sum(sum((x - statistics.fmean(v)) ** 2 for x in v) for v in groups if len(v) > 1)
-        sigma2 = ss / df
-        excess = statistics.fmean(statistics.fmean(v) ** 2 - sigma2 / len(v) for v in groups)
-        out[t] = TaskNoise(t, math.sqrt(sigma2), df, math.sqrt(max(0.0, excess)), len(groups))
+        excess = statistics.fmean(statistics.fmean(v) ** 2 - sigma ** 2 / len(v) for v in groups)
+        out[t] = TaskNoise(t, sigma, df, math.sqrt(max(0.0, excess)), len(groups))
     return out
+
+
+def pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """(sd, degrees of freedom) of the values around their own group's mean, pooled over the
+    groups of two or more values."""
+    df = sum(len(v) - 1 for v in groups if len(v) > 1)
+    if df == 0:
+        return 0.0, 0
+    ss = sum(sum((x - statistics.fmean(v)) ** 2 for x in v) for v in groups if len(v) > 1)
+    return math.sqrt(ss / df), df
 
 
 def shrink(delta: float, n: int, noise: TaskNoise | None) -> tuple[float, float]:
@@ -249,12 +257,10 @@ def run_noise(runs: Iterable[Run], higher_is_better: Mapping[str, bool]) -> dict
     out = {}
     for t, base in alone.items():
         b = statistics.fmean(base)
-        groups = [v for v in grouped.get(t, []) if len(v) > 1]
-        df = sum(len(v) - 1 for v in groups)
+        sd, df = pooled_sd(grouped.get(t, []))
         if len(base) < 2 or df == 0 or abs(b) < ZERO_BASELINE:
             continue
-        ss = sum(sum((x - statistics.fmean(v)) ** 2 for x in v) for v in groups)
-        out[t] = (math.sqrt(ss / df) / abs(b), statistics.stdev(base) / abs(b))
+        out[t] = (sd / abs(b), statistics.stdev(base) / abs(b))
     return out
 
 

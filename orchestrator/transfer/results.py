@@ -46,20 +46,8 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
     base = an.baselines(runs)
     matrix = an.pairwise_matrix(gains, study.tasks)
     measured = {(g.group, g.task) for g in gains}
-    fit: dict[str, Any] | None = None
-    est: Any = None
     how = method_of(study.method).estimate
-    if how == "affinity":
-        if affinity:
-            est = estimator(study, runs, gains, affinity)
-            fit = {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
-                   "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
-                   "carry": dict(est.carry)}
-    elif how == "surrogate":
-        est = surrogate.fit(study.tasks, runs, study.higher_is_better)
-        fit = est.as_dict()
-    elif how == "standley":
-        est = lambda t, g: an.standley_estimate(matrix, t, g)  # noqa: E731
+    est, fit = _estimate(how, study, runs, gains, matrix, affinity)
     zero = an.zero_baselines(base)  # relative gains undefined: counted 0 wherever placed
     table = an.gain_table(study.tasks, gains, neutral=zero)
     estimates = an.gain_table(study.tasks, gains, estimate=est, neutral=zero) if est is not None else table
@@ -114,6 +102,25 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "test": dict(r.test),
                   "best_step": r.steps, "run_id": r.run_id} for r in runs],
     }
+
+
+def _estimate(how: str | None, study: Study, runs: list[an.Run], gains: list[an.Gain],
+              matrix: dict[str, dict[str, float | None]], affinity: dict[str, dict[str, float]] | None
+              ) -> tuple[Any, dict[str, Any] | None]:
+    """The method's estimate of an untrained group's gains (a callable ``(task, group) -> gain``,
+    or None) and what its fit says (for the report: affinity's dilution and helpers, the
+    surrogate's coefficients)."""
+    if how == "affinity" and affinity:
+        est = estimator(study, runs, gains, affinity)
+        return est, {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
+                     "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
+                     "carry": dict(est.carry)}
+    if how == "surrogate":
+        fitted = surrogate.fit(study.tasks, runs, study.higher_is_better)
+        return fitted, fitted.as_dict()
+    if how == "standley":
+        return (lambda t, g: an.standley_estimate(matrix, t, g)), None
+    return None, None
 
 
 def recommend(study: Study, runs: list[an.Run], table: dict[an.Group, dict[str, float]],

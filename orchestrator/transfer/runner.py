@@ -66,12 +66,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     under). ``sample``: the surrogate method's task subsets (``--runs``, default twice the
     tasks). ``check_seeds``: after the study, the recommendation and every task alone trained
     again at that many new seeds (``--check-seeds``)."""
-    for flag, value, least in (("--seeds", seeds, 1), ("--budget", budget, 1), ("--confirm-rounds", confirm_rounds, 0),
-                               ("--check-seeds", check_seeds, 0)):
-        if value < least:
-            raise ConfigError(f"{flag}: must be {'0 or more' if least == 0 else f'at least {least}'}, got {value}")
-    if check_seeds == 1:
-        raise ConfigError("--check-seeds: 1 seed gives no interval; use 2 or more (or 0: no check)")
+    _check_counts(seeds=seeds, budget=budget, confirm_rounds=confirm_rounds, check_seeds=check_seeds)
     tasks = list(cfg.tasks)
     if len(tasks) < 2:
         raise ConfigError(f"tasks: a transfer study needs at least two tasks, the config has {len(tasks)}")
@@ -94,30 +89,18 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     parent = open_parent(cfg, config_path, what="transfer study", state_file=STATE_FILE, resume=resume,
                          address=address, tags=tags, state={"method": method})
     client, experiment_id, parent_id = parent.client, parent.experiment_id, parent.run_id
+    datasets = task_datasets(info, {t: s.source for t, s in cfg.tasks.items()})  # every run's dataset inputs
     study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
                   run["train"]["schedule"], batches_per_pass(run, info), float(run["train"]["temperature"]),
                   [list(an.group_of(g)) for g in groups or []], planned=len(sets) * len(seed_list),
                   sampled=len(sets) - len(tasks) if method == "surrogate" else 0, check_seeds=check_seeds,
                   own_data=own_data)
     if parent.new:
-        params = tracking.run_params(cfg)
-        params.update({"transfer.method": method, "transfer.seeds": seeds, "transfer.budget": budget,
-                       "transfer.max_steps": run["train"]["max_steps"], "transfer.patience": run["train"]["patience"],
-                       "transfer.own_data": own_data})
-        if study.sampled:
-            params["transfer.runs"] = study.sampled
-        if check_seeds:
-            params["transfer.check_seeds"] = check_seeds
-        tracking.log_params(client, parent_id, params)
-        log_datasets(client, parent_id, task_datasets(info, {t: s.source for t, s in cfg.tasks.items()}), tasks)
-        study_desc = {k: v for k, v in asdict(study).items() if k != "parent_run_id"}
-        study_desc["patience"] = run["train"]["patience"]
-        tracking.log_files(client, parent_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
-                                                STUDY_FILE: tracking.as_json(study_desc)})
+        _record_study(cfg, client, study, run, datasets)
 
     started = time.time()
     ctx = trial_context(cfg, run, None)  # every run's objective: its mean signed main metric
-    grids = Grids(cfg, ctx, run, info, study, parent, resume=resume, as_json=as_json)
+    grids = Grids(cfg, ctx, run, info, study, parent, datasets, resume=resume, as_json=as_json)
     every = affinity_every(tasks, run["train"]["max_steps"]) if how.measures_affinity else None
     err_console.print(f"[bold]mtlo transfer[/bold] {cfg.name}: {method}, {len(sets)} task sets x {seeds} seeds = "
                       f"{len(sets) * seeds} trials; every task alone capped at {run['train']['max_steps']} steps, "
@@ -145,17 +128,51 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     result["seconds"] = time.time() - started
     result["failed_runs"] = failed
     result["affinity_signals"] = signals
+    _record_result(client, parent_id, result)
+    return result
+
+
+def _check_counts(*, seeds: int, budget: int, confirm_rounds: int, check_seeds: int) -> None:
+    for flag, value, least in (("--seeds", seeds, 1), ("--budget", budget, 1), ("--confirm-rounds", confirm_rounds, 0),
+                               ("--check-seeds", check_seeds, 0)):
+        if value < least:
+            raise ConfigError(f"{flag}: must be {'0 or more' if least == 0 else f'at least {least}'}, got {value}")
+    if check_seeds == 1:
+        raise ConfigError("--check-seeds: 1 seed gives no interval; use 2 or more (or 0: no check)")
+
+
+def _record_study(cfg: Config, client: Any, study: Study, run: dict[str, Any], datasets: dict[str, Any]) -> None:
+    """A new study's parent run: its params, its tasks' dataset inputs, the config and
+    ``study.json`` (what a report needs to rebuild the analysis from MLflow alone)."""
+    tr = run["train"]
+    params = tracking.run_params(cfg)
+    params.update({"transfer.method": study.method, "transfer.seeds": len(study.seeds),
+                   "transfer.budget": study.budget, "transfer.max_steps": tr["max_steps"],
+                   "transfer.patience": tr["patience"], "transfer.own_data": study.own_data})
+    if study.sampled:
+        params["transfer.runs"] = study.sampled
+    if study.check_seeds:
+        params["transfer.check_seeds"] = study.check_seeds
+    tracking.log_params(client, study.parent_run_id, params)
+    log_datasets(client, study.parent_run_id, datasets, study.tasks)
+    desc = {k: v for k, v in asdict(study).items() if k != "parent_run_id"}
+    desc["patience"] = tr["patience"]
+    tracking.log_files(client, study.parent_run_id, {"config.yaml": tracking.as_yaml(cfg.model_dump(mode="json")),
+                                                      STUDY_FILE: tracking.as_json(desc)})
+
+
+def _record_result(client: Any, parent_id: str, result: TransferResult) -> None:
+    """The study's result on its parent run (``transfer.json``, headline metrics, the grouping
+    as a tag), and the run ended."""
     tracking.log_files(client, parent_id, {"transfer.json": tracking.as_json(result)})
+    expected = (result["grouping"].get("expected") or {}).get("expected")
     tracking.log_metrics(client, parent_id, {"grouping/score": result["grouping"]["score"],
+                                             "grouping/expected": expected,
                                              "cost/trials": result["cost"]["trials"],
                                              "cost/train_steps": result["cost"]["train_steps"],
                                              "negative_transfer": len(result["negative_transfer"])})
-    expected = result["grouping"].get("expected") or {}
-    if expected.get("expected") is not None:
-        tracking.log_metrics(client, parent_id, {"grouping/expected": expected["expected"]})
     client.set_tag(parent_id, "mtlo.grouping", " | ".join(",".join(g) for g in result["grouping"]["groups"]))
     client.set_terminated(parent_id, "FINISHED")
-    return result
 
 
 class Grids:
@@ -165,11 +182,10 @@ class Grids:
     (``transfer/study.py``)."""
 
     def __init__(self, cfg: Config, ctx: Any, run: dict[str, Any], info: dict[str, Any], study: Study,
-                 parent: Any, *, resume: bool, as_json: bool) -> None:
+                 parent: Any, datasets: dict[str, Any], *, resume: bool, as_json: bool) -> None:
         self.cfg, self.ctx, self.run, self.info, self.study = cfg, ctx, run, info, study
         self.client, self.experiment_id, self.storage = parent.client, parent.experiment_id, parent.exp_dir
-        self.resume, self.as_json = resume, as_json
-        self.datasets = task_datasets(info, {t: s.source for t, s in cfg.tasks.items()})
+        self.resume, self.as_json, self.datasets = resume, as_json, datasets
         self.base_tags = {"mtlo.config_name": cfg.name, "mtlo.command": "transfer", "mtlo.encoder": cfg.encoder.model}
 
     def train(self, sets: list[an.Group], seeds: list[int], *, name: str, role: str,
