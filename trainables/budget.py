@@ -66,7 +66,8 @@ class OwnBatches:
 
     def judge(self, t: str, metrics: Metrics) -> None:
         """An evaluation of a named task: kept as its judgement where its main metric is its best
-        so far within its batches (its test split scored then, once); the last one is kept too
+        so far within its batches (its test split scored then: the model changes after, and a copy of
+        the weights for each task would cost more than a test split's pass); the last one is kept too
         (what the run's rows show once the task is done)."""
         if t not in self.budget:
             return
