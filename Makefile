@@ -47,8 +47,10 @@ bench: $(STAMP)
 
 # the grouping studies of BENCHMARKS.md (several hours on 2 cores): each six-task set's exhaustive study
 # (skipped where its runs table is committed), its replays and its groupings on new seeds; then the ten
-# built-in tasks: pairwise, surrogate and affinity studies and their groupings on new seeds. Every study's
-# runs table goes to benchmarks/results/tables/ as soon as it ends.
+# built-in tasks: pairwise, surrogate and affinity studies and their groupings on new seeds; then the
+# calibration of their headlines on new seeds and ner's rows under the own-data rule (its table committed:
+# benchmarks/own_data.py names the command that trains it). Every study's runs table goes to
+# benchmarks/results/tables/ as soon as it ends.
 GROUPING_SETS := six-b-tiny:six_tasks_b_tiny:six_b_tiny_table six-c-tiny:six_tasks_c_tiny:six_c_tiny_table \
                  six-d-tiny:six_tasks_d_tiny:six_d_tiny_table
 TABLES := benchmarks/results/tables
@@ -74,6 +76,9 @@ bench-grouping: $(STAMP)
 	  $(foreach m,pairwise surrogate affinity,--study $(m)=$(TABLES)/ten-tiny-$(m).csv) \
 	  --holdout-table $(TABLES)/ten-tiny-holdout.csv --train-holdout sqlite:///$(G)/mlflow.db \
 	  --out benchmarks/results/grouping_ten_tasks_tiny.json > /dev/null
+	$(BIN)/python -m benchmarks.calibration --train-holdout sqlite:///$(G)/mlflow.db \
+	  --out benchmarks/results/calibration.json > /dev/null
+	$(BIN)/python -m benchmarks.own_data --out benchmarks/results/own_data.json > /dev/null
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns ray_results
