@@ -50,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.grouping import replay, value
-from orchestrator.store.runs import affinity_matrices, child_runs, find_parent, mean_matrix, with_curves
+from orchestrator.domain import mean_matrix
+from orchestrator.store.runs import affinity_matrices, child_runs, find_parent, with_curves
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.results import estimator
 from orchestrator.transfer.study import read_study, study_from_mlflow

@@ -40,7 +40,8 @@ from typing import Any
 
 from benchmarks.grouping import emit, holdout, holdout_runs, holdout_scores, holdout_todo, load_study, replay
 from benchmarks.grouping_many import conclude
-from orchestrator.store.runs import mean_matrix, read_runs_table, table_affinity, table_runs
+from orchestrator.domain import mean_matrix
+from orchestrator.store.runs import read_runs_table, table_affinity, table_runs
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer import noise as nz
 

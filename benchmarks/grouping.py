@@ -55,14 +55,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.store.runs import (
-    mean_matrix,
-    read_runs_table,
-    runs_table,
-    runs_table_text,
-    table_affinity,
-    table_runs,
-)
+from orchestrator.domain import mean_matrix
+from orchestrator.store.runs import read_runs_table, runs_table, runs_table_text, table_affinity, table_runs
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer import surrogate
 from orchestrator.transfer.results import analyse, check_seed_list, estimator, to_confirm
@@ -228,7 +222,7 @@ def export_holdout(uri: str, prefix: str, path: Path) -> None:
     the store its first studies were trained in)."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.report import write_whole
+    from orchestrator.files import write_whole
     from orchestrator.store.runs import child_runs
 
     client = MlflowClient(uri)

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.grouping import emit, holdout, load_study, lookahead_cost_file, lookahead_steps
-from orchestrator.store.runs import mean_matrix, read_runs_table, table_affinity, table_runs
+from orchestrator.domain import mean_matrix
+from orchestrator.store.runs import read_runs_table, table_affinity, table_runs
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.methods import method as method_of
 from orchestrator.transfer.results import analyse

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report import figures, markdown, write_whole
+from orchestrator.files import write_whole
+from orchestrator.report import figures, markdown
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.results import analyse
 from orchestrator.transfer.study import Study

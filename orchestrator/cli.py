@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from orchestrator.errors import ServiceError
+from orchestrator.errors import Interrupted, ServiceError
 from orchestrator.transfer.methods import METHODS
 from trainables.errors import InputError
 
@@ -185,6 +185,9 @@ def _main(argv: list[str] | None = None) -> int:
     except ServiceError as exc:
         sys.stderr.write(f"mtlo: error: {exc}\n")
         return 1
+    except Interrupted as exc:
+        sys.stderr.write(f"mtlo: {exc}\n")
+        return 130
     except KeyboardInterrupt:
         sys.stderr.write("mtlo: interrupted\n")
         return 130

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from orchestrator.config import Config, load_config
 from orchestrator.display import err_console, out_console
-from orchestrator.errors import ServiceError
+from orchestrator.errors import Interrupted, ServiceError
 from orchestrator.redact import redact
 from orchestrator.store import tracking
 from trainables.data import BUILTIN_TASKS, read_source
@@ -82,7 +82,7 @@ def outage_is_service_error(uri: str) -> Iterator[None]:
     traceback."""
     try:
         yield
-    except (InputError, ServiceError, KeyboardInterrupt):
+    except (InputError, ServiceError, Interrupted, KeyboardInterrupt):
         raise
     except Exception as exc:
         error = tracking.as_outage(uri, exc)
@@ -180,6 +180,7 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
     from mlflow.tracking import MlflowClient
 
     from orchestrator.report import default_folder, write_report
+    from orchestrator.runtime import faults
     from orchestrator.store.runs import find_parent
 
     client = MlflowClient(tracking_uri)
@@ -194,7 +195,9 @@ def build_report(tracking_uri: str, ref: str, out: Path | None = None) -> tuple[
 
         res = search_results(client, parent)
     folder = out or default_folder(parent.info.run_name, parent.info.run_id)
-    md, plain = write_report(client, parent.info.run_id, res, folder)
+    md, plain, paths = write_report(res, folder, halfway=faults.point("report"))  # test-only: driver@report
+    for path in paths:
+        client.log_artifact(parent.info.run_id, str(path), artifact_path="report")
     return plain, md, folder
 
 
@@ -203,7 +206,7 @@ def write_runs_table(uri: str, parent_run_id: str, path: Path) -> int:
     returns how many runs it holds."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.report import write_whole
+    from orchestrator.files import write_whole
     from orchestrator.store.runs import child_runs, runs_table, runs_table_text
 
     client = MlflowClient(uri)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report import write_whole
+from orchestrator.files import write_whole
 from trainables.errors import InputError, first_line
 
 PROGRESS_FROM = 512  # inputs from which a progress bar is drawn (on stderr)

@@ -24,6 +24,7 @@ def cmd_train(config_path: str, *, sets: list[str], as_json: bool, log_model: bo
     ``train.max_train_examples``), scored on their test splits and registered in MLflow with its
     tasks and, with ``study``, the transfer study whose recommendation it is."""
     cfg = load_config(config_path, sets)
+    tracking.check_store(cfg.mlflow.tracking_uri)  # an unusable store: one line, before any data loads
     if groups is None:
         if study is not None:
             raise InputError("--study: only with --groups (the models of a study's grouping)")

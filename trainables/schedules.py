@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from trainables.errors import InputError
+from trainables.registry import Registry
 
 
 class Schedule(ABC):
@@ -25,9 +27,18 @@ class Schedule(ABC):
     def plan(self, batches: dict[str, int], rng: np.random.Generator, *, temperature: float) -> list[list[str]]:
         """For one epoch: the tasks of each step, given each task's batches per pass."""
 
+    def shares(self, batches: Mapping[str, int], group: Sequence[str], *, temperature: float) -> dict[str, float]:
+        """The expected share of a step that trains each task of ``group`` (what a transfer
+        study's estimator needs): one task a step, each as often as the others, unless the
+        schedule says otherwise."""
+        return {t: 1.0 / len(group) for t in group}
+
 
 class Joint(Schedule):
     name = "joint"
+
+    def shares(self, batches: Mapping[str, int], group: Sequence[str], *, temperature: float) -> dict[str, float]:
+        return {t: 1.0 for t in group}  # every task at every step
 
     def plan(self, batches: dict[str, int], rng: np.random.Generator, *, temperature: float) -> list[list[str]]:
         return [list(batches) for _ in range(max(batches.values()))]
@@ -47,6 +58,13 @@ class Sampled(Schedule):
     def exponent(self, temperature: float) -> float:
         return 1.0
 
+    def shares(self, batches: Mapping[str, int], group: Sequence[str], *, temperature: float) -> dict[str, float]:
+        if not all(batches.get(t) for t in group):  # sizes unknown: as round robin
+            return super().shares(batches, group, temperature=temperature)
+        power = self.exponent(temperature)
+        weights = {t: float(batches[t]) ** power for t in group}
+        return {t: w / sum(weights.values()) for t, w in weights.items()}
+
     def plan(self, batches: dict[str, int], rng: np.random.Generator, *, temperature: float) -> list[list[str]]:
         tasks = list(batches)
         sizes = np.array([batches[t] for t in tasks], dtype=float) ** self.exponent(temperature)
@@ -63,11 +81,10 @@ class Temperature(Sampled):
         return 1.0 / temperature
 
 
-SCHEDULES: dict[str, Schedule] = {s.name: s for s in (Joint(), RoundRobin(), Sampled(), Temperature())}
+SCHEDULES: Registry[Schedule] = Registry("train.schedule")
+for _s in (Joint(), RoundRobin(), Sampled(), Temperature()):
+    SCHEDULES.register(_s)
 
 
 def schedule(name: str) -> Schedule:
-    try:
-        return SCHEDULES[name]
-    except KeyError:
-        raise InputError(f"train.schedule: unknown '{name}' (valid: {', '.join(SCHEDULES)})") from None
+    return SCHEDULES[name]

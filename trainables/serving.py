@@ -1,5 +1,5 @@
 """A trained multi-task model outside training: saved as a folder, loaded, and asked for
-predictions; and the same as an MLflow ``pyfunc`` model.
+predictions (no MLflow here: the MLflow ``pyfunc`` wrapper is ``orchestrator/store/pyfunc_entry.py``).
 
 The folder holds everything inference needs and nothing of training: the model's weights
 (``weights.pt``, read with ``torch.load(weights_only=True)``), the encoder's architecture
@@ -13,9 +13,8 @@ whitespace-separated words. Each prediction is a dict per task: ``label`` and
 ``probability`` (classification), ``value`` (regression), ``tags`` (one per word) and
 ``entities`` (type, start, end, text; character offsets into the input) for tagging.
 
-MLflow is imported only to define :class:`PyfuncModel`, where it is installed; the training
-side never imports this module. An MLflow model is logged "from code"
-(``trainables/pyfunc_entry.py``), never pickled.
+The training side never imports this module. An MLflow model is logged "from code"
+(``orchestrator/store/pyfunc_entry.py``), never pickled.
 """
 
 from __future__ import annotations
@@ -191,29 +190,3 @@ def spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
         if prefix == "B" or (prefix == "I" and kind is None):
             kind, begin = typ, i
     return found
-
-
-try:  # the MLflow flavour: only where MLflow is installed (serving, logging); training never needs it
-    from mlflow.pyfunc import PythonModel
-
-    class PyfuncModel(PythonModel):
-        """``mlflow.pyfunc.load_model(...)``: ``predict`` takes a DataFrame with a ``text`` column
-        (and ``text_pair`` for pair tasks) and returns one dict of every task's prediction per row."""
-
-        def load_context(self, context: Any) -> None:
-            # remote code in the encoder's files only where whoever serves it says so
-            import os
-
-            trust = os.environ.get(TRUST_REMOTE_CODE_ENV, "").lower() in ("1", "true", "yes")
-            self.predictor = Predictor(context.artifacts["model"], trust_remote_code=trust)
-
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            # (no type hints: MLflow reads them as the input schema, which the signature gives)
-            frame = model_input
-            if "text" not in getattr(frame, "columns", []):
-                raise PredictError("text: the input needs a 'text' column")
-            pairs = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
-            tasks = (params or {}).get("tasks")
-            return self.predictor.predict(frame["text"].tolist(), pairs, tasks=tasks or None)
-except ImportError:  # pragma: no cover - an inference-only install without MLflow
-    pass

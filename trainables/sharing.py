@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from trainables.errors import InputError
+from trainables.registry import Registry
 from trainables.spec import TrainSpec
 
 
@@ -93,11 +94,10 @@ class Partial(Sharing):
         return out
 
 
-SHARING: dict[str, Sharing] = {s.name: s for s in (Hard(), Soft(), Partial(), Single())}
+SHARING: Registry[Sharing] = Registry("train.sharing")
+for _m in (Hard(), Soft(), Partial(), Single()):
+    SHARING.register(_m)
 
 
 def sharing_mode(name: str) -> Sharing:
-    try:
-        return SHARING[name]
-    except KeyError:
-        raise InputError(f"train.sharing: unknown '{name}' (valid: {', '.join(SHARING)})") from None
+    return SHARING[name]

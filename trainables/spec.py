@@ -8,10 +8,12 @@ unknown keys); the trial side builds them from a plain dict and trusts them.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Interval
+from pydantic import AfterValidator
 
 _STRICT = {"extra": "forbid"}
 # constraints as annotated-types metadata: pydantic enforces them at the edge
@@ -19,9 +21,19 @@ PosInt = Annotated[int, Ge(1)]
 NonNeg = Annotated[float, Ge(0)]
 
 TaskTypeName = Literal["classification", "regression", "tagging"]
-SharingName = Literal["hard", "soft", "partial", "single"]
-WeightingName = Literal["static", "uncertainty", "gradnorm", "dwa", "pcgrad"]
-ScheduleName = Literal["joint", "round_robin", "proportional", "temperature"]
+
+
+def _registered(module: str, registry: str) -> AfterValidator:
+    """A name checked against a plug-in registry (``trainables/registry.py``) when the config
+    is validated: a plug-in registered after this module was imported is valid too."""
+    def check(value: Any) -> Any:
+        return getattr(importlib.import_module(module), registry).validator()(value)
+    return AfterValidator(check)
+
+
+SharingName = Annotated[str, _registered("trainables.sharing", "SHARING")]
+WeightingName = Annotated[str, _registered("trainables.weighting", "WEIGHTING")]
+ScheduleName = Annotated[str, _registered("trainables.schedules", "SCHEDULES")]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from torch import nn
 
 from trainables.errors import InputError
 from trainables.model import MultiTaskModel
+from trainables.registry import Registry
 
 # the weight each task got this step: a float, or a 0-d tensor where reading it would stall a GPU
 Weights: TypeAlias = Mapping[str, "float | torch.Tensor"]
@@ -67,6 +68,11 @@ class Weighting(nn.Module, ABC):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
+
+    @classmethod
+    def build(cls, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0) -> Weighting:
+        """A new weighting for ``tasks`` (``seed``: for a method that draws random numbers)."""
+        return cls(tasks, task_weights)
 
     def _weighted_backward(self, losses: dict[str, torch.Tensor], weights: Weights) -> None:
         total = sum(weights[t] * loss for t, loss in losses.items())
@@ -184,6 +190,10 @@ class PCGrad(Weighting):
         super().__init__(tasks, task_weights)
         self.rng = random.Random(seed)
 
+    @classmethod
+    def build(cls, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0) -> Weighting:
+        return cls(tasks, task_weights, seed=seed)
+
     def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         w = {t: self.static[t] for t in losses}
         shared = model.shared_parameters()
@@ -219,16 +229,10 @@ class PCGrad(Weighting):
         return w
 
 
-WEIGHTING: dict[str, type[Weighting]] = {
-    c.name: c for c in (Static, Uncertainty, GradNorm, DWA, PCGrad)  # type: ignore[type-abstract]
-}
+WEIGHTING: Registry[type[Weighting]] = Registry("train.weighting")
+for _cls in (Static, Uncertainty, GradNorm, DWA, PCGrad):
+    WEIGHTING.register(_cls)
 
 
 def make_weighting(name: str, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0) -> Weighting:
-    try:
-        cls = WEIGHTING[name]
-    except KeyError:
-        raise InputError(f"train.weighting: unknown '{name}' (valid: {', '.join(WEIGHTING)})") from None
-    if cls is PCGrad:
-        return PCGrad(tasks, task_weights, seed=seed)
-    return cls(tasks, task_weights)
+    return WEIGHTING[name].build(tasks, task_weights, seed=seed)

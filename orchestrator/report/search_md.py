@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.domain import FAILED, scored
 from orchestrator.report.text import md, param
-from orchestrator.store.runs import FAILED, scored
 
 
 def search_markdown(res: dict[str, Any], figures: list[str]) -> str:

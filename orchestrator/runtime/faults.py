@@ -34,6 +34,9 @@ Driver faults (the driver SIGKILLs its own process group, as ``kill -9`` of ``mt
 trials have completed), ``driver@report`` (midway through writing the report: figures and
 report.md written, half of report.json in its temporary file, the MLflow artifacts not yet).
 
+``sigint@POINT`` (the points of ``driver``): the driver sends SIGINT to its process group, as
+Ctrl-C in a terminal does: Ray Tune saves the search and stops, mtlo exits 130.
+
 ``tune-crash@trials=N``: when N trials have completed, Ray Tune's controller stops the
 search with the exception Ray Tune 2.60 raises when Ray's memory monitor kills a trial's
 worker (``RuntimeError("Caught unexpected exception: ...")`` from ``OutOfMemoryError``, out
@@ -111,9 +114,9 @@ def parse(text: str | None) -> Faults:
             if key not in ("trial", "times") or not value.isdigit():
                 raise ConfigError(f"{ENV}: '{o}' in '{part}' is not trial=N, times=N or tasks=A+B")
             options[key] = int(value)
-        if kind == "driver":
+        if kind in ("driver", "sigint"):
             if when not in DRIVER_POINTS and not (when.startswith("trials=") and when[7:].isdigit()):
-                raise ConfigError(f"{ENV}: driver@{when}: the point must be one of "
+                raise ConfigError(f"{ENV}: {kind}@{when}: the point must be one of "
                                   f"{', '.join(DRIVER_POINTS)} or trials=N")
             driver.append(Fault(kind, when))
             continue
@@ -204,16 +207,33 @@ def trial_number(trial_id: str, trial_dir: str) -> int | None:
 
 
 # -- driver side -----------------------------------------------------------------------------
+_FIRED: set[Fault] = set()
+
+
 def driver_point(faults: Faults, point: str, settle: Any = None) -> None:
-    """SIGKILL the driver (its whole process group when it leads one) at ``point``, once
-    ``settle()`` returned (the MLflow recorder's queued writes done: the point is "once that
-    event was recorded")."""
-    if any(f.kind == "driver" and f.when == point for f in faults.driver):
-        if settle is not None:
-            settle()
-        if os.getpgrp() == os.getpid():
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL (``driver``) or SIGINT (``sigint``) the driver, its whole process group when it
+    leads one, at ``point``, once ``settle()`` returned (the MLflow recorder's queued writes
+    done: the point is "once that event was recorded")."""
+    for f in faults.driver:
+        if f.kind in ("driver", "sigint") and f.when == point and f not in _FIRED:
+            _FIRED.add(f)  # once a driver process: SIGINT, unlike SIGKILL, lets the driver go on
+            if settle is not None:
+                settle()
+            sig = signal.SIGKILL if f.kind == "driver" else signal.SIGINT
+            if os.getpgrp() == os.getpid():
+                os.killpg(os.getpgrp(), sig)
+            else:
+                os.kill(os.getpid(), sig)
+            return
+
+
+def point(name: str) -> Any:
+    """A callable that fires the driver faults at ``name`` (None where MTLO_FAULT names none):
+    the seam for a fault point outside Ray Tune's events (``driver@report``)."""
+    found = from_env()
+    if not any(f.when == name for f in found.driver):
+        return None
+    return lambda: driver_point(found, name)
 
 
 def tune_crash(faults: Faults, point: str) -> None:

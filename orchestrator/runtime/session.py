@@ -1,21 +1,21 @@
 """Where a search or study runs: its folder, Ray (local on loopback, or a cluster) and its
-MLflow parent run, opened once by :func:`open_parent` for ``mtlo search`` and ``mtlo transfer``.
+parent run, opened once by :func:`open_parent` for ``mtlo search`` and ``mtlo transfer``. The
+parent run lives in a store this module is handed (a :class:`ParentStore`: MLflow's is
+``store/tracking.py``'s ``MlflowParents``); runtime never imports the store.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.config import Config
 from orchestrator.errors import ConfigError
 from orchestrator.runtime import faults, lock
-from orchestrator.store import tracking
 from trainables.errors import first_line
 
 
@@ -111,12 +111,15 @@ def check_cluster(cfg: Config, storage: Path) -> None:
                           "set it to a folder every node mounts at the same path (NFS)")
 
 
-def git_commit(where: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+class ParentStore(Protocol):
+    """Where a search's or study's parent run lives (MLflow: ``store.tracking.MlflowParents``)."""
+
+    def check(self) -> None:
+        """Raise ConfigError for a store that cannot be used (before Ray starts)."""
+
+    def open(self, parent_id: str | None) -> tuple[Any, str, str]:
+        """(client, experiment id, parent run id): continue ``parent_id``, or create a parent run."""
+        ...
 
 
 @dataclass
@@ -145,10 +148,10 @@ def check_owned(folder: Path) -> None:
 
 
 def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, resume: bool,
-                address: str | None, tags: dict[str, str], state: dict[str, Any] | None = None) -> Parent:
+                address: str | None, store: ParentStore, state: dict[str, Any] | None = None) -> Parent:
     """Check the name against earlier runs, start Ray, check the cluster, then continue the
-    parent run of an interrupted ``what`` (``--resume``) or create it (with the git commit,
-    and a state file that a later ``--resume`` reads)."""
+    parent run of an interrupted ``what`` (``--resume``) or create it in ``store`` (with a
+    state file that a later ``--resume`` reads)."""
     faults.from_env()  # test-only MTLO_FAULT: a malformed one stops here, before Ray
     storage = Path(cfg.ray.storage or "ray_results").expanduser().resolve()
     exp_dir = storage / cfg.name
@@ -160,7 +163,7 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     if cfg.train.device == "cuda" and cfg.resources.gpus_per_trial == 0:
         raise ConfigError("train.device: cuda, but resources.gpus_per_trial is 0: a trial sees no GPU "
                           "without a GPU share")
-    tracking.check_store(cfg.mlflow.tracking_uri)
+    store.check()
 
     def fresh() -> None:
         if not resume and exp_dir.exists():
@@ -173,17 +176,10 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     ray_init(address or cfg.ray.address)
     check_resources(cfg)
     check_cluster(cfg, storage)
-    mlflow = tracking.configure(cfg)
-    client = mlflow.tracking.MlflowClient(cfg.mlflow.tracking_uri)
-    experiment_id = client.get_experiment_by_name(cfg.experiment).experiment_id
     if resume:
-        parent_id = json.loads(state_path.read_text())["parent_run_id"]
-        client.update_run(parent_id, status="RUNNING")
+        client, experiment_id, parent_id = store.open(json.loads(state_path.read_text())["parent_run_id"])
         return Parent(client, experiment_id, parent_id, exp_dir, storage, new=False)
-    parent_id = client.create_run(experiment_id, run_name=cfg.name, tags=tags).info.run_id
-    commit = git_commit(config_path.resolve().parent)
-    if commit:
-        client.set_tag(parent_id, "mlflow.source.git.commit", commit)
+    client, experiment_id, parent_id = store.open(None)
     exp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     exp_dir.chmod(0o700)  # --resume unpickles what Ray and Optuna save here: this user's alone
     state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,

@@ -9,12 +9,16 @@ restore after a Ray system error.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from orchestrator.config import Config
 from orchestrator.display import err_console
+from orchestrator.errors import Interrupted
 from orchestrator.runtime import faults
 from orchestrator.runtime.progress import Progress
 from orchestrator.runtime.trial import Scorer, TrialContext, trainable
@@ -46,6 +50,44 @@ def ray_system_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+class _SigintWatch:
+    """Ctrl-C during ``fit``: the first SIGINT asks Ray Tune to stop the way its own handler
+    would (SIGUSR1, which Ray Tune always listens to: it saves the search's state and ends the
+    loop, and ``fit`` returns the partial grid), and is remembered, so the search is not taken
+    for finished; a second one stops at once. Ray Tune's own SIGINT handler is turned off
+    meanwhile (it would end the loop the same way, but leave no sign of it)."""
+
+    ENV = "TUNE_DISABLE_SIGINT_HANDLER"
+
+    def __init__(self) -> None:
+        self.before: Any = None
+        self.env: str | None = None
+        self.seen = False
+
+    def __call__(self, sig: int, frame: Any) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+        self.seen = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __enter__(self) -> _SigintWatch:
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+            self.before = signal.getsignal(signal.SIGINT)
+            self.env = os.environ.get(self.ENV)
+            os.environ[self.ENV] = "1"
+            signal.signal(signal.SIGINT, self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.before is None:
+            return
+        signal.signal(signal.SIGINT, self.before)
+        if self.env is None:
+            os.environ.pop(self.ENV, None)
+        else:
+            os.environ[self.ENV] = self.env
+
+
 def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
@@ -68,9 +110,10 @@ def fit_tuner(tuner: Any, as_json: bool, progress: Progress, path: Path, trainab
     restores = 0
     try:
         while True:
+            sigint = _SigintWatch()
             try:
-                with redirect:
-                    return tuner.fit()
+                with redirect, sigint:
+                    grid = tuner.fit()
             except Exception as exc:
                 cause = ray_system_error(exc)
                 if cause is None or not tune.Tuner.can_restore(str(path)):
@@ -84,6 +127,10 @@ def fit_tuner(tuner: Any, as_json: bool, progress: Progress, path: Path, trainab
                                   f"going on from the saved state, as --resume would ({restores} of {RESTORES})",
                                   markup=False, highlight=False)
                 tuner = restore(path, trainable_res, errored=False)
+                continue
+            if sigint.seen:
+                raise Interrupted(grid)
+            return grid
     finally:
         progress.close()  # the live table ends on Ctrl-C too
 
@@ -131,7 +178,12 @@ def run_tuner(cfg: Config, ctx: TrialContext, *, name: str, storage: Path, recor
                                       callbacks=callbacks(recorder, progress, keep),
                                       failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures)),
         )
-    grid = fit_tuner(tuner, as_json, progress, path, trainable_res)
+    try:
+        grid = fit_tuner(tuner, as_json, progress, path, trainable_res)
+    except Interrupted as stop:
+        if stop.args:  # what finished is in MLflow before the command ends; the rest waits for --resume
+            recorder.sync(stop.args[0], interrupted=True)
+        raise
     recorder.sync(grid)
     return grid
 

@@ -19,8 +19,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from orchestrator.domain import relative_gain, scored
 from orchestrator.errors import ConfigError
-from orchestrator.store.runs import relative_gain, scored
+from trainables.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -97,15 +98,24 @@ class Pareto(Objective):
         return {f"obj/{t}": self.signed(t, row) for t in trial_tasks}
 
 
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (MeanDelta, MeanScore, Target, Pareto)}
+OBJECTIVES: Registry[type[Objective]] = Registry("search.objective")
+for _o in (MeanDelta, MeanScore, Target, Pareto):
+    OBJECTIVES.register(_o)
+
+
+def objective_class(name: str, target: str | None) -> type[Objective]:
+    """The objective ``name`` (one line, exit 2, for an unknown one), checked against
+    ``search.target``: before any task's data is read."""
+    cls = OBJECTIVES[name]
+    if cls.uses_target and target is None:
+        raise ConfigError(f"search.target is required with search.objective: {name}")
+    return cls
 
 
 def make_objective(name: str, tasks: tuple[str, ...], main_metric: dict[str, str],
                    higher_is_better: dict[str, bool], *, target: str | None = None,
                    baselines: dict[str, float] | None = None) -> Objective:
-    if name not in OBJECTIVES:
-        raise ConfigError(f"search.objective: '{name}' is not one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name](tuple(tasks), dict(main_metric), dict(higher_is_better), target=target,
+    return objective_class(name, target)(tuple(tasks), dict(main_metric), dict(higher_is_better), target=target,
                             baselines=dict(baselines or {}))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from orchestrator.config import Config
 from orchestrator.display import err_console
+from orchestrator.domain import ZERO_BASELINE
 from orchestrator.errors import ConfigError
 from orchestrator.redact import redact
 from orchestrator.runtime.progress import Progress
@@ -28,11 +29,11 @@ from orchestrator.runtime.trial import trial_params
 from orchestrator.runtime.tuner import run_grid, run_tuner, trial_context
 from orchestrator.search import study
 from orchestrator.search.model import log_best_model, model_trial
-from orchestrator.search.objectives import OBJECTIVES, Objective, best_trial, make_objective
+from orchestrator.search.objectives import OBJECTIVES, Objective, best_trial, make_objective, objective_class
 from orchestrator.store import tracking
 from orchestrator.store.datasets import log_datasets, task_datasets
 from orchestrator.store.recorder import MlflowTrials
-from orchestrator.store.runs import ZERO_BASELINE, child_runs, split_scores
+from orchestrator.store.runs import child_runs, split_scores
 from search_spaces import SearchSpace, load_space
 from trainables import inspect_tasks
 
@@ -109,6 +110,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     clock = Clock()
+    objective_class(cfg.search.objective, cfg.search.target)  # an unknown one: one line, before anything
     space = check_space(cfg, config_path)
     run = cfg.run_dict()
     info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow
@@ -123,7 +125,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
             "mtlo.optuna_storage": redact(url), "mtlo.optuna_study": cfg.name}
     clock.mark("checks")  # the config, the space, every task's data (tokenized once), the Optuna storage
     parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
-                         tags=tags)
+                         store=tracking.MlflowParents(cfg, config_path, tags))
     client, experiment_id, parent_id, exp_dir = parent.client, parent.experiment_id, parent.run_id, parent.exp_dir
     datasets = task_datasets(info, {t: s.source for t, s in cfg.tasks.items()})
     if parent.new:

@@ -12,6 +12,7 @@ import trainables
 
 ARTIFACT = "model"  # the model's name on its run: runs:/RUN_ID/model
 CODE = Path(trainables.__file__).parent  # shipped with the model: it loads where mtlo is not installed
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # the MLflow wrapper MLflow runs to build the model
 
 
 def _requirements() -> list[str]:
@@ -65,7 +66,7 @@ def log_model(tracking_uri: str, run_id: str, exp: Any, *, register: str | None,
         folder = save_model(exp, Path(tmp) / "mtlo_model", info=info)
         with mlflow.start_run(run_id=run_id):
             logged = mlflow.pyfunc.log_model(
-                name=ARTIFACT, python_model=str(CODE / "pyfunc_entry.py"), artifacts={"model": str(folder)},
+                name=ARTIFACT, python_model=str(ENTRY), artifacts={"model": str(folder)},
                 code_paths=[str(CODE)], signature=_signature(exp),
                 input_example=_example(exp), pip_requirements=_requirements(), registered_model_name=register,
                 tags=tags)

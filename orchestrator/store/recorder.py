@@ -309,15 +309,18 @@ class MlflowTrials(Callback):
         set_tag(self.client, rid, f"mtlo.retry.{n}.error", error)
 
     # -- after the search -----------------------------------------------------------------
-    def sync(self, grid: Any) -> None:
+    def sync(self, grid: Any, *, interrupted: bool = False) -> None:
         """Write to MLflow what it lacks of the finished grid (Ray's on-disk results): child
-        runs, metric points (each (metric, epoch) once), final status. Raises ServiceError
-        when MLflow does not answer."""
+        runs, metric points (each (metric, epoch) once), final status. ``interrupted`` (Ctrl-C):
+        the trials that had not ended stay open for ``--resume``, and the parent run is marked
+        KILLED until then. Raises ServiceError when MLflow does not answer."""
         started = time.perf_counter()
         self.drain()
         self.offline_since = None
         try:
-            self._sync(grid)
+            self._sync(grid, interrupted)
+            if interrupted:
+                self.client.set_terminated(self.parent, "KILLED")
             if self.synced_points:
                 err_console.print(f"MLflow had missed {self.synced_points} metric point(s): written now from Ray's "
                                   "results", markup=False, highlight=False)
@@ -329,7 +332,7 @@ class MlflowTrials(Callback):
         finally:
             self.sync_seconds = time.perf_counter() - started  # after the trials: queued writes, then gaps
 
-    def _sync(self, grid: Any) -> None:
+    def _sync(self, grid: Any, interrupted: bool) -> None:
         children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'", max_results=50000)}
         for result in grid:
@@ -338,7 +341,7 @@ class MlflowTrials(Callback):
             rows = [{k: v for k, v in r.items() if v == v} for r in frame.to_dict("records")] if frame is not None \
                 else []
             tid = (result.metrics or {}).get("trial_id") or (rows[-1].get("trial_id") if rows else None)
-            if not tid:
+            if not tid or result.config is None:  # a trial that never reported: nothing to write yet
                 continue
             child = children.get(tid)
             done = child is not None and _is_closed(child)
@@ -351,6 +354,8 @@ class MlflowTrials(Callback):
             self.synced_points += self._fill(trial, rows)
             for r in rows:
                 self._remember(tid, r)
+            if interrupted and tid not in self.ended:
+                continue  # stopped mid-way by Ctrl-C: --resume goes on with it
             if not done:  # errors propagate here (sync turns them into one line)
                 error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
                 self._close(trial, *(("FAILED", error) if error else self._final_status(self.results.get(tid, {}))))

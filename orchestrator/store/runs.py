@@ -3,57 +3,27 @@ trial (task set, seed, each task's main metric at its best epoch, steps), the ru
 failed, the affinities measured, the trials of a search. Everything a report or an analysis
 needs comes from here; nothing else reads child runs.
 
-Also the one definition of the relative gain (DESIGN, "Negative transfer"):
-Δ = s · (m − b) / |b|, undefined where the baseline b is 0.
+The arithmetic over runs (a run, a group, the relative gain) is ``orchestrator/domain.py``:
+it needs no MLflow.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.domain import DONE, FAILED, Run, group_of
 from orchestrator.errors import ConfigError
 
-Group = tuple[str, ...]
-FAILED = ("FAILED", "DIVERGED")  # a trial's mtlo.status when it has no result to rank
-DONE = ("FINISHED", "STOPPED")  # a trial's mtlo.status when it trained to its end or was stopped early
 STUDY_ROLES = ("trial", "confirm")  # a study's runs: its method's task sets and the confirmations
 ALL_ROLES = (*STUDY_ROLES, "check")  # and --check-seeds' runs at new seeds (never in the study's figures)
 TEXT_COLUMNS = ("run_id", "role", "tasks", "status")  # a runs table's columns that stay text
-ZERO_BASELINE = 1e-12  # |baseline| below which a relative gain is undefined
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # what a config's name may be (orchestrator/config.py)
-
-
-def group_of(tasks: Iterable[str]) -> Group:
-    return tuple(sorted(tasks))
-
-
-def relative_gain(value: float, baseline: float, higher_is_better: bool) -> float | None:
-    """s · (value − baseline) / |baseline| (s = +1 if higher is better); None where the
-    baseline is 0 (a task that learned nothing alone: a gain relative to 0 is undefined)."""
-    if abs(baseline) < ZERO_BASELINE:
-        return None
-    return (1.0 if higher_is_better else -1.0) * (value - baseline) / abs(baseline)
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained group at one seed: each task's main metric at the run's best epoch."""
-
-    group: Group
-    seed: int
-    scores: Mapping[str, float]
-    steps: int = 0
-    best_epoch: int = 0
-    run_id: str | None = None
-    curve: tuple[tuple[int, float], ...] = ()  # single-task runs: (steps, score) at every epoch
-    test: Mapping[str, float] = field(default_factory=dict)  # the best epoch's weights on the test split
-    trained: int = 0  # optimizer steps in all (a single-task run: its own batches, the budget it sets its groups)
 
 
 # -- reading MLflow -----------------------------------------------------------------------------
@@ -247,15 +217,6 @@ def _matrix(metrics: Mapping[str, Any], prefix: str) -> dict[str, dict[str, floa
     return z
 
 
-def mean_matrix(ms: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for i in sorted({i for m in ms for i in m}):
-        for j in sorted({j for m in ms for j in m.get(i, {})}):
-            vals = [m[i][j] for m in ms if j in m.get(i, {})]
-            out.setdefault(i, {})[j] = sum(vals) / len(vals)
-    return out
-
-
 def with_curves(client: Any, runs: list[Run], main_metric: Mapping[str, str],
                 known: list[Run] | None = None) -> list[Run]:
     """The single-task runs with their learning curves (the validation score and the steps
@@ -302,12 +263,6 @@ def best_scores(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} from a child run's ``best/<task>/<metric>`` metrics (validation,
     at the run's best epoch)."""
     return split_scores(metrics, "best")
-
-
-def scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trials a search ranks: ended with an objective (finished or stopped early), not
-    failed or diverged."""
-    return [t for t in trials if t["objective"] is not None and t["status"] not in FAILED]
 
 
 def search_trials(client: Any, parent: Any) -> list[dict[str, Any]]:

@@ -154,6 +154,9 @@ def sqlite_problem(path: Path, timeout: float = 5.0) -> str | None:
     full, or another process holds the database locked for longer than ``timeout``."""
     folder = path.parent
     if not folder.is_dir():
+        blocker = next((p for p in reversed(folder.parents) if p.exists() and not p.is_dir()), None)
+        if folder.exists() or blocker is not None:
+            return f"{blocker or folder} is a file, so it cannot hold the folder of the sqlite file {path}"
         return f"the folder of the sqlite file, {folder}, does not exist"
     if path.is_dir():
         return f"{path} is a folder, not a sqlite file"
@@ -273,3 +276,38 @@ def set_tag(client: Any, run_id: str, key: str, value: str) -> None:
     """A tag of free text (an error's: it may hold a store's URL), redacted and cut at 5000
     characters."""
     client.set_tag(run_id, key, redact(str(value))[:5000])
+
+
+def git_commit(where: Path) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+class MlflowParents:
+    """The parent run of a search or study in MLflow (``runtime.session.ParentStore``): a new
+    one is named after the config and tagged with ``tags`` and the git commit of the config's
+    folder; a resumed one is set RUNNING again."""
+
+    def __init__(self, cfg: Any, config_path: Path, tags: dict[str, str]) -> None:
+        self.cfg, self.config_path, self.tags = cfg, config_path, tags
+
+    def check(self) -> None:
+        check_store(self.cfg.mlflow.tracking_uri)
+
+    def open(self, parent_id: str | None) -> tuple[Any, str, str]:
+        mlflow = configure(self.cfg)
+        client = mlflow.tracking.MlflowClient(self.cfg.mlflow.tracking_uri)
+        experiment_id = client.get_experiment_by_name(self.cfg.experiment).experiment_id
+        if parent_id is not None:
+            client.update_run(parent_id, status="RUNNING")
+            return client, experiment_id, parent_id
+        parent_id = client.create_run(experiment_id, run_name=self.cfg.name, tags=self.tags).info.run_id
+        commit = git_commit(self.config_path.resolve().parent)
+        if commit:
+            client.set_tag(parent_id, "mlflow.source.git.commit", commit)
+        return client, experiment_id, parent_id

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from orchestrator.store.runs import ZERO_BASELINE, Group, Run, group_of, relative_gain
+from orchestrator.domain import ZERO_BASELINE, Group, Run, group_of, relative_gain
 from orchestrator.transfer.grouping import MAX_EXACT_TASKS, Grouping, best_grouping
 from orchestrator.transfer.shapes import GainRow, StatsRow
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.store.runs import Group
+from orchestrator.domain import Group
 from orchestrator.transfer.shapes import GroupingRow
 
 

@@ -22,8 +22,8 @@ import itertools
 from abc import ABC
 from typing import ClassVar
 
+from orchestrator.domain import Group, group_of
 from orchestrator.errors import ConfigError
-from orchestrator.store.runs import Group, group_of
 
 
 class Method(ABC):

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.store.runs import ZERO_BASELINE, Group, Run, group_of
+from orchestrator.domain import ZERO_BASELINE, Group, Run, group_of
 
 SeedGains = dict[Group, dict[str, dict[int, float]]]
 

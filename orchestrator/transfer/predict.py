@@ -53,23 +53,18 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.store.runs import relative_gain
+from orchestrator.domain import relative_gain
 
 Curve = Sequence[tuple[int, float]]  # (optimizer steps, validation score) at the end of each epoch
 
 
 def step_shares(schedule: str, batches: Mapping[str, int], group: Sequence[str], temperature: float = 1.0
                 ) -> dict[str, float]:
-    """The fraction of a run's optimizer steps in which each member's own batch is trained
-    (trainables/schedules.py): ``joint`` trains every task at every step."""
-    if schedule == "joint":
-        return {t: 1.0 for t in group}
-    if schedule in ("proportional", "temperature") and all(batches.get(t) for t in group):
-        power = 1.0 if schedule == "proportional" else 1.0 / temperature
-        weight = {t: float(batches[t]) ** power for t in group}
-        total = sum(weight.values())
-        return {t: w / total for t, w in weight.items()}
-    return {t: 1.0 / len(group) for t in group}  # round_robin (and the fallback when sizes are unknown)
+    """The fraction of a run's optimizer steps in which each member's own batch is trained: the
+    schedule's own answer (``trainables/schedules.py``, ``Schedule.shares``)."""
+    from trainables.schedules import schedule as schedule_of
+
+    return schedule_of(schedule).shares(batches, group, temperature=temperature)
 
 
 def best_within(curve: Curve, steps: float, higher_is_better: bool) -> float | None:

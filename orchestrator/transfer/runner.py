@@ -87,7 +87,8 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     tags = {**tracking.run_tags(cfg, command="transfer"), "mtlo.role": "transfer", "mtlo.method": method,
             "mtlo.seeds": str(seeds), "mtlo.budget": str(budget)}
     parent = open_parent(cfg, config_path, what="transfer study", state_file=STATE_FILE, resume=resume,
-                         address=address, tags=tags, state={"method": method})
+                         address=address, store=tracking.MlflowParents(cfg, config_path, tags),
+                         state={"method": method})
     client, experiment_id, parent_id = parent.client, parent.experiment_id, parent.run_id
     datasets = task_datasets(info, {t: s.source for t, s in cfg.tasks.items()})  # every run's dataset inputs
     study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],

@@ -23,14 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
-from orchestrator.store.runs import (
-    affinity_matrices,
-    child_runs,
-    failed_runs,
-    mean_matrix,
-    study_runs,
-    with_curves,
-)
+from orchestrator.domain import mean_matrix
+from orchestrator.store.runs import affinity_matrices, child_runs, failed_runs, study_runs, with_curves
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer.methods import method as method_of
 from orchestrator.transfer.shapes import FailedRun

@@ -41,8 +41,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.domain import Group, Run, group_of, relative_gain
 from orchestrator.errors import ConfigError
-from orchestrator.store.runs import Group, Run, group_of, relative_gain
 from orchestrator.transfer import analysis as an
 
 # ridge penalties tried (on left-out subsets); the features are 0/1, so a penalty of 1 weighs as one observation

@@ -4,7 +4,7 @@ file that mkstemp makes, never through a name a link planted in a shared folder 
 
 import os
 
-from orchestrator.report import write_whole
+from orchestrator.files import write_whole
 from orchestrator.runtime.checkpoints import MODEL_FILE, STATE_FILE, drop_checkpoints, drop_weights
 
 

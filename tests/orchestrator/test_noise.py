@@ -10,7 +10,7 @@ import statistics
 import numpy as np
 import pytest
 
-from orchestrator.store.runs import Run
+from orchestrator.domain import Run
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer import noise as nz
 from orchestrator.transfer.results import recommend

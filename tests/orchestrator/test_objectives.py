@@ -3,7 +3,7 @@
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.search.objectives import OBJECTIVES, best_trial, make_objective
+from orchestrator.search.objectives import OBJECTIVES, best_trial, make_objective, objective_class
 
 MAIN = {"rt": "accuracy", "vader": "mse", "ner": "f1"}
 HIB = {"rt": True, "vader": False, "ner": True}
@@ -54,8 +54,12 @@ def test_pareto_front_keeps_exactly_the_non_dominated_trials():
 
 
 def test_an_unknown_objective_names_the_valid_ones():
+    from trainables.errors import InputError
+
     valid = "mean_delta, mean_score, target, pareto"
-    with pytest.raises(ConfigError, match=rf"^search.objective: 'best' is not one of {valid}$"):
+    with pytest.raises(InputError, match=rf"^search.objective: unknown 'best' \(valid: {valid}\)$"):
         obj("best")
+    with pytest.raises(ConfigError, match="^search.target is required with search.objective: target$"):
+        objective_class("target", None)
     assert [o.multi for o in OBJECTIVES.values()] == [False, False, False, True]
     assert [o.needs_baselines for o in OBJECTIVES.values()] == [True, False, False, False]

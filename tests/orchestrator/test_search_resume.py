@@ -1,6 +1,6 @@
-"""A search whose driver is killed (SIGKILL) continues with ``--resume``: finished trials are
-not rerun, the same parent run continues, no child run is duplicated, and a trial that was
-running continues from its last epoch's checkpoint."""
+"""A search whose driver is stopped (Ctrl-C) or killed (SIGKILL) continues with ``--resume``:
+finished trials are not rerun, the same parent run continues, no child run is duplicated, and
+a trial that was running continues from its last epoch's checkpoint."""
 
 import json
 import signal
@@ -48,19 +48,30 @@ def run(workdir: Path, *args: str, fault: str | None = None) -> subprocess.Compl
     return run_mtlo(workdir, "search", "c.yaml", *args, fault=fault)
 
 
-def test_driver_killed_at_three_points_resumes_without_losing_or_repeating_work(tmp_path):
-    """SIGKILL (MTLO_FAULT=driver@...) during the first trial, mid-search (2 trials done) and
-    while the report is written; after each, ``--resume``; then a final ``--resume`` completes."""
+def test_driver_stopped_at_four_points_resumes_without_losing_or_repeating_work(tmp_path):
+    """Ctrl-C (MTLO_FAULT=sigint@..., SIGINT to the process group as a terminal sends it) during
+    the first trial: exit 130 with the resume line, the running trial left open. Then SIGKILL
+    (driver@...) during that trial again, mid-search (2 trials done) and while the report is
+    written; after each, ``--resume``; then a final ``--resume`` completes."""
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
     db = tmp_path / "mlflow.db"
     report = tmp_path / "reports" / "resume"
     seen: dict[str, tuple[str, int]] = {}
-    for args, fault, expect in [((), "driver@first-result", {"RUNNING": 1}),
+    for args, fault, expect in [((), "sigint@first-result", {"RUNNING": 1}),
+                                (("--resume",), "driver@first-result", {"RUNNING": 1}),
                                 (("--resume",), "driver@trials=2", {"FINISHED": 2}),
                                 (("--resume",), "driver@report", {"FINISHED": 3}),
                                 (("--resume", "--json"), None, {"FINISHED": 3})]:
         out = run(tmp_path, *args, fault=fault)
-        if fault:
+        if fault and fault.startswith("sigint"):
+            assert out.returncode == 130, (fault, out.returncode, out.stderr[-2000:])
+            said = out.stderr.strip().splitlines()
+            assert said[-1] == "mtlo: interrupted: what finished is recorded; run the same command with --resume " \
+                "to go on" and "Traceback" not in out.stderr, out.stderr[-2000:]
+            parent = sqlite3.connect(db).execute("select status from runs where run_uuid in (select run_uuid from "
+                                                 "tags where key='mtlo.role' and value='search')").fetchall()
+            assert parent == [("KILLED",)]  # until --resume sets it running again
+        elif fault:
             assert out.returncode == -signal.SIGKILL, (fault, out.returncode, out.stderr[-2000:])
         else:
             assert out.returncode == 0, out.stderr[-3000:]

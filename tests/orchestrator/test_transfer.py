@@ -204,7 +204,8 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
     from mlflow.tracking import MlflowClient
 
     from orchestrator.commands import write_runs_table
-    from orchestrator.store.runs import mean_matrix, read_runs_table, table_affinity, table_runs
+    from orchestrator.domain import mean_matrix
+    from orchestrator.store.runs import read_runs_table, table_affinity, table_runs
     from orchestrator.transfer.study import study_from_mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -345,12 +346,13 @@ def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
         [{k: v for k, v in r.items() if v != ""} for r in rows]
     rc, _, stderr = mtlo_main("report", "cli", "--runs-table", "runs.txt", cwd=tmp_path, capsys=capsys)
     assert rc == 2 and stderr.strip() == "mtlo: error: --runs-table: runs.txt must end in .csv or .json", stderr
-def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp_path):
-    """SIGKILL of the driver (MTLO_FAULT=driver@trials=2) once rt and sms alone are done: the
-    report is rebuilt from MLflow for the interrupted study (status RUNNING, the baselines, no
-    pair yet); ``--resume`` trains only the pair, on the same parent run. While the first
-    driver runs, every listening socket of its process tree (the driver, Ray's GCS, raylet and
-    workers) is on loopback."""
+def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp_path):
+    """Ctrl-C (MTLO_FAULT=sigint@trials=2: SIGINT to the driver's process group, as a terminal
+    sends it) once rt and sms alone are done: exit 130 with the resume line; the report is
+    rebuilt from MLflow for the interrupted study (status KILLED, the baselines, no pair yet);
+    ``--resume`` trains only the pair, on the same parent run. While the first driver runs,
+    every listening socket of its process tree (the driver, Ray's GCS, raylet and workers) is
+    on loopback. (SIGKILL of a driver: tests/orchestrator/test_search_resume.py.)"""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.commands import build_report
@@ -362,14 +364,16 @@ def test_killed_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp
                  search={"max_concurrent": 1})
     sockets: set = set()
     killed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1",
-                      fault="driver@trials=2", sockets=sockets)
-    assert killed.returncode == -9, killed.stderr[-2000:]
+                      fault="sigint@trials=2", sockets=sockets)
+    assert killed.returncode == 130, killed.stderr[-2000:]
+    assert killed.stderr.strip().splitlines()[-1] == "mtlo: interrupted: what finished is recorded; run the same " \
+        "command with --resume to go on" and "Traceback" not in killed.stderr, killed.stderr[-2000:]
     assert len(sockets) >= 5, sockets  # GCS, raylet, workers... were seen, so the check below means something
     assert all(is_loopback(host) for host, _, _ in sockets), f"listening beyond loopback: {sorted(sockets)}"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res, md, _ = build_report(uri, "killed", tmp_path / "rep")
-    assert res["status"] == "RUNNING" and set(res["baselines"]) == {"rt", "sms"} and res["gains"] == []
-    assert "(RUNNING)" in md and res["grouping"]["groups"] == [["rt"], ["sms"]]  # no pair trained yet
+    assert res["status"] == "KILLED" and set(res["baselines"]) == {"rt", "sms"} and res["gains"] == []
+    assert "(KILLED)" in md and res["grouping"]["groups"] == [["rt"], ["sms"]]  # no pair trained yet
     assert res["cost"] == {"trials": 2, "train_steps": res["cost"]["train_steps"], "planned": 3}
     assert "Cost: 2 of 3 planned runs finished" in md
     client = MlflowClient(uri)

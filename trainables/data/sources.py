@@ -161,6 +161,10 @@ def read_hf(location: str, spec: TaskSpec, *, task: str) -> RawTask:
     if spec.type is None:
         raise InputError(f"task '{task}': tasks.{task}.type: required for hf sources")
     task_type: str = spec.type
+    # the datasets library draws a progress bar per split it builds: noise on stderr around
+    # mtlo's own lines (and before a one-line error)
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
     try:
         ds = datasets.load_dataset(location, spec.config, data_files=spec.data_files)
     except FileNotFoundError as exc:
