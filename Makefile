@@ -8,12 +8,13 @@ TEST_STAMP := $(VENV)/.mtlo-test-installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench bench-grouping clean setup
+.PHONY: demo test test-fast lint bench bench-grouping bench-gpu clean setup
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# torch first and alone: a bare "torch" would resolve a multi-GB CUDA build (see STACK notes)
+# torch first and alone, pinned: a bare "torch", or a package that pulls torch before it is pinned, can resolve
+# a multi-GB CUDA build
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e .
@@ -43,13 +44,24 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.quality --seeds 0 1 2 --out benchmarks/results/quality.json
 	$(BIN)/python -m benchmarks.predict --repeats 3 --out benchmarks/results/predict.json
 	$(BIN)/python -m benchmarks.overhead --trials 8 --repeats 3
+	$(BIN)/python -m benchmarks.slow_mlflow --delay 2 --trials 8 --out benchmarks/results/slow_mlflow.json
 	$(BIN)/python -m benchmarks.null_rate --out .bench/null --replicates 30 --json benchmarks/results/null_rate.json
 
-# the grouping studies of BENCHMARKS.md (several hours on 2 cores): each six-task set's exhaustive study
+# the GPU rows of BENCHMARKS.md (a machine with one GPU; about 10 minutes): one trial and a packed search,
+# then the targets of the loop without a host-device sync a step
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check --encoder builtin:minilm-l6 --examples 2000 --epochs 3 \
+	  > benchmarks/results/gpu_check.json
+	$(BIN)/python -m benchmarks.gpu_search --gpus-per-trial 0.125 1 --out benchmarks/results/gpu_search.json
+	$(BIN)/python -m benchmarks.gpu --out benchmarks/results/gpu.json
+
+# the grouping studies of BENCHMARKS.md (several hours on 2 cores): the lookahead's cost in training steps
+# (what the affinity method is charged), then each six-task set's exhaustive study
 # (skipped where its runs table is committed), its replays and its groupings on new seeds; then the ten
 # built-in tasks: pairwise, surrogate and affinity studies and their groupings on new seeds; then the
 # calibration of their headlines on new seeds and ner's rows under the own-data rule (its table committed:
-# benchmarks/own_data.py names the command that trains it). Every study's runs table goes to
+# benchmarks/own_data.py names the command that trains it), and the committed five-task report analysed
+# again. Every study's runs table goes to
 # benchmarks/results/tables/ as soon as it ends.
 GROUPING_SETS := six-b-tiny:six_tasks_b_tiny:six_b_tiny_table six-c-tiny:six_tasks_c_tiny:six_c_tiny_table \
                  six-d-tiny:six_tasks_d_tiny:six_d_tiny_table
@@ -57,6 +69,7 @@ TABLES := benchmarks/results/tables
 G := .bench/grouping
 bench-grouping: $(STAMP)
 	mkdir -p $(G) $(TABLES)
+	$(BIN)/python -m benchmarks.affinity_cost --out benchmarks/results/affinity_cost.json > /dev/null
 	for s in $(GROUPING_SETS); do name=$${s%%:*}; rest=$${s#*:}; cfg=$${rest%%:*}; out=$${rest#*:}; \
 	  if [ ! -f $(TABLES)/$$name.csv ]; then \
 	    (cd $(G) && ../../$(BIN)/mtlo transfer ../../benchmarks/configs/$$cfg.yaml --method exhaustive \
@@ -79,6 +92,7 @@ bench-grouping: $(STAMP)
 	$(BIN)/python -m benchmarks.calibration --train-holdout sqlite:///$(G)/mlflow.db \
 	  --out benchmarks/results/calibration.json > /dev/null
 	$(BIN)/python -m benchmarks.own_data --out benchmarks/results/own_data.json > /dev/null
+	$(BIN)/python -m benchmarks.reanalyse benchmarks/results/pairwise_five_tasks/report.json
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns ray_results

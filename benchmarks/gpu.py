@@ -106,19 +106,16 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from trainables import loop
 
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("benchmarks.gpu: torch sees no GPU here (--dry-run runs every step on the CPU)")
-    if args.dry_run:
-        loop.COMPILE_OPTIONS = {"backend": "aot_eager"}
     started = time.perf_counter()
     out: dict[str, Any] = {
         "device": "cpu (dry run)" if args.dry_run else torch.cuda.get_device_name(0),
         "torch": torch.__version__, "dry_run": args.dry_run, "config": str(CONFIG.relative_to(ROOT)),
         "command": "python -m benchmarks.gpu " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    for name, extra in (("one_trial", {}), ("one_trial_compiled", {"compile": True})):
+    for name, extra in (("one_trial", {}), ("one_trial_compiled", {"compile": "aot_eager" if args.dry_run else True})):
         out[name] = r = one_trial(trial_config(args.dry_run, args.examples, **extra), args.dry_run)
         print(f"{name}: {r['train_examples_per_s']} train examples/s (epoch 2 on), warm-up {r['warmup_seconds']} s, "
               f"peak {r['peak_gpu_mem_mib']} MiB, GPU busy {r['gpu_busy_mean']}%", file=sys.stderr, flush=True)

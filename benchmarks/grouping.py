@@ -59,7 +59,8 @@ from orchestrator.domain import mean_matrix
 from orchestrator.store.runs import read_runs_table, runs_table, runs_table_text, table_affinity, table_runs
 from orchestrator.transfer import analysis as an
 from orchestrator.transfer import surrogate
-from orchestrator.transfer.results import analyse, check_seed_list, estimator, to_confirm
+from orchestrator.transfer.methods import Affinity
+from orchestrator.transfer.results import analyse, check_seed_list, to_confirm
 from orchestrator.transfer.study import Study, affinity_every, batches_per_pass, study_run
 
 
@@ -176,7 +177,7 @@ def estimate_accuracy(study: Any, runs: list[an.Run], affinity: dict, gains: lis
     every = an.group_of(study.tasks)
     singles_all = [r for r in runs if len(r.group) == 1 or r.group == every]
     at_all = [g for g in gains if g.group == every]
-    est = estimator(study, singles_all, at_all, affinity)
+    est = Affinity.estimator(study, singles_all, at_all, affinity)
     tag = affinity_table(study.tasks, affinity)
     matrix = an.pairwise_matrix(gains, study.tasks)
     rows = [g for g in gains if 2 <= len(g.group) < n]

@@ -5,7 +5,7 @@
 A real ``mlflow server`` (sqlite) on 127.0.0.1 behind a proxy on 127.0.0.1 that holds every
 request ``--delay`` seconds before passing it on. One ``mtlo search`` per row (the tiny
 encoder, rt + vader, 3 epochs, ``--trials`` trials all at once at 0.25 CPU each), with the
-recorder's writer threads (``MTLO_MLFLOW_WRITERS``: 4, the default; 0: every write in Ray
+recorder's writer threads (``recorder.WRITERS``: 4, the default; 0: every write in Ray
 Tune's own thread, as mtlo wrote before 2026-12-02), against the server with and without
 the delay. Reported: the trials' phase (Ray Tune's loop, until the last trial ends), MLflow's
 catch-up after it (queued writes, then gaps), the whole command, and the requests the
@@ -126,6 +126,12 @@ def complete(uri: str, name: str, trials: int) -> bool:
         sorted(m.step for m in client.get_metric_history(r.info.run_id, "objective")) == [1, 2, 3] for r in runs)
 
 
+# ``mtlo ARGS`` with the recorder's writer threads set to argv[1] (0: every write in Ray Tune's own
+# thread, how mtlo wrote before): a benchmark's switch, not the product's
+WITH_WRITERS = ("import sys; import orchestrator.store.recorder as r; r.WRITERS = int(sys.argv[1]); "
+                "from orchestrator.cli import main; raise SystemExit(main(sys.argv[2:]))")
+
+
 def one(delay: float, writers: int, trials: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="mtlo-slow-"))
     server, upstream = start_server(work)
@@ -133,10 +139,10 @@ def one(delay: float, writers: int, trials: int) -> dict:
     name = f"slow-{writers}-{int(delay * 1000)}"
     try:
         (work / "c.yaml").write_text(yaml.safe_dump(config(name, proxy.uri, trials)))
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MTLO_MLFLOW_WRITERS": str(writers)}
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", "c.yaml", "--json"], cwd=work,
-                             env=env, capture_output=True, text=True, timeout=3600)
+        out = subprocess.run([sys.executable, "-c", WITH_WRITERS, str(writers), "search", "c.yaml", "--json"],
+                             cwd=work, env=env, capture_output=True, text=True, timeout=3600)
         wall = time.perf_counter() - started
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-3000:])

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import ConfigError
 from search_spaces.yamlfile import YamlProblem, read_yaml
+from trainables.data.kinds import SOURCES
 from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-LOCAL_KINDS = ("csv", "json", "parquet", "conll")
 _UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
 
 
@@ -174,10 +174,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     for name, t in cfg.tasks.items():
         kind, _, loc = t.source.partition(":")
         updates: dict[str, Any] = {}
-        if kind in LOCAL_KINDS and loc:
-            updates["source"] = f"{kind}:{_resolve(loc, base)}"
-        elif kind == "hf" and loc and (loc.startswith((".", "/", "~")) or (base / loc).exists()):
-            updates["source"] = f"hf:{_resolve(loc, base)}"
+        if kind in SOURCES and loc:
+            updates["source"] = f"{kind}:{SOURCES[kind].resolve(loc, lambda p: _resolve(p, base), base)}"
         if t.test is not None:
             updates["test"] = _resolve(t.test, base)
         if t.data_files is not None:

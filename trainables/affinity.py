@@ -103,69 +103,6 @@ def param_group(optim: torch.optim.Optimizer, p: torch.nn.Parameter) -> dict[str
     return next((g for g in optim.param_groups if any(q is p for q in g["params"])), None)
 
 
-class GradientAffinity:
-    """First-order lookahead affinity from the training steps' own gradients, at every step.
-
-    For an SGD step of rate η along task i's gradient g_i, to first order
-    Z[i -> j] ≈ η ⟨g_i, g_j⟩ / L_j. A schedule that trains one task per step (round_robin,
-    proportional, temperature) computes some g_t at every step anyway: each step's gradient
-    of the shared parameters is paired with the latest gradient of every other task (a few
-    steps old) and with t's own previous one (another batch of t: the diagonal). So the
-    affinity is measured at every step, for a copy of the shared gradient and a dot product
-    per task (0.27 training steps a step on the tiny encoder, most of it the copy of the word
-    embeddings' gradient; benchmarks/affinity_cost.py), where one lookahead measurement
-    (:class:`AffinityMeter`) costs 11.8 steps at six tasks and is taken every k steps.
-    ``gcos`` is the cosine of the same pair of gradients.
-    """
-
-    def __init__(self) -> None:
-        self.sums: dict[tuple[str, str], float] = {}
-        self.cos: dict[tuple[str, str], float] = {}
-        self.counts: dict[tuple[str, str], int] = {}
-        self.last: dict[str, tuple[torch.Tensor, float]] = {}
-        self._norms: dict[str, float] = {}
-
-    def observe(self, task: str, shared: list[torch.nn.Parameter], loss: float, lr: float, scale: float = 1.0) -> None:
-        """After the backward pass of a step that trained ``task`` alone (its loss ``loss``,
-        its weight in the objective ``scale``), before the optimizer step."""
-        if not shared or not loss > 0 or not scale:
-            return
-        g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
-                       for p in shared])  # the one copy a step
-        if scale != 1.0:
-            g.div_(scale)
-        norm = float(g.norm())
-        for j, (gj, loss_j) in self.last.items():
-            dot = float(g @ gj)
-            cos = dot / max(norm * self._norms[j], 1e-30)
-            pairs = [(task, task, loss)] if j == task else [(task, j, loss_j), (j, task, loss)]
-            for a, b, lb in pairs:
-                self.sums[(a, b)] = self.sums.get((a, b), 0.0) + lr * dot / lb
-                self.cos[(a, b)] = self.cos.get((a, b), 0.0) + cos
-                self.counts[(a, b)] = self.counts.get((a, b), 0) + 1
-        self.last[task] = (g, loss)
-        self._norms[task] = norm
-
-    def state(self) -> dict[str, Any]:
-        return {"sums": {f"{i}\t{j}": v for (i, j), v in self.sums.items()},
-                "cos": {f"{i}\t{j}": v for (i, j), v in self.cos.items()},
-                "counts": {f"{i}\t{j}": v for (i, j), v in self.counts.items()},
-                "last": {t: [g.cpu(), loss] for t, (g, loss) in self.last.items()}}
-
-    def load(self, state: dict[str, Any], device: torch.device | None = None) -> None:
-        for name in ("sums", "cos", "counts"):
-            getattr(self, name).update({tuple(k.split("\t")): v for k, v in state[name].items()})
-        self.last = {t: (g.to(device) if device is not None else g, float(loss))
-                     for t, (g, loss) in state["last"].items()}
-        self._norms = {t: float(g.norm()) for t, (g, _) in self.last.items()}
-
-    def row(self) -> dict[str, float]:
-        out = {f"gaffinity/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.sums.items()}
-        out.update({f"gcos/{i}/{j}": v / self.counts[(i, j)] for (i, j), v in self.cos.items()})
-        return out
-
-
-# -- as step hooks of the training loop (trainables/state.py's StepHook) ---------------------------
 Batches = dict[str, dict[str, torch.Tensor]]
 
 
@@ -196,35 +133,3 @@ class LookaheadHook:
     def load(self, state: dict[str, Any]) -> None:
         self.meter.load(state["meter"])
         self.rng.bit_generator.state = state["rng"]
-
-
-class GradientHook:
-    """:class:`GradientAffinity` after every step that trained one task alone; η is the live
-    learning rate of the shared parameters' optimizer group."""
-
-    def __init__(self, meter: GradientAffinity, optim: torch.optim.Optimizer, shared: list[torch.nn.Parameter],
-                 device: torch.device) -> None:
-        self.meter, self.optim, self.shared, self.device = meter, optim, shared, device
-        self._group: dict[str, Any] | None = None
-
-    def after_backward(self, losses: dict[str, torch.Tensor], weights: Weights) -> None:
-        if len(losses) != 1:
-            return
-        if self._group is None:  # found at first use: after any optim.load_state_dict, which replaces groups
-            self._group = param_group(self.optim, self.shared[0])
-        (task, loss), = losses.items()
-        lr = float(self._group["lr"]) if self._group is not None else 0.0
-        self.meter.observe(task, self.shared, float(loss.detach()), lr, float(weights.get(task, 1.0)))
-
-    def after_step(self, step: int) -> None:
-        pass
-
-    def row(self) -> dict[str, float]:
-        return self.meter.row()
-
-    def state(self) -> dict[str, Any]:
-        return self.meter.state()
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.meter.load(state, self.device)
-        self._group = None

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.affinity import AffinityMeter, GradientAffinity, GradientHook, LookaheadHook
+from trainables.affinity import AffinityMeter, LookaheadHook
 from trainables.budget import OwnBatches
 from trainables.data import TaskData, eval_batches, length_grouped_batches
 from trainables.data.encoded import DeviceSplit
@@ -45,9 +45,6 @@ from trainables.tasks import TaskType
 from trainables.weighting import Weighting, make_weighting
 
 Report = Callable[[dict[str, Any]], None]
-COMPILE_OPTIONS: dict[str, Any] = {}  # torch.compile's own defaults (inductor); tests trace with a lighter backend
-
-
 @dataclass
 class Experiment:
     spec: RunSpec
@@ -129,7 +126,7 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
         # each encoder (soft/partial sharing: one a task) compiles its own graphs
         dynamo.recompile_limit = max(dynamo.recompile_limit, 8 * len(distinct))
         for enc in distinct:
-            enc.compile(**COMPILE_OPTIONS)
+            enc.compile(**({"backend": tr.compile} if isinstance(tr.compile, str) else {}))
     return Experiment(spec, data, types, main, model, weighting.to(device), pad, device, tokenizer)
 
 
@@ -206,8 +203,6 @@ def _affinity_hooks(exp: Experiment, optim: torch.optim.Optimizer) -> list[StepH
 
     hooks: list[StepHook] = [LookaheadHook(AffinityMeter(exp.tasks), tr.affinity_every, model, optim, shared,
                                            task_loss, draw, np.random.default_rng(tr.seed + 7919))]
-    if tr.gradient_affinity:
-        hooks.append(GradientHook(GradientAffinity(), optim, shared, exp.device))
     return hooks
 
 

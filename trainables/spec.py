@@ -108,9 +108,6 @@ class TrainSpec:
     min_delta: NonNeg = 1.0e-4  # an objective gain below this is "not improving" for patience
     max_steps: PosInt | None = None
     affinity_every: PosInt | None = None  # measure lookahead inter-task affinity (TAG) every k steps
-    # with affinity_every and one task a step: the first-order affinity from every step's gradient
-    # (trainables/affinity.py; off by default: it costs a copy of the shared gradient a step)
-    gradient_affinity: bool = False
     max_train_examples: PosInt | None = 2000
     max_eval_examples: PosInt | None = None
     val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.2
@@ -124,7 +121,9 @@ class TrainSpec:
     # what compile needs); default: 16 on a GPU, 1 (the longest example) on CPU
     length_bucket: PosInt | None = None
     eval_batch_size: PosInt | None = None  # default: 256 on a GPU, 64 on CPU
-    compile: bool = False  # torch.compile the encoder(s): slower start, faster steps on a GPU
+    # torch.compile the encoder(s): slower start, faster steps on a GPU; true: torch's default backend
+    # (inductor), or a backend's name ("aot_eager": a light trace, no C++ build)
+    compile: bool | str = False
 
 
 @dataclass(frozen=True)

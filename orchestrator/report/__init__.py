@@ -47,8 +47,17 @@ def figures(res: Any, out: Path) -> list[str]:
             drawn.append("affinity.png")
         if gain_bars(res, out / "gains.png"):
             drawn.append("gains.png")
-    elif "pareto_front" in res and pareto_plot(scored(res["trials"]), res["pareto_front"], out / "pareto.png"):
-        drawn.append("pareto.png")
+        return drawn
+    from orchestrator.report.search_plots import history_plot, importance_plot, tasks_plot
+
+    ok = scored(res["trials"])
+    best = (res.get("best") or {}).get("trial_id")
+    for name, draw in (("history.png", lambda p: not res.get("pareto_front") and history_plot(ok, p)),
+                       ("importance.png", lambda p: importance_plot(res.get("importance") or {}, p)),
+                       ("pareto.png", lambda p: "pareto_front" in res and pareto_plot(ok, res["pareto_front"], p)),
+                       ("tasks.png", lambda p: tasks_plot(ok, best, p))):
+        if draw(out / name):
+            drawn.append(name)
     return drawn
 
 

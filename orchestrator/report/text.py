@@ -85,7 +85,7 @@ def check_command(res: TransferResult) -> str | None:
     where every task is alone anyway, and for a study that is such a check already (``--groups``)."""
     gr = res["grouping"].get("within_budget") or res["grouping"]
     groups = ",".join("+".join(g) for g in gr["groups"] if len(g) > 1)
-    if res["method"] == "groups" or not groups or not res["seeds"]:
+    if not res.get("proposes", True) or not groups or not res["seeds"]:
         return None
     return (f"mtlo transfer CONFIG --groups {groups} --seeds {len(res['seeds'])} "
             f"--set train.seed={max(res['seeds']) + 1} --set name={res['name']}-check")
@@ -168,7 +168,7 @@ def train_command(res: TransferResult) -> str | None:
     """The command that turns the recommendation into models: one per group, all of its data,
     each registered in MLflow with its tasks and this study."""
     groups = res["grouping"]["groups"]
-    if not groups or res["method"] == "groups":
+    if not groups or not res.get("proposes", True):
         return None
     return f"mtlo train CONFIG --groups {','.join('+'.join(g) for g in groups)} --study {res['name']}"
 

@@ -31,8 +31,7 @@ from orchestrator.transfer.shapes import GainRow, RunRow, TransferResult
 def _confirmation(res: TransferResult) -> str:
     if res["grouping"]["confirmed"]:
         return "every group that the estimates propose was trained."
-    src = {"affinity": "the affinity", "surrogate": "the surrogate model"}.get(res["method"],
-                                                                           "the pairs (Standley et al.)")
+    src = res.get("estimate_source") or "the method's estimates"
     prop = (res.get("proposed") or {}).get("groups") or []
     return (f"the estimates from {src} propose " + ", ".join("**" + " + ".join(g) + "**" for g in prop)
             + ", not all trained yet (`mtlo transfer ... --resume --confirm-rounds N` trains them).")
@@ -136,8 +135,7 @@ def agreement_lines(signals: dict[str, Any]) -> list[str]:
     rows = [(name, s) for name, s in signals.items() if s.get("agreement") is not None]
     if not rows:
         return []
-    what = {"lookahead": "lookahead (the table above)",
-            "gradient": "first-order, from the training gradients at every step"}
+    what = {"lookahead": "lookahead (the table above)"}
     out = ["", "How far the all-tasks runs (one per seed) agree on who helps whom: for each task, the Spearman "
            "correlation between two runs of the affinity onto it from the other tasks, mean over tasks and pairs "
            "of runs (1: the same ranking at every seed; near 0: seed noise).", ""]
@@ -227,7 +225,7 @@ def _affinity_lines(res: TransferResult) -> list[str]:
               "what a step on another task is worth to i."]
     lines += agreement_lines(res.get("affinity_signals") or {})
     prop = res.get("proposed")
-    if prop and res["method"] == "affinity":
+    if prop and res.get("estimator") is not None:  # the affinity estimator proposed them
         lines += ["", "Groups proposed from the affinity: "
                   + ", ".join("**" + " + ".join(g) + "**" for g in prop["groups"])
                   + (" (trained to confirm)." if res["grouping"]["confirmed"] else " (not trained yet).")]

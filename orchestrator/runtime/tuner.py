@@ -60,7 +60,9 @@ class _SigintWatch:
     ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
     def __init__(self) -> None:
+        self.installed = False
         self.before: Any = None
+        self.usr1: Any = None
         self.env: str | None = None
         self.seen = False
 
@@ -72,16 +74,20 @@ class _SigintWatch:
 
     def __enter__(self) -> _SigintWatch:
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+            self.installed = True
             self.before = signal.getsignal(signal.SIGINT)
+            # until Ray Tune installs its own: a SIGUSR1 that no one handles would end the process
+            self.usr1 = signal.signal(signal.SIGUSR1, lambda sig, frame: None)
             self.env = os.environ.get(self.ENV)
             os.environ[self.ENV] = "1"
             signal.signal(signal.SIGINT, self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.before is None:
+        if not self.installed:
             return
-        signal.signal(signal.SIGINT, self.before)
+        signal.signal(signal.SIGINT, self.before if self.before is not None else signal.default_int_handler)
+        signal.signal(signal.SIGUSR1, self.usr1 if self.usr1 is not None else signal.SIG_DFL)
         if self.env is None:
             os.environ.pop(self.ENV, None)
         else:

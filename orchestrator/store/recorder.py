@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import queue
 import tempfile
 import threading
@@ -46,9 +45,9 @@ _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s",
 
 
 PROBE_EVERY_S = 10.0  # while MLflow does not answer: how often to try again
-# writer threads (a trial's writes stay in order on one of them); MTLO_MLFLOW_WRITERS=0 writes in
-# Ray Tune's own thread instead (what benchmarks/slow_mlflow.py compares against)
-WRITERS = int(os.environ.get("MTLO_MLFLOW_WRITERS", "4"))
+# writer threads (a trial's writes stay in order on one of them); 0 writes in Ray Tune's own thread
+# instead (what benchmarks/slow_mlflow.py compares against)
+WRITERS = 4
 FINAL = ("FINISHED", "STOPPED", "FAILED", "DIVERGED")
 
 

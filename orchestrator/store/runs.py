@@ -283,5 +283,5 @@ def search_trials(client: Any, parent: Any) -> list[dict[str, Any]]:
                        "objective": objective,
                        "retries": int(c.data.tags.get("mtlo.retries", 0)), "error": c.data.tags.get("mtlo.error"),
                        "scores": best_scores(m), "test": split_scores(m, "test"),
-                       "best_epoch": int(m.get("best_epoch", 0))})
+                       "best_epoch": int(m.get("best_epoch", 0)), "started": c.info.start_time})
     return trials

@@ -1,6 +1,9 @@
 """Grouping methods (``mtlo transfer --method``): which task sets a study trains first, whether
 its all-tasks runs measure the affinity, and how it estimates the gains of groups it never
-trained. Each is a small class in :data:`METHODS`; :func:`method` names the valid ones.
+trained. Each is a small class registered in :data:`METHODS` that owns all of this: the task
+sets (``subsets``), whether it measures the affinity, and its estimate of the gains of groups
+it never trained (``estimate``), with the words a report uses for it; :func:`method` names the
+valid ones. A new method is one class registered with ``@METHODS.register``.
 
 - ``pairwise``: every task alone and every pair; Standley et al. (2020) estimate larger
   groups from the pairs.
@@ -18,24 +21,47 @@ trained. Each is a small class in :data:`METHODS`; :func:`method` names the vali
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from abc import ABC
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.domain import Group, group_of
+from orchestrator.domain import Group, Run, group_of
 from orchestrator.errors import ConfigError
+from trainables.registry import Registry
+
+if TYPE_CHECKING:
+    from orchestrator.transfer.analysis import Gain
+    from orchestrator.transfer.study import Study
+
+# an estimate of Δ_t(G) for a task t in a group G never trained (None: no estimate)
+Estimate = Callable[[str, Group], "float | None"]
 
 
 class Method(ABC):
     name: ClassVar[str]
     measures_affinity: ClassVar[bool] = False  # its all-tasks runs measure the lookahead affinity
-    # how untrained groups are estimated: standley | affinity | surrogate | None
-    estimate: ClassVar[str | None] = "standley"
+    reads_curves: ClassVar[bool] = False  # its estimate reads the tasks' learning curves alone
+    proposes: ClassVar[bool] = True  # it proposes a grouping to confirm (the given task sets do not)
     sizes: ClassVar[tuple[int, ...] | None] = None  # group sizes trained first; None: every size
+    label: ClassVar[str] = "Standley (estimated from pairs)"  # the proposed grouping's method, in a report
+    source: ClassVar[str] = "the pairs (Standley et al. 2020)"  # what the estimate comes from, in a report
+    fit_key: ClassVar[str | None] = None  # the result's key for what the estimate's fit says
+    shows_trained: ClassVar[bool] = False  # the fit's report also covers the groups trained
 
     def subsets(self, tasks: list[str]) -> list[Group]:
         sizes = self.sizes or tuple(range(1, len(tasks) + 1))
         return [group_of(c) for k in sizes for c in itertools.combinations(tasks, k)]
+
+    def estimate(self, study: Study, runs: list[Run], gains: list[Gain],
+                 matrix: Mapping[str, Mapping[str, float | None]],
+                 affinity: dict[str, dict[str, float]] | None) -> tuple[Estimate | None, dict[str, Any] | None]:
+        """The estimate of an untrained group's gains, and what its fit says (for the report):
+        Standley's, from the pairs."""
+        from orchestrator.transfer.analysis import standley_estimate
+
+        return (lambda t, g: standley_estimate(matrix, t, g)), None
 
 
 class Pairwise(Method):
@@ -60,10 +86,43 @@ class Exhaustive(Method):
 class Affinity(Method):
     name = "affinity"
     measures_affinity = True
-    estimate = "affinity"
+    reads_curves = True
+    label = "affinity (estimated)"
+    source = "the affinity"
+    fit_key = "estimator"
+    shows_trained = True  # only confirmations are trained
 
     def subsets(self, tasks: list[str]) -> list[Group]:
         return [group_of((t,)) for t in tasks] + [group_of(tasks)]
+
+    def estimate(self, study: Study, runs: list[Run], gains: list[Gain],
+                 matrix: Mapping[str, Mapping[str, float | None]],
+                 affinity: dict[str, dict[str, float]] | None) -> tuple[Estimate | None, dict[str, Any] | None]:
+        """Built on the affinity, the baselines' learning curves and the gains measured in the
+        all-tasks group (``transfer/predict.py``)."""
+        if not affinity:
+            return None, None
+        est = self.estimator(study, runs, gains, affinity)
+        return est, {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
+                     "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
+                     "carry": dict(est.carry)}
+
+    @staticmethod
+    def estimator(study: Study, runs: list[Run], gains: list[Gain], affinity: dict[str, dict[str, float]]) -> Any:
+        """The estimator (``transfer.predict.Estimator``), fitted to the gains measured in the
+        all-tasks group."""
+        from orchestrator.transfer.analysis import baselines
+        from orchestrator.transfer.predict import Estimator
+
+        curves: dict[str, list[Any]] = {}
+        for r in runs:
+            if len(r.group) == 1 and r.curve:
+                curves.setdefault(r.group[0], []).append(r.curve)
+        base = {t: s.mean for t, s in baselines(runs).items()}
+        everyone = group_of(study.tasks)
+        est = Estimator(list(study.tasks), study.higher_is_better, base, curves, affinity, study.max_steps,
+                        study.schedule, study.batches, study.temperature)
+        return est.fit({g.task: g.delta for g in gains if g.group == everyone})
 
 
 class Surrogate(Method):
@@ -71,7 +130,9 @@ class Surrogate(Method):
     study's first seed)."""
 
     name = "surrogate"
-    estimate = "surrogate"
+    label = "surrogate (estimated)"
+    source = "the surrogate model"
+    fit_key = "surrogate"
 
     def __init__(self, runs: int | None = None, seed: int = 0) -> None:
         self.runs, self.seed = runs, seed
@@ -82,31 +143,48 @@ class Surrogate(Method):
         m = self.runs if self.runs is not None else default_runs(len(tasks))
         return [group_of((t,)) for t in tasks] + propose_subsets(tasks, m, self.seed)
 
+    def estimate(self, study: Study, runs: list[Run], gains: list[Gain],
+                 matrix: Mapping[str, Mapping[str, float | None]],
+                 affinity: dict[str, dict[str, float]] | None) -> tuple[Estimate | None, dict[str, Any] | None]:
+        """Each task's regularized linear model, fitted on the trained subsets."""
+        from orchestrator.transfer.surrogate import fit
+
+        fitted = fit(study.tasks, runs, study.higher_is_better)
+        return fitted, fitted.as_dict()
+
 
 class Groups(Method):
     """The task sets given (``given_subsets``); not a ``--method`` of its own."""
 
     name = "groups"
-    estimate = None
+    proposes = False
 
     def subsets(self, tasks: list[str]) -> list[Group]:
         raise ConfigError("--groups: give the task sets to train (a+b,c)")
 
+    def estimate(self, study: Study, runs: list[Run], gains: list[Gain],
+                 matrix: Mapping[str, Mapping[str, float | None]],
+                 affinity: dict[str, dict[str, float]] | None) -> tuple[Estimate | None, dict[str, Any] | None]:
+        return None, None
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Pairwise, Exhaustive, Affinity, Surrogate)}
+
+METHODS: Registry[type[Method]] = Registry("--method")
+for _m in (Pairwise, Exhaustive, Affinity, Surrogate):
+    METHODS.register(_m)
 
 
 def method(name: str, runs: int | None = None, seed: int = 0) -> Method:
-    """The method ``name``; ``runs`` (``--runs``): the surrogate method's subsets."""
-    if runs is not None and name != Surrogate.name:
-        raise ConfigError(f"--runs: only --method surrogate samples task subsets (the method is {name})")
+    """The method ``name``; ``runs`` (``--runs``): the subsets of a method that samples them
+    (one whose constructor takes ``runs``)."""
     if name == Groups.name:
-        return Groups()
-    if name not in METHODS:
-        raise ConfigError(f"--method: '{name}' is not one of {', '.join(METHODS)}")
-    if name == Surrogate.name:
-        return Surrogate(runs, seed)
-    return METHODS[name]()
+        cls: type[Method] = Groups
+    else:
+        cls = METHODS[name]
+    if "runs" in inspect.signature(cls).parameters:
+        return cls(runs, seed)  # type: ignore[call-arg]
+    if runs is not None:
+        raise ConfigError(f"--runs: only a method that samples task subsets takes it (the method is {name})")
+    return cls()
 
 
 def parse_groups(text: str) -> list[list[str]]:

@@ -10,26 +10,10 @@ from typing import Any
 
 from orchestrator.store.runs import child_runs, study_runs
 from orchestrator.transfer import analysis as an
-from orchestrator.transfer import noise, surrogate
+from orchestrator.transfer import noise
 from orchestrator.transfer.methods import method as method_of
-from orchestrator.transfer.predict import Estimator
 from orchestrator.transfer.shapes import CheckRow, FailedRun, GainRow, TransferResult
 from orchestrator.transfer.study import Study, read_study, study_from_mlflow
-
-
-def estimator(study: Study, runs: list[an.Run], gains: list[an.Gain],
-              affinity: dict[str, dict[str, float]]) -> Estimator:
-    """The affinity method's estimate of Δ_t(G) (orchestrator/transfer/predict.py), fitted to
-    the gains measured in the all-tasks group."""
-    curves: dict[str, list[Any]] = {}
-    for r in runs:
-        if len(r.group) == 1 and r.curve:
-            curves.setdefault(r.group[0], []).append(r.curve)
-    base = {t: s.mean for t, s in an.baselines(runs).items()}
-    everyone = an.group_of(study.tasks)
-    est = Estimator(list(study.tasks), study.higher_is_better, base, curves, affinity, study.max_steps,
-                    study.schedule, study.batches, study.temperature)
-    return est.fit({g.task: g.delta for g in gains if g.group == everyone})
 
 
 def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, float]] | None = None
@@ -46,20 +30,19 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
     base = an.baselines(runs)
     matrix = an.pairwise_matrix(gains, study.tasks)
     measured = {(g.group, g.task) for g in gains}
-    how = method_of(study.method).estimate
-    est, fit = _estimate(how, study, runs, gains, matrix, affinity)
+    how = method_of(study.method)
+    est, fit = how.estimate(study, runs, gains, matrix, affinity)
     zero = an.zero_baselines(base)  # relative gains undefined: counted 0 wherever placed
     table = an.gain_table(study.tasks, gains, neutral=zero)
     estimates = an.gain_table(study.tasks, gains, estimate=est, neutral=zero) if est is not None else table
     proposed = None
     try:
         proposed = an.best_grouping(study.tasks, estimates, study.budget)
-        proposed.method = {"affinity": "affinity (estimated)", "surrogate": "surrogate (estimated)"}.get(
-            how or "", "Standley (estimated from pairs)")
-        if fit is not None:  # what the estimate says of the groups it proposes (and, affinity: of those trained)
+        proposed.method = how.label
+        if fit is not None and est is not None:  # what the estimate says of the groups it proposes (and trained)
             n = len(study.tasks)
             shown = {an.group_of(g) for g in proposed.groups if len(g) > 1}
-            if how == "affinity":  # only confirmations are trained
+            if how.shows_trained:
                 shown |= {g.group for g in gains if 1 < len(g.group) < n}
             fit["proposed"] = [{"group": list(g), "task": t, "estimated": est(t, g)}
                                for g in sorted(shown, key=lambda g: (len(g), g)) for t in g if t not in zero]
@@ -92,8 +75,9 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "estimated_gains": estimated,
         "affinity": affinity or {},
         "proposed": proposed.as_dict() if proposed is not None else None,
-        "estimator": fit if how == "affinity" else None,
-        "surrogate": fit if how == "surrogate" else None,
+        "estimate_source": how.source, "proposes": how.proposes,
+        "estimator": fit if how.fit_key == "estimator" else None,
+        "surrogate": fit if how.fit_key == "surrogate" else None,
         "grouping": grouping.as_dict(),
         "noise": {t: {**nz.as_dict(), **power} for t, nz in task_noise.items()
                   for power in [noise.power_table({t: nz}, len(study.seeds))[t]]},
@@ -102,25 +86,6 @@ def analyse(study: Study, runs: list[an.Run], affinity: dict[str, dict[str, floa
         "runs": [{"group": list(r.group), "seed": r.seed, "scores": dict(r.scores), "test": dict(r.test),
                   "best_step": r.steps, "run_id": r.run_id} for r in runs],
     }
-
-
-def _estimate(how: str | None, study: Study, runs: list[an.Run], gains: list[an.Gain],
-              matrix: dict[str, dict[str, float | None]], affinity: dict[str, dict[str, float]] | None
-              ) -> tuple[Any, dict[str, Any] | None]:
-    """The method's estimate of an untrained group's gains (a callable ``(task, group) -> gain``,
-    or None) and what its fit says (for the report: affinity's dilution and helpers, the
-    surrogate's coefficients)."""
-    if how == "affinity" and affinity:
-        est = estimator(study, runs, gains, affinity)
-        return est, {"dilution": {t: est.dilution(t, study.tasks) for t in study.tasks},
-                     "residual": dict(est.residual), "helper": {t: est.helper(t) for t in study.tasks},
-                     "carry": dict(est.carry)}
-    if how == "surrogate":
-        fitted = surrogate.fit(study.tasks, runs, study.higher_is_better)
-        return fitted, fitted.as_dict()
-    if how == "standley":
-        return (lambda t, g: an.standley_estimate(matrix, t, g)), None
-    return None, None
 
 
 def recommend(study: Study, runs: list[an.Run], table: dict[an.Group, dict[str, float]],

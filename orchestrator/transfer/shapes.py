@@ -97,6 +97,8 @@ class TransferResult(TypedDict, total=False):
     estimated_gains: list[GainRow]
     affinity: dict[str, dict[str, float]]
     proposed: GroupingRow | None
+    estimate_source: str  # what the method's estimate of untrained groups comes from (a report's words)
+    proposes: bool  # the method proposes a grouping to confirm (not a study of given task sets)
     estimator: dict[str, Any] | None  # the affinity method's fit (dilution, residual, helper, carry, proposed)
     surrogate: dict[str, Any] | None  # the surrogate method's fit: tasks -> coefficients with intervals; cv
     grouping: GroupingRow

@@ -131,12 +131,11 @@ def study_from_mlflow(client: Any, parent_id: str) -> Study:
 
 
 def affinity_signals(children: list[Any], tasks: list[str]) -> dict[str, Any]:
-    """Both affinities of the all-tasks runs: TAG's lookahead (every k steps; what the
-    estimate uses) and the first-order one from the training gradients at every step
-    (trainables/affinity.py, ``GradientAffinity``), each with its mean over runs and how far
-    the runs (seeds) agree on who helps whom (``analysis.agreement``)."""
+    """The affinity of the all-tasks runs (TAG's lookahead, every k steps; what the estimate
+    uses): its mean over runs and how far the runs (seeds) agree on who helps whom
+    (``analysis.agreement``)."""
     out: dict[str, Any] = {}
-    for name, prefix in (("lookahead", "affinity"), ("gradient", "gaffinity")):
+    for name, prefix in (("lookahead", "affinity"),):
         ms = affinity_matrices(children, prefix)
         if ms:
             out[name] = {"runs": len(ms), "agreement": an.agreement(ms, tasks), "matrix": mean_matrix(ms)}
@@ -160,7 +159,7 @@ def read_study(client: Any, experiment_id: str, study: Study, known: list[an.Run
     measured = method_of(study.method).measures_affinity
     signals = affinity_signals(children, study.tasks) if measured else {}
     affinity = signals.get("lookahead", {}).get("matrix", {}) if measured else None
-    if method_of(study.method).estimate == "affinity":  # it reads the baselines' learning curves
+    if method_of(study.method).reads_curves:  # its estimate reads the baselines' learning curves
         runs = with_curves(client, runs, study.main_metric, known)
     return runs, affinity, cast(list[FailedRun], failed_runs(children)), signals
 

@@ -369,7 +369,7 @@ def test_terminal_summary_gives_the_interval_and_the_check_command(capsys):
     assert "to check it on new seeds: mtlo transfer CONFIG --groups a+b --seeds 3 --set train.seed=3 " \
            "--set name=five-check" in text
     assert "to train the models: mtlo train CONFIG --groups a+b,c --study five" in text
-    print_transfer({**out, "method": "groups"})  # a check study: nothing more to check
+    print_transfer({**out, "method": "groups", "proposes": False})  # a check study: nothing more to check
     assert "to check it" not in capsys.readouterr().out
     print_transfer({**out, "grouping": {**out["grouping"], "groups": [["a"], ["b"], ["c"]], "ci": None,
                                         "expected": None}})

@@ -210,7 +210,7 @@ def test_missing_file_and_unknown_builtin():
         load("t", TaskSpec(source="csv:/nonexistent/x.csv", type="classification"))
     with pytest.raises(InputError, match="valid: rt_polarity, imdb"):
         load("t", TaskSpec(source="builtin:nope"))
-    with pytest.raises(InputError, match="expected 'builtin:NAME'"):
+    with pytest.raises(InputError, match="expected one of 'builtin:NAME'"):
         load("t", TaskSpec(source="just-a-name"))
 
 

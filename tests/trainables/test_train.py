@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
-from trainables import DivergedError, build, fit, loop, train
+from trainables import DivergedError, build, fit, train
 from trainables.data import eval_batches
 from trainables.loop import evaluate, objective
 
@@ -129,12 +129,11 @@ def test_padding_to_length_buckets_and_larger_eval_batches_change_no_prediction(
             assert b[t][m] == pytest.approx(a[t][m], abs=1e-5), (t, m)
 
 
-def test_compiled_encoder_trains_and_keeps_its_parameter_names(tiny, monkeypatch):
+def test_compiled_encoder_trains_and_keeps_its_parameter_names(tiny):
     """``train.compile`` traces the encoder with torch.compile (here with the light aot_eager
     backend; inductor's C++ build takes minutes on CPU and is measured by benchmarks/gpu.py)."""
-    monkeypatch.setattr(loop, "COMPILE_OPTIONS", {"backend": "aot_eager"})
     plain = build(tiny)
-    exp = build({**tiny, "train": {**tiny["train"], "compile": True}})
+    exp = build({**tiny, "train": {**tiny["train"], "compile": "aot_eager"}})
     enc = exp.model.encoders["rt"]
     assert enc._compiled_call_impl is not None and list(exp.model.state_dict()) == list(plain.model.state_dict())
     rows: list[dict] = []

@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.data.builtin import builtin_task
 from trainables.data.encoded import Encoded
+from trainables.data.kinds import source_kind
 from trainables.data.raw import RawSplit, RawTask
-from trainables.data.sources import read_hf, read_local
 from trainables.errors import InputError
 from trainables.spec import TaskSpec, TrainSpec
 
@@ -70,49 +69,15 @@ def cache_dir() -> Path:
 
 
 def read_source(name: str, spec: TaskSpec) -> RawTask:
-    kind, sep, location = spec.source.partition(":")
-    if not sep or not location:
-        raise InputError(
-            f"task '{name}': tasks.{name}.source: expected 'builtin:NAME', 'hf:PATH' or "
-            f"'csv:|json:|parquet:|conll:FILE', got {spec.source!r}"
-        )
-    if kind == "builtin":
-        raw = builtin_task(location, task=name).load(task=name)
-        if spec.type is not None and spec.type != raw.type:
-            raise InputError(
-                f"task '{name}': tasks.{name}.type: builtin:{location} is {raw.type}, not {spec.type}"
-            )
-        return raw
-    if kind == "hf":
-        return read_hf(location, spec, task=name)
-    if kind in ("csv", "json", "parquet", "conll"):
-        return read_local(kind, location, spec, task=name)
-    raise InputError(
-        f"task '{name}': tasks.{name}.source: unknown source kind '{kind}' "
-        "(valid: builtin, hf, csv, json, parquet, conll)"
-    )
+    kind, location = source_kind(spec.source, task=name)
+    return kind.read(location, spec, task=name)
 
 
-def _fingerprint(spec: TaskSpec) -> dict[str, Any]:
-    """What identifies the source's content cheaply: local files by size and mtime."""
-    kind, _, location = spec.source.partition(":")
-    files: list[str] = []
-    if kind == "builtin":
-        from trainables.data.builtin import BUILTIN_TASKS
-
-        bt = BUILTIN_TASKS.get(location)
-        path = bt.path() if bt else None
-        files = [str(path)] if path else []
-    elif kind in ("csv", "json", "parquet", "conll"):
-        files = [location] + ([spec.test] if spec.test else [])
-    elif spec.data_files is not None:
-        df = spec.data_files
-        vals = df.values() if isinstance(df, dict) else [df]
-        files = [f for v in vals for f in ([v] if isinstance(v, str) else v)]
-    elif kind == "hf" and Path(location).exists():
-        files = sorted(str(p) for p in Path(location).rglob("*") if p.is_file())
+def _fingerprint(spec: TaskSpec, task: str) -> dict[str, Any]:
+    """What identifies the source's content cheaply: its files by size and mtime."""
+    kind, location = source_kind(spec.source, task=task)
     stats = []
-    for f in files:
+    for f in kind.files(location, spec):
         try:
             st = os.stat(os.path.expanduser(f))
             stats.append([f, st.st_size, st.st_mtime_ns])
@@ -278,7 +243,7 @@ def _encode(split: RawSplit, task_type: str, labels: list[str], extra: dict[str,
 def load_task_data(name: str, spec: TaskSpec, train: TrainSpec, tokenizer: Any, *,
                    tokenizer_id: str, max_length: int) -> TaskData:
     """Read, check, split and tokenize one task, or take it from the cache."""
-    key_src = {"v": CACHE_FORMAT, "name": name, "src": _fingerprint(spec), "tok": tokenizer_id,
+    key_src = {"v": CACHE_FORMAT, "name": name, "src": _fingerprint(spec, name), "tok": tokenizer_id,
                "max_length": max_length, "val_fraction": train.val_fraction,
                "max_train": train.max_train_examples, "max_eval": train.max_eval_examples}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()[:24]
