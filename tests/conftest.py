@@ -18,6 +18,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub (none is
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
+# fixtures that start a real service (Ray, a search on it, PostgreSQL, an MLflow server): a test
+# that uses one is end to end, marked slow wherever it is (make test-fast leaves it out)
+SERVICE_FIXTURES = {"ray_local", "searched", "postgres", "mlflow_on_postgres", "server", "cluster", "loopback_head"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     # a fresh tokenization cache per test session: tests see the real build path first
@@ -38,7 +49,7 @@ def run_mtlo(workdir: Path, *args: str, fault: str | None = None, timeout: int =
                                 stdout=out, stderr=err, text=True, start_new_session=True)
         try:
             if sockets is not None:
-                from tests.orchestrator.test_loopback import listening
+                from tests.services import listening
 
                 root, deadline = psutil.Process(proc.pid), time.time() + timeout
                 while proc.poll() is None and time.time() < deadline:
@@ -109,7 +120,7 @@ def ray_local():
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    from tests.orchestrator.test_loopback import is_loopback, listening
+    from tests.services import is_loopback, listening
 
     seen = listening(psutil.Process())  # this process and Ray's servers, its children
     assert seen and all(is_loopback(host) for host, _, _ in seen), f"the fixture's Ray listens beyond loopback: {seen}"

@@ -9,6 +9,7 @@ import pytest
 from benchmarks import gpu
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_runs_every_step_on_the_cpu(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MTLO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

@@ -7,10 +7,7 @@ tripwire, so a case that got as far as starting Ray fails. One case also runs as
 subprocess, for the exit code and stderr of the process itself.
 """
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ import yaml
 
 from orchestrator import cli
 from orchestrator.runtime import session
+from tests.conftest import run_mtlo
 
 CORPUS = Path(__file__).resolve().parent.parent / "bad_inputs"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
@@ -63,9 +61,7 @@ def test_bad_input_exits_2_with_one_line(case, workdir, capsys):
 
 def test_bad_input_in_a_real_process(tmp_path):
     shutil.copytree(CORPUS, tmp_path / "in")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", "data_no_label_column.yaml"],
-                         cwd=tmp_path / "in", env=env, capture_output=True, text=True, timeout=300)
+    out = run_mtlo(tmp_path / "in", "search", "data_no_label_column.yaml", timeout=300)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "column 'label' not in" in out.stderr
     assert written(tmp_path / "in") == [] and not (tmp_path / "in" / "ray_results").exists()

@@ -1,15 +1,13 @@
 """``mtlo`` as a user runs it: real subprocesses, a real MLflow store queried afterwards."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import mtlo_main
+from tests.conftest import mtlo_main, run_mtlo
 
 CONFIG = {
     "name": "cli-test",
@@ -22,9 +20,7 @@ CONFIG = {
 
 
 def mtlo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_mtlo(cwd, *args, timeout=300)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import search_config
-from tests.orchestrator.test_loopback import is_loopback, listening
+from tests.services import is_loopback, listening
 
 pytestmark = pytest.mark.slow
 

@@ -3,29 +3,10 @@
 The check itself runs inside the busiest end-to-end search of the suite: 8 trials at once,
 tests/orchestrator/test_faults.py (every socket of ``mtlo search``'s process tree on loopback)."""
 
-import psutil
 import pytest
 
 from orchestrator.runtime import address
-
-
-def listening(root: psutil.Process) -> set[tuple[str, int, str]]:
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return set()
-    found = set()
-    for p in procs:
-        try:
-            for c in p.net_connections(kind="inet"):
-                if c.status == psutil.CONN_LISTEN:
-                    found.add((c.laddr.ip, c.laddr.port, p.name()))
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
-is_loopback = address.is_loopback  # the product's own test of an address (IPv4 mapped into IPv6 included)
+from tests.services import is_loopback
 
 
 def test_is_loopback():

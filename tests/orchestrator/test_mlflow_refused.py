@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port, search_config
-from tests.orchestrator.test_mlflow_outage import (
+from tests.services import (
     SERIES,
     Server,
     assert_every_metric_in_mlflow,

@@ -11,8 +11,6 @@ import yaml
 
 from orchestrator.config import ConfigError, load_config
 
-pytestmark = pytest.mark.slow
-
 CONFIG = {
     "name": "e2e",
     "encoder": {"model": "builtin:tiny-random", "max_length": 32},

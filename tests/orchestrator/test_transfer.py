@@ -10,8 +10,6 @@ import yaml
 
 from orchestrator.config import ConfigError, load_config
 
-pytestmark = pytest.mark.slow
-
 CONFIG = {
     "name": "study",
     "encoder": {"model": "builtin:tiny-random", "max_length": 32},
@@ -139,12 +137,13 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
 def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, monkeypatch):
     from orchestrator.commands import build_report
     from orchestrator.transfer import results as runner
+    from orchestrator.transfer.methods import Affinity
     from orchestrator.transfer.runner import run_transfer
 
     # the tiny encoder's gains are all positive here, so the real estimate proposes the trained
     # all-tasks group; a planted estimate (rt + vader: +100% each, any other group: -100%) makes
     # the proposal need a confirmation, whatever the tiny encoder learns
-    real = runner.estimator
+    real = Affinity.estimator
 
     def planted(*args):
         est = real(*args)
@@ -156,7 +155,7 @@ def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, m
         est.__class__ = Planted
         return est
 
-    monkeypatch.setattr(runner, "estimator", planted)
+    monkeypatch.setattr(Affinity, "estimator", staticmethod(planted))
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, name="aff")
     # no confirmation at first: the proposal is only estimated, the recommendation measured
@@ -269,7 +268,8 @@ def test_surrogate_study_through_the_cli(ray_local, tmp_path, monkeypatch, capsy
     (["--groups", "rt,,sms"], "groups: (empty): an empty task set"),
     (["--method", "surrogate", "--runs", "0"], "--runs: must be at least 1, got 0"),
     (["--method", "surrogate", "--runs", "2"], "--runs: 2 tasks have 1 subset of two or more tasks, asked for 2"),
-    (["--method", "pairwise", "--runs", "3"], "--runs: only --method surrogate samples task subsets")])
+    (["--method", "pairwise", "--runs", "3"],
+     "--runs: only a method that samples task subsets takes it (the method is pairwise)")])
 def test_cli_transfer_refuses_bad_arguments_with_one_line(args, said, tmp_path, capsys):
     from tests.conftest import mtlo_main
 
@@ -346,6 +346,7 @@ def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
         [{k: v for k, v in r.items() if v != ""} for r in rows]
     rc, _, stderr = mtlo_main("report", "cli", "--runs-table", "runs.txt", cwd=tmp_path, capsys=capsys)
     assert rc == 2 and stderr.strip() == "mtlo: error: --runs-table: runs.txt must end in .csv or .json", stderr
+@pytest.mark.slow
 def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp_path):
     """Ctrl-C (MTLO_FAULT=sigint@trials=2: SIGINT to the driver's process group, as a terminal
     sends it) once rt and sms alone are done: exit 130 with the resume line; the report is
@@ -357,7 +358,7 @@ def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_run
 
     from orchestrator.commands import build_report
     from tests.conftest import run_mtlo
-    from tests.orchestrator.test_loopback import is_loopback
+    from tests.services import is_loopback
 
     path = write(tmp_path, name="killed", tasks={"rt": {"source": "builtin:rt_polarity"},
                                                  "sms": {"source": "builtin:sms_spam"}},
