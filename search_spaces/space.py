@@ -25,7 +25,10 @@ from typing import Any
 
 from search_spaces.yamlfile import YamlProblem, read_yaml
 from trainables.errors import InputError
+from trainables.schedules import SCHEDULES
+from trainables.sharing import SHARING, Hard
 from trainables.spec import TrainSpec
+from trainables.weighting import WEIGHTING
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TRAIN_FIELDS = {f.name for f in fields(TrainSpec)}
@@ -272,15 +275,22 @@ def apply_params(run: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         else:
             out["train"][name] = value
     out["train"]["task_weights"] = {t: w for t, w in out["train"]["task_weights"].items() if t in out["tasks"]}
-    if len(out["tasks"]) == 1 and out["train"].get("sharing") in ("soft", "partial", "single"):
-        out["train"]["sharing"] = "hard"  # one task: nothing to share, all modes coincide
+    sharing = out["train"].get("sharing")
+    if len(out["tasks"]) == 1 and isinstance(sharing, str) and sharing in SHARING and SHARING[sharing].one_task_is_hard:
+        out["train"]["sharing"] = Hard.name  # one task: nothing to share, all modes coincide
     return out
 
 
-# train fields read only where another field has a given value (trainables/sharing.py,
-# schedules.py): elsewhere two runs that differ in them train alike
-READ_ONLY_WHERE = {"soft_l2": ("sharing", "soft"), "branch_layer": ("sharing", "partial"),
-                   "temperature": ("schedule", "temperature")}
+def read_only_where() -> dict[str, tuple[str, set[str]]]:
+    """Train fields that only some plug-ins read (each one's ``reads``): field -> (the train key
+    that names the plug-in, the names that read it). Elsewhere two runs that differ in them
+    train alike."""
+    out: dict[str, tuple[str, set[str]]] = {}
+    for key, registry in (("sharing", SHARING), ("schedule", SCHEDULES), ("weighting", WEIGHTING)):
+        for name, plugin in registry.items():
+            for field in getattr(plugin, "reads", ()):
+                out.setdefault(field, (key, set()))[1].add(name)
+    return out
 
 
 @dataclass(frozen=True)
@@ -296,8 +306,8 @@ class RunKey:
     def __call__(self, params: dict[str, Any]) -> str:
         out = apply_params(self.run, params)
         train = out["train"]
-        for name, (field, value) in READ_ONLY_WHERE.items():
-            if train.get(field) != value:
+        for name, (field, value) in read_only_where().items():
+            if train.get(field) not in value:
                 train.pop(name, None)
         return json.dumps(out, sort_keys=True, default=str)
 

@@ -44,6 +44,7 @@ class Backwards(Schedule):
     """One task a step, the last task first."""
 
     name = "backwards"
+    reads = ("temperature",)  # a search sees train.temperature matter under this schedule too
 
     def plan(self, batches, rng, *, temperature):  # type: ignore[no-untyped-def]
         tasks = list(batches)[::-1]
@@ -113,6 +114,12 @@ def test_a_toy_weighting_schedule_and_sharing_train_end_to_end(plugins, tmp_path
     assert result.epochs == 1 and rows and all(v == v for v in result.metrics["rt"].values())
     assert rows[-1]["weight/rt"] == pytest.approx(0.5)  # the toy weighting's weights were used
     assert step_shares("backwards", {"a": 3, "b": 1}, ["a", "b"]) == {"a": 0.25, "b": 0.25}
+    from search_spaces.space import RunKey, read_only_where
+
+    assert read_only_where()["temperature"] == ("schedule", {"temperature", "backwards"})
+    key = RunKey(checked.run_dict())
+    assert key({"temperature": 1.0}) != key({"temperature": 3.0})  # read under the toy schedule
+    assert key({"temperature": 1.0, "schedule": "joint"}) == key({"temperature": 3.0, "schedule": "joint"})
 
 
 def test_unregistered_names_are_refused_and_registered_ones_listed(plugins, tmp_path):

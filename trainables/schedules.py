@@ -22,6 +22,7 @@ from trainables.registry import Registry
 
 class Schedule(ABC):
     name: str
+    reads: tuple[str, ...] = ()  # train keys only this schedule reads (a search treats them as inert elsewhere)
 
     @abstractmethod
     def plan(self, batches: dict[str, int], rng: np.random.Generator, *, temperature: float) -> list[list[str]]:
@@ -74,6 +75,7 @@ class Sampled(Schedule):
 
 class Temperature(Sampled):
     name = "temperature"
+    reads = ("temperature",)
 
     def exponent(self, temperature: float) -> float:
         if temperature <= 0:

@@ -31,6 +31,8 @@ def layer_list(encoder: nn.Module) -> nn.ModuleList:
 
 class Sharing(ABC):
     name: str
+    reads: tuple[str, ...] = ()  # train keys only this mode reads (a search treats them as inert elsewhere)
+    one_task_is_hard = True  # with one task, nothing to share: it trains as hard sharing would
 
     @abstractmethod
     def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
@@ -42,6 +44,7 @@ class Sharing(ABC):
 
 class Hard(Sharing):
     name = "hard"
+    one_task_is_hard = False  # it is hard sharing
 
     def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
         return {t: base for t in tasks}
@@ -56,6 +59,7 @@ class Single(Sharing):
 
 class Soft(Single):
     name = "soft"
+    reads = ("soft_l2",)
 
     def penalty(self, encoders: dict[str, nn.Module], train: TrainSpec) -> torch.Tensor | None:
         mods = list(encoders.values())
@@ -72,6 +76,7 @@ class Soft(Single):
 
 class Partial(Sharing):
     name = "partial"
+    reads = ("branch_layer",)
 
     def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
         layers = layer_list(base)

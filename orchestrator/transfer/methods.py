@@ -21,7 +21,6 @@ valid ones. A new method is one class registered with ``@METHODS.register``.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from abc import ABC
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ class Method(ABC):
     measures_affinity: ClassVar[bool] = False  # its all-tasks runs measure the lookahead affinity
     reads_curves: ClassVar[bool] = False  # its estimate reads the tasks' learning curves alone
     proposes: ClassVar[bool] = True  # it proposes a grouping to confirm (the given task sets do not)
+    samples: ClassVar[bool] = False  # it samples task subsets (its constructor takes --runs and a seed)
     sizes: ClassVar[tuple[int, ...] | None] = None  # group sizes trained first; None: every size
     label: ClassVar[str] = "Standley (estimated from pairs)"  # the proposed grouping's method, in a report
     source: ClassVar[str] = "the pairs (Standley et al. 2020)"  # what the estimate comes from, in a report
@@ -130,6 +130,7 @@ class Surrogate(Method):
     study's first seed)."""
 
     name = "surrogate"
+    samples = True
     label = "surrogate (estimated)"
     source = "the surrogate model"
     fit_key = "surrogate"
@@ -180,7 +181,7 @@ def method(name: str, runs: int | None = None, seed: int = 0) -> Method:
         cls: type[Method] = Groups
     else:
         cls = METHODS[name]
-    if "runs" in inspect.signature(cls).parameters:
+    if cls.samples:
         return cls(runs, seed)  # type: ignore[call-arg]
     if runs is not None:
         raise ConfigError(f"--runs: only a method that samples task subsets takes it (the method is {name})")

@@ -94,7 +94,7 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     study = Study(cfg.name, parent_id, tasks, main, hib, method, seed_list, budget, run["train"]["max_steps"],
                   run["train"]["schedule"], batches_per_pass(run, info), float(run["train"]["temperature"]),
                   [list(an.group_of(g)) for g in groups or []], planned=len(sets) * len(seed_list),
-                  sampled=len(sets) - len(tasks) if method == "surrogate" else 0, check_seeds=check_seeds,
+                  sampled=len(sets) - len(tasks) if how.samples else 0, check_seeds=check_seeds,
                   own_data=own_data)
     if parent.new:
         _record_study(cfg, client, study, run, datasets)

@@ -72,7 +72,7 @@ def test_resumed_run_measures_the_affinity_as_the_uninterrupted_one(tmp_path):
     from trainables.loop import build, fit
 
     cfg = planted(tmp_path)
-    cfg["train"].update(schedule="round_robin", epochs=3, max_train_examples=128)
+    cfg["train"].update(schedule="round_robin", epochs=2, max_train_examples=64)
     full: list[dict] = []
     fit(build(cfg), full.append, save_state=lambda s: torch.save(s, tmp_path / f"epoch{s['epoch']}.pt"))
     state = torch.load(tmp_path / "epoch1.pt", weights_only=True)
