@@ -113,9 +113,10 @@ def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examp
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray on loopback, shared by a test file's in-process searches and studies."""
+    """A local Ray on loopback, started once per test process (an xdist worker) and shared by
+    every in-process search and study it runs."""
     import ray
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
