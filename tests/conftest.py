@@ -97,6 +97,25 @@ def tiny_config(**train: object) -> dict:
     }
 
 
+BUILTIN = {"rt": "rt_polarity", "vader": "vader_movies", "ner": "wnut_ner", "sms": "sms_spam"}
+
+
+def named_config(name: str, tasks: tuple[str, ...] = ("rt", "vader"), *, max_length: int = 32,
+                 train: dict | None = None, **sections: object) -> dict:
+    """The end-to-end tests' config: built-in ``tasks`` in small slices (48 training and 32
+    evaluation examples each), the tiny random encoder, 2 epochs, an MLflow sqlite store in the
+    working folder with an experiment named ``name``; ``train`` and ``sections`` on top."""
+    return {
+        "name": name,
+        "encoder": {"model": "builtin:tiny-random", "max_length": max_length},
+        "tasks": {t: {"source": f"builtin:{BUILTIN[t]}"} for t in tasks},
+        "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, "lr": 1e-3,
+                  **(train or {})},
+        "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": name},
+        **sections,
+    }
+
+
 def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examples: int = 96,
                   **search: object) -> dict:
     """A small end-to-end ``mtlo search`` config: rt + vader, the tiny encoder, 3 epochs, FIFO,

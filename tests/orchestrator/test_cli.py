@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import mtlo_main, run_mtlo
+from tests.conftest import mtlo_main, named_config, run_mtlo
 
-CONFIG = {
-    "name": "cli-test",
-    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
-    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "ner": {"source": "builtin:wnut_ner"}},
-    "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32,
-              "lr": 1e-3, "num_threads": 1},
-    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "cli-test"},
-}
+CONFIG = named_config("cli-test", ("rt", "ner"), train={"num_threads": 1})
 
 
 def mtlo(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -10,16 +10,10 @@ import pytest
 import yaml
 
 from orchestrator.config import ConfigError, load_config
+from tests.conftest import named_config
 
-CONFIG = {
-    "name": "e2e",
-    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
-    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "ner": {"source": "builtin:wnut_ner"}},
-    "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, "lr": 1e-3},
-    "search": {"space": "default", "num_samples": 4, "objective": "mean_score", "max_concurrent": 2},
-    "resources": {"cpus_per_trial": 1},
-    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "e2e"},
-}
+CONFIG = named_config("e2e", ("rt", "ner"), resources={"cpus_per_trial": 1},
+                      search={"space": "default", "num_samples": 4, "objective": "mean_score", "max_concurrent": 2})
 
 
 @pytest.fixture

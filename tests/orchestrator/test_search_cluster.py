@@ -26,19 +26,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import named_config
+
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 PORT = 6379  # a namespace of its own: no port is taken
-CONFIG = {
-    "name": "cluster",
-    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
-    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}},
-    "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, "lr": 1e-3},
-    "search": {"space": "weights", "num_samples": 4, "objective": "mean_score", "scheduler": "fifo"},
-    "resources": {"cpus_per_trial": 1},
-    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "cluster"},
-}
+CONFIG = named_config("cluster", resources={"cpus_per_trial": 1},
+                      search={"space": "weights", "num_samples": 4, "objective": "mean_score", "scheduler": "fifo"})
 
 
 def _ip(*args: str) -> None:

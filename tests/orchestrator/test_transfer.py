@@ -9,17 +9,9 @@ import pytest
 import yaml
 
 from orchestrator.config import ConfigError, load_config
+from tests.conftest import named_config
 
-CONFIG = {
-    "name": "study",
-    "encoder": {"model": "builtin:tiny-random", "max_length": 32},
-    "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"},
-              "sms": {"source": "builtin:sms_spam"}},
-    "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, "lr": 1e-3},
-    "search": {"max_concurrent": 2},
-    "resources": {"cpus_per_trial": 1},
-    "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "study"},
-}
+CONFIG = named_config("study", ("rt", "vader", "sms"), search={"max_concurrent": 2}, resources={"cpus_per_trial": 1})
 
 
 def write(tmp_path, **over):
