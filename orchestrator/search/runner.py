@@ -29,7 +29,7 @@ from orchestrator.runtime.trial import trial_params
 from orchestrator.runtime.tuner import run_grid, run_tuner, trial_context
 from orchestrator.search import study
 from orchestrator.search.model import log_best_model, model_trial
-from orchestrator.search.objectives import OBJECTIVES, Objective, best_trial, make_objective, objective_class
+from orchestrator.search.objectives import Objective, best_trial, make_objective, objective_class
 from orchestrator.store import tracking
 from orchestrator.store.datasets import log_datasets, task_datasets
 from orchestrator.store.recorder import MlflowTrials
@@ -70,7 +70,7 @@ class Clock:
 
 def check_space(cfg: Config, config_path: Path) -> SearchSpace:
     run = cfg.run_dict()
-    kind = OBJECTIVES[cfg.search.objective]
+    kind = objective_class(cfg.search.objective, cfg.search.target)  # an unknown one: one line, before anything
     space = load_space(cfg.search.space, config_dir=config_path.resolve().parent, tasks=list(cfg.tasks),
                        base_train=run["train"], target=cfg.search.target if kind.uses_target else None)
     if kind.multi and space.subset is not None:
@@ -110,7 +110,6 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     clock = Clock()
-    objective_class(cfg.search.objective, cfg.search.target)  # an unknown one: one line, before anything
     space = check_space(cfg, config_path)
     run = cfg.run_dict()
     info = inspect_tasks(run)  # bad data stops here, before Ray or MLflow

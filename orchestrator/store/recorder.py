@@ -7,9 +7,8 @@ and ``mtlo.trial_id``, which makes a resumed search continue the same child runs
 Writes go through ``WRITERS`` writer threads, each trial's through one of them in the order
 Ray Tune's events came: the controller hands a result over and goes on, so a slow tracking
 server (seconds per request) never holds up the trials, which wait for the controller
-between epochs, and the trials' writes overlap. What is still queued when the
-trials end is written before ``sync`` (drained), and a killed driver's queue is rebuilt from
-Ray's results by ``--resume``.
+between epochs, and the trials' writes overlap. What is still queued when the trials end is
+written before ``sync`` (drained); a killed driver's queue is rebuilt from Ray's results.
 
 MLflow may stop answering mid-search (a tracking server restarted, a network cut): a failed
 write never stops the search. Ray keeps every result on disk (each trial's result.json),
@@ -42,8 +41,6 @@ from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_par
 
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
-
-
 PROBE_EVERY_S = 10.0  # while MLflow does not answer: how often to try again
 # writer threads (a trial's writes stay in order on one of them); 0 writes in Ray Tune's own thread
 # instead (what benchmarks/slow_mlflow.py compares against)
