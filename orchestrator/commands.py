@@ -227,6 +227,9 @@ def tracking_uri_of(option: str | None) -> str:
     uri = resolve_tracking_uri(uri, Path.cwd())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise InputError(f"--tracking-uri: no MLflow store at {uri[len('sqlite:///'):]}")
+    problem = tracking.store_problem(uri) if not uri.startswith("sqlite:///") else None
+    if problem:
+        raise InputError(f"--tracking-uri: {problem}")
     return uri
 
 

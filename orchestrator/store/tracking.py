@@ -114,7 +114,40 @@ def store_problem(uri: str, timeout: float = 5.0) -> str | None:
         return _server_problem(uri, timeout)
     if uri.startswith("sqlite:///"):
         return sqlite_problem(Path(uri[len("sqlite:///"):]), timeout=timeout)
+    if "://" in uri and uri.split("://", 1)[0].split("+")[0] in DATABASES:
+        return database_problem(uri, timeout=timeout)
     return None
+
+
+DATABASES = ("postgresql", "mysql", "mssql")  # the SQL stores MLflow takes as a tracking URI
+
+
+def database_problem(uri: str, timeout: float = 5.0) -> str | None:
+    """Why a SQL database store cannot be used (None: it can): one connection, tried for at
+    most ``timeout`` seconds (MLflow's own first connection retries for about 100 s before it
+    gives up)."""
+    import threading
+
+    import sqlalchemy
+
+    found: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+            with engine.connect():
+                pass
+            engine.dispose()
+            found.append(None)
+        except Exception as exc:  # noqa: BLE001 - any driver's error: the database cannot be used
+            found.append(first_line(exc))
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if not found:
+        return f"the database at {redact(uri)} does not answer (no connection within {timeout:g} s)"
+    return None if found[0] is None else f"the database at {redact(uri)} cannot be used: {redact(found[0])}"
 
 
 AUTH_HINT = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"

@@ -70,7 +70,11 @@ def test_a_password_in_both_urls_is_nowhere_mtlo_writes(postgres, tmp_path):
             run_mtlo(tmp_path, "report", "secret", "--tracking-uri", store.replace("/store?", "/nosuchdb?"))]
     assert runs[0].returncode == 0, runs[0].stderr[-3000:]
     assert runs[1].returncode == 0, runs[1].stderr[-3000:]
-    assert runs[2].returncode != 0  # a store that fails: its error line and crash log are checked below
+    # a database that cannot be used: one line at once (not MLflow's 100 s of retries), the URL masked
+    assert runs[2].returncode == 2 and runs[2].stderr.strip().splitlines() == [
+        f"mtlo: error: --tracking-uri: the database at postgresql+psycopg2://postgres:***@/nosuchdb?host={postgres} "
+        "cannot be used: " + runs[2].stderr.split("cannot be used: ", 1)[-1].strip()], runs[2].stderr
+    assert 'database "nosuchdb" does not exist' in runs[2].stderr
     printed = "\n".join(r.stdout + r.stderr for r in runs)
     assert "optuna-dashboard postgresql+psycopg2://postgres:***@" in printed  # the commands shown, masked
     assert PASSWORD not in printed
@@ -87,3 +91,22 @@ def test_a_password_in_both_urls_is_nowhere_mtlo_writes(postgres, tmp_path):
         rows = _dump(url)
         assert rows and PASSWORD not in rows
     assert "postgres:***@" in _dump(store)  # the stored config and tags keep the masked URL
+
+
+def test_a_database_store_that_cannot_be_used_is_one_line_at_once(tmp_path, capsys, monkeypatch):
+    """A SQL tracking store nobody answers at: refused in one line, the password masked, after one
+    connection attempt (MLflow's own first connection, never reached, retries for about 100 s)."""
+    import mlflow.store.db.utils as db_utils
+
+    from tests.conftest import free_port, mtlo_main
+
+    def retried(uri):  # noqa: ANN001, ANN202
+        raise AssertionError("MLflow's connection with retries was reached")
+
+    monkeypatch.setattr(db_utils, "create_sqlalchemy_engine_with_retry", retried)
+    uri = f"postgresql+psycopg2://mtlo:{PASSWORD}@127.0.0.1:{free_port()}/store"
+    rc, _, err = mtlo_main("report", "any", "--tracking-uri", uri, cwd=tmp_path, capsys=capsys)
+    line = err.strip()
+    assert rc == 2 and line.startswith("mtlo: error: --tracking-uri: the database at "
+                                       "postgresql+psycopg2://mtlo:***@127.0.0.1:"), err
+    assert "cannot be used: " in line and "\n" not in line and PASSWORD not in line
