@@ -55,7 +55,7 @@ def figures(res: Any, out: Path) -> list[str]:
     for name, draw in (("history.png", lambda p: not res.get("pareto_front") and history_plot(ok, p)),
                        ("importance.png", lambda p: importance_plot(res.get("importance") or {}, p)),
                        ("pareto.png", lambda p: "pareto_front" in res and pareto_plot(ok, res["pareto_front"], p)),
-                       ("tasks.png", lambda p: tasks_plot(ok, best, p))):
+                       ("tasks.png", lambda p: tasks_plot(ok, best, p, res.get("main_metric") or {}))):
         if draw(out / name):
             drawn.append(name)
     return drawn

@@ -60,25 +60,55 @@ def importance_plot(importance: dict[str, float], path: Path) -> bool:
     return True
 
 
-def tasks_plot(trials: list[dict[str, Any]], best_id: str | None, path: Path) -> bool:
-    """One line per scored trial across the tasks (its validation main metric at its best
-    epoch, as each task's first metric in name order), the best trial in colour: where one
-    task's gain is another's loss. False with fewer than two tasks or two trials."""
+def _lower_is_better() -> set[str]:
+    from trainables.tasks import TASK_TYPES
+
+    return {m for t in TASK_TYPES.values() for m, higher in t.higher_is_better.items() if not higher}
+
+
+def _main(metrics: set[str]) -> str:
+    """A task's main metric where the search did not record it: its type's default."""
+    from trainables.tasks import TASK_TYPES
+
+    return next((t.default_metric for t in TASK_TYPES.values() if t.default_metric in metrics), min(metrics))
+
+
+def tasks_plot(trials: list[dict[str, Any]], best_id: str | None, path: Path,
+               main_metric: dict[str, str] | None = None) -> bool:
+    """One line per scored trial across the tasks, the best trial in colour: where one task's
+    gain is another's loss. Each task's main metric at the trial's best epoch, on the task's own
+    scale from the worst trial (0) to the best (1), so that tasks on other scales, and metrics
+    where lower is better (mse), read alike. False with fewer than two tasks or two trials."""
     rows = [t for t in trials if t.get("scores")]
     tasks = sorted({task for t in rows for task in t["scores"]})
     if len(tasks) < 2 or len(rows) < 2:
         return False
-    metric = {task: sorted({m for t in rows for m in t["scores"].get(task, {})})[0] for task in tasks}
+    metric = {task: (main_metric or {}).get(task) or _main({m for t in rows for m in t["scores"].get(task, {})})
+              for task in tasks}
+    lower = _lower_is_better()
+    span: dict[str, tuple[float, float]] = {}
+    for task in tasks:
+        vals = [t["scores"][task][metric[task]] for t in rows if metric[task] in t["scores"].get(task, {})]
+        span[task] = (min(vals), max(vals))
+
+    def scaled(task: str, value: float | None) -> float:
+        if value is None:
+            return float("nan")
+        lo, hi = span[task]
+        x = 0.5 if hi == lo else (value - lo) / (hi - lo)
+        return 1 - x if metric[task] in lower else x
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.4 * len(tasks) + 3, 4))
     for t in rows:
-        ys = [t["scores"].get(task, {}).get(metric[task]) for task in tasks]
         best = t["trial_id"] == best_id
-        ax.plot(range(len(tasks)), [float("nan") if y is None else y for y in ys], marker="o",
-                c="#b2182b" if best else "#bbbbbb", lw=2.2 if best else 1, zorder=3 if best else 1,
+        ax.plot(range(len(tasks)), [scaled(task, t["scores"].get(task, {}).get(metric[task])) for task in tasks],
+                marker="o", c="#b2182b" if best else "#bbbbbb", lw=2.2 if best else 1, zorder=3 if best else 1,
                 label="best trial" if best else None)
-    ax.set_xticks(range(len(tasks)), [f"{task}\n{metric[task]}" for task in tasks])
-    ax.set_ylabel("validation score at the trial's best epoch")
+    ax.set_xticks(range(len(tasks)), [f"{task}\n{metric[task]}" + (" (lower is better)" if metric[task] in lower
+                                                                   else "") + f"\n{span[task][0]:.3g} to "
+                                      f"{span[task][1]:.3g}" for task in tasks])
+    ax.set_ylabel("validation score, worst trial 0, best 1")
     ax.set_title("Per-task trade-offs across trials")
     if best_id is not None:
         ax.legend(loc="best")

@@ -20,7 +20,9 @@ def search_results(client: Any, parent: Any) -> dict[str, Any]:
                            "importance": {k.removeprefix("importance/"): v for k, v in metrics.items()
                                           if k.startswith("importance/")},
                            "dashboard": dashboard_command(tags["mtlo.optuna_storage"])
-                           if "mtlo.optuna_storage" in tags else None}
+                           if "mtlo.optuna_storage" in tags else None,
+                           "main_metric": dict(kv.split("=", 1) for kv in tags.get("mtlo.main_metric", "").split(",")
+                                               if "=" in kv)}
     multi = kind in OBJECTIVES and OBJECTIVES[kind].multi
     best = best_trial(trials, multi)
     if multi:

@@ -44,3 +44,10 @@ def test_a_two_objective_search_draws_its_pareto_front_not_a_history(tmp_path):
     _, _, paths = write_report(res, tmp_path)
     names = {p.name for p in paths}
     assert "pareto.png" in names and "history.png" not in names and "tasks.png" in names
+
+
+def test_trade_offs_read_each_task_on_its_main_metric():
+    from orchestrator.report.search_plots import _lower_is_better, _main
+
+    assert _main({"mse", "pearson", "spearman"}) == "pearson" and _main({"accuracy", "macro_f1"}) == "accuracy"
+    assert "mse" in _lower_is_better() and "accuracy" not in _lower_is_better()
