@@ -119,9 +119,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     url = study.storage_url(cfg)
     ident = study.identity(space, objective)
     warm = study.check(cfg, url, resume=resume, ident=ident)
-    tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search",
-            "mtlo.objective": cfg.search.objective, "mtlo.space": space.source,
-            "mtlo.optuna_storage": redact(url), "mtlo.optuna_study": cfg.name,
+    tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search", "mtlo.objective": cfg.search.objective,
+            "mtlo.space": space.source, "mtlo.optuna_storage": redact(url), "mtlo.optuna_study": cfg.name,
             "mtlo.main_metric": ",".join(f"{t}={m}" for t, m in objective.main_metric.items())}
     clock.mark("checks")  # the config, the space, every task's data (tokenized once), the Optuna storage
     parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
