@@ -30,6 +30,7 @@ def planted(tmp_path):
     }
 
 
+@pytest.mark.slow  # 4 epochs of real learning on 3 x 600 examples; the logic's unit tests follow
 def test_affinity_recovers_a_planted_copy_and_noise(tmp_path):
     cfg = planted(tmp_path)
     cfg["train"]["epochs"] = 4  # the random tiny encoder first has to learn the task
