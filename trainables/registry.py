@@ -6,7 +6,7 @@ no other edit. Adding one is one file (imported before the config is read) plus 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 from trainables.errors import InputError
@@ -45,9 +45,6 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def names(self) -> list[str]:
-        return list(self._items)
-
     def values(self) -> list[T]:
         return list(self._items.values())
 
@@ -58,10 +55,8 @@ class Registry(Generic[T]):
         """Remove a plug-in (tests that register a toy one)."""
         self._items.pop(name, None)
 
-    def validator(self) -> Callable[[Any], Any]:
+    def check(self, value: Any) -> Any:
         """A pydantic after-validator: the value names a registered plug-in."""
-        def check(value: Any) -> Any:
-            if value not in self._items:
-                raise ValueError(f"unknown '{value}' (valid: {', '.join(self._items)})")
-            return value
-        return check
+        if value not in self._items:
+            raise ValueError(f"unknown '{value}' (valid: {', '.join(self._items)})")
+        return value

@@ -27,7 +27,7 @@ def _registered(module: str, registry: str) -> AfterValidator:
     """A name checked against a plug-in registry (``trainables/registry.py``) when the config
     is validated: a plug-in registered after this module was imported is valid too."""
     def check(value: Any) -> Any:
-        return getattr(importlib.import_module(module), registry).validator()(value)
+        return getattr(importlib.import_module(module), registry).check(value)
     return AfterValidator(check)
 
 

@@ -52,9 +52,10 @@ def figures(res: Any, out: Path) -> list[str]:
 
     ok = scored(res["trials"])
     best = (res.get("best") or {}).get("trial_id")
-    for name, draw in (("history.png", lambda p: not res.get("pareto_front") and history_plot(ok, p)),
+    # each draws only what its data allow: a history of one-number objectives, a front of a pareto search
+    for name, draw in (("history.png", lambda p: history_plot(ok, p)),
                        ("importance.png", lambda p: importance_plot(res.get("importance") or {}, p)),
-                       ("pareto.png", lambda p: "pareto_front" in res and pareto_plot(ok, res["pareto_front"], p)),
+                       ("pareto.png", lambda p: pareto_plot(ok, res.get("pareto_front") or [], p)),
                        ("tasks.png", lambda p: tasks_plot(ok, best, p, res.get("main_metric") or {}))):
         if draw(out / name):
             drawn.append(name)

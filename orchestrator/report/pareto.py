@@ -7,6 +7,9 @@ from typing import Any
 
 
 def pareto_plot(ok: list[dict[str, Any]], front: list[dict[str, Any]], path: Path) -> bool:
+    """False without a front (a search of one objective, or none finished yet)."""
+    if not front:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
