@@ -156,12 +156,12 @@ def test_a_toy_grouping_method_estimates_what_it_did_not_train(plugins):
 
 def test_a_toy_source_kind_is_read_split_and_tokenized(plugins, tmp_path):
     from trainables.data import load_task_data
-    from trainables.encoder import load_encoder, tokenizer_id
+    from trainables.encoder import load_tokenizer, tokenizer_id
     from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
 
     data = tmp_path / "d.txt"
     data.write_text("".join(f"{'pos' if i % 2 else 'neg'}\tsentence number {i}\n" for i in range(40)))
-    tok = load_encoder(EncoderSpec(model="builtin:tiny-random"))[1]
+    tok = load_tokenizer(EncoderSpec(model="builtin:tiny-random"))
     d = load_task_data("mine", TaskSpec(source=f"lines:{data}"), TrainSpec(), tok, tokenizer_id=tokenizer_id(tok),
                        max_length=16)
     assert len(d.train) + len(d.val) + len(d.test) == 40 and d.num_labels == 2

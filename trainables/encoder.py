@@ -76,9 +76,8 @@ def _load(spec: EncoderSpec) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-def load_encoder(spec: EncoderSpec) -> tuple[nn.Module, Any]:
-    """A fresh copy of the encoder (the loaded original is kept for the next trial in this
-    process) and its tokenizer."""
+def _loaded(spec: EncoderSpec) -> tuple[nn.Module, Any]:
+    """The encoder and tokenizer of ``spec``, loaded once per process and checked against it."""
     key = (spec.model, spec.num_layers, spec.trust_remote_code)
     if key not in _LOADED:
         _LOADED[key] = _load(spec)
@@ -87,7 +86,19 @@ def load_encoder(spec: EncoderSpec) -> tuple[nn.Module, Any]:
     if isinstance(positions, int) and spec.max_length > positions:
         raise InputError(f"encoder.max_length: {spec.max_length} tokens, but {spec.model} has position embeddings "
                          f"for {positions}")
+    return model, tokenizer
+
+
+def load_encoder(spec: EncoderSpec) -> tuple[nn.Module, Any]:
+    """A fresh copy of the encoder (the loaded original is kept for the next trial in this
+    process) and its tokenizer."""
+    model, tokenizer = _loaded(spec)
     return copy.deepcopy(model), tokenizer
+
+
+def load_tokenizer(spec: EncoderSpec) -> Any:
+    """The tokenizer alone (the encoder checked, not copied): what reading the data needs."""
+    return _loaded(spec)[1]
 
 
 def tokenizer_id(tokenizer: Any) -> str:

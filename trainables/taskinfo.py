@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.data import TaskData, load_task_data
-from trainables.encoder import load_encoder, tokenizer_id
+from trainables.encoder import load_tokenizer, tokenizer_id
 from trainables.spec import RunSpec
 from trainables.tasks import TaskType, task_type
 
@@ -53,6 +53,5 @@ def inspect_tasks(config: dict[str, Any] | RunSpec) -> dict[str, TaskInfo]:
     """Load, check and tokenize every task (filling the cache trials will read), without
     building a model. Raises :class:`InputError` for bad data or encoder names."""
     spec = config if isinstance(config, RunSpec) else RunSpec.from_dict(config)
-    _, tokenizer = load_encoder(spec.encoder)
-    data, types, main = prepare(spec, tokenizer)
+    data, types, main = prepare(spec, load_tokenizer(spec.encoder))
     return {t: task_info(d, main[t], types[t].higher_is_better[main[t]]) for t, d in data.items()}

@@ -10,11 +10,11 @@ import torch
 from trainables.data import BUILTIN_TASKS, length_grouped_batches, load_task_data, read_source
 from trainables.data.encoded import DeviceSplit, Encoded, bucket
 from trainables.data.prepare import _MEMORY, cache_dir
-from trainables.encoder import load_encoder, tokenizer_id
+from trainables.encoder import load_tokenizer, tokenizer_id
 from trainables.errors import InputError
 from trainables.spec import EncoderSpec, TaskSpec, TrainSpec
 
-TOK = load_encoder(EncoderSpec(model="builtin:tiny-random"))[1]
+TOK = load_tokenizer(EncoderSpec(model="builtin:tiny-random"))
 
 
 def load(name: str, spec: TaskSpec, **train: object):
