@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import NoReturn
@@ -201,7 +203,15 @@ def _main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    raise SystemExit(main())
+    rc = main()
+    # exit as Python would, less its last second: the teardown of every module (torch, Ray, MLflow)
+    # of a process that ends now. Other threads are joined and exit handlers run (Ray's shutdown,
+    # MLflow's and logging's flushes); then the process ends with what was written flushed
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,10 +22,11 @@ from orchestrator.runtime import faults, lock
 from trainables.errors import first_line
 
 
-def ray_init(address: str | None) -> None:
+def ray_init(address: str | None) -> bool:
     """Start a new local Ray on this machine (never another user's running one), or connect to
     ``address``. Loopback only where the CLI set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-    before Ray was imported (``runtime/address.py``)."""
+    before Ray was imported (``runtime/address.py``). False: Ray was up in this process already
+    (its caller's, left running)."""
     import ray
 
     # Ray Tune's settings, read by the driver as the search runs (also when Ray was started
@@ -35,13 +39,13 @@ def ray_init(address: str | None) -> None:
     # adaptive period: after a kill, fewer finished epochs are recomputed
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     if ray.is_initialized():
-        return
+        return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": "ERROR", "configure_logging": True}
     if not address:  # a new local Ray: its node on loopback (with the switch the CLI sets, its servers too)
         kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address="local", **kwargs)
-        return
+        return True
     from orchestrator.runtime.address import node_ip
 
     node = None if address.startswith("ray://") else node_ip(address)
@@ -52,6 +56,7 @@ def ray_init(address: str | None) -> None:
     except Exception as exc:  # something answers there, but not a Ray cluster this driver may join
         raise ConfigError(f"ray address {address}: Ray could not join the cluster there: "
                           f"{type(exc).__name__}: {first_line(exc)}") from exc
+    return True
 
 
 def check_resources(cfg: Config) -> None:
@@ -117,6 +122,10 @@ class ParentStore(Protocol):
     def check(self) -> None:
         """Raise ConfigError for a store that cannot be used (before Ray starts)."""
 
+    def warm(self) -> None:
+        """Open the store ahead of :meth:`open`, writing nothing (MLflow: its client and
+        database schema, seconds of work), on a thread while Ray starts."""
+
     def open(self, parent_id: str | None) -> tuple[Any, str, str]:
         """(client, experiment id, parent run id): continue ``parent_id``, or create a parent run."""
         ...
@@ -132,6 +141,19 @@ class Parent:
     exp_dir: Path
     storage: Path
     new: bool  # False: a resumed run
+    owns_ray: bool = False  # Ray was started (or joined) for this search or study
+
+    def stop_ray(self) -> Callable[[], None]:
+        """Stop the Ray this search started (a local one: its processes take a second or more to
+        exit; a cluster: this driver leaves it) on a thread, while the driver writes its results;
+        returns what waits for it. Call it once no more trials will run."""
+        if not self.owns_ray:
+            return lambda: None
+        import ray
+
+        thread = threading.Thread(target=ray.shutdown, name="mtlo-ray-stop", daemon=True)
+        thread.start()
+        return thread.join
 
 
 def check_owned(folder: Path) -> None:
@@ -173,15 +195,18 @@ def open_parent(cfg: Config, config_path: Path, *, what: str, state_file: str, r
     fresh()
     lock.acquire(cfg, what)  # one driver per search or study (runtime/lock.py)
     fresh()  # again, locked: a fresh start that raced another one
-    ray_init(address or cfg.ray.address)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtlo-store") as pool:
+        warming = pool.submit(store.warm)  # the store opens while Ray starts: each takes seconds
+        owns_ray = ray_init(address or cfg.ray.address)
+        warming.result()
     check_resources(cfg)
     check_cluster(cfg, storage)
     if resume:
         client, experiment_id, parent_id = store.open(json.loads(state_path.read_text())["parent_run_id"])
-        return Parent(client, experiment_id, parent_id, exp_dir, storage, new=False)
+        return Parent(client, experiment_id, parent_id, exp_dir, storage, new=False, owns_ray=owns_ray)
     client, experiment_id, parent_id = store.open(None)
     exp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     exp_dir.chmod(0o700)  # --resume unpickles what Ray and Optuna save here: this user's alone
     state_path.write_text(json.dumps({"parent_run_id": parent_id, "experiment_id": experiment_id,
                                       "config": str(config_path.resolve()), **(state or {})}))
-    return Parent(client, experiment_id, parent_id, exp_dir, storage, new=True)
+    return Parent(client, experiment_id, parent_id, exp_dir, storage, new=True, owns_ray=owns_ray)

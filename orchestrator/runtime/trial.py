@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from search_spaces import apply_params
@@ -210,3 +211,12 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the GPU's cached blocks back: a trial sharing the GPU goes on
         tune.report({"oom": 1, "error": oom, "epoch": done[0], "tasks": "+".join(tasks), "node_id": node_id})
+
+
+def trial_error(trial: Any) -> str:
+    """The last line of the error Ray kept for a failed ``trial``."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+        return text[-1] if text else "trial failed"
+    return str(getattr(trial, "error_msg", None) or "trial failed")

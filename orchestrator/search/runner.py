@@ -35,7 +35,8 @@ from orchestrator.store.datasets import log_datasets, task_datasets
 from orchestrator.store.recorder import MlflowTrials
 from orchestrator.store.runs import child_runs, split_scores
 from search_spaces import SearchSpace, load_space
-from trainables import inspect_tasks
+from trainables import EncoderSpec, inspect_tasks
+from trainables.encoder import preload_encoder
 
 STATE_FILE = "mtlo_search.json"
 
@@ -156,6 +157,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     recorder = MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id, ctx=ctx,
                             role="trial", base_tags=base_tags, datasets=datasets)
     progress = Progress(n, "trial", None if multi else "objective", epochs=cfg.train.epochs)
+    if cfg.model.log:  # the best trial's model is rebuilt at the end: its code imports as the trials run
+        preload_encoder(EncoderSpec(**run["encoder"]))
     grid = run_tuner(cfg, ctx, name="search", storage=exp_dir, recorder=recorder, progress=progress, resume=resume,
                      as_json=as_json, search_alg=searcher, scheduler=scheduler, num_samples=n,
                      keep=cfg.model.keep if cfg.model.log else 0, time_budget_s=cfg.search.time_budget)
@@ -163,15 +166,38 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     # what MLflow's writer threads still had queued when the trials ended, and the gaps filled
     clock.phases["trials"] -= recorder.sync_seconds
     clock.phases["mlflow catch-up"] = recorder.sync_seconds
+    ray_stopped = parent.stop_ray()  # no more trials: Ray stops while the results are written
+    try:
+        trials, best, model = _finish(cfg, ctx, grid, client, experiment_id, parent_id, objective, clock)
+        summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
+                   "best": best, "model": model, "seconds": time.time() - started}
+        importance = _record(cfg, client, parent_id, summary, optuna_storage, multi=objective.multi)
+    finally:
+        ray_stopped()
+    clock.mark("record")
+    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases, model,
+                         importance, study.dashboard_command(url))
+
+
+def _finish(cfg: Config, ctx: Any, grid: Any, client: Any, experiment_id: str, parent_id: str,
+            objective: Objective, clock: Clock) -> tuple[list[dict[str, Any]], dict[str, Any] | None,
+                                                         dict[str, Any] | None]:
+    """The trials as MLflow has them, the best one, and its model logged and registered."""
     trials = _collect(grid, client, experiment_id, parent_id, objective)
-    best = best_trial(trials, multi)
+    best = best_trial(trials, objective.multi)
     model = None
     chosen = model_trial(trials, best) if cfg.model.log else None
     if chosen is not None and chosen.get("run_id"):
         model = log_best_model(cfg, ctx, grid, chosen, client, parent_id, objective.main_metric)
     clock.mark("model")  # the best trial's weights: rebuilt, logged and registered in MLflow
-    summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
-               "best": best, "model": model, "seconds": time.time() - started}
+    return trials, best, model
+
+
+def _record(cfg: Config, client: Any, parent_id: str, summary: dict[str, Any], optuna_storage: Any, *,
+            multi: bool) -> dict[str, float]:
+    """The search's outcome on its parent run, which ends FINISHED; returns Optuna's parameter
+    importance."""
+    trials, best = summary["trials"], summary["best"]
     tracking.log_files(client, parent_id, {"summary.json": tracking.as_json(summary)})
     if best is not None and not multi:
         client.log_metric(parent_id, "best/objective", float(best["objective"]))
@@ -182,9 +208,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("FINISHED", "STOPPED", "FAILED", "DIVERGED")}
     tracking.log_metrics(client, parent_id, {f"trials_{k.lower()}": v for k, v in counts.items()})
     client.set_terminated(parent_id, "FINISHED")
-    clock.mark("record")
-    return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases, model,
-                         importance, study.dashboard_command(url))
+    return importance
 
 
 def _baselines(cfg: Config, run: dict[str, Any], parent: Any, objective: Objective, base_tags: dict[str, str],

@@ -34,7 +34,8 @@ import yaml
 from ray.tune import Callback
 
 from orchestrator.display import err_console
-from orchestrator.runtime.trial import TrialContext, ended_early, trial_params, trial_run
+from orchestrator.runtime.trial import TrialContext, ended_early, trial_error, trial_params, trial_run
+from orchestrator.store import tracking
 from orchestrator.store.datasets import log_datasets
 from orchestrator.store.runs import closing_metrics
 from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_params, metric_row, set_tag, store_problem
@@ -290,13 +291,13 @@ class MlflowTrials(Callback):
         return ("STOPPED" if int(last.get("epoch") or 0) < int(self.ctx.run["train"]["epochs"]) else "FINISHED"), None
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        ended = self.ended[trial.trial_id] = ("FAILED", _trial_error(trial))
+        ended = self.ended[trial.trial_id] = ("FAILED", trial_error(trial))
         self._submit(self._finish, trial, *ended)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A failure Ray retries (search.max_failures): recorded on the child run, which goes on."""
         n = self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
-        self._submit(self._write_retry, trial, n, _trial_error(trial))
+        self._submit(self._write_retry, trial, n, trial_error(trial))
 
     @_tolerant
     def _write_retry(self, trial: Any, n: int, error: str) -> None:
@@ -312,6 +313,9 @@ class MlflowTrials(Callback):
         KILLED until then. Raises ServiceError when MLflow does not answer."""
         started = time.perf_counter()
         self.drain()
+        down = self.offline_since is not None and tracking.still_down(self.tracking_uri, "when the trials ended")
+        if down:  # said now, not after the store's own timeouts (a locked sqlite file's: 20 s a read)
+            raise down
         self.offline_since = None
         try:
             self._sync(grid, interrupted)
@@ -390,10 +394,3 @@ class MlflowTrials(Callback):
 def _is_closed(run: Any) -> bool:
     return run.data.tags.get("mtlo.status") in FINAL and run.info.status != "RUNNING"
 
-
-def _trial_error(trial: Any) -> str:
-    path = getattr(trial, "error_file", None)
-    if path and Path(path).is_file():
-        text = Path(path).read_text(errors="replace").strip().splitlines()
-        return text[-1] if text else "trial failed"
-    return str(getattr(trial, "error_msg", None) or "trial failed")

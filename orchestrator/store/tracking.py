@@ -82,8 +82,8 @@ def metric_row(row: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}
 
 
-def configure(cfg: Config) -> Any:
-    """Point MLflow at the config's tracking URI and experiment; return the client module."""
+def environment() -> None:
+    """MLflow's settings for mtlo, made before MLflow is imported; a user's own win."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # MLflow writes "View run ... at URL" to stdout for each run ended on a tracking server:
     # with --json, stdout holds only mtlo's JSON (the run's URL is in the report and the UI)
@@ -93,6 +93,11 @@ def configure(cfg: Config) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def configure(cfg: Config) -> Any:
+    """Point MLflow at the config's tracking URI and experiment; return the client module."""
+    environment()
     import logging
 
     import mlflow
@@ -251,8 +256,18 @@ def as_outage(uri: str, exc: BaseException) -> ServiceError | None:
     problem = store_problem(uri, timeout=2.0) or outage(exc)
     if problem is None:
         return None
-    return ServiceError(f"mlflow.tracking_uri: {problem} ({type(exc).__name__} while recording); every trial's "
-                        "results are kept by Ray: run the same command with --resume when it answers, to record them")
+    return outage_error(problem, f"{type(exc).__name__} while recording")
+
+
+def outage_error(problem: str, when: str) -> ServiceError:
+    return ServiceError(f"mlflow.tracking_uri: {problem} ({when}); every trial's results are kept by Ray: run the "
+                        "same command with --resume when it answers, to record them")
+
+
+def still_down(uri: str, when: str) -> ServiceError | None:
+    """The outage error when the tracking store still does not answer a short probe."""
+    problem = store_problem(uri, timeout=2.0)
+    return None if problem is None else outage_error(problem, f"still down {when}")
 
 
 _OUTAGE_CODES = {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "UNAUTHENTICATED", "PERMISSION_DENIED",
@@ -331,6 +346,15 @@ class MlflowParents:
 
     def check(self) -> None:
         check_store(self.cfg.mlflow.tracking_uri)
+
+    def warm(self) -> None:
+        environment()
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # as configure() does
+        MlflowClient(self.cfg.mlflow.tracking_uri)  # MLflow keeps the store it opened, per URI
 
     def open(self, parent_id: str | None) -> tuple[Any, str, str]:
         mlflow = configure(self.cfg)
