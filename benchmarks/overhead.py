@@ -20,7 +20,7 @@ own time per phase of its driver (``--json``'s ``phases``: checks, start, trials
 report; the rest of its wall time is the process start and imports) and writes
 ``benchmarks/results/overhead.json``.
 
-    .venv/bin/python -m benchmarks.overhead [--trials 8] [--repeats 3]
+    .venv/bin/python -m benchmarks.overhead [--trials 8] [--repeats 3] [--epochs N] [--no-sequential]
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ tuner = tune.Tuner(
         name="handwritten", storage_path=os.path.join(workdir, "ray_results"), verbose=0,
         callbacks=[MLflowLoggerCallback(tracking_uri="sqlite:///" + os.path.join(workdir, "mlflow.db"),
                                         experiment_name="handwritten", save_artifact=False)]))
+t0 = time.perf_counter()
 grid = tuner.fit()
-print(json.dumps({"errors": sum(1 for r in grid if r.error is not None), "trials": len(grid)}))
+print(json.dumps({"errors": sum(1 for r in grid if r.error is not None), "trials": len(grid),
+                  "fit_seconds": time.perf_counter() - t0}))
 '''
 
 SEQUENTIAL = r'''
@@ -109,10 +111,10 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     return seconds, out.stdout
 
 
-def run_mtlo(n: int, env: dict[str, str], work: Path, tag: str
+def run_mtlo(config: Path, n: int, env: dict[str, str], work: Path, tag: str
              ) -> tuple[float, list[dict[str, Any]], float, dict[str, float]]:
     work.mkdir(parents=True)
-    seconds, stdout = _run([str(BIN / "mtlo"), "search", str(CONFIG), "--json", "--num-samples", str(n),
+    seconds, stdout = _run([str(BIN / "mtlo"), "search", str(config), "--json", "--num-samples", str(n),
                             "--set", f"name=overhead-{tag}",
                             "--set", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
                             "--set", f"ray.storage={work / 'ray_results'}"], env, work)
@@ -129,33 +131,41 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="train.epochs (default: the config's)")
+    ap.add_argument("--no-sequential", action="store_true",
+                    help="skip the sequential way (no ideal wall time; a third of the run's time saved)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "overhead.json"))
     args = ap.parse_args()
 
     base = yaml.safe_load(CONFIG.read_text())
+    if args.epochs is not None:
+        base["train"]["epochs"] = args.epochs
+    ways = ("mtlo", "handwritten") if args.no_sequential else ("mtlo", "handwritten", "sequential")
     with tempfile.TemporaryDirectory(prefix="mtlo-overhead-") as tmp_name:
         tmp = Path(tmp_name)
+        config = tmp / "overhead.yaml"
+        config.write_text(yaml.safe_dump({**base, "search": {**base["search"],
+                                                             "space": str(CONFIG.parent / base["search"]["space"])}}))
         env = {**os.environ, "MTLO_CACHE_DIR": str(tmp / "cache"), "MLFLOW_DISABLE_TELEMETRY": "true",
                "RAY_AIR_NEW_OUTPUT": "0", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
         # tokenize once: every way below reads the cache
         _run([sys.executable, "-c", "import sys, yaml; from trainables import inspect_tasks; "
-              "inspect_tasks(yaml.safe_load(open(sys.argv[1])))", str(CONFIG)], env, ROOT)
+              "inspect_tasks(yaml.safe_load(open(sys.argv[1])))", str(config)], env, ROOT)
         (tmp / "hand.py").write_text(HANDWRITTEN)
         (tmp / "seq.py").write_text(SEQUENTIAL)
 
-        walls: dict[str, list[float]] = {"mtlo": [], "handwritten": [], "sequential": []}
+        walls: dict[str, list[float]] = {w: [] for w in ways}
         compute: list[float] = []
+        hand_fit: list[float] = []
         mtlo_trial_seconds: list[float] = []
         mtlo_phases: list[dict[str, float]] = []
         configs: list[dict[str, Any]] | None = None
-        orders = [("mtlo", "handwritten", "sequential"), ("handwritten", "sequential", "mtlo"),
-                  ("sequential", "mtlo", "handwritten")]
         for rep in range(args.repeats):
-            order = orders[rep % 3] if configs is not None else ("mtlo", "handwritten", "sequential")
+            order = ways[rep % len(ways):] + ways[:rep % len(ways)]  # rotating; mtlo first at first (its configs)
             for way in order:
                 work = tmp / f"{way}-{rep}"
                 if way == "mtlo":
-                    seconds, seen, in_trials, phases = run_mtlo(args.trials, env, work, str(rep))
+                    seconds, seen, in_trials, phases = run_mtlo(config, args.trials, env, work, str(rep))
                     mtlo_trial_seconds.append(in_trials)
                     mtlo_phases.append(phases)
                     if configs is None:
@@ -165,41 +175,50 @@ def main() -> None:
                         raise SystemExit(f"mtlo proposed other configurations in repeat {rep}: {seen}")
                 elif way == "handwritten":
                     work.mkdir(parents=True)
-                    seconds, stdout = _run([sys.executable, str(tmp / "hand.py"), str(CONFIG),
+                    seconds, stdout = _run([sys.executable, str(tmp / "hand.py"), str(config),
                                             str(tmp / "configs.json"), str(work)], env, work)
                     out = json.loads(stdout.strip().splitlines()[-1])
                     if out["errors"]:
                         raise SystemExit(f"handwritten: {out['errors']} trial(s) failed")
+                    hand_fit.append(out["fit_seconds"])
                 else:
-                    seconds, stdout = _run([sys.executable, str(tmp / "seq.py"), str(CONFIG),
+                    seconds, stdout = _run([sys.executable, str(tmp / "seq.py"), str(config),
                                             str(tmp / "configs.json")], env, ROOT)
                     compute.append(sum(json.loads(stdout.strip().splitlines()[-1])["trial_seconds"]))
                 walls[way].append(seconds)
                 print(f"repeat {rep} {way}: {seconds:.1f}s", flush=True)
 
-    concurrency = 2
     med = {k: statistics.median(v) for k, v in walls.items()}
-    med_compute = statistics.median(compute)
-    ideal = med_compute / concurrency
-    result = {
-        "command": f"python -m benchmarks.overhead --trials {args.trials} --repeats {args.repeats}",
-        "trials": args.trials, "repeats": args.repeats, "concurrency": concurrency,
-        "epochs": base["train"]["epochs"], "configs": configs,
+    phases_med = {k: statistics.median(p[k] for p in mtlo_phases) for k in mtlo_phases[0]}
+    # everything but the trials: mtlo's wall less its trials phase (Ray Tune's fit); the script's
+    # wall less its fit (which also opens its MLflow store, in MLflowLoggerCallback's setup)
+    mtlo_rest = [w - p["trials"] for w, p in zip(walls["mtlo"], mtlo_phases, strict=True)]
+    hand_rest = [w - f for w, f in zip(walls["handwritten"], hand_fit, strict=True)]
+    result: dict[str, Any] = {
+        "command": "python -m benchmarks.overhead " + " ".join(sys.argv[1:]),
+        "trials": args.trials, "repeats": args.repeats, "epochs": base["train"]["epochs"], "configs": configs,
         "wall_seconds": walls, "median_wall_seconds": med,
-        "trial_compute_seconds": compute, "median_trial_compute_seconds": med_compute,
-        "median_seconds_per_trial": med_compute / args.trials,
-        "ideal_wall_seconds": ideal,
+        "paired_wall_differences": [m - h for m, h in zip(walls["mtlo"], walls["handwritten"], strict=True)],
+        "mtlo_wall_minus_handwritten": med["mtlo"] - med["handwritten"],
+        "ratio_mtlo_to_handwritten": med["mtlo"] / med["handwritten"],
+        "mtlo_trials_phase": [p["trials"] for p in mtlo_phases], "handwritten_fit": hand_fit,
+        "mtlo_all_but_trials": mtlo_rest, "handwritten_all_but_fit": hand_rest,
+        "median_all_but_trials": {"mtlo": statistics.median(mtlo_rest), "handwritten": statistics.median(hand_rest)},
+        # mtlo's driver, per phase (median over repeats); the rest of its wall: process start, imports, exit
+        "mtlo_phases_median": phases_med,
         # the same trials' own time inside mtlo's run (two at a time on two cores), summed
         "mtlo_in_trial_seconds": mtlo_trial_seconds,
-        "slowdown_in_trial_concurrent_vs_alone": statistics.median(mtlo_trial_seconds) / med_compute,
-        # mtlo's driver, per phase (median over repeats); the rest of its wall: process start, imports
-        "mtlo_phases_median": {k: statistics.median(p[k] for p in mtlo_phases) for k in mtlo_phases[0]},
-        "mtlo_fixed_seconds_vs_handwritten": med["mtlo"] - med["handwritten"],
-        "ratio_mtlo_to_handwritten": med["mtlo"] / med["handwritten"],
-        "ratio_mtlo_to_sequential": med["mtlo"] / med["sequential"],
-        "efficiency_mtlo": ideal / med["mtlo"], "efficiency_handwritten": ideal / med["handwritten"],
         "cpu_count": os.cpu_count(),
     }
+    if compute:
+        concurrency = 2
+        ideal = statistics.median(compute) / concurrency
+        result.update({"trial_compute_seconds": compute, "ideal_wall_seconds": ideal,
+                       "median_seconds_per_trial": statistics.median(compute) / args.trials,
+                       "slowdown_in_trial_concurrent_vs_alone": statistics.median(mtlo_trial_seconds)
+                       / statistics.median(compute),
+                       "ratio_mtlo_to_sequential": med["mtlo"] / med["sequential"],
+                       "efficiency_mtlo": ideal / med["mtlo"], "efficiency_handwritten": ideal / med["handwritten"]})
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("configs",)}, indent=2))
 

@@ -204,9 +204,7 @@ class MlflowTrials(Callback):
         self.seen[trial.trial_id] = trial
         self._submit(self._start, trial)
 
-    @_tolerant
-    def _start(self, trial: Any) -> None:
-        self.run_id(trial)
+    _start = _tolerant(run_id)  # the child run, made as the trial starts
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._remember(trial.trial_id, result)
@@ -363,12 +361,18 @@ class MlflowTrials(Callback):
     def _fill(self, trial: Any, rows: list[dict[str, Any]]) -> int:
         """Write the metric points of Ray's ``rows`` of ``trial`` that its child run lacks; how many."""
         rid = self.run_id(trial)
-        have = self._points(rid)
+        # an epoch's row is written in one batch: its "examples" point says the whole row is there
+        whole = {m.step for m in self.client.get_metric_history(rid, "examples")}
+        have: set[tuple[str, int]] | None = None  # point by point, for a row without it (an error report)
         written = 0
         for r in rows:
             step = self._step(r)
-            row = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
-            missing = {k: v for k, v in row.items() if (k, step) not in have}
+            missing = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
+            if "examples" not in missing:
+                have = self._points(rid) if have is None else have
+                missing = {k: v for k, v in missing.items() if (k, step) not in have}
+            elif step in whole:
+                missing = {}
             if missing:
                 log_metrics(self.client, rid, missing, step=step)
                 written += len(missing)

@@ -348,13 +348,18 @@ class MlflowParents:
         check_store(self.cfg.mlflow.tracking_uri)
 
     def warm(self) -> None:
+        """MLflow's code imported, and a store that exists opened (MLflow keeps it, per URI); a
+        new sqlite file is left to :meth:`open`: nothing is written before the cluster is checked."""
         environment()
         import logging
 
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
         from mlflow.tracking import MlflowClient
 
+        uri = self.cfg.mlflow.tracking_uri
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # as configure() does
-        MlflowClient(self.cfg.mlflow.tracking_uri)  # MLflow keeps the store it opened, per URI
+        if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
+            MlflowClient(uri)
 
     def open(self, parent_id: str | None) -> tuple[Any, str, str]:
         mlflow = configure(self.cfg)

@@ -154,7 +154,7 @@ def test_a_gpu_out_of_memory_is_recorded_once_with_what_to_change(tmp_path):
 def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(tmp_path):
     """``hang@1 trial=1``: the first trial sleeps for ever after its first epoch. With
     ``search.trial_timeout`` it is failed once its time is up (not retried, although
-    max_failures is 1), recorded FAILED "timed out after 20 s" in MLflow and Optuna, and the two
+    max_failures is 1), recorded FAILED "timed out after 30 s" in MLflow and Optuna, and the two
     trials after it run and finish. Each trial takes both CPUs of the local Ray, so the next can
     start only once the hung worker is killed (Ray alone would wait 600 s for it to stop);
     without the timeout the search never ends."""
@@ -163,7 +163,7 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(tmp_path)
 
     from tests.conftest import run_mtlo
 
-    config = {**search_config("hang", num_samples=3, trial_timeout=20), "resources": {"cpus_per_trial": 2}}
+    config = {**search_config("hang", num_samples=3, trial_timeout=30), "resources": {"cpus_per_trial": 2}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="hang@1 trial=1", timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -172,7 +172,7 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(tmp_path)
     assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, status
     hung = runs[1]
     assert hung.info.status == "FAILED" and "mtlo.retries" not in hung.data.tags, hung.data.tags
-    assert hung.data.tags["mtlo.error"] == "timed out after 20 s (search.trial_timeout)", hung.data.tags
+    assert hung.data.tags["mtlo.error"] == "timed out after 30 s (search.trial_timeout)", hung.data.tags
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [m.step for m in client.get_metric_history(hung.info.run_id, "objective")] == [1]  # its epoch before
     rows = [json.loads(line) for line in (folders[1] / "result.json").read_text().splitlines() if line.strip()]

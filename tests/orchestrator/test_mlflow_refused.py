@@ -33,9 +33,16 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(tmp_p
     from mlflow.tracking import MlflowClient
 
     password, rotated = "Right-pass-123", "Rotated-pass-456"
-    srv = Server(tmp_path / "srv", free_port(), None, "--app-name", "basic-auth",
-                 MLFLOW_AUTH_ADMIN_PASSWORD=password, MLFLOW_FLASK_SERVER_SECRET_KEY="mtlo-test-secret")
     (tmp_path / "srv").mkdir()
+    # MLflow's own opt-in cache of checked credentials (its password hash costs 0.3 s a request
+    # here); a password changed through the API is dropped from it at once (one worker)
+    ini = tmp_path / "srv" / "auth.ini"
+    ini.write_text("[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///basic_auth.db\n"
+                   "admin_username = admin\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   "auth_cache_ttl_seconds = 600\n")
+    srv = Server(tmp_path / "srv", free_port(), None, "--app-name", "basic-auth", MLFLOW_AUTH_CONFIG_PATH=str(ini),
+                 MLFLOW_AUTH_ADMIN_PASSWORD=password, MLFLOW_FLASK_SERVER_SECRET_KEY="mtlo-test-secret")
     srv.start()
     try:
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("auth", tracking_uri=srv.uri)))
