@@ -10,8 +10,9 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -143,17 +144,22 @@ class Parent:
     new: bool  # False: a resumed run
     owns_ray: bool = False  # Ray was started (or joined) for this search or study
 
-    def stop_ray(self) -> Callable[[], None]:
+    @contextmanager
+    def ray_stopping(self) -> Iterator[None]:
         """Stop the Ray this search started (a local one: its processes take a second or more to
-        exit; a cluster: this driver leaves it) on a thread, while the driver writes its results;
-        returns what waits for it. Call it once no more trials will run."""
+        exit; a cluster: this driver leaves it) on a thread while the block writes the results;
+        wait for it at the block's end. For once no more trials will run."""
         if not self.owns_ray:
-            return lambda: None
+            yield
+            return
         import ray
 
         thread = threading.Thread(target=ray.shutdown, name="mtlo-ray-stop", daemon=True)
         thread.start()
-        return thread.join
+        try:
+            yield
+        finally:
+            thread.join()
 
 
 def check_owned(folder: Path) -> None:

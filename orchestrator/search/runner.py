@@ -166,14 +166,11 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     # what MLflow's writer threads still had queued when the trials ended, and the gaps filled
     clock.phases["trials"] -= recorder.sync_seconds
     clock.phases["mlflow catch-up"] = recorder.sync_seconds
-    ray_stopped = parent.stop_ray()  # no more trials: Ray stops while the results are written
-    try:
+    with parent.ray_stopping():  # no more trials: Ray stops while the results are written
         trials, best, model = _finish(cfg, ctx, grid, client, experiment_id, parent_id, objective, clock)
         summary = {"name": cfg.name, "objective": objective.kind, "baselines": baselines, "trials": trials,
                    "best": best, "model": model, "seconds": time.time() - started}
         importance = _record(cfg, client, parent_id, summary, optuna_storage, multi=objective.multi)
-    finally:
-        ray_stopped()
     clock.mark("record")
     return SearchOutcome(cfg.name, parent_id, trials, best, objective, baselines, str(exp_dir), clock.phases, model,
                          importance, study.dashboard_command(url))

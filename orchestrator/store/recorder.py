@@ -40,6 +40,7 @@ from orchestrator.store.datasets import log_datasets
 from orchestrator.store.runs import closing_metrics
 from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_params, metric_row, set_tag, store_problem
 
+ROW_KEY = "examples"  # in every epoch's row, which is written in one batch: its points are the rows written
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
 PROBE_EVERY_S = 10.0  # while MLflow does not answer: how often to try again
@@ -240,7 +241,7 @@ class MlflowTrials(Callback):
         child run an earlier driver process made)."""
         logged = self.logged.setdefault(tid, set())
         if tid not in self._checked and tid not in self._created:
-            logged.update(m.step for m in self.client.get_metric_history(rid, "examples"))
+            logged.update(m.step for m in self.client.get_metric_history(rid, ROW_KEY))
             self._checked.add(tid)
         return logged
 
@@ -361,14 +362,13 @@ class MlflowTrials(Callback):
     def _fill(self, trial: Any, rows: list[dict[str, Any]]) -> int:
         """Write the metric points of Ray's ``rows`` of ``trial`` that its child run lacks; how many."""
         rid = self.run_id(trial)
-        # an epoch's row is written in one batch: its "examples" point says the whole row is there
-        whole = {m.step for m in self.client.get_metric_history(rid, "examples")}
+        whole = {m.step for m in self.client.get_metric_history(rid, ROW_KEY)}
         have: set[tuple[str, int]] | None = None  # point by point, for a row without it (an error report)
         written = 0
         for r in rows:
             step = self._step(r)
             missing = metric_row({k: v for k, v in r.items() if k not in _SKIP and v is not None})
-            if "examples" not in missing:
+            if ROW_KEY not in missing:
                 have = self._points(rid) if have is None else have
                 missing = {k: v for k, v in missing.items() if (k, step) not in have}
             elif step in whole:

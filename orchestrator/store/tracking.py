@@ -353,13 +353,14 @@ class MlflowParents:
         environment()
         import logging
 
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
         from mlflow.tracking import MlflowClient
 
         uri = self.cfg.mlflow.tracking_uri
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # as configure() does
         if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
-            MlflowClient(uri)
+            MlflowClient(uri)  # a server's client, or a database's store with its schema checked
+        else:  # the new file's store: its code only
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
 
     def open(self, parent_id: str | None) -> tuple[Any, str, str]:
         mlflow = configure(self.cfg)

@@ -127,11 +127,10 @@ def run_transfer(cfg: Config, config_path: Path, *, method: str, seeds: int = 3,
     if check_seeds:
         result["check"] = run_check(grids, study, result, check_seeds)
     result["seconds"] = time.time() - started
-    ray_stopped = parent.stop_ray()  # no more trials: Ray stops while the results are written
     result["failed_runs"] = failed
     result["affinity_signals"] = signals
-    _record_result(client, parent_id, result)
-    ray_stopped()
+    with parent.ray_stopping():  # no more trials: Ray stops while the results are written
+        _record_result(client, parent_id, result)
     return result
 
 
