@@ -7,7 +7,7 @@ from typing import Any
 
 from orchestrator.search.objectives import OBJECTIVES, best_trial
 from orchestrator.search.study import dashboard_command
-from orchestrator.store.runs import search_trials
+from orchestrator.store.runs import read_main_metric, search_trials
 
 
 def search_results(client: Any, parent: Any) -> dict[str, Any]:
@@ -21,8 +21,7 @@ def search_results(client: Any, parent: Any) -> dict[str, Any]:
                                           if k.startswith("importance/")},
                            "dashboard": dashboard_command(tags["mtlo.optuna_storage"])
                            if "mtlo.optuna_storage" in tags else None,
-                           "main_metric": dict(kv.split("=", 1) for kv in tags.get("mtlo.main_metric", "").split(",")
-                                               if "=" in kv)}
+                           "main_metric": read_main_metric(tags)}
     multi = kind in OBJECTIVES and OBJECTIVES[kind].multi
     best = best_trial(trials, multi)
     if multi:

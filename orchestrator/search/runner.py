@@ -33,7 +33,7 @@ from orchestrator.search.objectives import Objective, best_trial, make_objective
 from orchestrator.store import tracking
 from orchestrator.store.datasets import log_datasets, task_datasets
 from orchestrator.store.recorder import MlflowTrials
-from orchestrator.store.runs import child_runs, split_scores
+from orchestrator.store.runs import child_runs, main_metric_tag, split_scores
 from search_spaces import SearchSpace, load_space
 from trainables import EncoderSpec, inspect_tasks
 from trainables.encoder import preload_encoder
@@ -122,7 +122,7 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
     warm = study.check(cfg, url, resume=resume, ident=ident)
     tags = {**tracking.run_tags(cfg, command="search"), "mtlo.role": "search", "mtlo.objective": cfg.search.objective,
             "mtlo.space": space.source, "mtlo.optuna_storage": redact(url), "mtlo.optuna_study": cfg.name,
-            "mtlo.main_metric": ",".join(f"{t}={m}" for t, m in objective.main_metric.items())}
+            **main_metric_tag(objective.main_metric)}
     clock.mark("checks")  # the config, the space, every task's data (tokenized once), the Optuna storage
     parent = open_parent(cfg, config_path, what="search", state_file=STATE_FILE, resume=resume, address=address,
                          store=tracking.MlflowParents(cfg, config_path, tags))

@@ -27,6 +27,19 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # what a config's name may be (orchest
 
 
 # -- reading MLflow -----------------------------------------------------------------------------
+MAIN_METRIC_TAG = "mtlo.main_metric"  # on a search's parent run: each task's main metric
+
+
+def main_metric_tag(main_metric: Mapping[str, str]) -> dict[str, str]:
+    """The tag naming each task's main metric (``rt=accuracy,vader=pearson``)."""
+    return {MAIN_METRIC_TAG: ",".join(f"{t}={m}" for t, m in main_metric.items())}
+
+
+def read_main_metric(tags: Mapping[str, str]) -> dict[str, str]:
+    """What :func:`main_metric_tag` wrote; empty for a run logged before the tag existed."""
+    return dict(kv.split("=", 1) for kv in tags.get(MAIN_METRIC_TAG, "").split(",") if "=" in kv)
+
+
 def find_parent(client: Any, ref: str) -> Any:
     """The parent run of a search or transfer study, by run id or by name (the latest)."""
     if _RUN_ID.match(ref):
