@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -36,10 +37,12 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def run_mtlo(workdir: Path, *args: str, fault: str | None = None, timeout: int = 600,
-             sockets: set | None = None) -> subprocess.CompletedProcess:
+             sockets: set | None = None, ray: str | None = None) -> subprocess.CompletedProcess:
     """``mtlo ARGS`` in its own process group, ``MTLO_FAULT=fault`` (a driver fault kills the
     group, as ``kill -9`` would); Ray's processes left behind are killed with the group.
-    ``sockets``: filled with the listening sockets of the command's process tree, every 0.3 s."""
+    ``sockets``: filled with the listening sockets of the command's process tree, every 0.3 s.
+    ``ray``: the address of a running Ray (``ray_local``) the command joins with ``--address``."""
+    args = (*args, "--address", ray) if ray else args
     env = {k: v for k, v in os.environ.items() if k != "MTLO_FAULT"}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AIR_NEW_OUTPUT": "0"})
     if fault:
@@ -133,9 +136,11 @@ def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examp
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local() -> Iterator[str]:
     """A local Ray on loopback, started once per test process (an xdist worker) and shared by
-    every in-process search and study it runs."""
+    every in-process search and study it runs, and by the ``mtlo search``/``transfer``
+    processes given its address (``--address``, the value of this fixture): each would
+    otherwise start and stop a Ray of its own (seconds of CPU on a 2-core machine)."""
     import ray
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
@@ -144,7 +149,7 @@ def ray_local():
 
     seen = listening(psutil.Process())  # this process and Ray's servers, its children
     assert seen and all(is_loopback(host) for host, _, _ in seen), f"the fixture's Ray listens beyond loopback: {seen}"
-    yield
+    yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 

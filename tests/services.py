@@ -111,7 +111,10 @@ def assert_every_metric_in_mlflow(client, workdir: Path, name: str) -> int:
     return compared
 
 
-def mtlo(workdir: Path, *args: str, **extra: str) -> subprocess.Popen:
+def mtlo(workdir: Path, *args: str, ray: str | None = None, **extra: str) -> subprocess.Popen:
+    """``mtlo ARGS`` started in its own process group, its output piped; ``ray``: the address of
+    a running Ray (``ray_local``) it joins; ``extra``: environment variables."""
+    args = (*args, "--address", ray) if ray else args
     env = {k: v for k, v in os.environ.items() if k != "MTLO_FAULT"}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true", **extra})
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=workdir, env=env,

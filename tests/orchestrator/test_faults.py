@@ -2,8 +2,9 @@
 
 One ``mtlo search`` of 8 trials that all run at once (0.25 CPU each) for 3 epochs, where
 trial 1 raises after epoch 2 in every attempt (retried once, then FAILED), trial 2's worker
-is SIGKILLed once after epoch 2 (retried from its checkpoint, then FINISHED) and trial 3's
-loss turns NaN after epoch 2 (DIVERGED, not retried). The search finishes the others, and
+is SIGKILLed once after epoch 2 (retried from its checkpoint, then FINISHED), trial 3's
+loss turns NaN after epoch 2 (DIVERGED, not retried) and trial 4 runs out of GPU memory in
+epoch 1 (injected: FAILED with what to change, not retried). The search finishes the others, and
 every per-task metric of every epoch that Ray saw reported (each trial's result.json) is in
 MLflow exactly once, with its value. While it runs, every listening socket of the command's
 process tree (the driver, Ray's GCS, raylet and the 8 trial workers) is on loopback.
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = {**search_config("faults", examples=64, num_samples=8, max_concurrent=8, max_failures=1),
           "resources": {"cpus_per_trial": 0.25}}
-FAULTS = "raise@2 trial=1; kill@2 trial=2 times=1; nan@2 trial=3"  # trials are numbered from 1
+FAULTS = "raise@2 trial=1; kill@2 trial=2 times=1; nan@2 trial=3; oom@1 trial=4"  # trials are numbered from 1
 PER_TASK = ("val/", "train/", "weight/")
 
 
@@ -70,13 +71,14 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     folders = {int(f.name.split("_")[2]): f for f in search.glob("trainable_*")}
     number = {f.name.split("_")[1]: n for n, f in folders.items()}  # trainable_<trial id>_<number>_...
     status = {number[t["trial_id"]]: t["status"] for t in result["trials"]}
-    assert status == {1: "FAILED", 2: "FINISHED", 3: "DIVERGED", **{i: "FINISHED" for i in range(4, 9)}}, status
+    assert status == {1: "FAILED", 2: "FINISHED", 3: "DIVERGED", 4: "FAILED",
+                      **{i: "FINISHED" for i in range(5, 9)}}, status
     assert result["best"]["status"] == "FINISHED" and math.isfinite(result["best"]["objective"])
     assert "DIVERGED" in out.stderr and "retrying" in out.stderr  # the progress lines said so
     # a finished (or diverged) trial gave its checkpoints back; the failed one keeps its last,
     # which --resume retries it from; the best one (model.keep: 1) its weights alone; every trial
     # keeps its results
-    kept = {n for n, f in folders.items() if any(f.glob("checkpoint_*"))}
+    kept = {n for n, f in folders.items() if any(f.glob("checkpoint_*"))}  # trial 4: none (it ended in epoch 1)
     best = number[result["best"]["trial_id"]]
     assert kept == {1, best}, (kept, best)
     assert [p.name for p in folders[best].glob("checkpoint_*/*")] == ["model.pt"]
@@ -88,13 +90,18 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     runs = {number[r.data.tags["mtlo.trial_id"]]: r for r in client.search_runs(
         [client.get_experiment_by_name("faults").experiment_id], "tags.`mtlo.role` = 'trial'")}
     assert len(runs) == 8  # one child run per trial: a retry continues the same run
-    failed, killed, diverged = runs[1], runs[2], runs[3]
+    failed, killed, diverged, oom = runs[1], runs[2], runs[3], runs[4]
     assert failed.info.status == "FAILED" and failed.data.tags["mtlo.retries"] == "1"
     assert "injected fault" in failed.data.tags["mtlo.error"]
     assert "injected fault" in failed.data.tags["mtlo.retry.1.error"]
     assert killed.info.status == "FINISHED" and killed.data.tags["mtlo.retries"] == "1"
     assert diverged.info.status == "FAILED" and "mtlo.retries" not in diverged.data.tags
     assert "diverged" in diverged.data.tags["mtlo.error"] and "loss is nan" in diverged.data.tags["mtlo.error"]
+    # out of GPU memory: recorded once with what to change, not retried unchanged (max_failures is 1)
+    assert oom.info.status == "FAILED" and "mtlo.retries" not in oom.data.tags
+    assert oom.data.tags["mtlo.error"].startswith("GPU out of memory at batch size 16; lower train.batch_size or "
+                                                  "give the trial a larger GPU share (resources.gpus_per_trial)")
+    assert result["best"]["trial_id"] != oom.data.tags["mtlo.trial_id"]
 
     # every per-task metric of every reported epoch, against Ray's own record of the results
     compared, series = 0, set()
@@ -107,7 +114,7 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
                 if k.startswith(PER_TASK) or k == "objective":
                     assert v is not None and math.isfinite(v), (tid, k, v)  # never NaN, never None
                     reported.setdefault(k, []).append((row["epoch"], v))
-        assert sorted(e for e, _ in reported["val/rt/accuracy"]) == {3: [1, 2]}.get(
+        assert sorted(e for e, _ in reported["val/rt/accuracy"]) == {3: [1, 2], 4: [1]}.get(
             tid, [1, 2, 3]), tid  # the retried trials went on from their epoch-2 checkpoint
         series.update(reported)
         for k, points in reported.items():
@@ -116,10 +123,12 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
             compared += len(points)
         if tid == 3:
             assert rows[-1]["diverged"] == 1 and "objective" not in rows[-1]  # the searcher saw no NaN
+        if tid == 4:  # epoch 1's report, then the out-of-memory report, without an objective
+            assert [r.get("epoch") for r in rows] == [1, 1] and rows[-1]["oom"] == 1 and "objective" not in rows[-1]
     # every series (per task: validation metrics, loss, weight; the objective) in every trial,
-    # 3 epochs for 7 trials, 2 for the diverged one
+    # 3 epochs for 6 trials, 2 for the diverged one, 1 for the one out of memory
     assert {"val/rt/accuracy", "val/vader/pearson", "train/rt/loss", "weight/vader", "objective"} <= series
-    assert compared == len(series) * (7 * 3 + 2)
+    assert compared == len(series) * (6 * 3 + 2 + 1)
 
     # 8 trials at once: every child run started before the first one ended
     starts = sorted(r.info.start_time for r in runs.values())
@@ -130,32 +139,11 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     assert "| DIVERGED |" in report and "| FAILED | 1 |" in report and "injected fault" in report
 
 
-def test_a_gpu_out_of_memory_is_recorded_once_with_what_to_change(tmp_path):
-    """``oom@1 trial=1``: torch.cuda.OutOfMemoryError out of the first trial's training loop
-    (injected: no GPU here). It is not retried (max_failures is 1), its child run is FAILED with
-    the batch size and what to change, and the trial running beside it finishes."""
-    from tests.conftest import run_mtlo
-
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("oom", num_samples=3, max_concurrent=2)))
-    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="oom@1 trial=1")
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout)
-    folders, status, runs = numbered(tmp_path, "oom", result)
-    assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, status
-    oom = runs[1]
-    assert oom.info.status == "FAILED" and "mtlo.retries" not in oom.data.tags  # not retried unchanged
-    assert oom.data.tags["mtlo.error"].startswith("GPU out of memory at batch size 16; lower train.batch_size or "
-                                                  "give the trial a larger GPU share (resources.gpus_per_trial)")
-    rows = [json.loads(line) for line in (folders[1] / "result.json").read_text().splitlines() if line.strip()]
-    assert [r.get("epoch") for r in rows] == [1, 1] and rows[-1]["oom"] == 1 and "objective" not in rows[-1]
-    assert result["best"]["trial_id"] != oom.data.tags["mtlo.trial_id"]
-
-
-def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(tmp_path):
+def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(ray_local, tmp_path):
     """``hang@1 trial=1``: the first trial sleeps for ever after its first epoch. With
     ``search.trial_timeout`` it is failed once its time is up (not retried, although
     max_failures is 1), recorded FAILED "timed out after 30 s" in MLflow and Optuna, and the two
-    trials after it run and finish. Each trial takes both CPUs of the local Ray, so the next can
+    trials after it run and finish. Each trial takes both CPUs of the shared Ray (ray_local), so the next can
     start only once the hung worker is killed (Ray alone would wait 600 s for it to stop);
     without the timeout the search never ends."""
     import optuna
@@ -165,7 +153,7 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(tmp_path)
 
     config = {**search_config("hang", num_samples=3, trial_timeout=30), "resources": {"cpus_per_trial": 2}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="hang@1 trial=1", timeout=400)
+    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="hang@1 trial=1", timeout=400, ray=ray_local)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     folders, status, runs = numbered(tmp_path, "hang", result)
@@ -182,7 +170,7 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(tmp_path)
     assert states == ["COMPLETE", "COMPLETE", "FAIL"], states
 
 
-def test_a_trial_that_ends_slowly_when_stopped_does_not_fail_the_next(tmp_path):
+def test_a_trial_that_ends_slowly_when_stopped_does_not_fail_the_next(ray_local, tmp_path):
     """``slow-exit@0``: every trial takes 3.5 s more to end. ASHA stops trials after their first
     epoch, and Ray then gives the stopped trial's worker to the next trial only if the trial
     function has ended within TUNE_FUNCTION_THREAD_TIMEOUT_S (Ray's default 2 s), failing that
@@ -193,7 +181,7 @@ def test_a_trial_that_ends_slowly_when_stopped_does_not_fail_the_next(tmp_path):
     config = search_config("slowexit", examples=64, num_samples=5, scheduler="asha", max_failures=0)
     config["train"]["epochs"] = 2
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="slow-exit@0", timeout=300)
+    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="slow-exit@0", timeout=300, ray=ray_local)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     _, status, runs = numbered(tmp_path, "slowexit", result)

@@ -8,19 +8,14 @@ starts: the corpus case tests/bad_inputs/config_mlflow_server_down.yaml.)
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
 
 from tests.conftest import free_port, search_config
-from tests.services import Server
+from tests.services import Server, finish, mtlo, wait_for_a_finished_trial
 
 pytestmark = pytest.mark.slow
-
-
 
 
 @pytest.fixture
@@ -31,11 +26,9 @@ def server(tmp_path):
     srv.kill()
 
 
-def test_server_down_mid_search_loses_nothing(tmp_path, server):
+def test_server_down_mid_search_loses_nothing(ray_local, tmp_path, server):
     config = search_config("outage", tracking_uri=server.uri)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MTLO_FAULT", None)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(server.uri)
@@ -47,17 +40,9 @@ def test_server_down_mid_search_loses_nothing(tmp_path, server):
         return {r.data.tags["mtlo.trial_id"]: r for r in client.search_runs(
             [exp.experiment_id], "tags.`mtlo.role` = 'trial'")}
 
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "search", "c.yaml"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = mtlo(tmp_path, "search", "c.yaml", ray=ray_local)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:  # the server goes down once the first trial has finished
-            if any(r.data.tags.get("mtlo.status") == "FINISHED" for r in children().values()):
-                break
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            time.sleep(0.5)
-        else:
-            pytest.fail("the first trial never finished")
+        wait_for_a_finished_trial(client, "outage", proc)  # the server goes down once the first trial has finished
         server.kill()
         out, err = proc.communicate(timeout=600)
     finally:
@@ -72,9 +57,8 @@ def test_server_down_mid_search_loses_nothing(tmp_path, server):
     assert sorted(rows.values()) == [3, 3, 3], rows  # Ray kept every epoch of every trial
 
     server.start()  # back, same store
-    again = subprocess.run([sys.executable, "-m", "orchestrator.cli", "search", "c.yaml", "--resume"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", ray=ray_local))
+    assert rc == 0, err[-3000:]
     runs = children()
     assert len(runs) == 3
     for tid, run in runs.items():

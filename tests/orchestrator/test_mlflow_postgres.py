@@ -62,12 +62,12 @@ def mlflow_on_postgres(postgres, tmp_path_factory):
     srv.kill()
 
 
-def test_a_search_on_postgres_records_every_metric(mlflow_on_postgres, tmp_path):
+def test_a_search_on_postgres_records_every_metric(ray_local, mlflow_on_postgres, tmp_path):
     from mlflow.tracking import MlflowClient
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("pg", tracking_uri=mlflow_on_postgres.uri)))
     started = time.monotonic()
-    rc, out, err = finish(mtlo(tmp_path, "search", "c.yaml", "--json"))
+    rc, out, err = finish(mtlo(tmp_path, "search", "c.yaml", "--json", ray=ray_local))
     assert rc == 0, err[-3000:]
     took = time.monotonic() - started
     assert len(json.loads(out)["trials"]) == 3  # stdout holds only the JSON (no MLflow "View run" lines)
@@ -76,12 +76,13 @@ def test_a_search_on_postgres_records_every_metric(mlflow_on_postgres, tmp_path)
     print(f"search on PostgreSQL: {took:.0f} s, {compared} points compared")
 
 
-def test_the_database_stops_mid_search_and_resume_fills_every_gap(postgres, mlflow_on_postgres, tmp_path):
+def test_the_database_stops_mid_search_and_resume_fills_every_gap(ray_local, postgres, mlflow_on_postgres,
+                                                                 tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_on_postgres.uri)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("pg-down", tracking_uri=mlflow_on_postgres.uri)))
-    proc = mtlo(tmp_path, "search", "c.yaml")
+    proc = mtlo(tmp_path, "search", "c.yaml", ray=ray_local)
     wait_for_a_finished_trial(client, "pg-down", proc)  # then the database stops
     postgres.stop()
     try:
@@ -98,12 +99,13 @@ def test_the_database_stops_mid_search_and_resume_fills_every_gap(postgres, mlfl
     assert "Traceback" not in err
     assert sorted(len(r) for r in ray_rows(tmp_path, "pg-down").values()) == [3, 3, 3]  # Ray kept every epoch
 
-    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume"))
+    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", ray=ray_local))
     assert rc == 0, err[-3000:]
     assert assert_every_metric_in_mlflow(client, tmp_path, "pg-down") == 3 * 3 * len(SERIES)
 
 
-def test_the_database_back_mid_search_is_caught_up_before_the_end(postgres, mlflow_on_postgres, tmp_path):
+def test_the_database_back_mid_search_is_caught_up_before_the_end(ray_local, postgres, mlflow_on_postgres,
+                                                                  tmp_path):
     """The database stops once the first trial has finished and is back 12 s later, while the
     search goes on: the outage is said once, the return once, and what MLflow missed is written
     as soon as it answers, not at the end: every per-epoch point is in MLflow once, written
@@ -113,7 +115,7 @@ def test_the_database_back_mid_search_is_caught_up_before_the_end(postgres, mlfl
     client = MlflowClient(mlflow_on_postgres.uri)
     config = search_config("pg-back", tracking_uri=mlflow_on_postgres.uri, num_samples=8)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    proc = mtlo(tmp_path, "search", "c.yaml")
+    proc = mtlo(tmp_path, "search", "c.yaml", ray=ray_local)
     wait_for_a_finished_trial(client, "pg-back", proc)
     postgres.stop()
     time.sleep(12)  # longer than MLflow's own retries of a request: writes fail, and points go missing

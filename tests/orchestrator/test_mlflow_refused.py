@@ -23,7 +23,7 @@ from tests.services import (
 pytestmark = pytest.mark.slow
 
 
-def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(tmp_path):
+def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_local, tmp_path):
     """A real authenticating server (MLflow's basic-auth app). Wrong credentials at the start:
     refused before Ray starts (exit 2, one line). Right ones, then the password changed
     mid-search (every request of the search now answered 401): the search goes on, ends with
@@ -54,7 +54,7 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(tmp_p
         assert not (tmp_path / "ray_results").exists()
 
         creds = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
-        proc = mtlo(tmp_path, "search", "c.yaml", **creds)
+        proc = mtlo(tmp_path, "search", "c.yaml", ray=ray_local, **creds)
         os.environ.update(creds)
         try:
             wait_for_a_finished_trial(MlflowClient(srv.uri), "auth", proc)
@@ -73,7 +73,7 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(tmp_p
         assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "auth").values()) == [3, 3, 3]
 
         creds["MLFLOW_TRACKING_PASSWORD"] = rotated
-        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", **creds))
+        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", ray=ray_local, **creds))
         assert rc == 0, err[-3000:]
         os.environ.update(creds)
         try:
@@ -85,7 +85,7 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(tmp_p
         srv.kill()
 
 
-def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(tmp_path):
+def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(ray_local, tmp_path):
     """Another process holds the sqlite store's write lock (``BEGIN EXCLUSIVE``) from the end of
     the first trial until the search ends: "database is locked" on every write. The search goes
     on, ends with one line and --resume (exit 1), and --resume fills every gap once the lock is
@@ -96,7 +96,7 @@ def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("locked")))
-    proc = mtlo(tmp_path, "search", "c.yaml")
+    proc = mtlo(tmp_path, "search", "c.yaml", ray=ray_local)
     wait_for_a_finished_trial(MlflowClient(uri), "locked", proc)
     holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
@@ -110,7 +110,7 @@ def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(tmp_path):
     assert lines[-1].startswith(f"mtlo: error: mlflow.tracking_uri: the sqlite file {tmp_path / 'mlflow.db'} "
                                 "cannot be written (database is locked)") and "--resume" in lines[-1], lines[-1]
     assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "locked").values()) == [3, 3, 3]
-    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume"))
+    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", ray=ray_local))
     assert rc == 0, err[-3000:]
     assert "MLflow had missed" in err  # the resume's sync wrote the gaps, and says so
     assert assert_every_metric_in_mlflow(MlflowClient(uri), tmp_path, "locked") == 3 * 3 * len(SERIES)

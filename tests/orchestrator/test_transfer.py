@@ -339,7 +339,7 @@ def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
     rc, _, stderr = mtlo_main("report", "cli", "--runs-table", "runs.txt", cwd=tmp_path, capsys=capsys)
     assert rc == 2 and stderr.strip() == "mtlo: error: --runs-table: runs.txt must end in .csv or .json", stderr
 @pytest.mark.slow
-def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(tmp_path):
+def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(ray_local, tmp_path):
     """Ctrl-C (MTLO_FAULT=sigint@trials=2: SIGINT to the driver's process group, as a terminal
     sends it) once rt and sms alone are done: exit 130 with the resume line; the report is
     rebuilt from MLflow for the interrupted study (status KILLED, the baselines, no pair yet);
@@ -375,7 +375,9 @@ def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_run
 
     before = {r.info.run_id for r in client.search_runs(
         [client.get_experiment_by_name("study").experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
-    resumed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1", "--resume", "--json")
+    # resumed on another Ray (the tests' shared one): what goes on is on disk and in MLflow
+    resumed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1", "--resume", "--json",
+                       ray=ray_local)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     out = json.loads(resumed.stdout)
     assert out["parent_run_id"] == parent_id and client.get_run(parent_id).info.status == "FINISHED"
