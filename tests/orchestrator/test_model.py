@@ -266,7 +266,8 @@ def test_a_warm_start_seeds_a_new_search_with_the_earlier_study(searched):
     try:
         with contextlib.redirect_stdout(buf):
             rc = cli.main(["search", "c.yaml", "--json", "--set", "name=warm", "--set", f"search.warm_start={NAME}",
-                           "--set", "search.num_samples=2", "--set", "model.log=false"])
+                           "--set", "search.num_samples=2", "--set", "search.max_concurrent=1",
+                           "--set", "model.log=false"])
     finally:
         os.chdir(old)
     assert rc == 0

@@ -1,6 +1,7 @@
 """``mtlo search`` end to end: Ray Tune + Optuna trials recorded as nested MLflow runs.
 
-Ray starts once for the module (a local 2-CPU instance); each test searches in its own folder.
+Ray starts once per test process (``ray_local``: a local 2-CPU instance); each test searches in
+its own folder.
 """
 
 import json
@@ -12,8 +13,9 @@ import yaml
 from orchestrator.config import ConfigError, load_config
 from tests.conftest import named_config
 
+# one trial at a time: each trial worker costs seconds of CPU to start (the first test runs two at once)
 CONFIG = named_config("e2e", ("rt", "ner"), resources={"cpus_per_trial": 1},
-                      search={"space": "default", "num_samples": 4, "objective": "mean_score", "max_concurrent": 2})
+                      search={"space": "default", "num_samples": 4, "objective": "mean_score", "max_concurrent": 1})
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def client(workdir: Path):
 def test_four_trial_search_records_nested_runs(ray_local, workdir):
     from orchestrator.search.runner import run_search
 
-    path = write(workdir)
+    path = write(workdir, search={"max_concurrent": 2})
     out = run_search(load_config(path), path)
     assert len(out.trials) == 4 and out.best is not None
     c = client(workdir)

@@ -11,7 +11,8 @@ import yaml
 from orchestrator.config import ConfigError, load_config
 from tests.conftest import named_config
 
-CONFIG = named_config("study", ("rt", "vader", "sms"), search={"max_concurrent": 2}, resources={"cpus_per_trial": 1})
+# one run at a time: each study stage starts its trial workers anew, seconds of CPU each
+CONFIG = named_config("study", ("rt", "vader", "sms"), search={"max_concurrent": 1}, resources={"cpus_per_trial": 1})
 
 
 def write(tmp_path, **over):
