@@ -59,6 +59,7 @@ class RayConfig(_Strict):
 class MlflowConfig(_Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None  # default: the config's name
+    retry_every_s: Annotated[float, Gt(0)] = 10.0  # while the store does not answer: how often to try it again
 
 
 class ModelConfig(_Strict):

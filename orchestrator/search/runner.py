@@ -155,7 +155,8 @@ def run_search(cfg: Config, config_path: Path, *, num_samples: int | None = None
                       max_t=cfg.train.epochs, grace_period=1, reduction_factor=2)
     n = num_samples or cfg.search.num_samples
     recorder = MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id, ctx=ctx,
-                            role="trial", base_tags=base_tags, datasets=datasets)
+                            role="trial", base_tags=base_tags, datasets=datasets,
+                            retry_every_s=cfg.mlflow.retry_every_s)
     progress = Progress(n, "trial", None if multi else "objective", epochs=cfg.train.epochs)
     if cfg.model.log:  # the best trial's model is rebuilt at the end: its code imports as the trials run
         preload_encoder(EncoderSpec(**run["encoder"]))
@@ -221,7 +222,8 @@ def _baselines(cfg: Config, run: dict[str, Any], parent: Any, objective: Objecti
         err_console.print(f"single-task baselines to train first: {', '.join(missing)}")
         ctx = trial_context(cfg, run, None)  # a baseline reports the mean score (its one task's)
         recorder = MlflowTrials(cfg.mlflow.tracking_uri, experiment_id=experiment_id, parent_run_id=parent_id,
-                                ctx=ctx, role="baseline", base_tags=base_tags, datasets=datasets)
+                                ctx=ctx, role="baseline", base_tags=base_tags, datasets=datasets,
+                                retry_every_s=cfg.mlflow.retry_every_s)
         grid = run_grid(cfg, ctx, [{"tasks": t} for t in missing], name=f"{cfg.name}-baselines",
                         storage=exp_dir, recorder=recorder, role="baseline", resume=resume, as_json=as_json)
         for result in grid:

@@ -43,7 +43,6 @@ from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_par
 ROW_KEY = "examples"  # in every epoch's row, which is written in one batch: its points are the rows written
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
-PROBE_EVERY_S = 10.0  # while MLflow does not answer: how often to try again
 # writer threads (a trial's writes stay in order on one of them); 0 writes in Ray Tune's own thread
 # instead (what benchmarks/slow_mlflow.py compares against)
 WRITERS = 4
@@ -66,8 +65,9 @@ def _tolerant(method: Any) -> Any:
 
 class MlflowTrials(Callback):
     def __init__(self, tracking_uri: str, *, experiment_id: str, parent_run_id: str, ctx: TrialContext,
-                 role: str, base_tags: dict[str, str], datasets: dict[str, Any] | None = None) -> None:
-        self.tracking_uri = tracking_uri
+                 role: str, base_tags: dict[str, str], datasets: dict[str, Any] | None = None,
+                 retry_every_s: float = 10.0) -> None:
+        self.tracking_uri, self.retry_every_s = tracking_uri, retry_every_s  # retry: MLflow down, how often to probe
         self.datasets = datasets or {}  # task -> its MLflow dataset input (store/datasets.py)
         self._client: Any = None
         self.experiment_id = experiment_id
@@ -108,7 +108,7 @@ class MlflowTrials(Callback):
         with self._lock:
             if self.offline_since is None:
                 return True
-            if time.time() - self.last_probe < PROBE_EVERY_S:
+            if time.time() - self.last_probe < self.retry_every_s:
                 return False
             self.last_probe = time.time()
             if store_problem(self.tracking_uri, timeout=2.0) is not None:

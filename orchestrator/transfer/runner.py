@@ -216,7 +216,8 @@ class Grids:
                     p["affinity_every"] = affinity_every
         recorder = MlflowTrials(self.cfg.mlflow.tracking_uri, experiment_id=self.experiment_id,
                                 parent_run_id=self.study.parent_run_id, ctx=self.ctx, role=role,
-                                base_tags=self.base_tags, datasets=self.datasets)
+                                base_tags=self.base_tags, datasets=self.datasets,
+                                retry_every_s=self.cfg.mlflow.retry_every_s)
         run_grid(self.cfg, self.ctx, points, name=name, storage=self.storage, recorder=recorder, role=role,
                  resume=self.resume, as_json=self.as_json)
 

@@ -120,6 +120,28 @@ def test_a_failed_write_goes_offline_and_sync_writes_what_mlflow_missed(store, m
     assert run.data.metrics["best/objective"] == 0.5
 
 
+def test_while_offline_the_store_is_probed_every_retry_every_s_and_not_in_between(store, monkeypatch):
+    """``mlflow.retry_every_s``: no probe sooner than that after a failed write or probe; the
+    first probe that finds the store answering brings the recorder back online."""
+    r = store.make()
+    r.retry_every_s = 30.0
+    now = [1000.0]
+    monkeypatch.setattr(rec.time, "time", lambda: now[0])
+    probes: list[float] = []
+    answer = ["down"]
+    monkeypatch.setattr(rec, "store_problem", lambda uri, timeout=5.0: probes.append(now[0]) or answer[0])
+    r.went_offline(ConnectionError("down"))
+    now[0] += 29.0
+    assert not r.online() and probes == []  # too soon: not even asked
+    now[0] += 1.0
+    assert not r.online() and probes == [1030.0]  # asked, still down
+    now[0] += 29.0
+    assert not r.online() and probes == [1030.0]
+    answer[0] = None  # the store answers again
+    now[0] += 1.0
+    assert r.online() and probes == [1030.0, 1060.0] and r.offline_since is None
+
+
 def test_after_ctrl_c_a_running_trial_stays_open_and_the_parent_is_killed(store):
     r = store.make()
     done, running, never = trial("c1"), trial("c2"), trial("c3")
