@@ -217,11 +217,11 @@ def _train_step(exp: Experiment, parts: Moving, st: TrainState, step_tasks: list
     """One optimizer step on a batch of each of ``step_tasks``: the weighted losses (summed on
     the device, checked every ``nan_check_every`` steps), the sharing penalty, clipping."""
     tr, model = exp.spec.train, exp.model
-    losses = {}
+    losses, batches = {}, {}
     with _autocast(exp.device), exp.weighting.forward_context():
         for t in step_tasks:
-            batch, n = next(streams[t])
-            losses[t] = exp.types[t].loss(model(t, batch), batch["labels"])
+            batches[t], n = next(streams[t])
+            losses[t] = exp.types[t].loss(model(t, batches[t]), batches[t]["labels"])
             st.examples += n
     epoch_losses.add(losses, st.step + 1)
     if (st.step + 1) % tr.nan_check_every == 0:
@@ -235,6 +235,9 @@ def _train_step(exp: Experiment, parts: Moving, st: TrainState, step_tasks: list
     if tr.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
     parts.optim.step()
+    if exp.weighting.wants_losses_after_step:  # the same batches' losses under the new parameters
+        with torch.no_grad(), _autocast(exp.device):
+            exp.weighting.after_step({t: exp.types[t].loss(model(t, b), b["labels"]) for t, b in batches.items()})
     parts.lr_sched.step()
     parts.optim.zero_grad(set_to_none=True)
     st.step += 1

@@ -12,13 +12,21 @@ methods reshape gradients rather than losses) and returns the weight each task g
   epoch loss over the previous one, softmax with temperature 2.
 - ``pcgrad``: Yu et al. 2020, gradient surgery: on shared parameters, each task gradient
   that conflicts with another (negative dot product) is projected onto its normal plane.
+- ``famo``: Liu et al. 2023, Fast Adaptive Multitask Optimization: task logits xi whose
+  softmax z weighs the log-losses, ``sum_t z_t log L_t / c`` with ``c = sum_t z_t / L_t``
+  (so task t's loss gets ``z_t / (c L_t)``, scaled here to sum to the number of tasks, as
+  static's 1s do); after each optimizer step the same batches' losses are computed again and
+  xi takes an Adam step (lr 0.025, weight decay 0.01: the authors' defaults) along
+  ``J_softmax^T (log L_before - log L_after)``, which moves weight to the tasks whose loss
+  fell least. One gradient and one extra forward pass a step: O(1) in the number of tasks.
 
-GradNorm and PCGrad act across the tasks of one step, so they matter with
+GradNorm, PCGrad and FAMO act across the tasks of one step, so they matter with
 ``schedule: joint``; with one task per step they reduce to that task's (weighted) loss.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from abc import ABC, abstractmethod
@@ -61,6 +69,13 @@ class Weighting(nn.Module, ABC):
     def forward_context(self) -> AbstractContextManager[Any]:
         """Wraps the training forward pass (a method may need differentiable kernels)."""
         return nullcontext()
+
+    # True: after each optimizer step the loop computes the step's batches' losses again (no
+    # gradient) and passes them to :meth:`after_step`
+    wants_losses_after_step = False
+
+    def after_step(self, losses: dict[str, torch.Tensor]) -> None:
+        """The losses of the step's batches under the parameters the step produced."""
 
     def extra_state(self) -> dict[str, Any]:
         """State kept outside parameters and buffers (for checkpoints)."""
@@ -229,8 +244,69 @@ class PCGrad(Weighting):
         return w
 
 
+class FAMO(Weighting):
+    name = "famo"
+    wants_losses_after_step = True
+    EPS = 1e-8  # the authors' floor under a loss (the minimum loss is taken as 0)
+
+    def __init__(self, tasks: list[str], task_weights: dict[str, float], lr: float = 0.025,
+                 decay: float = 0.01) -> None:
+        super().__init__(tasks, task_weights)
+        self.lr, self.decay = lr, decay
+        # the logits xi have an optimizer of their own (not the model's): made on the losses'
+        # device at the first step, where a checkpoint's state is loaded too
+        self.logits: torch.Tensor | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.saved: dict[str, Any] | None = None
+        self.before: dict[str, torch.Tensor] = {}  # this step's losses, for after_step
+
+    def _logits(self, device: torch.device) -> torch.Tensor:
+        if self.logits is None:
+            self.logits = torch.zeros(len(self.tasks), device=device, requires_grad=True)
+            self.opt = torch.optim.Adam([self.logits], lr=self.lr, weight_decay=self.decay)
+            if self.saved is not None:
+                with torch.no_grad():
+                    self.logits.copy_(self.saved["logits"])
+                self.opt.load_state_dict(self.saved["adam"])
+                self.saved = None
+        return self.logits
+
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
+        loss = torch.stack([v.float() for v in losses.values()])
+        z = torch.softmax(self._logits(loss.device).detach()[[self.tasks.index(t) for t in losses]], 0)
+        d = loss.detach() + self.EPS
+        w = len(losses) * z / ((z / d).sum() * d)  # the gradient of sum z log L / c, per loss
+        weights = dict(zip(losses, w.unbind()))  # 0-d tensors: no host sync a step
+        self.before = {t: v.detach() for t, v in losses.items()}
+        self._weighted_backward(losses, weights)
+        return weights
+
+    def after_step(self, losses: dict[str, torch.Tensor]) -> None:
+        logits = self._logits(next(iter(losses.values())).device)
+        idx = [self.tasks.index(t) for t in losses]
+        delta = torch.stack([(self.before[t].float() + self.EPS).log() - (v.detach().float() + self.EPS).log()
+                             for t, v in losses.items()])
+        z = torch.softmax(logits.detach()[idx], 0)
+        grad = torch.zeros_like(logits)
+        grad[idx] = z * (delta - (z * delta).sum())  # J_softmax^T delta
+        assert self.opt is not None
+        self.opt.zero_grad()
+        logits.grad = grad
+        self.opt.step()
+
+    def extra_state(self) -> dict[str, Any]:
+        if self.logits is None:
+            return {"saved": self.saved}
+        assert self.opt is not None
+        # copies: Adam updates its moments in place, and a checkpoint is written later
+        return {"saved": {"logits": self.logits.detach().cpu().clone(), "adam": copy.deepcopy(self.opt.state_dict())}}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.logits, self.opt, self.saved = None, None, state["saved"]
+
+
 WEIGHTING: Registry[type[Weighting]] = Registry("train.weighting")
-for _cls in (Static, Uncertainty, GradNorm, DWA, PCGrad):
+for _cls in (Static, Uncertainty, GradNorm, DWA, PCGrad, FAMO):
     WEIGHTING.register(_cls)
 
 

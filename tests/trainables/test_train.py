@@ -47,7 +47,7 @@ def test_training_learns_a_real_task():
 
 
 @pytest.mark.parametrize("sharing", ["hard", "soft", "partial", "single"])
-@pytest.mark.parametrize("weighting", ["static", "uncertainty", "gradnorm", "dwa", "pcgrad"])
+@pytest.mark.parametrize("weighting", ["static", "uncertainty", "gradnorm", "dwa", "pcgrad", "famo"])
 def test_every_sharing_mode_with_every_weighting_trains(sharing, weighting):
     cfg = tiny_config(sharing=sharing, weighting=weighting, branch_layer=1, epochs=2,
                       max_train_examples=32, max_eval_examples=16, task_weights={"rt": 2.0})
@@ -147,7 +147,7 @@ def test_objective_is_signed_mean_of_main_metrics(tiny):
     assert objective(exp, m) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("weighting", ["static", "dwa", "gradnorm"])
+@pytest.mark.parametrize("weighting", ["static", "dwa", "gradnorm", "famo"])
 def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting):
     cfg = tiny_config(epochs=3, weighting=weighting, device="cpu")
     full, _ = run(cfg)

@@ -74,7 +74,7 @@ def test_dwa_weights_follow_loss_ratios():
 
 
 def test_unknown_weighting_and_task_weights_are_refused():
-    with pytest.raises(InputError, match="valid: static, uncertainty, gradnorm, dwa, pcgrad"):
+    with pytest.raises(InputError, match="valid: static, uncertainty, gradnorm, dwa, pcgrad, famo"):
         make_weighting("nope", ["a"], {})
     with pytest.raises(InputError, match="unknown task"):
         make_weighting("static", ["a"], {"zzz": 1.0})
@@ -118,3 +118,48 @@ def test_gradnorm_step_matches_a_hand_computed_one():
     sign = [math.copysign(1.0, gi - ti) for gi, ti in zip(g, target)]
     assert gn.w.grad.tolist() == pytest.approx([sign[0] * 1.5, sign[1] * 1.0])
     assert toy.shared.grad.tolist() == pytest.approx([wa * 1.5, wb * 1.0])
+
+
+def test_famo_weights_and_logit_step_match_a_hand_computed_one():
+    """FAMO (Liu et al. 2023), two tasks, logits xi = 0, losses 2.0 and 0.5 before the step.
+    Weights: z = (1/2, 1/2), c = z_a / 2.0 + z_b / 0.5 = 1.25, task t's loss gets 2 z_t / (c L_t):
+    0.4 and 1.6 (they sum to the number of tasks). After the step the losses are 1.0 and 0.45:
+    delta = log(2/1) - ..., = (0.693147, 0.105361); J_softmax^T delta = z (delta - z.delta) =
+    (+0.146893, -0.146893); Adam's first step moves each logit by lr against its gradient's
+    sign (m/sqrt(v) = +-1; weight decay adds nothing at xi = 0): xi = (-0.025, +0.025). The
+    next step gives task b, whose loss fell least, the larger share at equal losses."""
+    from trainables.weighting import FAMO
+
+    toy = TwoTaskToy()
+    famo = FAMO(["a", "b"], {})
+    la, lb = (toy.shared * torch.tensor([1.0, 0.0])).sum() + 2.0, (toy.shared * torch.tensor([0.0, 1.0])).sum() + 0.5
+    used = famo.backward({"a": la, "b": lb}, toy)  # type: ignore[arg-type]
+    assert {t: float(v) for t, v in used.items()} == pytest.approx({"a": 0.4, "b": 1.6})
+    assert toy.shared.grad.tolist() == pytest.approx([0.4, 1.6])  # d(0.4 L_a + 1.6 L_b)/d shared
+    famo.after_step({"a": torch.tensor(1.0), "b": torch.tensor(0.45)})
+    assert famo.logits.detach().tolist() == pytest.approx([-0.025, 0.025], abs=1e-7)
+    toy.shared.grad = None
+    equal = famo.backward({"a": toy.shared.sum() + 1.0, "b": toy.shared.sum() + 1.0}, toy)  # type: ignore[arg-type]
+    z_b = math.exp(0.025) / (math.exp(0.025) + math.exp(-0.025))
+    assert float(equal["b"]) == pytest.approx(2 * z_b) and float(equal["a"]) == pytest.approx(2 * (1 - z_b))
+
+
+def test_famo_state_survives_a_checkpoint():
+    """extra_state/load_extra_state: the logits and Adam's moments, so a resumed run goes on
+    with the same weights and the same next step."""
+    from trainables.weighting import FAMO
+
+    def run(famo: FAMO, losses_after: tuple[float, float]) -> None:
+        toy = TwoTaskToy()
+        famo.backward({"a": toy.shared.sum() + 2.0, "b": toy.shared.sum() + 0.5}, toy)  # type: ignore[arg-type]
+        famo.after_step({"a": torch.tensor(losses_after[0]), "b": torch.tensor(losses_after[1])})
+
+    first = FAMO(["a", "b"], {})
+    run(first, (1.0, 0.45))
+    state = first.extra_state()
+    resumed = FAMO(["a", "b"], {})
+    resumed.load_extra_state(state)
+    for famo in (first, resumed):
+        run(famo, (1.5, 0.3))
+    assert resumed.logits.detach().tolist() == pytest.approx(first.logits.detach().tolist(), abs=1e-9)
+    assert resumed.logits.detach().tolist() != pytest.approx([-0.025, 0.025], abs=1e-4)  # it moved on
