@@ -12,6 +12,13 @@ methods reshape gradients rather than losses) and returns the weight each task g
   epoch loss over the previous one, softmax with temperature 2.
 - ``pcgrad``: Yu et al. 2020, gradient surgery: on shared parameters, each task gradient
   that conflicts with another (negative dot product) is projected onto its normal plane.
+- ``upgrad``, ``mgda``, ``cagrad``, ``nash_mtl``: gradient aggregators from TorchJD (PyPI
+  ``torchjd``), on the shared parameters: the Jacobian of the (static-weighted) task losses
+  becomes one update direction. UPGrad (Quinton & Rey 2024: each task gradient projected onto
+  the dual cone of all of them, averaged), MGDA (Desideri 2012, Sener & Koltun 2018: the
+  min-norm point of their convex hull), CAGrad (Liu et al. 2021, c = 0.5) and Nash-MTL (Navon
+  et al. 2022, the library's defaults). Their weights are the library's (MGDA's sum to 1).
+  Task-specific parameters take their plain gradients, as with ``pcgrad``.
 - ``famo``: Liu et al. 2023, Fast Adaptive Multitask Optimization: task logits xi whose
   softmax z weighs the log-losses, ``sum_t z_t log L_t / c`` with ``c = sum_t z_t / L_t``
   (so task t's loss gets ``z_t / (c L_t)``, scaled here to sum to the number of tasks, as
@@ -305,8 +312,79 @@ class FAMO(Weighting):
         self.logits, self.opt, self.saved = None, None, state["saved"]
 
 
+class Aggregated(Weighting):
+    """A TorchJD aggregator of the task gradients on the shared parameters (``aggregator``)."""
+
+    def __init__(self, tasks: list[str], task_weights: dict[str, float]) -> None:
+        super().__init__(tasks, task_weights)
+        self.aggregator = self.make_aggregator(len(tasks))
+
+    @abstractmethod
+    def make_aggregator(self, n_tasks: int) -> Any:
+        """The TorchJD aggregator (imported here: TorchJD is needed only by these methods)."""
+
+    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
+        from torchjd.autojac import backward as jac_backward
+        from torchjd.autojac import jac_to_grad
+
+        w: dict[str, float | torch.Tensor] = {t: self.static[t] for t in losses}
+        shared = model.shared_parameters()
+        if len(losses) < len(self.tasks) or not shared:  # one task a step, or nothing shared: nothing to aggregate
+            self._weighted_backward(losses, w)
+            return w
+        shared_ids = {id(p) for p in shared}
+        rest = [p for p in model.parameters() if id(p) not in shared_ids and p.requires_grad]
+        scaled = [w[t] * loss for t, loss in losses.items()]
+        if rest:
+            sum(scaled).backward(inputs=rest, retain_graph=True)  # type: ignore[union-attr]
+        jac_backward(scaled, inputs=shared)  # each shared parameter's .jac: one row per task
+        used = jac_to_grad(shared, self.aggregator)  # the rows' weights (a weighted aggregator's)
+        return {t: w[t] * used[i] for i, t in enumerate(losses)}
+
+
+class UPGrad(Aggregated):
+    name = "upgrad"
+
+    def make_aggregator(self, n_tasks: int) -> Any:
+        from torchjd.aggregation import UPGrad as Aggregator
+
+        return Aggregator()
+
+
+class MGDA(Aggregated):
+    name = "mgda"
+
+    def make_aggregator(self, n_tasks: int) -> Any:
+        from torchjd.aggregation import MGDA as Aggregator
+
+        return Aggregator()
+
+
+class CAGrad(Aggregated):
+    name = "cagrad"
+    C = 0.5  # the authors' default for supervised multi-task learning
+
+    def make_aggregator(self, n_tasks: int) -> Any:
+        from torchjd.aggregation import CAGrad as Aggregator
+
+        return Aggregator(c=self.C)
+
+
+class NashMTL(Aggregated):
+    name = "nash_mtl"
+
+    def make_aggregator(self, n_tasks: int) -> Any:
+        import warnings
+
+        from torchjd.aggregation import NashMTL as Aggregator
+
+        # cvxpy's notice that the bargaining problem is not DPP (each solve compiles it anew)
+        warnings.filterwarnings("ignore", message=".*not DPP.*")
+        return Aggregator(n_tasks=n_tasks)
+
+
 WEIGHTING: Registry[type[Weighting]] = Registry("train.weighting")
-for _cls in (Static, Uncertainty, GradNorm, DWA, PCGrad, FAMO):
+for _cls in (Static, Uncertainty, GradNorm, DWA, PCGrad, FAMO, UPGrad, MGDA, CAGrad, NashMTL):
     WEIGHTING.register(_cls)
 
 

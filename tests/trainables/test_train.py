@@ -49,6 +49,18 @@ def test_training_learns_a_real_task():
 @pytest.mark.parametrize("sharing", ["hard", "soft", "partial", "single"])
 @pytest.mark.parametrize("weighting", ["static", "uncertainty", "gradnorm", "dwa", "pcgrad", "famo"])
 def test_every_sharing_mode_with_every_weighting_trains(sharing, weighting):
+    check_trains(sharing, weighting)
+
+
+# TorchJD's aggregators act on shared parameters: with soft sharing or a single task there are
+# none, and they are static weighting (test_weighting.py)
+@pytest.mark.parametrize("sharing", ["hard", "partial"])
+@pytest.mark.parametrize("weighting", ["upgrad", "mgda", "cagrad", "nash_mtl"])
+def test_every_gradient_aggregator_trains_with_shared_layers(sharing, weighting):
+    check_trains(sharing, weighting)
+
+
+def check_trains(sharing: str, weighting: str) -> None:
     cfg = tiny_config(sharing=sharing, weighting=weighting, branch_layer=1, epochs=2,
                       max_train_examples=32, max_eval_examples=16, task_weights={"rt": 2.0})
     rows, result = run(cfg)

@@ -1,6 +1,7 @@
 """Loss-weighting methods against hand-computed cases."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -163,3 +164,65 @@ def test_famo_state_survives_a_checkpoint():
         run(famo, (1.5, 0.3))
     assert resumed.logits.detach().tolist() == pytest.approx(first.logits.detach().tolist(), abs=1e-9)
     assert resumed.logits.detach().tolist() != pytest.approx([-0.025, 0.025], abs=1e-4)  # it moved on
+
+
+def conflicting(toy: TwoTaskToy) -> dict[str, torch.Tensor]:
+    """g_a = (1, 0), g_b = (-1, 1) on the shared part (they conflict: dot -1); private scalars
+    with gradients 1 and 2."""
+    return {"a": (toy.shared * torch.tensor([1.0, 0.0])).sum() + toy.heads["a"].sum(),
+            "b": (toy.shared * torch.tensor([-1.0, 1.0])).sum() + 2 * toy.heads["b"].sum()}
+
+
+def test_upgrad_averages_each_gradient_projected_onto_the_dual_cone():
+    """UPGrad (Quinton & Rey 2024), by hand: g_a projected onto {x: x.g_a >= 0, x.g_b >= 0} is
+    g_a - (g_a.g_b / |g_b|^2) g_b = (0.5, 0.5); g_b's is g_b - (g_b.g_a / |g_a|^2) g_a = (0, 1);
+    their mean (0.25, 0.75) = 1.0 g_a + 0.75 g_b."""
+    toy = TwoTaskToy()
+    used = make_weighting("upgrad", ["a", "b"], {}).backward(conflicting(toy), toy)  # type: ignore[arg-type]
+    assert toy.shared.grad.tolist() == pytest.approx([0.25, 0.75], abs=1e-3)  # the library's solver: 1e-4
+    assert {t: float(v) for t, v in used.items()} == pytest.approx({"a": 1.0, "b": 0.75}, abs=1e-3)
+    assert toy.heads["a"].grad.item() == 1.0 and toy.heads["b"].grad.item() == 2.0  # private: plain
+
+
+def test_mgda_takes_the_min_norm_point_of_the_gradients_hull():
+    """MGDA, by hand: |w g_a + (1 - w) g_b|^2 = (2w - 1)^2 + (1 - w)^2 is least at w = 0.6:
+    0.6 g_a + 0.4 g_b = (0.2, 0.4). The static weights scale the rows first."""
+    toy = TwoTaskToy()
+    used = make_weighting("mgda", ["a", "b"], {}).backward(conflicting(toy), toy)  # type: ignore[arg-type]
+    assert toy.shared.grad.tolist() == pytest.approx([0.2, 0.4], abs=1e-3)
+    assert {t: float(v) for t, v in used.items()} == pytest.approx({"a": 0.6, "b": 0.4}, abs=1e-3)
+    toy = TwoTaskToy()
+    make_weighting("mgda", ["a", "b"], {"a": 2.0}).backward(conflicting(toy), toy)  # type: ignore[arg-type]
+    # rows (2, 0) and (-1, 1): |w (2, 0) + (1 - w)(-1, 1)|^2 = (3w - 1)^2 + (1 - w)^2, least at w = 0.4
+    assert toy.shared.grad.tolist() == pytest.approx([0.2, 0.6], abs=1e-3)
+    assert toy.heads["a"].grad.item() == 2.0
+
+
+def test_cagrad_gives_a_direction_that_decreases_both_losses():
+    toy = TwoTaskToy()
+    make_weighting("cagrad", ["a", "b"], {}).backward(conflicting(toy), toy)  # type: ignore[arg-type]
+    g = toy.shared.grad
+    assert float(g @ torch.tensor([1.0, 0.0])) > 0 and float(g @ torch.tensor([-1.0, 1.0])) > 0  # both descend
+
+
+def test_nash_mtl_weights_solve_the_bargaining_condition():
+    """Navon et al. 2022 (Multi-Task Learning as a Bargaining Game, Claim 3.1): the Nash
+    bargaining weights alpha satisfy (G G^T alpha)_i = 1 / alpha_i; the library then rescales
+    the step to norm at most 1, which keeps alpha_i (G G^T alpha)_i equal across tasks."""
+    torch.manual_seed(0)
+    rows = torch.randn(3, 10)
+    shared = nn.Parameter(torch.zeros(10))
+    toy = SimpleNamespace(shared_parameters=lambda: [shared], parameters=lambda: [shared])
+    used = make_weighting("nash_mtl", ["a", "b", "c"], {}).backward(  # type: ignore[arg-type]
+        {t: (shared * rows[i]).sum() for i, t in enumerate("abc")}, toy)
+    alpha = torch.stack([torch.as_tensor(used[t]) for t in "abc"]).float()
+    products = alpha * (rows @ rows.T @ alpha)
+    assert (alpha > 0).all() and torch.allclose(products, products.mean().expand(3), rtol=1e-3), products
+    assert torch.allclose(shared.grad, alpha @ rows, atol=1e-5)
+
+
+def test_an_aggregator_with_one_task_a_step_is_that_tasks_weighted_loss():
+    toy = TwoTaskToy()
+    used = make_weighting("upgrad", ["a", "b"], {"a": 3.0}).backward(  # type: ignore[arg-type]
+        {"a": (toy.shared * torch.tensor([1.0, 0.0])).sum()}, toy)
+    assert used == {"a": 3.0} and toy.shared.grad.tolist() == [3.0, 0.0]
