@@ -11,7 +11,8 @@ methods reshape gradients rather than losses) and returns the weight each task g
 - ``dwa``: Liu, Johns & Davison 2019, Dynamic Weight Average from the ratio of each task's
   epoch loss over the previous one, softmax with temperature 2.
 - ``pcgrad``: Yu et al. 2020, gradient surgery: on shared parameters, each task gradient
-  that conflicts with another (negative dot product) is projected onto its normal plane.
+  that conflicts with another (negative dot product) is projected onto its normal plane
+  (TorchJD's, below).
 - ``upgrad``, ``mgda``, ``cagrad``, ``nash_mtl``: gradient aggregators from TorchJD (PyPI
   ``torchjd``), on the shared parameters: the Jacobian of the (static-weighted) task losses
   becomes one update direction. UPGrad (Quinton & Rey 2024: each task gradient projected onto
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -205,52 +205,6 @@ class DWA(Weighting):
         return w
 
 
-class PCGrad(Weighting):
-    name = "pcgrad"
-
-    def __init__(self, tasks: list[str], task_weights: dict[str, float], seed: int = 0) -> None:
-        super().__init__(tasks, task_weights)
-        self.rng = random.Random(seed)
-
-    @classmethod
-    def build(cls, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0) -> Weighting:
-        return cls(tasks, task_weights, seed=seed)
-
-    def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
-        w = {t: self.static[t] for t in losses}
-        shared = model.shared_parameters()
-        if len(losses) < 2 or not shared:
-            self._weighted_backward(losses, w)
-            return w
-        flat: list[torch.Tensor] = []
-        for t, loss in losses.items():
-            grads = torch.autograd.grad(w[t] * loss, shared, retain_graph=True, allow_unused=True)
-            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                                   for g, p in zip(grads, shared)]))
-        projected = []
-        for i, g in enumerate(flat):
-            g = g.clone()
-            others = [j for j in range(len(flat)) if j != i]
-            self.rng.shuffle(others)
-            for j in others:
-                dot = torch.dot(g, flat[j])
-                if dot < 0:
-                    g -= dot / flat[j].pow(2).sum().clamp(min=1e-12) * flat[j]
-            projected.append(g)
-        merged = torch.stack(projected).sum(0)
-        # task-specific parameters (heads, unshared layers) take their plain gradients
-        shared_ids = {id(p) for p in shared}
-        rest = [p for p in model.parameters() if id(p) not in shared_ids and p.requires_grad]
-        total = sum(w[t] * loss for t, loss in losses.items())
-        total.backward(inputs=rest)  # type: ignore[union-attr]
-        offset = 0
-        for p in shared:
-            n = p.numel()
-            p.grad = merged[offset : offset + n].view_as(p).to(p.dtype)
-            offset += n
-        return w
-
-
 class FAMO(Weighting):
     name = "famo"
     wants_losses_after_step = True
@@ -340,6 +294,18 @@ class Aggregated(Weighting):
         jac_backward(scaled, inputs=shared)  # each shared parameter's .jac: one row per task
         used = jac_to_grad(shared, self.aggregator)  # the rows' weights (a weighted aggregator's)
         return {t: w[t] * used[i] for i, t in enumerate(losses)}
+
+
+class PCGrad(Aggregated):
+    """Yu et al.'s projections, in a random order per task drawn from torch's generator (which
+    a checkpoint restores: a resumed run goes on number for number)."""
+
+    name = "pcgrad"
+
+    def make_aggregator(self, n_tasks: int) -> Any:
+        from torchjd.aggregation import PCGrad as Aggregator
+
+        return Aggregator()
 
 
 class UPGrad(Aggregated):

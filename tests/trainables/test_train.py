@@ -159,7 +159,7 @@ def test_objective_is_signed_mean_of_main_metrics(tiny):
     assert objective(exp, m) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("weighting", ["static", "dwa", "gradnorm", "famo", "upgrad"])
+@pytest.mark.parametrize("weighting", ["static", "dwa", "gradnorm", "famo", "upgrad", "pcgrad"])
 def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting):
     cfg = tiny_config(epochs=3, weighting=weighting, device="cpu")
     full, _ = run(cfg)
