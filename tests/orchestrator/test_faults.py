@@ -157,7 +157,8 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(ray_local
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     folders, status, runs = numbered(tmp_path, "hang", result)
-    assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, status
+    assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, (
+        status, {n: r.data.tags.get("mtlo.error") for n, r in runs.items()}, out.stderr[-3000:])
     hung = runs[1]
     assert hung.info.status == "FAILED" and "mtlo.retries" not in hung.data.tags, hung.data.tags
     assert hung.data.tags["mtlo.error"] == "timed out after 30 s (search.trial_timeout)", hung.data.tags
