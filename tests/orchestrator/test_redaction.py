@@ -58,14 +58,14 @@ def _dump(url: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_password_in_both_urls_is_nowhere_mtlo_writes(postgres, tmp_path):
+def test_a_password_in_both_urls_is_nowhere_mtlo_writes(ray_local, postgres, tmp_path):
     store = f"postgresql+psycopg2://postgres:{PASSWORD}@/store?host={postgres}"
     optuna = f"postgresql+psycopg2://postgres:{PASSWORD}@/optuna?host={postgres}"
     cfg = search_config("secret", tracking_uri=store, examples=48, num_samples=2, storage=optuna)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     logs = Path(os.environ["MTLO_CACHE_DIR"]) / "logs"
     before = set(logs.glob("*")) if logs.is_dir() else set()
-    runs = [run_mtlo(tmp_path, "search", "c.yaml"),
+    runs = [run_mtlo(tmp_path, "search", "c.yaml", ray=ray_local),
             run_mtlo(tmp_path, "report", "secret", "--tracking-uri", store, "--runs-table", "runs.csv"),
             run_mtlo(tmp_path, "report", "secret", "--tracking-uri", store.replace("/store?", "/nosuchdb?"))]
     assert runs[0].returncode == 0, runs[0].stderr[-3000:]
