@@ -103,6 +103,9 @@ class Config(_Strict):
         if unknown:
             raise ValueError(f"train.task_weights names unknown task(s) {unknown} "
                              f"(tasks: {', '.join(self.tasks)})")
+        from trainables.weighting import check_weighting_options
+
+        check_weighting_options(self.train.weighting_options)  # InputError: a ValueError, one line
         if self.search.target is not None and self.search.target not in self.tasks:
             raise ValueError(f"search.target '{self.search.target}' is not a task "
                              f"(tasks: {', '.join(self.tasks)})")

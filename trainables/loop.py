@@ -116,7 +116,7 @@ def build(config: dict[str, Any] | RunSpec) -> Experiment:
     model = MultiTaskModel(encoders, types, {n: d.num_labels for n, d in data.items()},
                            pooling=spec.encoder.pooling)
     device = pick_device(tr.device)
-    weighting = make_weighting(tr.weighting, list(data), tr.task_weights, seed=tr.seed)
+    weighting = make_weighting(tr.weighting, list(data), tr.task_weights, seed=tr.seed, options=tr.weighting_options)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model = model.to(device)
     if tr.compile:  # in place: parameter names (checkpoints, the logged model) stay as they are

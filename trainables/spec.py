@@ -95,6 +95,8 @@ class TrainSpec:
     soft_l2: NonNeg = 1.0e-3
     branch_layer: Annotated[int, Ge(0)] = 3
     weighting: WeightingName = "static"
+    # per method, its options (docs/config.md), e.g. {cagrad: {c: 0.4}, famo: {lr: 0.05}}
+    weighting_options: dict[str, dict[str, float]] = field(default_factory=dict)
     task_weights: dict[str, NonNeg] = field(default_factory=dict)
     schedule: ScheduleName = "joint"
     temperature: Annotated[float, Gt(0)] = 2.0  # for schedule=temperature: p_t ~ n_t^(1/T)

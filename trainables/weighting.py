@@ -39,9 +39,10 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeAlias
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 import torch
+from annotated_types import Ge, Gt, Interval
 from torch import nn
 
 from trainables.errors import InputError
@@ -91,10 +92,34 @@ class Weighting(nn.Module, ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
 
+    # the method's options (``train.weighting_options.<name>``): option -> (its type, default)
+    OPTIONS: ClassVar[dict[str, tuple[Any, float]]] = {}
+
     @classmethod
-    def build(cls, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0) -> Weighting:
-        """A new weighting for ``tasks`` (``seed``: for a method that draws random numbers)."""
-        return cls(tasks, task_weights)
+    def options(cls, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``given`` checked against :attr:`OPTIONS`, defaults filled in; one line on a bad one."""
+        from pydantic import TypeAdapter, ValidationError
+
+        given = dict(given or {})
+        for key in given:
+            if key not in cls.OPTIONS:
+                raise InputError(f"train.weighting_options.{cls.name}.{key}: {cls.name} has no option {key!r} "
+                                 f"(its options: {', '.join(cls.OPTIONS) or 'none'})")
+        out = {}
+        for key, (kind, default) in cls.OPTIONS.items():
+            try:
+                out[key] = TypeAdapter(kind).validate_python(given.get(key, default))
+            except ValidationError as exc:
+                raise InputError(f"train.weighting_options.{cls.name}.{key}: {exc.errors()[0]['msg']} "
+                                 f"(got {given[key]!r})") from None
+        return out
+
+    @classmethod
+    def build(cls, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0,
+              options: Mapping[str, Any] | None = None) -> Weighting:
+        """A new weighting for ``tasks`` with its ``options`` (``seed``: for a method that draws
+        random numbers)."""
+        return cls(tasks, task_weights, **cls.options(options))
 
     def _weighted_backward(self, losses: dict[str, torch.Tensor], weights: Weights) -> None:
         total = sum(weights[t] * loss for t, loss in losses.items())
@@ -129,6 +154,7 @@ class Uncertainty(Weighting):
 
 class GradNorm(Weighting):
     name = "gradnorm"
+    OPTIONS = {"alpha": (Annotated[float, Ge(0)], 1.5)}  # the pull towards equal training rates
     initial: torch.Tensor  # each task's first loss, for the relative training rate
 
     def __init__(self, tasks: list[str], task_weights: dict[str, float], alpha: float = 1.5) -> None:
@@ -176,6 +202,7 @@ class GradNorm(Weighting):
 
 class DWA(Weighting):
     name = "dwa"
+    OPTIONS = {"temperature": (Annotated[float, Gt(0)], 2.0)}
 
     def __init__(self, tasks: list[str], task_weights: dict[str, float], temperature: float = 2.0) -> None:
         super().__init__(tasks, task_weights)
@@ -208,6 +235,7 @@ class DWA(Weighting):
 class FAMO(Weighting):
     name = "famo"
     wants_losses_after_step = True
+    OPTIONS = {"lr": (Annotated[float, Gt(0)], 0.025), "decay": (Annotated[float, Ge(0)], 0.01)}  # the logits' Adam
     EPS = 1e-8  # the authors' floor under a loss (the minimum loss is taken as 0)
 
     def __init__(self, tasks: list[str], task_weights: dict[str, float], lr: float = 0.025,
@@ -269,8 +297,9 @@ class FAMO(Weighting):
 class Aggregated(Weighting):
     """A TorchJD aggregator of the task gradients on the shared parameters (``aggregator``)."""
 
-    def __init__(self, tasks: list[str], task_weights: dict[str, float]) -> None:
+    def __init__(self, tasks: list[str], task_weights: dict[str, float], **options: Any) -> None:
         super().__init__(tasks, task_weights)
+        self.opts = options
         self.aggregator = self.make_aggregator(len(tasks))
 
     @abstractmethod
@@ -328,16 +357,19 @@ class MGDA(Aggregated):
 
 class CAGrad(Aggregated):
     name = "cagrad"
-    C = 0.5  # the authors' default for supervised multi-task learning
+    # c: how far from the mean gradient the update may go (0: the mean); the authors' 0.5
+    OPTIONS = {"c": (Annotated[float, Interval(ge=0, lt=1)], 0.5)}
 
     def make_aggregator(self, n_tasks: int) -> Any:
         from torchjd.aggregation import CAGrad as Aggregator
 
-        return Aggregator(c=self.C)
+        return Aggregator(c=self.opts["c"])
 
 
 class NashMTL(Aggregated):
     name = "nash_mtl"
+    # the step's norm cap (0: none) and the bargaining solver's iterations: the library's defaults
+    OPTIONS = {"max_norm": (Annotated[float, Ge(0)], 1.0), "optim_niter": (Annotated[int, Ge(1)], 20)}
 
     def make_aggregator(self, n_tasks: int) -> Any:
         import warnings
@@ -346,7 +378,7 @@ class NashMTL(Aggregated):
 
         # cvxpy's notice that the bargaining problem is not DPP (each solve compiles it anew)
         warnings.filterwarnings("ignore", message=".*not DPP.*")
-        return Aggregator(n_tasks=n_tasks)
+        return Aggregator(n_tasks=n_tasks, max_norm=self.opts["max_norm"], optim_niter=self.opts["optim_niter"])
 
 
 WEIGHTING: Registry[type[Weighting]] = Registry("train.weighting")
@@ -354,5 +386,15 @@ for _cls in (Static, Uncertainty, GradNorm, DWA, PCGrad, FAMO, UPGrad, MGDA, CAG
     WEIGHTING.register(_cls)
 
 
-def make_weighting(name: str, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0) -> Weighting:
-    return WEIGHTING[name].build(tasks, task_weights, seed=seed)
+def make_weighting(name: str, tasks: list[str], task_weights: dict[str, float], *, seed: int = 0,
+                   options: Mapping[str, Mapping[str, Any]] | None = None) -> Weighting:
+    """``name``'s weighting for ``tasks``; ``options``: ``train.weighting_options``, per method."""
+    return WEIGHTING[name].build(tasks, task_weights, seed=seed, options=(options or {}).get(name))
+
+
+def check_weighting_options(options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every method named in ``train.weighting_options`` exists and takes what it is given."""
+    for name, given in options.items():
+        if name not in WEIGHTING:
+            raise InputError(f"train.weighting_options.{name}: no such weighting (valid: {', '.join(WEIGHTING)})")
+        WEIGHTING[name].options(given)

@@ -226,3 +226,26 @@ def test_an_aggregator_with_one_task_a_step_is_that_tasks_weighted_loss():
     used = make_weighting("upgrad", ["a", "b"], {"a": 3.0}).backward(  # type: ignore[arg-type]
         {"a": (toy.shared * torch.tensor([1.0, 0.0])).sum()}, toy)
     assert used == {"a": 3.0} and toy.shared.grad.tolist() == [3.0, 0.0]
+
+
+def test_options_reach_the_method_and_bad_ones_are_one_line():
+    """train.weighting_options, per method: CAGrad with c = 0 is the mean gradient, by hand
+    ((1, 0) + (-1, 1)) / 2 = (0, 0.5); FAMO's logit learning rate sets the size of Adam's first
+    step (0.1 instead of 0.025); another method's options are ignored."""
+    from trainables.weighting import FAMO
+
+    toy = TwoTaskToy()
+    options = {"cagrad": {"c": 0.0}, "famo": {"lr": 0.1}}
+    make_weighting("cagrad", ["a", "b"], {}, options=options).backward(conflicting(toy), toy)  # type: ignore[arg-type]
+    assert toy.shared.grad.tolist() == pytest.approx([0.0, 0.5], abs=1e-4)
+    famo = make_weighting("famo", ["a", "b"], {}, options=options)
+    assert isinstance(famo, FAMO) and (famo.lr, famo.decay) == (0.1, 0.01)  # the unnamed option: its default
+    toy = TwoTaskToy()
+    famo.backward({"a": toy.shared.sum() + 2.0, "b": toy.shared.sum() + 0.5}, toy)  # type: ignore[arg-type]
+    famo.after_step({"a": torch.tensor(1.0), "b": torch.tensor(0.45)})
+    assert famo.logits.detach().tolist() == pytest.approx([-0.1, 0.1], abs=1e-6)
+    with pytest.raises(InputError, match=r"^train.weighting_options.cagrad.c: Input should be less than 1 \(got 1\)$"):
+        make_weighting("cagrad", ["a", "b"], {}, options={"cagrad": {"c": 1}})
+    with pytest.raises(InputError, match=r"^train.weighting_options.upgrad.c: upgrad has no option 'c' "
+                                         r"\(its options: none\)$"):
+        make_weighting("upgrad", ["a", "b"], {}, options={"upgrad": {"c": 0.5}})
