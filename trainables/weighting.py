@@ -297,14 +297,21 @@ class FAMO(Weighting):
 class Aggregated(Weighting):
     """A TorchJD aggregator of the task gradients on the shared parameters (``aggregator``)."""
 
+    AGGREGATOR: ClassVar[str]  # the class in torchjd.aggregation, made with the method's options
+
     def __init__(self, tasks: list[str], task_weights: dict[str, float], **options: Any) -> None:
         super().__init__(tasks, task_weights)
         self.opts = options
         self.aggregator = self.make_aggregator(len(tasks))
 
-    @abstractmethod
+    def aggregator_args(self, n_tasks: int) -> dict[str, Any]:
+        return self.opts
+
     def make_aggregator(self, n_tasks: int) -> Any:
         """The TorchJD aggregator (imported here: TorchJD is needed only by these methods)."""
+        import torchjd.aggregation
+
+        return getattr(torchjd.aggregation, self.AGGREGATOR)(**self.aggregator_args(n_tasks))
 
     def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
         from torchjd.autojac import backward as jac_backward
@@ -329,56 +336,37 @@ class PCGrad(Aggregated):
     """Yu et al.'s projections, in a random order per task drawn from torch's generator (which
     a checkpoint restores: a resumed run goes on number for number)."""
 
-    name = "pcgrad"
-
-    def make_aggregator(self, n_tasks: int) -> Any:
-        from torchjd.aggregation import PCGrad as Aggregator
-
-        return Aggregator()
+    name, AGGREGATOR = "pcgrad", "PCGrad"
 
 
 class UPGrad(Aggregated):
-    name = "upgrad"
-
-    def make_aggregator(self, n_tasks: int) -> Any:
-        from torchjd.aggregation import UPGrad as Aggregator
-
-        return Aggregator()
+    name, AGGREGATOR = "upgrad", "UPGrad"
 
 
 class MGDA(Aggregated):
-    name = "mgda"
-
-    def make_aggregator(self, n_tasks: int) -> Any:
-        from torchjd.aggregation import MGDA as Aggregator
-
-        return Aggregator()
+    name, AGGREGATOR = "mgda", "MGDA"
 
 
 class CAGrad(Aggregated):
-    name = "cagrad"
+    name, AGGREGATOR = "cagrad", "CAGrad"
     # c: how far from the mean gradient the update may go (0: the mean); the authors' 0.5
     OPTIONS = {"c": (Annotated[float, Interval(ge=0, lt=1)], 0.5)}
 
-    def make_aggregator(self, n_tasks: int) -> Any:
-        from torchjd.aggregation import CAGrad as Aggregator
-
-        return Aggregator(c=self.opts["c"])
-
 
 class NashMTL(Aggregated):
-    name = "nash_mtl"
+    name, AGGREGATOR = "nash_mtl", "NashMTL"
     # the step's norm cap (0: none) and the bargaining solver's iterations: the library's defaults
     OPTIONS = {"max_norm": (Annotated[float, Ge(0)], 1.0), "optim_niter": (Annotated[int, Ge(1)], 20)}
 
     def make_aggregator(self, n_tasks: int) -> Any:
         import warnings
 
-        from torchjd.aggregation import NashMTL as Aggregator
-
         # cvxpy's notice that the bargaining problem is not DPP (each solve compiles it anew)
         warnings.filterwarnings("ignore", message=".*not DPP.*")
-        return Aggregator(n_tasks=n_tasks, max_norm=self.opts["max_norm"], optim_niter=self.opts["optim_niter"])
+        return super().make_aggregator(n_tasks)
+
+    def aggregator_args(self, n_tasks: int) -> dict[str, Any]:
+        return {"n_tasks": n_tasks, **self.opts}
 
 
 WEIGHTING: Registry[type[Weighting]] = Registry("train.weighting")

@@ -86,9 +86,6 @@ def best_score(ctx: TrialContext, tasks: list[str]) -> Any:
     return score
 
 
-_FROZEN: list[bool] = []  # gc.freeze() done in this process
-
-
 def release_memory() -> None:
     """Give back to the system what the last trial freed. Ray runs trial after trial in one
     worker (``reuse_actors``), and glibc keeps the memory a trial freed in its heaps; nothing
@@ -106,9 +103,8 @@ def release_memory() -> None:
     import gc
 
     gc.collect()
-    if not _FROZEN:
+    if gc.get_freeze_count() == 0:  # the first call in this process
         gc.freeze()
-        _FROZEN.append(True)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
 
