@@ -157,7 +157,7 @@ class GradNorm(Weighting):
     OPTIONS = {"alpha": (Annotated[float, Ge(0)], 1.5)}  # the pull towards equal training rates
     initial: torch.Tensor  # each task's first loss, for the relative training rate
 
-    def __init__(self, tasks: list[str], task_weights: dict[str, float], alpha: float = 1.5) -> None:
+    def __init__(self, tasks: list[str], task_weights: dict[str, float], alpha: float = OPTIONS["alpha"][1]) -> None:
         super().__init__(tasks, task_weights)
         self.alpha = alpha
         self.w = nn.Parameter(torch.ones(len(tasks)))
@@ -204,7 +204,8 @@ class DWA(Weighting):
     name = "dwa"
     OPTIONS = {"temperature": (Annotated[float, Gt(0)], 2.0)}
 
-    def __init__(self, tasks: list[str], task_weights: dict[str, float], temperature: float = 2.0) -> None:
+    def __init__(self, tasks: list[str], task_weights: dict[str, float],
+                 temperature: float = OPTIONS["temperature"][1]) -> None:
         super().__init__(tasks, task_weights)
         self.temperature = temperature
         self.history: list[dict[str, float]] = []
@@ -238,8 +239,8 @@ class FAMO(Weighting):
     OPTIONS = {"lr": (Annotated[float, Gt(0)], 0.025), "decay": (Annotated[float, Ge(0)], 0.01)}  # the logits' Adam
     EPS = 1e-8  # the authors' floor under a loss (the minimum loss is taken as 0)
 
-    def __init__(self, tasks: list[str], task_weights: dict[str, float], lr: float = 0.025,
-                 decay: float = 0.01) -> None:
+    def __init__(self, tasks: list[str], task_weights: dict[str, float], lr: float = OPTIONS["lr"][1],
+                 decay: float = OPTIONS["decay"][1]) -> None:
         super().__init__(tasks, task_weights)
         self.lr, self.decay = lr, decay
         # the logits xi have an optimizer of their own (not the model's): made on the losses'
