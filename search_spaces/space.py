@@ -9,8 +9,10 @@ A key names a ``train`` field, ``task_weight`` (one parameter per task, into
     branch_layer: {int: [1, 5], when: {sharing: partial}}
     task_weight:  {float: [0.1, 10.0], log: true, per_task: true, when: {weighting: static}}
     tasks:        {subset: all, min_size: 1}
+    weighting_options.cagrad.c: {float: [0.1, 0.9], when: {weighting: cagrad}}
 
-What the space does not name keeps the config's value. ``when`` compares with parameters
+``weighting_options.<method>.<option>`` searches one option of one weighting (into
+``train.weighting_options``). What the space does not name keeps the config's value. ``when`` compares with parameters
 defined above it, or with the config's own value of a field the space does not search.
 """
 
@@ -33,6 +35,7 @@ from trainables.weighting import WEIGHTING
 PACKAGE_DIR = Path(__file__).resolve().parent
 TRAIN_FIELDS = {f.name for f in fields(TrainSpec)}
 TASKS_PARAM = "tasks"
+OPTION_PREFIX = "weighting_options."  # weighting_options.<method>.<option>: one option of one weighting
 SUBSET_SEP = "+"
 
 
@@ -110,10 +113,32 @@ def _bounds(source: str, key: str, spec: dict[str, Any], kind: str) -> tuple[flo
 _KEYS = {"float", "int", "choice", "log", "step", "when", "per_task"}
 
 
-def _check_values(source: str, key: str, field: str, values: list[Any], base_train: dict[str, Any]) -> None:
-    """Every value a parameter can take must make a valid TrainSpec."""
+def _check_option_key(source: str, key: str) -> None:
+    """``weighting_options.<method>.<option>`` names a weighting and one of its options."""
+    parts = key.split(".")
+    if len(parts) != 3:
+        raise _err(source, key, f"a weighting option is {OPTION_PREFIX}<method>.<option>")
+    if parts[1] not in WEIGHTING:
+        raise _err(source, key, f"no weighting '{parts[1]}' (valid: {', '.join(WEIGHTING)})")
+    if parts[2] not in WEIGHTING[parts[1]].OPTIONS:
+        raise _err(source, key, f"{parts[1]} has no option '{parts[2]}' "
+                                f"(its options: {', '.join(WEIGHTING[parts[1]].OPTIONS) or 'none'})")
+
+
+def _check_values(source: str, key: str, field: str, values: list[Any], base_train: dict[str, Any], *,
+                  option: bool = False) -> None:
+    """Every value a parameter can take must make a valid TrainSpec (a weighting option: a valid
+    value of that option)."""
     from pydantic import TypeAdapter, ValidationError
 
+    if option:
+        _, method, name = key.split(".")
+        for v in values:
+            try:
+                WEIGHTING[method].options({name: v})
+            except InputError as exc:
+                raise _err(source, key, f"value {v!r}: {str(exc).split(': ', 1)[-1]}") from None
+        return
     adapter = TypeAdapter(TrainSpec)
     for v in values:
         if field == "task_weights":
@@ -145,8 +170,12 @@ def parse_space(data: Any, *, source: str, tasks: list[str], base_train: dict[st
         if key == TASKS_PARAM:
             subset = _parse_subset(source, spec, tasks, target)
             continue
-        if key != "task_weight" and key not in TRAIN_FIELDS:
-            raise _err(source, key, f"unknown parameter (valid: task_weight, tasks, {', '.join(sorted(TRAIN_FIELDS))})")
+        option = key.startswith(OPTION_PREFIX)
+        if option:
+            _check_option_key(source, key)
+        elif key != "task_weight" and key not in TRAIN_FIELDS:
+            raise _err(source, key, f"unknown parameter (valid: task_weight, tasks, {OPTION_PREFIX}<method>.<option>, "
+                                    f"{', '.join(sorted(TRAIN_FIELDS))})")
         if key in ("task_weights", "seed"):
             raise _err(source, key, "not searchable" + (" (use task_weight with per_task: true)"
                                                         if key == "task_weights" else ""))
@@ -163,14 +192,15 @@ def parse_space(data: Any, *, source: str, tasks: list[str], base_train: dict[st
             choices = spec["choice"]
             if not isinstance(choices, list) or not choices:
                 raise _err(source, key, f"choice needs a non-empty list, got {choices!r}")
-            _check_values(source, key, field, choices, base_train)
+            _check_values(source, key, field, choices, base_train, option=option)
             made = [Param(key, "choice", choices=tuple(choices), when=when)]
         else:
             low, high = _bounds(source, key, spec, kind)
             step = spec.get("step")
             if step is not None and (not isinstance(step, (int, float)) or step <= 0 or spec.get("log")):
                 raise _err(source, key, "step must be a positive number and cannot be combined with log")
-            _check_values(source, key, field, [int(low), int(high)] if kind == "int" else [low, high], base_train)
+            _check_values(source, key, field, [int(low), int(high)] if kind == "int" else [low, high], base_train,
+                          option=option)
             made = [Param(key, kind, low=low, high=high, log=bool(spec.get("log")), step=step, when=when)]
         if spec.get("per_task"):
             if key != "task_weight":
@@ -272,6 +302,11 @@ def apply_params(run: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
             out["tasks"] = {t: spec for t, spec in run["tasks"].items() if t in keep}  # config order
         elif name.startswith("task_weight."):
             out["train"]["task_weights"][name.split(".", 1)[1]] = value
+        elif name.startswith(OPTION_PREFIX):
+            _, method, option = name.split(".")
+            options = {m: dict(o) for m, o in (out["train"].get("weighting_options") or {}).items()}
+            options.setdefault(method, {})[option] = value
+            out["train"]["weighting_options"] = options
         else:
             out["train"][name] = value
     out["train"]["task_weights"] = {t: w for t, w in out["train"]["task_weights"].items() if t in out["tasks"]}
@@ -309,6 +344,9 @@ class RunKey:
         for name, (field, value) in read_only_where().items():
             if train.get(field) not in value:
                 train.pop(name, None)
+        # options of a weighting the run does not use change nothing
+        train["weighting_options"] = {m: o for m, o in (train.get("weighting_options") or {}).items()
+                                      if m == train.get("weighting")}
         return json.dumps(out, sort_keys=True, default=str)
 
 

@@ -150,6 +150,11 @@ def load_tokenizer(spec: EncoderSpec) -> Any:
     return _checked(spec)[0]
 
 
+def encoder_config(spec: EncoderSpec) -> Any:
+    """The encoder's transformers config (its layers checked, its weights not loaded)."""
+    return _checked(spec)[1]
+
+
 def tokenizer_id(tokenizer: Any) -> str:
     """Identifies what tokenization produces, for the data cache."""
     return f"{type(tokenizer).__name__}|{Path(str(tokenizer.name_or_path)).resolve()}|{len(tokenizer)}"

@@ -32,6 +32,7 @@ from trainables.data.encoded import DeviceSplit
 from trainables.encoder import load_encoder
 from trainables.errors import InputError
 from trainables.losses import EpochLosses
+from trainables.memory import PeakMemory
 from trainables.model import MultiTaskModel
 from trainables.optim import lr_schedule, optimizer
 from trainables.schedules import schedule
@@ -325,6 +326,7 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     sign = {t: 1.0 if exp.types[t].higher_is_better[m] else -1.0 for t, m in exp.main_metric.items()}
     own = OwnBatches({t: n for t, n in tr.own_batches.items() if t in exp.data}, st, exp.main_metric, sign,
                      lambda tasks, split: evaluate(exp, split=split, tasks=tasks))
+    memory, counts = PeakMemory(exp.device), model.parameter_counts()
     start = time.perf_counter() - (st.history[-1]["seconds"] if st.history else 0.0)
     first_epoch = st.epoch + 1 if st.stopped is None else tr.epochs + 1  # a stopped run has nothing left
     for epoch in range(first_epoch, tr.epochs + 1):
@@ -349,7 +351,8 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
         row: dict[str, Any] = {"epoch": epoch, "step": st.step, "examples": st.examples,
                                "objective": objective(exp, metrics),
                                "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
-                               **_epoch_metrics(metrics, mean_losses, weights, parts), **own.row(final=False)}
+                               **_epoch_metrics(metrics, mean_losses, weights, parts), **own.row(final=False),
+                               **counts, **memory.row()}
         st.history.append(row)
         st.epoch = epoch
         _keep_best(st, rank(row), row, metrics, model, tr.min_delta)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from trainables.encoder import hidden_size
-from trainables.sharing import layer_list
+from trainables.sharing import layer_list, task_parameters
 from trainables.tasks import TaskType
 
 
@@ -46,22 +46,32 @@ class MultiTaskModel(nn.Module):
         return hidden
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters that more than one task's encoder uses (what PCGrad operates on)."""
+        """Trained parameters that more than one task's encoder uses (what the gradient
+        aggregators operate on)."""
         owners: dict[int, int] = {}
         by_id: dict[int, nn.Parameter] = {}
         for t in self.tasks:
-            for p in {id(p): p for p in self.encoders[t].parameters()}.values():
+            for p in {id(p): p for p in task_parameters(self.encoders[t]) if p.requires_grad}.values():
                 owners[id(p)] = owners.get(id(p), 0) + 1
                 by_id[id(p)] = p
         return [by_id[i] for i, n in owners.items() if n > 1]
 
     def last_shared_parameters(self, task: str) -> list[nn.Parameter]:
         """The top layer of ``task``'s encoder that other tasks share (GradNorm's W); the top
-        layer of its own encoder when nothing is shared."""
+        layer of its own encoder when nothing is shared (trained parameters only: under lora
+        with a frozen encoder, the task's own adapter in that layer)."""
         shared = {id(p) for p in self.shared_parameters()}
+        own = {id(p) for p in task_parameters(self.encoders[task]) if p.requires_grad}
         layers = layer_list(self.encoders[task])
-        for layer in reversed(layers):
-            params = list(layer.parameters())
+        from_top = [[p for p in layer.parameters() if id(p) in own] for layer in reversed(layers)]
+        from_top = [params for params in from_top if params]  # lora: a layer without adapters has nothing to train
+        for params in from_top:
             if shared and all(id(p) in shared for p in params):
                 return params
-        return list(layers[-1].parameters())
+        return from_top[0] if from_top else [p for p in task_parameters(self.encoders[task]) if p.requires_grad]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trained and all parameters, each counted once (``params/trainable``, ``params/total``)."""
+        params = list(self.parameters())  # shared modules once
+        return {"params/trainable": sum(p.numel() for p in params if p.requires_grad),
+                "params/total": sum(p.numel() for p in params)}

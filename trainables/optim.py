@@ -20,7 +20,7 @@ def optimizer(exp: Experiment) -> torch.optim.Optimizer:
         decay: list[torch.nn.Parameter] = []
         no_decay: list[torch.nn.Parameter] = []
         for name, p in exp.model.named_parameters():
-            if name.startswith(prefix):
+            if name.startswith(prefix) and p.requires_grad:  # lora: a frozen encoder takes no step
                 (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         groups += [{"params": decay, "weight_decay": tr.weight_decay, "lr": lr},
                    {"params": no_decay, "weight_decay": 0.0, "lr": lr}]

@@ -48,6 +48,10 @@ def save_model(exp: Any, folder: str | Path, *, info: dict[str, Any] | None = No
     model = exp.model
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
     next(iter(model.encoders.values())).config.save_pretrained(folder / "encoder")
+    for enc in model.encoders.values():  # lora: each task's adapter the PEFT way too (adapters/<task>/)
+        save_adapter = getattr(enc, "save_adapter", None)
+        if callable(save_adapter):
+            save_adapter(folder / "adapters")
     exp.tokenizer.save_pretrained(folder / "tokenizer")
     spec = exp.spec
     tasks = {t: {"type": d.type, "labels": list(d.label_names), "num_labels": d.num_labels,

@@ -5,12 +5,15 @@
   ``soft_l2 * sum_{i<j} ||theta_i - theta_j||^2`` (Duong et al. 2015).
 - ``partial``: embeddings and the bottom ``branch_layer`` layers shared, task copies above.
 - ``single``: independent encoders, no coupling: each task trained alone (the baseline).
+- ``lora``: one encoder (frozen unless ``lora_train_encoder``) and one LoRA adapter per task
+  (PEFT; ``trainables/adapters.py``).
 """
 
 from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,6 +42,11 @@ class Sharing(ABC):
         """One encoder module per task; shared layers are the same module objects."""
 
     def penalty(self, encoders: dict[str, nn.Module], train: TrainSpec) -> torch.Tensor | None:
+        return None
+
+    def check(self, encoder_config: Any, train: TrainSpec, *, trust_remote_code: bool = False) -> None:
+        """Before a search: a one-line :class:`InputError` where this mode cannot use the
+        encoder ``encoder_config`` describes (its weights not loaded)."""
         return None
 
 
@@ -99,8 +107,31 @@ class Partial(Sharing):
         return out
 
 
+class Lora(Sharing):
+    name = "lora"
+    reads = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "lora_train_encoder")
+    one_task_is_hard = False  # one task: the encoder and that task's adapter, as with several
+
+    def encoders(self, base: nn.Module, tasks: list[str], train: TrainSpec) -> dict[str, nn.Module]:
+        from trainables.adapters import adapter_encoders
+
+        return adapter_encoders(base, tasks, train)
+
+    def check(self, encoder_config: Any, train: TrainSpec, *, trust_remote_code: bool = False) -> None:
+        from trainables.adapters import check_targets
+
+        check_targets(encoder_config, train, trust_remote_code=trust_remote_code)
+
+
+def task_parameters(encoder: nn.Module) -> list[nn.Parameter]:
+    """The parameters a task's forward pass through ``encoder`` uses (a LoRA view: the encoder's
+    and its own adapter's, not the other tasks' adapters)."""
+    own = getattr(encoder, "task_parameters", None)
+    return list(own()) if callable(own) else list(encoder.parameters())
+
+
 SHARING: Registry[Sharing] = Registry("train.sharing")
-for _m in (Hard(), Soft(), Partial(), Single()):
+for _m in (Hard(), Soft(), Partial(), Single(), Lora()):
     SHARING.register(_m)
 
 

@@ -94,6 +94,12 @@ class TrainSpec:
     sharing: SharingName = "hard"
     soft_l2: NonNeg = 1.0e-3
     branch_layer: Annotated[int, Ge(0)] = 3
+    # lora: one LoRA adapter per task (PEFT) on one shared encoder
+    lora_rank: PosInt = 8
+    lora_alpha: PosInt = 16  # the adapter's scale is lora_alpha / lora_rank
+    lora_dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1
+    lora_targets: list[str] | None = None  # module names to adapt; default: PEFT's for the encoder's type
+    lora_train_encoder: bool = False  # also train the shared encoder (the adapters always train)
     weighting: WeightingName = "static"
     # per method, its options (docs/config.md), e.g. {cagrad: {c: 0.4}, famo: {lr: 0.05}}
     weighting_options: dict[str, dict[str, float]] = field(default_factory=dict)

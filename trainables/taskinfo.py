@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.data import TaskData, load_task_data
-from trainables.encoder import load_tokenizer, tokenizer_id
+from trainables.encoder import encoder_config, load_tokenizer, tokenizer_id
+from trainables.sharing import sharing_mode
 from trainables.spec import RunSpec
 from trainables.tasks import TaskType, task_type
 
@@ -54,4 +55,7 @@ def inspect_tasks(config: dict[str, Any] | RunSpec) -> dict[str, TaskInfo]:
     building a model. Raises :class:`InputError` for bad data or encoder names."""
     spec = config if isinstance(config, RunSpec) else RunSpec.from_dict(config)
     data, types, main = prepare(spec, load_tokenizer(spec.encoder))
+    # the sharing mode can use this encoder (lora: PEFT can adapt the modules it names)
+    sharing_mode(spec.train.sharing).check(encoder_config(spec.encoder), spec.train,
+                                           trust_remote_code=spec.encoder.trust_remote_code)
     return {t: task_info(d, main[t], types[t].higher_is_better[main[t]]) for t, d in data.items()}

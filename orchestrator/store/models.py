@@ -19,10 +19,12 @@ def _requirements() -> list[str]:
     import mlflow
     import numpy
     import pandas
+    import peft
     import torch
     import transformers
 
     return [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
+            f"peft=={peft.__version__}",  # a lora model's adapters
             f"mlflow=={mlflow.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pandas.__version__}"]
 
 

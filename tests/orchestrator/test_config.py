@@ -33,7 +33,7 @@ def test_defaults_fill_every_section(tmp_path):
         ({"train": {"lrr": 1}}, "c.yaml: train.lrr: unknown key"),
         ({"train": {"lr": "fast"}}, "c.yaml: train.lr: Input should be a valid number"),
         ({"train": {"lr": -1}}, "c.yaml: train.lr: Input should be greater than 0 (got -1)"),
-        ({"train": {"sharing": "medium"}}, "train.sharing: unknown 'medium' (valid: hard, soft, partial, single)"),
+        ({"train": {"sharing": "medium"}}, "train.sharing: unknown 'medium' (valid: hard, soft, partial, single, lora)"),
         ({"train": {"val_fraction": 1.5}}, "train.val_fraction: Input should be less than 1"),
         ({"train": {"task_weights": {"zz": 1.0}}}, "train.task_weights names unknown task(s) ['zz']"),
         ({"tasks": {}}, "tasks: Dictionary should have at least 1 item"),

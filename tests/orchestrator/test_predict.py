@@ -43,6 +43,35 @@ def test_a_saved_model_answers_as_the_model_in_memory(model_dir):
         assert got == pytest.approx(want[task][key], abs=1e-4), task
 
 
+def test_a_lora_model_answers_as_in_memory_and_its_adapters_load_with_peft(tmp_path):
+    """train.sharing: lora. The folder's predictions are the trained model's, and each task's
+    adapter, saved the PEFT way, gives that task's encoder on the saved encoder weights."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModel
+
+    from trainables import fit
+
+    exp = build(tiny_config(sharing="lora", epochs=1, lr=1e-2, max_train_examples=48, max_eval_examples=16))
+    fit(exp, lambda row: None)  # trained: an untrained adapter adds nothing (PEFT starts lora_B at zero)
+    save_model(exp, tmp_path / "m")
+    predictor = Predictor(tmp_path / "m", device="cpu")
+    batch = dict(predictor.tokenizer(["a fine film", "a dull one"], padding=True, return_tensors="pt"))
+    batch.pop("token_type_ids")
+    exp.model.eval()
+    with torch.no_grad():
+        for t in ("rt", "vader"):
+            assert torch.allclose(predictor.model(t, batch), exp.model(t, batch), atol=1e-6), t
+        base = AutoModel.from_config(AutoConfig.from_pretrained(tmp_path / "m" / "encoder"), add_pooling_layer=False)
+        prefix = "encoders.rt.peft.base_model.model."
+        base.load_state_dict({k[len(prefix):].replace(".base_layer", ""): v for k, v in exp.model.state_dict().items()
+                              if k.startswith(prefix) and "lora_" not in k})
+        hidden = {t: exp.model.encoders[t](**batch).last_hidden_state for t in ("rt", "vader")}
+        assert not torch.allclose(hidden["rt"], hidden["vader"])  # two adapters, two encoders
+        peft = PeftModel.from_pretrained(base, str(tmp_path / "m" / "adapters" / "vader")).eval()
+        assert torch.allclose(peft(**batch).last_hidden_state, hidden["vader"], atol=1e-6)
+
+
 def test_bio_tags_become_entity_spans():
     assert spans(["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-ORG", "O"]) == \
         [("PER", 0, 1), ("LOC", 3, 3), ("LOC", 4, 4), ("ORG", 5, 5)]  # an I- without its B- starts one

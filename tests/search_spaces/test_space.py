@@ -26,14 +26,20 @@ def sample(space, n=60, base=None):
 
 def test_default_space_conditions_hold_in_every_trial():
     space = load_space("default", config_dir=Path("/nonexistent"), tasks=TASKS, base_train={})
-    trials = sample(space)
+    trials = sample(space, 150)
     for p in trials:
         assert ("soft_l2" in p) == (p["sharing"] == "soft")
         assert ("branch_layer" in p) == (p["sharing"] == "partial")
         weights = {k for k in p if k.startswith("task_weight.")}
         assert weights == ({f"task_weight.{t}" for t in TASKS} if p["weighting"] == "static" else set())
         assert 2e-5 <= p["lr"] <= 3e-4
-    assert {p["sharing"] for p in trials} == {"hard", "soft", "partial"}
+        assert ("lora_rank" in p) == (p["sharing"] == "lora")
+        options = {k.split(".")[1] for k in p if k.startswith("weighting_options.")}
+        assert options == ({p["weighting"]} & {"gradnorm", "dwa", "famo", "cagrad"})
+    assert {p["sharing"] for p in trials} == {"hard", "soft", "partial", "lora"}
+    assert {k for p in trials for k in p if k.startswith("weighting_options.")} == {
+        "weighting_options.gradnorm.alpha", "weighting_options.dwa.temperature", "weighting_options.famo.lr",
+        "weighting_options.cagrad.c"}
 
 
 def test_every_shipped_space_parses():
@@ -67,6 +73,19 @@ def test_apply_params_builds_the_trial_run_dict():
     assert run["train"]["lr"] == 1e-4  # the config's dict is not modified
     single = apply_params(run, {"sharing": "soft", "tasks": "vader"})
     assert single["train"]["sharing"] == "hard"  # one task: sharing modes coincide
+
+
+def test_a_weighting_option_key_sets_that_method_s_option_and_only_counts_under_it():
+    run = {"encoder": {}, "tasks": {"rt": {}}, "train": {"weighting": "static",
+                                                        "weighting_options": {"famo": {"lr": 0.05}}}}
+    out = apply_params(run, {"weighting": "cagrad", "weighting_options.cagrad.c": 0.3})
+    assert out["train"]["weighting_options"] == {"famo": {"lr": 0.05}, "cagrad": {"c": 0.3}}
+    assert run["train"]["weighting_options"] == {"famo": {"lr": 0.05}}  # the config's dict is not edited
+    key = RunKey(run)
+    assert key({"weighting": "cagrad", "weighting_options.cagrad.c": 0.3}) != \
+        key({"weighting": "cagrad", "weighting_options.cagrad.c": 0.4})
+    assert key({"weighting": "static", "weighting_options.cagrad.c": 0.3}) == \
+        key({"weighting": "static", "weighting_options.cagrad.c": 0.4})  # cagrad's c: inert under static
 
 
 def test_run_key_is_equal_only_for_parameters_that_train_alike():
@@ -111,6 +130,8 @@ def test_run_key_is_equal_only_for_parameters_that_train_alike():
         ("tasks: {subset: [rt, xyz]}", "unknown task(s) ['xyz']"),
         ("tasks: {subset: all, min_size: 4}", "no subset of 3 task(s)"),
         ("seed: {int: [0, 5]}", "seed: not searchable"),
+        ("weighting_options.cagrad: {float: [0.1, 0.5]}", "is weighting_options.<method>.<option>"),
+        ("weighting_options.cagard.c: {float: [0.1, 0.5]}", "no weighting 'cagard' (valid: static,"),
         ("lr: 0.001", "expected a mapping"),
         ("- a", "expected a mapping of parameter names"),
     ],
@@ -122,5 +143,5 @@ def test_malformed_spaces_name_file_and_key(text, message):
 
 
 def test_unknown_space_name_lists_shipped_ones():
-    with pytest.raises(SpaceError, match="shipped: architecture, combinations, default, weights"):
+    with pytest.raises(SpaceError, match="shipped: architecture, combinations, default, weighting, weights"):
         load_space("nope", config_dir=Path("."), tasks=TASKS, base_train={})

@@ -67,3 +67,40 @@ def test_soft_penalty_equals_sum_of_pairwise_squared_distances():
         for i, j in itertools.combinations(TASKS, 2)
     )
     assert got is not None and float(got) == pytest.approx(0.5 * float(want), rel=1e-4)
+
+
+def test_lora_gives_each_task_its_adapter_on_one_frozen_encoder():
+    model, encs = model_for("lora", lora_rank=4)
+    base = encs["a"].peft
+    assert all(e.peft is base for e in encs.values()) and len({id(e) for e in encs.values()}) == 3
+    frozen = [n for n, p in base.named_parameters() if not p.requires_grad]
+    assert frozen and all("lora_" not in n for n in frozen)  # the encoder's own weights alone
+    assert model.shared_parameters() == []  # nothing trained is shared: the adapters are the tasks' own
+    counts = model.parameter_counts()
+    assert counts["params/trainable"] < 0.05 * counts["params/total"]
+    # a task's forward pass reaches its own adapter and no other
+    batch = {"input_ids": torch.randint(5, 100, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    model("b", batch).sum().backward()
+    with_grad = {n.split("lora_")[1].split(".")[1] for n, p in base.named_parameters()
+                 if "lora_B" in n and p.grad is not None}
+    assert with_grad == {"b"}
+    # GradNorm's W: the top layer's part of the task's own adapter
+    top = {id(p) for p in layer_list(encs["c"])[-1].parameters()}
+    w = {id(p) for p in model.last_shared_parameters("c")}
+    adapter_c = {id(p) for n, p in base.named_parameters() if ".c." in n}
+    assert w and w <= top and w <= adapter_c
+
+
+def test_lora_with_a_trained_encoder_shares_it():
+    model, encs = model_for("lora", lora_train_encoder=True)
+    shared = {id(p) for p in model.shared_parameters()}
+    own = {id(p) for n, p in encs["a"].peft.named_parameters() if "lora_" not in n}
+    assert shared == own  # the encoder's weights, shared by every task; the adapters are not
+
+
+def test_lora_targets_must_name_linear_layers():
+    with pytest.raises(InputError, match=r"train.lora_targets: the encoder has no linear layer named q_proj "
+                                         r"\(its linear layers: dense, key, query, value\)"):
+        model_for("lora", lora_targets=["q_proj", "query"])
+    _, encs = model_for("lora", lora_targets=["dense"])
+    assert encs["a"].peft.peft_config["a"].target_modules == {"dense"}

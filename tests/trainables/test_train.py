@@ -33,7 +33,8 @@ def test_same_seed_same_numbers_on_cpu():
     a, _ = run(tiny_config(device="cpu"))
     b, _ = run(tiny_config(device="cpu"))
     c, _ = run(tiny_config(device="cpu", seed=1))
-    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items()  # noqa: E731
+                           if not k.endswith("seconds") and not k.startswith("memory/")} for r in rows]
     assert strip(a) == strip(b)
     assert strip(a) != strip(c)
 
@@ -62,13 +63,28 @@ def test_every_step_level_weighting_trains(sharing, weighting):
     check_trains(sharing, weighting)
 
 
-def check_trains(sharing: str, weighting: str) -> None:
+# LoRA adapters, the encoder frozen (nothing trained is shared: the weighting acts on the adapters'
+# own gradients) or trained (the aggregators act on it); a row counts what trains and the peak memory
+@pytest.mark.parametrize(("weighting", "train_encoder"), [("static", False), ("gradnorm", False), ("famo", False),
+                                                          ("upgrad", True)])
+def test_lora_trains_with_weightings(weighting, train_encoder):
+    rows = check_trains("lora", weighting, lora_train_encoder=train_encoder, lora_rank=2)
+    hard = build(tiny_config()).model.parameter_counts()
+    if train_encoder:
+        assert rows[-1]["params/trainable"] > hard["params/trainable"]  # the encoder and the adapters
+    else:
+        assert rows[-1]["params/trainable"] < 0.02 * hard["params/trainable"]
+    assert rows[-1]["params/total"] > hard["params/total"] and rows[-1]["memory/peak_rss_mib"] > 0
+
+
+def check_trains(sharing: str, weighting: str, **train: object) -> list[dict]:
     cfg = tiny_config(sharing=sharing, weighting=weighting, branch_layer=1, epochs=2,
-                      max_train_examples=32, max_eval_examples=16, task_weights={"rt": 2.0})
+                      max_train_examples=32, max_eval_examples=16, task_weights={"rt": 2.0}, **train)
     rows, result = run(cfg)
     assert len(rows) == 2 and math.isfinite(result.objective)
     if weighting == "static":
         assert rows[-1]["weight/rt"] == 2.0 and rows[-1]["weight/vader"] == 1.0
+    return rows
 
 
 @pytest.mark.parametrize("schedule", ["round_robin", "proportional", "temperature"])
@@ -161,9 +177,11 @@ def test_objective_is_signed_mean_of_main_metrics(tiny):
     assert objective(exp, m) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("weighting", ["static", "dwa", "gradnorm", "famo", "pcgrad"])
-def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting):
-    cfg = tiny_config(epochs=3, weighting=weighting, device="cpu", max_train_examples=32, max_eval_examples=16)
+@pytest.mark.parametrize(("weighting", "sharing"), [("static", "hard"), ("dwa", "hard"), ("gradnorm", "hard"),
+                                                    ("famo", "hard"), ("pcgrad", "hard"), ("static", "lora")])
+def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting, sharing):
+    cfg = tiny_config(epochs=3, weighting=weighting, sharing=sharing, device="cpu", max_train_examples=32,
+                      max_eval_examples=16)
     full, _ = run(cfg)
     rows: list[dict] = []
 
@@ -179,7 +197,8 @@ def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting):
     assert [len(h) for h in [full, rows]] == [3, 3]
     # weights, optimizer, schedule, loss-weighting state and batch order all restored: on CPU the
     # resumed epochs are the uninterrupted run's epochs, number for number
-    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items()  # noqa: E731
+                           if not k.endswith("seconds") and not k.startswith("memory/")} for r in rows]
     assert strip(resumed) == strip(full[1:])
 
 
