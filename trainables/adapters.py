@@ -32,14 +32,14 @@ def lora_config(train: TrainSpec) -> Any:
 
 
 def _wrap(base: nn.Module, tasks: list[str], train: TrainSpec) -> Any:
-    from peft import get_peft_model
-
     names = [n for n, m in base.named_modules() if isinstance(m, nn.Linear)]
     missing = [t for t in train.lora_targets or () if not any(n == t or n.endswith(f".{t}") for n in names)]
     if missing:
         have = sorted({n.rsplit(".", 1)[-1] for n in names})
         raise InputError(f"train.lora_targets: the encoder has no linear layer named {', '.join(missing)} "
                          f"(its linear layers: {', '.join(have)})")
+    from peft import get_peft_model
+
     config = lora_config(train)
     # PEFT asks transformers' deprecated is_gradient_checkpointing (a FutureWarning each time), and
     # warns of an adapter name inside its prefix "lora_" (a task named "a"): neither is the user's to fix
