@@ -295,6 +295,24 @@ class FAMO(Weighting):
         self.logits, self.opt, self.saved = None, None, state["saved"]
 
 
+def set_jacobians(shared: list[nn.Parameter], rest: list[nn.Parameter], losses: list[torch.Tensor]) -> None:
+    """Each shared parameter's ``.jac`` (one row per loss, as TorchJD's ``autojac.backward``
+    leaves it) and every other parameter's ``.grad`` (of the losses' sum), from one backward pass
+    per loss. A task's loss reaches only its own batch's forward pass, so the passes together
+    cost what one backward pass of the summed loss costs; ``autojac.backward`` would send each
+    row through every task's graph (as many full backward passes as tasks)."""
+    rows: list[list[torch.Tensor]] = [[] for _ in shared]
+    for loss in losses:
+        grads = torch.autograd.grad(loss, [*shared, *rest], retain_graph=True, allow_unused=True)
+        for row, p, g in zip(rows, shared, grads):
+            row.append(torch.zeros_like(p) if g is None else g)
+        for p, g in zip(rest, grads[len(shared):]):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+    for p, row in zip(shared, rows):
+        p.jac = torch.stack(row)  # type: ignore[attr-defined]
+
+
 class Aggregated(Weighting):
     """A TorchJD aggregator of the task gradients on the shared parameters (``aggregator``)."""
 
@@ -315,7 +333,6 @@ class Aggregated(Weighting):
         return getattr(torchjd.aggregation, self.AGGREGATOR)(**self.aggregator_args(n_tasks))
 
     def backward(self, losses: dict[str, torch.Tensor], model: MultiTaskModel) -> Weights:
-        from torchjd.autojac import backward as jac_backward
         from torchjd.autojac import jac_to_grad
 
         w: dict[str, float | torch.Tensor] = {t: self.static[t] for t in losses}
@@ -325,10 +342,7 @@ class Aggregated(Weighting):
             return w
         shared_ids = {id(p) for p in shared}
         rest = [p for p in model.parameters() if id(p) not in shared_ids and p.requires_grad]
-        scaled = [w[t] * loss for t, loss in losses.items()]
-        if rest:
-            sum(scaled).backward(inputs=rest, retain_graph=True)  # type: ignore[union-attr]
-        jac_backward(scaled, inputs=shared)  # each shared parameter's .jac: one row per task
+        set_jacobians(shared, rest, [w[t] * loss for t, loss in losses.items()])
         used = jac_to_grad(shared, self.aggregator)  # the rows' weights (a weighted aggregator's)
         return {t: w[t] * used[i] for i, t in enumerate(losses)}
 

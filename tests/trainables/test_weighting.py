@@ -221,6 +221,32 @@ def test_nash_mtl_weights_solve_the_bargaining_condition():
     assert torch.allclose(shared.grad, alpha @ rows, atol=1e-5)
 
 
+def test_the_jacobian_is_the_one_torchjd_computes():
+    """set_jacobians (one backward pass per loss, each through its own graph) leaves the
+    shared parameters the .jac rows that TorchJD's autojac.backward leaves, and the private ones
+    the gradient of the losses' sum; a parameter a loss does not reach gets a row of zeros."""
+    from torchjd.autojac import backward as jac_backward
+
+    from trainables.weighting import set_jacobians
+
+    torch.manual_seed(0)
+    shared, other, head = (nn.Parameter(torch.randn(*shape)) for shape in ((3, 2), (2,), (2,)))
+    x = torch.randn(4, 3)
+
+    def losses() -> list[torch.Tensor]:
+        h = torch.tanh(x @ shared)
+        return [(h @ head).pow(2).sum(), (h * other).sum().exp(), h.sum()]
+
+    jac_backward(losses(), inputs=[shared, other])
+    want = {"shared": shared.jac.clone(), "other": other.jac.clone()}  # type: ignore[attr-defined]
+    del shared.jac, other.jac  # type: ignore[attr-defined]
+    want_head = torch.autograd.grad(sum(losses()), head)[0]
+    set_jacobians([shared, other], [head], losses())
+    assert torch.allclose(shared.jac, want["shared"]) and torch.allclose(other.jac, want["other"])  # type: ignore
+    assert other.jac[0].abs().sum() == 0 and other.jac[2].abs().sum() == 0  # type: ignore[attr-defined]
+    assert torch.allclose(head.grad, want_head)
+
+
 def test_an_aggregator_with_one_task_a_step_is_that_tasks_weighted_loss():
     toy = TwoTaskToy()
     used = make_weighting("upgrad", ["a", "b"], {"a": 3.0}).backward(  # type: ignore[arg-type]
