@@ -298,12 +298,14 @@ class FAMO(Weighting):
 def set_jacobians(shared: list[nn.Parameter], rest: list[nn.Parameter], losses: list[torch.Tensor]) -> None:
     """Each shared parameter's ``.jac`` (one row per loss, as TorchJD's ``autojac.backward``
     leaves it) and every other parameter's ``.grad`` (of the losses' sum), from one backward pass
-    per loss. A task's loss reaches only its own batch's forward pass, so the passes together
-    cost what one backward pass of the summed loss costs; ``autojac.backward`` would send each
-    row through every task's graph (as many full backward passes as tasks)."""
+    per loss. Each loss must come from a forward pass of its own, as the loop's do (one per
+    task's batch): each pass then frees its graph (what a compiled encoder's backward requires),
+    and together they cost what one backward pass of the summed loss costs, where
+    ``autojac.backward`` would send each row through every task's graph (as many full backward
+    passes as tasks)."""
     rows: list[list[torch.Tensor]] = [[] for _ in shared]
     for loss in losses:
-        grads = torch.autograd.grad(loss, [*shared, *rest], retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(loss, [*shared, *rest], allow_unused=True)
         for row, p, g in zip(rows, shared, grads):
             row.append(torch.zeros_like(p) if g is None else g)
         for p, g in zip(rest, grads[len(shared):]):

@@ -161,7 +161,9 @@ def test_padding_to_length_buckets_and_larger_eval_batches_change_no_prediction(
 
 def test_compiled_encoder_trains_and_keeps_its_parameter_names(tiny):
     """``train.compile`` traces the encoder with torch.compile (here with the light aot_eager
-    backend; inductor's C++ build takes minutes on CPU and is measured by benchmarks/gpu.py)."""
+    backend; inductor's C++ build takes minutes on CPU and is measured by benchmarks/gpu.py).
+    A gradient aggregator trains through it (a compiled backward frees its graph) to the
+    numbers it reaches uncompiled."""
     plain = build(tiny)
     exp = build({**tiny, "train": {**tiny["train"], "compile": "aot_eager"}})
     enc = exp.model.encoders["rt"]
@@ -169,6 +171,9 @@ def test_compiled_encoder_trains_and_keeps_its_parameter_names(tiny):
     rows: list[dict] = []
     result = fit(exp, rows.append)
     assert len(rows) == 2 and math.isfinite(result.objective) and math.isfinite(rows[-1]["train/vader/loss"])
+    small = {"weighting": "upgrad", "epochs": 1, "max_train_examples": 32, "max_eval_examples": 16}
+    compiled = fit(build(tiny_config(compile="aot_eager", **small)), lambda row: None)
+    assert compiled.objective == fit(build(tiny_config(**small)), lambda row: None).objective
 
 
 def test_objective_is_signed_mean_of_main_metrics(tiny):

@@ -222,9 +222,10 @@ def test_nash_mtl_weights_solve_the_bargaining_condition():
 
 
 def test_the_jacobian_is_the_one_torchjd_computes():
-    """set_jacobians (one backward pass per loss, each through its own graph) leaves the
-    shared parameters the .jac rows that TorchJD's autojac.backward leaves, and the private ones
-    the gradient of the losses' sum; a parameter a loss does not reach gets a row of zeros."""
+    """set_jacobians (one backward pass per loss, each through its own forward pass, as the
+    loop makes them) leaves the shared parameters the .jac rows that TorchJD's autojac.backward
+    leaves, and the private ones the gradient of the losses' sum; a parameter a loss does not
+    reach gets a row of zeros."""
     from torchjd.autojac import backward as jac_backward
 
     from trainables.weighting import set_jacobians
@@ -234,8 +235,9 @@ def test_the_jacobian_is_the_one_torchjd_computes():
     x = torch.randn(4, 3)
 
     def losses() -> list[torch.Tensor]:
-        h = torch.tanh(x @ shared)
-        return [(h @ head).pow(2).sum(), (h * other).sum().exp(), h.sum()]
+        def h() -> torch.Tensor:
+            return torch.tanh(x @ shared)
+        return [(h() @ head).pow(2).sum(), (h() * other).sum().exp(), h().sum()]
 
     jac_backward(losses(), inputs=[shared, other])
     want = {"shared": shared.jac.clone(), "other": other.jac.clone()}  # type: ignore[attr-defined]
