@@ -17,6 +17,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub (none is
 # before anything imports Ray (which reads it once): the tests' own local Rays listen on loopback,
 # as mtlo's do (orchestrator/runtime/address.py), whatever the environment says
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# Ray starts its workers at niceness 15: beside the other test worker's training (niceness 0) a
+# trial then gets a few percent of a core, and a test with a trial timeout or a deadline waits on
+# the other test, not on its trial. The tests' Rays (and the commands' own) run their trials at 0
+os.environ["RAY_worker_niceness"] = "0"
 
 
 # fixtures that start a real service (Ray, a search on it, PostgreSQL, an MLflow server): a test
