@@ -127,17 +127,37 @@ def table(results: dict[str, list[dict[str, Any]]], singles: dict[int, dict[str,
     ref = results["static"]
     ref_step = statistics.median(r["s_per_step"] for r in ref)
     ref_mem = statistics.median(r["peak_mib"] for r in ref)
-    lines = ["| method | mean relative gain on test (95% CI) | per seed | s/step vs hard + static | "
-             "peak memory vs hard + static | trainable parameters |", "|---|---|---|---|---|---|"]
+    lines = ["| method | mean relative gain on test (95% CI) | per seed | vs static, paired by seed (95% CI) | "
+             "s/step vs hard + static | peak memory vs hard + static | trainable parameters |",
+             "|---|---|---|---|---|---|---|"]
+    base = [gain(r, singles[s], "test") for r, s in zip(ref, seeds)]
     for name, runs in results.items():
         per_seed = [gain(r, singles[s], "test") for r, s in zip(runs, seeds)]
         mean, half = interval(per_seed)
+        diff, diff_half = interval([g - b for g, b in zip(per_seed, base)])
         lines.append(f"| {name} | {100 * mean:+.1f}% (± {100 * half:.1f}) | "
                      f"{', '.join(f'{100 * g:+.1f}' for g in per_seed)} | "
+                     f"{100 * diff:+.1f} pts (± {100 * diff_half:.1f}) | "
                      f"{statistics.median(r['s_per_step'] for r in runs) / ref_step:.2f}x | "
                      f"{statistics.median(r['peak_mib'] for r in runs) / ref_mem:.2f}x | "
                      f"{runs[0]['trainable']:,} |")
     return lines
+
+
+def per_task(results: dict[str, list[dict[str, Any]]], singles: dict[int, dict[str, Any]], seeds: list[int]
+             ) -> list[str]:
+    """Each task's relative gain on test over its single-task run, mean over seeds."""
+    tasks = list(results["static"][0]["test"])
+    lines = [f"| method | {' | '.join(tasks)} |", "|---|" + "---|" * len(tasks)]
+    for name, runs in results.items():
+        cells = []
+        for t in tasks:
+            gains = [relative_gain(r["test"][t], singles[s][t]["test"][t], r["higher_is_better"][t])
+                     for r, s in zip(runs, seeds)]
+            cells.append(f"{100 * statistics.mean(g for g in gains if g is not None):+.1f}%")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    alone = [f"{statistics.mean(singles[s][t]['test'][t] for s in seeds):.3f}" for t in tasks]
+    return [*lines, f"| (alone: main metric on test) | {' | '.join(alone)} |"]
 
 
 def main() -> None:
@@ -165,9 +185,9 @@ def main() -> None:
     runs = bench.many(jobs)
     runs[f"{TUNED}|all|{args.seeds[0]}"] = bench.done[best]
     results = {name: [runs[f"{name}|all|{s}"] for s in args.seeds] for name in [*METHODS, TUNED]}
-    lines = table(results, singles, args.seeds)
-    bench.save(tuned_weights=weights, table=lines)
-    print("\n".join(lines))
+    lines, tasks_lines = table(results, singles, args.seeds), per_task(results, singles, args.seeds)
+    bench.save(tuned_weights=weights, table=lines, per_task=tasks_lines)
+    print("\n".join([*lines, "", *tasks_lines]))
 
 
 if __name__ == "__main__":
