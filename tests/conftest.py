@@ -20,7 +20,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 # Ray starts its workers at niceness 15: beside the other test worker's training (niceness 0) a
 # trial then gets a few percent of a core, and a test with a trial timeout or a deadline waits on
 # the other test, not on its trial. The tests' Rays (and the commands' own) run their trials at 0
-os.environ["RAY_worker_niceness"] = "0"
+os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray reads this exact, lower-case name)
 
 
 # fixtures that start a real service (Ray, a search on it, PostgreSQL, an MLflow server): a test

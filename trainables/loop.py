@@ -314,14 +314,12 @@ def fit(exp: Experiment, report: Report, *, state: dict[str, Any] | None = None,
     sched = schedule(tr.schedule)
     per_pass = {t: math.ceil(len(d.train) / tr.batch_size) for t, d in exp.data.items()}
     total_steps = _total_steps(len(sched.plan(per_pass, np.random.default_rng(0), temperature=tr.temperature)), tr)
-    optim = optimizer(exp)
-    model = exp.model
+    optim, model = optimizer(exp), exp.model
     model.train()
     parts = Moving(model, exp.weighting, optim, lr_schedule(optim, total_steps, int(tr.warmup_ratio * total_steps)),
                    np.random.default_rng(tr.seed), _affinity_hooks(exp, optim))
     penalty_fn = sharing_mode(tr.sharing).penalty
     encoders = {t: model.encoders[t] for t in exp.tasks}
-
     st = TrainState() if state is None else load_state(state, parts)
     sign = {t: 1.0 if exp.types[t].higher_is_better[m] else -1.0 for t, m in exp.main_metric.items()}
     own = OwnBatches({t: n for t, n in tr.own_batches.items() if t in exp.data}, st, exp.main_metric, sign,

@@ -10,23 +10,17 @@ methods reshape gradients rather than losses) and returns the weight each task g
   layer are pulled towards ``mean_norm * r_t^alpha`` (r_t: relative inverse training rate).
 - ``dwa``: Liu, Johns & Davison 2019, Dynamic Weight Average from the ratio of each task's
   epoch loss over the previous one, softmax with temperature 2.
-- ``pcgrad``: Yu et al. 2020, gradient surgery: on shared parameters, each task gradient
-  that conflicts with another (negative dot product) is projected onto its normal plane
-  (TorchJD's, below).
-- ``upgrad``, ``mgda``, ``cagrad``, ``nash_mtl``: gradient aggregators from TorchJD (PyPI
-  ``torchjd``), on the shared parameters: the Jacobian of the (static-weighted) task losses
-  becomes one update direction. UPGrad (Quinton & Rey 2024: each task gradient projected onto
-  the dual cone of all of them, averaged), MGDA (Desideri 2012, Sener & Koltun 2018: the
-  min-norm point of their convex hull), CAGrad (Liu et al. 2021, c = 0.5) and Nash-MTL (Navon
-  et al. 2022, the library's defaults). Their weights are the library's (MGDA's sum to 1).
-  Task-specific parameters take their plain gradients, as with ``pcgrad``.
+- ``pcgrad`` (Yu et al. 2020: a task gradient that conflicts with another is projected onto
+  its normal plane), ``upgrad``, ``mgda``, ``cagrad``, ``nash_mtl``: TorchJD's aggregators of
+  the Jacobian of the (static-weighted) task losses on the shared parameters into one update:
+  UPGrad (Quinton & Rey 2024: each gradient projected onto the dual cone of all, averaged),
+  MGDA (Desideri 2012: the min-norm point of their hull), CAGrad (Liu et al. 2021, c = 0.5),
+  Nash-MTL (Navon et al. 2022). Task-specific parameters take their plain gradients.
 - ``famo``: Liu et al. 2023, Fast Adaptive Multitask Optimization: task logits xi whose
   softmax z weighs the log-losses, ``sum_t z_t log L_t / c`` with ``c = sum_t z_t / L_t``
-  (so task t's loss gets ``z_t / (c L_t)``, scaled here to sum to the number of tasks, as
-  static's 1s do); after each optimizer step the same batches' losses are computed again and
-  xi takes an Adam step (lr 0.025, weight decay 0.01: the authors' defaults) along
-  ``J_softmax^T (log L_before - log L_after)``, which moves weight to the tasks whose loss
-  fell least. One gradient and one extra forward pass a step: O(1) in the number of tasks.
+  (weights scaled to sum to the number of tasks); after each step the same batches' losses are
+  computed again and xi takes an Adam step (lr 0.025, decay 0.01: the authors') along
+  ``J_softmax^T (log L_before - log L_after)``: weight moves to the tasks whose loss fell least.
 
 GradNorm, PCGrad and FAMO act across the tasks of one step, so they matter with
 ``schedule: joint``; with one task per step they reduce to that task's (weighted) loss.
