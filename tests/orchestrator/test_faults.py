@@ -139,26 +139,37 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     assert "| DIVERGED |" in report and "| FAILED | 1 |" in report and "injected fault" in report
 
 
-def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(ray_local, tmp_path):
-    """``hang@1 trial=1``: the first trial sleeps for ever after its first epoch. With
+def test_a_hung_trial_is_stopped_at_its_timeout_and_a_slowly_ending_one_does_not_fail_the_next(ray_local, tmp_path):
+    """Two faults in one search of 5 trials, one at a time (each takes both CPUs of the shared
+    Ray, ray_local), under ASHA.
+
+    ``hang@1 trial=1``: the first trial sleeps for ever after its first epoch. With
     ``search.trial_timeout`` it is failed once its time is up (not retried, although
-    max_failures is 1), recorded FAILED "timed out after 30 s" in MLflow and Optuna, and the two
-    trials after it run and finish. Each trial takes both CPUs of the shared Ray (ray_local), so the next can
-    start only once the hung worker is killed (Ray alone would wait 600 s for it to stop);
-    without the timeout the search never ends."""
+    max_failures is 1), recorded FAILED "timed out after 30 s" in MLflow and Optuna, and the
+    trials after it run; the next can start only once the hung worker is killed (Ray alone
+    would wait 600 s for it to stop); without the timeout the search never ends.
+
+    ``slow-exit@0``: every trial takes 3.5 s more to end. ASHA stops trials after their first
+    epoch, and Ray then gives the stopped trial's worker to the next trial only if the trial
+    function has ended within TUNE_FUNCTION_THREAD_TIMEOUT_S (Ray's default 2 s), failing that
+    next trial otherwise ("Could not re-use actor"). A busy machine freeing a model hit this
+    in a search. Every other trial must end FINISHED or STOPPED, none FAILED or retried."""
     import optuna
     from mlflow.tracking import MlflowClient
 
     from tests.conftest import run_mtlo
 
-    config = {**search_config("hang", num_samples=3, trial_timeout=30), "resources": {"cpus_per_trial": 2}}
+    config = {**search_config("hang", examples=64, num_samples=5, scheduler="asha", max_failures=1,
+                              trial_timeout=30), "resources": {"cpus_per_trial": 2}}
+    config["train"]["epochs"] = 2
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="hang@1 trial=1", timeout=400, ray=ray_local)
+    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="hang@1 trial=1; slow-exit@0", timeout=400,
+                   ray=ray_local)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     folders, status, runs = numbered(tmp_path, "hang", result)
-    assert status == {1: "FAILED", 2: "FINISHED", 3: "FINISHED"}, (
-        status, {n: r.data.tags.get("mtlo.error") for n, r in runs.items()}, out.stderr[-3000:])
+    errors = {n: r.data.tags.get("mtlo.error") for n, r in runs.items()}
+    assert sorted(status) == [1, 2, 3, 4, 5] and status[1] == "FAILED", (status, errors, out.stderr[-3000:])
     hung = runs[1]
     assert hung.info.status == "FAILED" and "mtlo.retries" not in hung.data.tags, hung.data.tags
     assert hung.data.tags["mtlo.error"] == "timed out after 30 s (search.trial_timeout)", hung.data.tags
@@ -166,27 +177,12 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_the_search_goes_on(ray_local
     assert [m.step for m in client.get_metric_history(hung.info.run_id, "objective")] == [1]  # its epoch before
     rows = [json.loads(line) for line in (folders[1] / "result.json").read_text().splitlines() if line.strip()]
     assert [r.get("epoch") for r in rows] == [1]
+    # the slow endings: the scheduler stopped a trial (this seed's trials: always), and no trial
+    # after the hung one failed or was retried
+    others = {n: s for n, s in status.items() if n != 1}
+    assert "STOPPED" in others.values(), status
+    assert set(others.values()) <= {"FINISHED", "STOPPED"}, (status, errors, out.stderr[-3000:])
+    assert not any("mtlo.retries" in r.data.tags for r in runs.values())
     study = optuna.load_study(study_name="hang", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     states = sorted(t.state.name for t in study.trials)
-    assert states == ["COMPLETE", "COMPLETE", "FAIL"], states
-
-
-def test_a_trial_that_ends_slowly_when_stopped_does_not_fail_the_next(ray_local, tmp_path):
-    """``slow-exit@0``: every trial takes 3.5 s more to end. ASHA stops trials after their first
-    epoch, and Ray then gives the stopped trial's worker to the next trial only if the trial
-    function has ended within TUNE_FUNCTION_THREAD_TIMEOUT_S (Ray's default 2 s), failing that
-    next trial otherwise ("Could not re-use actor"). A busy machine freeing a model hit this
-    in a search. Every trial here must end FINISHED or STOPPED, none FAILED or retried."""
-    from tests.conftest import run_mtlo
-
-    config = search_config("slowexit", examples=64, num_samples=5, scheduler="asha", max_failures=0)
-    config["train"]["epochs"] = 2
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="slow-exit@0", timeout=300, ray=ray_local)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout)
-    _, status, runs = numbered(tmp_path, "slowexit", result)
-    assert sorted(status) == [1, 2, 3, 4, 5], status
-    assert "STOPPED" in status.values(), status  # the scheduler stopped a trial (this seed's trials: always)
-    assert set(status.values()) <= {"FINISHED", "STOPPED"}, (status, out.stderr[-3000:])
-    assert not any("mtlo.retries" in r.data.tags for r in runs.values())
+    assert states == ["COMPLETE"] * 4 + ["FAIL"], states
