@@ -66,7 +66,6 @@ class AdapterView(nn.Module):
         self.peft = peft  # the same module under every task: its parameters count once
         self.adapter = adapter
         self._layers = tuple(layers)  # the LoRA layers (a tuple: not registered a second time)
-        self._own: tuple[nn.Parameter, ...] | None = None  # task_parameters, found once (read every step)
 
     @property
     def config(self) -> Any:
@@ -79,10 +78,7 @@ class AdapterView(nn.Module):
 
     def task_parameters(self) -> list[nn.Parameter]:
         """What this task's forward pass uses: the encoder's weights and its own adapter."""
-        if self._own is None:
-            self._own = tuple(p for name, p in self.peft.named_parameters()
-                              if _adapter_of(name) in (None, self.adapter))
-        return list(self._own)
+        return [p for name, p in self.peft.named_parameters() if _adapter_of(name) in (None, self.adapter)]
 
     def save_adapter(self, folder: Path) -> None:
         """This task's adapter, the PEFT way, in ``folder/<task>``."""

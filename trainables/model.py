@@ -22,6 +22,10 @@ class MultiTaskModel(nn.Module):
             t: types[t].head(hidden_size(encoders[t]), num_labels[t]) for t in self.tasks
         })
         self.pooling = pooling
+        # which parameters the tasks share, found once: the aggregators and GradNorm read them at
+        # every step, and neither the parameters nor which of them train change after the build
+        self._shared: list[nn.Parameter] | None = None
+        self._last_shared: dict[str, list[nn.Parameter]] = {}
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.heads[task](self.encode(task, batch))
@@ -48,6 +52,11 @@ class MultiTaskModel(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         """Trained parameters that more than one task's encoder uses (what the gradient
         aggregators operate on)."""
+        if self._shared is None:
+            self._shared = self._find_shared()
+        return list(self._shared)
+
+    def _find_shared(self) -> list[nn.Parameter]:
         owners: dict[int, int] = {}
         by_id: dict[int, nn.Parameter] = {}
         for t in self.tasks:
@@ -60,6 +69,11 @@ class MultiTaskModel(nn.Module):
         """The top layer of ``task``'s encoder that other tasks share (GradNorm's W); the top
         layer of its own encoder when nothing is shared (trained parameters only: under lora
         with a frozen encoder, the task's own adapter in that layer)."""
+        if task not in self._last_shared:
+            self._last_shared[task] = self._find_last_shared(task)
+        return list(self._last_shared[task])
+
+    def _find_last_shared(self, task: str) -> list[nn.Parameter]:
         shared = {id(p) for p in self.shared_parameters()}
         own = {id(p) for p in task_parameters(self.encoders[task]) if p.requires_grad}
         layers = layer_list(self.encoders[task])
