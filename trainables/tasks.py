@@ -14,6 +14,37 @@ from trainables.data.prepare import TaskData
 from trainables.errors import InputError
 
 
+# Classification and regression metrics in numpy: sklearn's f1_score and scipy.stats (their
+# imports pull pandas and scipy.stats: about 1.1 s of CPU) would be imported by every trial
+# worker. tests/trainables/test_tasks.py holds them equal to sklearn's and scipy's.
+def macro_f1(y: np.ndarray, p: np.ndarray, num_labels: int) -> float:
+    """The mean over labels 0..num_labels-1 of 2 tp / (2 tp + fp + fn), 0 for a label that is
+    neither true nor predicted: sklearn's ``f1_score(average="macro", labels=..., zero_division=0)``."""
+    n = num_labels
+    confusion = np.bincount(y.astype(np.int64) * n + p.astype(np.int64), minlength=n * n).reshape(n, n)
+    tp = np.diag(confusion).astype(np.float64)
+    denominator = confusion.sum(0) + confusion.sum(1)  # (tp + fp) + (tp + fn)
+    return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros(n), where=denominator > 0)))
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's r of two non-constant series (scipy.stats.pearsonr's statistic)."""
+    a, b = a - a.mean(), b - b.mean()
+    return float(np.clip(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
+
+
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties given their mean rank (scipy.stats.rankdata): Spearman's rho is Pearson's r of these."""
+    order = np.argsort(a, kind="mergesort")
+    ordered = a[order]
+    group = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1  # tie group of each sorted position
+    counts = np.bincount(group)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    ranks = np.empty(len(a))
+    ranks[order] = mean_rank[group]
+    return ranks
+
+
 class TaskType(ABC):
     name: ClassVar[str]
     token_level: ClassVar[bool] = False  # heads over every token (tagging) or a pooled vector
@@ -56,15 +87,9 @@ class Classification(TaskType):
         return logits.argmax(-1)
 
     def metrics(self, preds: list[torch.Tensor], labels: list[torch.Tensor], data: TaskData) -> dict[str, float]:
-        from sklearn.metrics import f1_score
-
         p = torch.cat(preds).cpu().numpy()
         y = torch.cat(labels).cpu().numpy()
-        return {
-            "accuracy": float((p == y).mean()),
-            "macro_f1": float(f1_score(y, p, average="macro", labels=np.arange(data.num_labels),
-                                       zero_division=0)),
-        }
+        return {"accuracy": float((p == y).mean()), "macro_f1": macro_f1(y, p, data.num_labels)}
 
 
 class Regression(TaskType):
@@ -82,15 +107,13 @@ class Regression(TaskType):
         return logits.float().squeeze(-1)
 
     def metrics(self, preds: list[torch.Tensor], labels: list[torch.Tensor], data: TaskData) -> dict[str, float]:
-        from scipy import stats
-
         # back to the label's own scale: training used standardized targets
         p = torch.cat(preds).cpu().double().numpy() * data.target_std + data.target_mean
         y = torch.cat(labels).cpu().double().numpy() * data.target_std + data.target_mean
         constant = np.allclose(p, p[0]) or np.allclose(y, y[0])
         return {
-            "pearson": 0.0 if constant else float(stats.pearsonr(p, y)[0]),
-            "spearman": 0.0 if constant else float(stats.spearmanr(p, y)[0]),
+            "pearson": 0.0 if constant else pearson(p, y),
+            "spearman": 0.0 if constant else pearson(average_ranks(p), average_ranks(y)),
             "mse": float(np.mean((p - y) ** 2)),
         }
 

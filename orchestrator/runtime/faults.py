@@ -19,7 +19,7 @@ are reported, at the first report of an epoch >= WHEN in each attempt of the tri
   GPU out of memory, without a GPU): recorded FAILED with what to change, not retried;
 - ``hang``: the trial sleeps for ever (a hung trial: ``search.trial_timeout`` ends it);
 - ``slow-exit`` (``WHEN`` ignored: ``slow-exit@0``): the trial's ending, however it ends
-  (the scheduler's stop included), takes 3.5 s more (past Ray's default 2 s), as freeing a
+  (the scheduler's stop included), takes 2.5 s more (past Ray's default 2 s), as freeing a
   large model on a busy machine can.
 
 Options: ``trial=N`` only the trial numbered N in its Ray folder name
@@ -56,7 +56,7 @@ from orchestrator.errors import ConfigError
 
 ENV = "MTLO_FAULT"
 TRIAL_KINDS = ("raise", "kill", "nan", "inf", "oom", "hang", "slow-exit")
-SLOW_EXIT_S = 3.5
+SLOW_EXIT_S = 2.5
 DRIVER_POINTS = ("first-result", "report")
 TUNE_CRASH = "tune-crash"
 

@@ -61,7 +61,7 @@ def _dump(url: str) -> str:
 def test_a_password_in_both_urls_is_nowhere_mtlo_writes(ray_local, postgres, tmp_path):
     store = f"postgresql+psycopg2://postgres:{PASSWORD}@/store?host={postgres}"
     optuna = f"postgresql+psycopg2://postgres:{PASSWORD}@/optuna?host={postgres}"
-    cfg = search_config("secret", tracking_uri=store, examples=48, num_samples=2, storage=optuna)
+    cfg = search_config("secret", tracking_uri=store, log_model=True, examples=48, num_samples=2, storage=optuna)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     logs = Path(os.environ["MTLO_CACHE_DIR"]) / "logs"
     before = set(logs.glob("*")) if logs.is_dir() else set()

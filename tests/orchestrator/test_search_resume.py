@@ -15,7 +15,7 @@ from tests.conftest import run_mtlo, search_config
 
 pytestmark = pytest.mark.slow
 
-CONFIG = search_config("resume")
+CONFIG = search_config("resume", log_model=True)
 
 
 def children(db: Path) -> list[tuple[str, str, int]]:
