@@ -14,7 +14,8 @@ from orchestrator.config import ConfigError, load_config
 from tests.conftest import named_config
 
 # one trial at a time: each trial worker costs seconds of CPU to start (the first test runs two at once)
-CONFIG = named_config("e2e", ("rt", "ner"), resources={"cpus_per_trial": 1},
+# no test here reads the best model (tests/orchestrator/test_model.py does): not logged, not rebuilt
+CONFIG = named_config("e2e", ("rt", "ner"), resources={"cpus_per_trial": 1}, model={"log": False},
                       search={"space": "default", "num_samples": 4, "objective": "mean_score", "max_concurrent": 1})
 
 
@@ -118,7 +119,7 @@ def test_cli_search_json(ray_local, workdir, capsys):
     from tests.conftest import mtlo_main
 
     path = write(workdir, name="cli", search={"space": "weights", "num_samples": 2, "objective": "target",
-                                              "target": "rt"})
+                                              "target": "rt"}, model={"log": True})
     rc, stdout, stderr = mtlo_main("search", str(path), "--json", cwd=workdir, capsys=capsys)
     assert rc == 0, stderr[-3000:]
     data = json.loads(stdout)  # stdout holds only the JSON

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 PORT = 6379  # a namespace of its own: no port is taken
-CONFIG = named_config("cluster", resources={"cpus_per_trial": 1},
+CONFIG = named_config("cluster", resources={"cpus_per_trial": 1}, model={"log": False},
                       search={"space": "weights", "num_samples": 4, "objective": "mean_score", "scheduler": "fifo"})
 
 
