@@ -67,10 +67,7 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     exposed = {s for s in seen if not is_loopback(s[0])}
     assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
     result = json.loads(out.stdout)
-    search = tmp_path / "ray_results" / "faults" / "search"
-    folders = {int(f.name.split("_")[2]): f for f in search.glob("trainable_*")}
-    number = {f.name.split("_")[1]: n for n, f in folders.items()}  # trainable_<trial id>_<number>_...
-    status = {number[t["trial_id"]]: t["status"] for t in result["trials"]}
+    folders, status, runs = numbered(tmp_path, "faults", result)
     assert status == {1: "FAILED", 2: "FINISHED", 3: "DIVERGED", 4: "FAILED",
                       5: "FINISHED"}, status
     assert result["best"]["status"] == "FINISHED" and math.isfinite(result["best"]["objective"])
@@ -79,7 +76,7 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     # which --resume retries it from; the best one (model.keep: 1) its weights alone; every trial
     # keeps its results
     kept = {n for n, f in folders.items() if any(f.glob("checkpoint_*"))}  # trial 4: none (it ended in epoch 1)
-    best = number[result["best"]["trial_id"]]
+    best = next(n for n, r in runs.items() if r.data.tags["mtlo.trial_id"] == result["best"]["trial_id"])
     assert kept == {1, best}, (kept, best)
     assert [p.name for p in folders[best].glob("checkpoint_*/*")] == ["model.pt"]
     assert all((f / "result.json").is_file() for f in folders.values())
@@ -87,8 +84,6 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = {number[r.data.tags["mtlo.trial_id"]]: r for r in client.search_runs(
-        [client.get_experiment_by_name("faults").experiment_id], "tags.`mtlo.role` = 'trial'")}
     assert len(runs) == 5  # one child run per trial: a retry continues the same run
     failed, killed, diverged, oom = runs[1], runs[2], runs[3], runs[4]
     assert failed.info.status == "FAILED" and failed.data.tags["mtlo.retries"] == "1"
