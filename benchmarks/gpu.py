@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--examples", type=int, default=None, help="training examples per task (default: gpu.yaml's)")
     ap.add_argument("--search-examples", type=int, default=1000, help="per task, in each search's trials")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny encoder, small slices: checks every step")
+    ap.add_argument("--address", default=None, help="a running Ray the searches join (default: each starts its own)")
     args = ap.parse_args(argv)
     import os
 
     import torch
-
 
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("benchmarks.gpu: torch sees no GPU here (--dry-run runs every step on the CPU)")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                          "train.max_eval_examples=32", "train.device=cpu"]
             gpus = 0.0 if args.dry_run else 1.0 / k
             cpus = 1.0 if args.dry_run else max(1.0, (os.cpu_count() or 2) // k - 1)
-            r = one_search(gpus, cpus, None, Path(tmp) / f"k{k}", config=CONFIG, sets=sets)
+            r = one_search(gpus, cpus, None, Path(tmp) / f"k{k}", config=CONFIG, sets=sets, address=args.address)
             r["trials_per_gpu"] = k
             out["searches"].append(r)
             print(f"{k} trial(s) per GPU: {r['finished']}/{r['trials']} finished in {r['wall_seconds']:.0f} s, "

@@ -40,7 +40,7 @@ def sample_gpu(stop: threading.Event, rows: list[tuple[float, float, float]]) ->
 
 
 def one(gpus: float, cpus: float, samples: int | None, work: Path, *, config: Path = CONFIG,
-        sets: list[str] | None = None) -> dict:
+        sets: list[str] | None = None, address: str | None = None) -> dict:
     work.mkdir(parents=True)
     cmd = [sys.executable, "-c", "from orchestrator.cli import run; run()", "search", str(config), "--json",
            "--set", f"name=gpu-{gpus}", "--set", f"resources.gpus_per_trial={gpus}",
@@ -50,6 +50,8 @@ def one(gpus: float, cpus: float, samples: int | None, work: Path, *, config: Pa
         cmd += ["--set", s]
     if samples:
         cmd += ["--num-samples", str(samples)]
+    if address:  # a running Ray (default: the command starts its own)
+        cmd += ["--address", address]
     rows: list[tuple[float, float, float]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=sample_gpu, args=(stop, rows), daemon=True)

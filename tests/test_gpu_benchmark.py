@@ -1,5 +1,5 @@
 """benchmarks/gpu.py's dry run: every step of the GPU benchmark on the CPU (tiny encoder, small
-slices, one search), so that a run on a GPU machine is not wasted on a typo."""
+slices, one search on the tests' Ray), so that a run on a GPU machine is not wasted on a typo."""
 
 import json
 import math
@@ -10,13 +10,15 @@ from benchmarks import gpu
 
 
 @pytest.mark.slow
-def test_the_gpu_benchmark_runs_every_step_on_the_cpu(tmp_path, capsys, monkeypatch):
+def test_the_gpu_benchmark_runs_every_step_on_the_cpu(ray_local, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MTLO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "gpu.json"
-    gpu.main(["--dry-run", "--trials-per-gpu", "1", "--out", str(out)])
+    args = ["--dry-run", "--trials-per-gpu", "1", "--out", str(out), "--address", ray_local]
+    gpu.main(args)
     res = json.loads(out.read_text())
-    assert res["dry_run"] and res["device"] == "cpu (dry run)" and res["command"].endswith(str(out))
+    assert res["dry_run"] and res["device"] == "cpu (dry run)"
+    assert res["command"] == "python -m benchmarks.gpu " + " ".join(args)
     for name in ("one_trial", "one_trial_compiled"):
         r = res[name]
         assert r["epochs"] == 3 and r["examples_per_epoch"] == [320, 320, 320]  # 5 tasks x 64 examples

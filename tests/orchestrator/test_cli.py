@@ -1,4 +1,5 @@
-"""``mtlo`` as a user runs it: real subprocesses, a real MLflow store queried afterwards."""
+"""``mtlo`` as a user runs it: a real process for a run (refusals and listings in this process),
+a real MLflow store queried afterwards."""
 
 import json
 import subprocess
@@ -23,10 +24,10 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_tasks_json_lists_every_builtin_with_size_and_install_state(tmp_path):
-    out = mtlo("tasks", "--json", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    rows = {r["name"]: r for r in json.loads(out.stdout)}
+def test_tasks_json_lists_every_builtin_with_size_and_install_state(tmp_path, capsys):
+    rc, out, err = mtlo_main("tasks", "--json", cwd=tmp_path, capsys=capsys)
+    assert rc == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}  # stdout holds the JSON alone
     assert len(rows) == 10
     assert rows["rt_polarity"]["examples"] == 8530 and rows["rt_polarity"]["installed"]
     assert rows["wnut_ner"]["type"] == "tagging"

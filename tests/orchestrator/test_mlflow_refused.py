@@ -9,7 +9,7 @@ import os
 import pytest
 import yaml
 
-from tests.conftest import free_port, search_config
+from tests.conftest import free_port, mtlo_main, search_config
 from tests.services import (
     SERIES,
     Server,
@@ -23,7 +23,8 @@ from tests.services import (
 pytestmark = pytest.mark.slow
 
 
-def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_local, tmp_path):
+def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_local, tmp_path, monkeypatch,
+                                                                           capsys):
     """A real authenticating server (MLflow's basic-auth app). Wrong credentials at the start:
     refused before Ray starts (exit 2, one line). Right ones, then the password changed
     mid-search (every request of the search now answered 401): the search goes on, ends with
@@ -46,8 +47,10 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_l
     srv.start()
     try:
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(search_config("auth", tracking_uri=srv.uri)))
-        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", MLFLOW_TRACKING_USERNAME="admin",
-                                 MLFLOW_TRACKING_PASSWORD="wrong"))
+        with monkeypatch.context() as env:  # refused before anything starts: in this process
+            env.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            env.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+            rc, _, err = mtlo_main("search", "c.yaml", cwd=tmp_path, capsys=capsys)
         assert rc == 2 and err.strip() == (f"mtlo: error: mlflow.tracking_uri: the MLflow server at {srv.uri} "
                                            "refused mtlo's request (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
                                            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"), err

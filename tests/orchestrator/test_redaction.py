@@ -6,6 +6,7 @@ as a grep of all of them shows."""
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from orchestrator.redact import MASK, redact, redact_data
-from tests.conftest import run_mtlo, search_config
+from tests.conftest import mtlo_main, run_mtlo, search_config
 
 PASSWORD = "Hunter2-s3cret"
 
@@ -58,16 +59,18 @@ def _dump(url: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_password_in_both_urls_is_nowhere_mtlo_writes(ray_local, postgres, tmp_path):
+def test_a_password_in_both_urls_is_nowhere_mtlo_writes(ray_local, postgres, tmp_path, capsys):
     store = f"postgresql+psycopg2://postgres:{PASSWORD}@/store?host={postgres}"
     optuna = f"postgresql+psycopg2://postgres:{PASSWORD}@/optuna?host={postgres}"
     cfg = search_config("secret", tracking_uri=store, log_model=True, examples=48, num_samples=2, storage=optuna)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     logs = Path(os.environ["MTLO_CACHE_DIR"]) / "logs"
     before = set(logs.glob("*")) if logs.is_dir() else set()
-    runs = [run_mtlo(tmp_path, "search", "c.yaml", ray=ray_local),
-            run_mtlo(tmp_path, "report", "secret", "--tracking-uri", store, "--runs-table", "runs.csv"),
-            run_mtlo(tmp_path, "report", "secret", "--tracking-uri", store.replace("/store?", "/nosuchdb?"))]
+    runs = [run_mtlo(tmp_path, "search", "c.yaml", ray=ray_local)]
+    for args in (("--tracking-uri", store, "--runs-table", "runs.csv"),  # the reports: in this process
+                 ("--tracking-uri", store.replace("/store?", "/nosuchdb?"))):
+        rc, out, err = mtlo_main("report", "secret", *args, cwd=tmp_path, capsys=capsys)
+        runs.append(subprocess.CompletedProcess(["mtlo", "report"], rc, out, err))
     assert runs[0].returncode == 0, runs[0].stderr[-3000:]
     assert runs[1].returncode == 0, runs[1].stderr[-3000:]
     # a database that cannot be used: one line at once (not MLflow's 100 s of retries), the URL masked

@@ -400,7 +400,7 @@ def test_a_time_budget_ends_the_search_cleanly(ray_local, workdir):
     from orchestrator.search.runner import run_search
 
     path = write(workdir, name="budget", search={"space": "weights", "num_samples": 40, "scheduler": "fifo",
-                                                 "max_concurrent": 1, "time_budget": 15})
+                                                 "max_concurrent": 1, "time_budget": 8})
     out = run_search(load_config(path), path)
     assert 1 <= len(out.trials) < 40
     # a trial stopped by the budget before its first epoch ended has nothing to rank (a busy machine)
