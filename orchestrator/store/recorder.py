@@ -1,20 +1,18 @@
 """What to record: one MLflow child run per Ray Tune trial, nested under the search's parent.
 
-Runs the callback on the driver (one writer: no sqlite locking, and workers need no access
-to the tracking store). Child runs carry the ``mlflow.parentRunId`` tag (the UI nests them)
-and ``mtlo.trial_id``, which makes a resumed search continue the same child runs.
+Runs on the driver (one writer: no sqlite locking; workers need no access to the store). Child
+runs carry ``mlflow.parentRunId`` (the UI nests them) and ``mtlo.trial_id`` (resumed, continued).
 
-Writes go through ``WRITERS`` writer threads, each trial's through one of them in the order
-Ray Tune's events came: the controller hands a result over and goes on, so a slow tracking
-server (seconds per request) never holds up the trials, which wait for the controller
-between epochs, and the trials' writes overlap. What is still queued when the trials end is
-written before ``sync`` (drained); a killed driver's queue is rebuilt from Ray's results.
+Writes go through ``WRITERS`` writer threads, each trial's on one of them in the order of Ray
+Tune's events: a slow tracking server never holds up the controller (nor the trials waiting
+for it between epochs). What is still queued when the trials end is written before ``sync``.
 
-MLflow may stop answering mid-search (a tracking server restarted, a network cut): a failed
-write never stops the search. Ray keeps every result on disk (each trial's result.json),
-the recorder stops writing until MLflow answers a probe again, and :meth:`MlflowTrials.sync`
-(after the search, and on ``--resume``) writes whatever MLflow lacks: child runs, per-epoch
-metrics at their epochs (each point once), final status and artifacts.
+MLflow may stop answering mid-search (a server restarted, a network cut): a failed write never
+stops the search. Ray keeps every result on disk, the recorder stops writing until MLflow
+answers a probe again, and :meth:`MlflowTrials.sync` (after the search, and on ``--resume``)
+writes whatever MLflow lacks: child runs, metrics at their epochs (each point once), final
+status and artifacts. Existing child runs are read once (each read loads all of them), and
+again only after a failed write.
 """
 
 from __future__ import annotations
@@ -43,8 +41,7 @@ from orchestrator.store.tracking import as_outage, flatten, log_metrics, log_par
 ROW_KEY = "examples"  # in every epoch's row, which is written in one batch: its points are the rows written
 _SKIP = {"epoch", "done", "training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
          "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint"}
-# writer threads (a trial's writes stay in order on one of them); 0 writes in Ray Tune's own thread
-# instead (what benchmarks/slow_mlflow.py compares against)
+# writer threads (a trial's writes in order on one); 0: in Ray Tune's thread (benchmarks/slow_mlflow.py)
 WRITERS = 4
 FINAL = ("FINISHED", "STOPPED", "FAILED", "DIVERGED")
 
@@ -76,6 +73,7 @@ class MlflowTrials(Callback):
         self.role = role
         self.base_tags = base_tags
         self.runs: dict[str, str] = self._existing()
+        self._stale = False  # MLflow may hold child runs self.runs lacks: read them at the next new trial
         self.results: dict[str, dict[str, Any]] = {}  # last result per trial id
         self.status: dict[str, str] = {}
         self.best: dict[str, dict[str, Any]] = {}  # the result with the best objective per trial id
@@ -89,8 +87,7 @@ class MlflowTrials(Callback):
         self.last_probe = 0.0
         self.sync_seconds = 0.0
         self.synced_points = 0  # metric points the end-of-search sync wrote (MLflow had missed them)
-        # trial ids whose child run this driver process created: their MLflow state is what this
-        # recorder wrote (not kept across a resume: the saved state may lag MLflow after a kill)
+        # trial ids whose child run this process made: MLflow holds what it wrote (not kept across a resume)
         self._created: set[str] = set()
         self._checked: set[str] = set()  # older child runs whose logged steps were read once
         self._lock = threading.Lock()  # the writer threads share the online/offline state
@@ -128,10 +125,11 @@ class MlflowTrials(Callback):
                                   "keeps every result, and they are written to MLflow when it answers again")
                 self.offline_since = time.time()
             self.last_probe = time.time()
+            self._stale = True  # a write that failed may have made a child run all the same
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the Tuner, before the search
         return {k: v for k, v in self.__dict__.items() if k != "_lock"} | {
-            "_client": None, "_created": set(), "_checked": set(), "_queues": None, "seen": {}}
+            "_client": None, "_created": set(), "_checked": set(), "_queues": None, "seen": {}, "_stale": True}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -178,8 +176,9 @@ class MlflowTrials(Callback):
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
-        if tid not in self.runs:  # a resumed search may have made it before this callback was saved
+        if tid not in self.runs and self._stale:  # made before this copy was saved (a resumed search)
             self.runs.update(self._existing())
+            self._stale = False
         if tid not in self.runs:
             params = trial_params(trial.config)
             run = trial_run(self.ctx, trial.config)
@@ -334,6 +333,7 @@ class MlflowTrials(Callback):
     def _sync(self, grid: Any, interrupted: bool) -> None:
         children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'", max_results=50000)}
+        self.runs.update({tid: r.info.run_id for tid, r in children.items() if tid})  # made by any copy of this
         for result in grid:
             frame = result.metrics_dataframe
             # a key some rows lack is NaN in the frame: drop it (the live path never logs NaN)

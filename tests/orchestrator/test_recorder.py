@@ -162,3 +162,30 @@ def test_after_ctrl_c_a_running_trial_stays_open_and_the_parent_is_killed(store)
     assert runs["c2"].data.tags["mtlo.status"] == "RUNNING" and runs["c2"].info.status == "RUNNING"
     assert "c3" not in runs  # it never started: nothing to record
     assert store.client.get_run(store.parent).info.status == "KILLED"
+
+
+def test_existing_child_runs_are_read_once_and_again_after_a_failed_write(store, monkeypatch):
+    """Each read of the existing child runs loads all of them (a study's thousands): a new trial
+    does not read them again, unless a write has failed since (it may have made the run: a
+    restored copy of the callback, or a create that failed after the store made it)."""
+    r = store.make()
+    reads: list[int] = []
+    real = r._existing
+    monkeypatch.setattr(r, "_existing", lambda: reads.append(1) or real())
+    for tid in ("n1", "n2", "n3"):
+        r.on_trial_start(0, [], trial(tid))
+    r.drain()
+    assert reads == [] and set(children(store)) == {"n1", "n2", "n3"}
+    # a child run that another copy (or a create whose answer was lost) made, then a failed write
+    made = store.client.create_run(store.exp, tags={"mlflow.parentRunId": store.parent, "mtlo.trial_id": "n4"})
+    monkeypatch.setattr(rec, "store_problem", lambda uri, timeout=5.0: None)  # the probe: answering
+    r.went_offline(ConnectionError("a lost answer"))
+    r.last_probe = 0.0
+    r.on_trial_start(0, [], trial("n4"))
+    r.on_trial_start(0, [], trial("n5"))
+    r.drain()
+    assert reads == [1]  # once, at the first new trial after the failure
+    assert r.runs["n4"] == made.info.run_id and sorted(children(store)) == ["n1", "n2", "n3", "n4", "n5"]
+    restored = rec.MlflowTrials.__new__(rec.MlflowTrials)
+    restored.__setstate__(r.__getstate__())  # Ray Tune's saved copy: reads at its first new trial
+    assert restored._stale
