@@ -12,8 +12,8 @@ import signal
 import pytest
 import yaml
 
-from tests.conftest import free_port, search_config
-from tests.services import Server, finish, mtlo, wait_for_a_finished_trial
+from tests.conftest import free_port, mtlo_main, search_config
+from tests.services import Server, mtlo, wait_for_a_finished_trial
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def server(tmp_path):
     srv.kill()
 
 
-def test_server_down_mid_search_loses_nothing(ray_local, tmp_path, server):
+def test_server_down_mid_search_loses_nothing(ray_local, tmp_path, server, capsys):
     config = search_config("outage", tracking_uri=server.uri)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     from mlflow.tracking import MlflowClient
@@ -57,7 +57,7 @@ def test_server_down_mid_search_loses_nothing(ray_local, tmp_path, server):
     assert sorted(rows.values()) == [3, 3, 3], rows  # Ray kept every epoch of every trial
 
     server.start()  # back, same store
-    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", ray=ray_local))
+    rc, _, err = mtlo_main("search", "c.yaml", "--resume", cwd=tmp_path, capsys=capsys)  # in this process
     assert rc == 0, err[-3000:]
     runs = children()
     assert len(runs) == 3

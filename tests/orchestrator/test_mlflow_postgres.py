@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port, search_config
+from tests.conftest import free_port, mtlo_main, search_config
 from tests.services import (
     SERIES,
     Server,
@@ -63,7 +63,7 @@ def mlflow_on_postgres(postgres, tmp_path_factory):
 
 
 def test_the_database_stops_mid_search_and_resume_fills_every_gap(ray_local, postgres, mlflow_on_postgres,
-                                                                 tmp_path):
+                                                                 tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_on_postgres.uri)
@@ -85,7 +85,8 @@ def test_the_database_stops_mid_search_and_resume_fills_every_gap(ray_local, pos
     assert "Traceback" not in err
     assert sorted(len(r) for r in ray_rows(tmp_path, "pg-down").values()) == [3, 3, 3]  # Ray kept every epoch
 
-    rc, out, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", "--json", ray=ray_local))
+    # the resume, in this process (on its Ray, ray_local)
+    rc, out, err = mtlo_main("search", "c.yaml", "--resume", "--json", cwd=tmp_path, capsys=capsys)
     assert rc == 0, err[-3000:]
     assert len(json.loads(out)["trials"]) == 3  # stdout holds only the JSON (no MLflow "View run" lines)
     assert assert_every_metric_in_mlflow(client, tmp_path, "pg-down") == 3 * 3 * len(SERIES)

@@ -76,7 +76,10 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_l
         assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "auth").values()) == [3, 3, 3]
 
         creds["MLFLOW_TRACKING_PASSWORD"] = rotated
-        rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", ray=ray_local, **creds))
+        with monkeypatch.context() as env:  # the resume, in this process (on its Ray, ray_local)
+            for k, v in creds.items():
+                env.setenv(k, v)
+            rc, _, err = mtlo_main("search", "c.yaml", "--resume", cwd=tmp_path, capsys=capsys)
         assert rc == 0, err[-3000:]
         os.environ.update(creds)
         try:
@@ -88,7 +91,7 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_l
         srv.kill()
 
 
-def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(ray_local, tmp_path):
+def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(ray_local, tmp_path, capsys):
     """Another process holds the sqlite store's write lock (``BEGIN EXCLUSIVE``) from the end of
     the first trial until the search ends: "database is locked" on every write. The search goes
     on, ends with one line and --resume (exit 1), and --resume fills every gap once the lock is
@@ -113,7 +116,7 @@ def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(ray_local, tmp_
     assert lines[-1].startswith(f"mtlo: error: mlflow.tracking_uri: the sqlite file {tmp_path / 'mlflow.db'} "
                                 "cannot be written (database is locked)") and "--resume" in lines[-1], lines[-1]
     assert "Traceback" not in err and sorted(len(r) for r in ray_rows(tmp_path, "locked").values()) == [3, 3, 3]
-    rc, _, err = finish(mtlo(tmp_path, "search", "c.yaml", "--resume", ray=ray_local))
+    rc, _, err = mtlo_main("search", "c.yaml", "--resume", cwd=tmp_path, capsys=capsys)  # in this process
     assert rc == 0, err[-3000:]
     assert "MLflow had missed" in err  # the resume's sync wrote the gaps, and says so
     assert assert_every_metric_in_mlflow(MlflowClient(uri), tmp_path, "locked") == 3 * 3 * len(SERIES)
