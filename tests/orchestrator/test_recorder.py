@@ -181,9 +181,9 @@ def test_existing_child_runs_are_read_once_and_again_after_a_failed_write(store,
     monkeypatch.setattr(rec, "store_problem", lambda uri, timeout=5.0: None)  # the probe: answering
     r.went_offline(ConnectionError("a lost answer"))
     r.last_probe = 0.0
-    r.on_trial_start(0, [], trial("n4"))
-    r.on_trial_start(0, [], trial("n5"))
-    r.drain()
+    for tid in ("n4", "n5"):  # one after the other (the writer threads would both read in a race)
+        r.on_trial_start(0, [], trial(tid))
+        r.drain()
     assert reads == [1]  # once, at the first new trial after the failure
     assert r.runs["n4"] == made.info.run_id and sorted(children(store)) == ["n1", "n2", "n3", "n4", "n5"]
     restored = rec.MlflowTrials.__new__(rec.MlflowTrials)
