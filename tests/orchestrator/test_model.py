@@ -49,14 +49,14 @@ CONFIG = {
 OUTSIDE = r'''
 import json, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
-sys.path[:] = [p for p in sys.path if p not in ("", ".", sys.argv[4])]
+sys.path[:] = [p for p in sys.path if p not in ("", ".", sys.argv[3])]
 import mlflow, pandas as pd
 mlflow.set_tracking_uri(sys.argv[1])
 model = mlflow.pyfunc.load_model(sys.argv[2])
 import trainables
-frame = pd.read_json(sys.argv[3], lines=True)
+preds = {path: model.predict(pd.read_json(path, lines=True)[["text"]]) for path in sys.argv[4:]}
 out = {"trainables": trainables.__file__, "mtlo": [m for m in sys.modules if m.split(".")[0] == "orchestrator"],
-       "preds": model.predict(frame[["text"]])}
+       "preds": preds}
 print(json.dumps(out))
 '''
 
@@ -140,14 +140,16 @@ def test_a_process_without_mtlo_reproduces_the_logged_test_metrics(searched):
     work, best = searched["work"], searched["out"]["best"]
     logged = MlflowClient(searched["uri"]).get_run(best["run_id"]).data.metrics
     repo = str(Path(__file__).resolve().parents[2])
-    for task, (path, test) in _test_splits(work).items():
-        proc = subprocess.run([sys.executable, "-c", OUTSIDE, searched["uri"], f"models:/{NAME}/1", str(path), repo],
-                              capture_output=True, text=True, cwd=work, timeout=300,
-                              env={**os.environ, "PYTHONPATH": ""})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert res["mtlo"] == [] and "/artifacts/code/trainables/" in res["trainables"], res["trainables"]
-        preds = [p[task] for p in res["preds"]]
+    splits = _test_splits(work)  # each task's test split, predicted by one process that loads the model once
+    proc = subprocess.run([sys.executable, "-c", OUTSIDE, searched["uri"], f"models:/{NAME}/1", repo,
+                           *(str(path) for path, _ in splits.values())],
+                          capture_output=True, text=True, cwd=work, timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["mtlo"] == [] and "/artifacts/code/trainables/" in res["trainables"], res["trainables"]
+    assert len(splits) == 3 and len(res["preds"]) == 3
+    for task, (path, test) in splits.items():
+        preds = [p[task] for p in res["preds"][str(path)]]
         if task == "rt":
             got = float(np.mean([p["label"] == y for p, y in zip(preds, test.labels)]))
             key = "test/rt/accuracy"
