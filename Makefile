@@ -1,5 +1,6 @@
 # make demo: set up .venv (if needed) and run the main job on the embedded default.
-# make test: same set-up plus test extras, then the test suite (two workers, a test file each at a time);
+# make test: same set-up plus test extras, then the test suite (two workers, a test file each at a time,
+# the longest first: tests/durations.json);
 # make test-fast: the unit tests alone.
 PY ?= python3
 VENV := .venv
@@ -32,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/mtlo search examples/quickstart.yaml --set name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(TEST_STAMP)
-	@start=$$(date +%s); $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10; rc=$$?; \
+	@start=$$(date +%s); $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall time (rc $$rc)"; exit $$rc
 
 # the unit tests alone (no Ray, no services, no end-to-end search): the logic, in about a minute

@@ -29,10 +29,18 @@ os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray reads this exact, l
 SERVICE_FIXTURES = {"ray_local", "searched", "postgres", "mlflow_on_postgres", "server", "cluster", "loopback_head"}
 
 
+# ``make test``'s two workers take a file at a time (``--dist loadfile``) in the order collected
+# (``--no-loadscope-reorder``): the longest first, by durations.json (seconds per file, summed
+# over its tests, from a run on a 2-core machine; a file not in it counts as 1 s), so that both
+# workers end on short files, not one on a minute-long test while the other waits
+DURATIONS: dict[str, float] = json.loads((Path(__file__).parent / "durations.json").read_text())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: -DURATIONS.get(item.nodeid.split("::")[0], 1))  # stable: a file keeps its order
 
 
 @pytest.fixture(autouse=True, scope="session")
