@@ -36,11 +36,12 @@ SERVICE_FIXTURES = {"ray_local", "searched", "postgres", "mlflow_on_postgres", "
 DURATIONS: dict[str, float] = json.loads((Path(__file__).parent / "durations.json").read_text())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: -DURATIONS.get(item.nodeid.split("::")[0], 1))  # stable: a file keeps its order
+    if getattr(config.option, "loadscopereorder", True) is False:  # make test (make test-fast: xdist orders)
+        items.sort(key=lambda item: -DURATIONS.get(item.nodeid.split("::")[0], 1))  # stable: a file keeps its order
 
 
 @pytest.fixture(autouse=True, scope="session")
