@@ -167,12 +167,13 @@ class MlflowTrials(Callback):
             for work in recorder._queues or ():
                 work.join()
 
+    def _children(self) -> dict[str, Any]:  # this parent's child runs in MLflow, by trial id (resumed, reused)
+        found = self.client.search_runs([self.experiment_id], max_results=50000,
+                                        filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'")
+        return {r.data.tags["mtlo.trial_id"]: r for r in found if "mtlo.trial_id" in r.data.tags}
+
     def _existing(self) -> dict[str, str]:
-        """Child runs already made for this parent (a resumed search reuses them)."""
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'",
-            max_results=10000)
-        return {r.data.tags["mtlo.trial_id"]: r.info.run_id for r in found if "mtlo.trial_id" in r.data.tags}
+        return {tid: r.info.run_id for tid, r in self._children().items()}
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
@@ -331,9 +332,8 @@ class MlflowTrials(Callback):
             self.sync_seconds = time.perf_counter() - started  # after the trials: queued writes, then gaps
 
     def _sync(self, grid: Any, interrupted: bool) -> None:
-        children = {r.data.tags.get("mtlo.trial_id"): r for r in self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'", max_results=50000)}
-        self.runs.update({tid: r.info.run_id for tid, r in children.items() if tid})  # made by any copy of this
+        children = self._children()
+        self.runs.update({tid: r.info.run_id for tid, r in children.items()})  # made by any copy of this
         for result in grid:
             frame = result.metrics_dataframe
             # a key some rows lack is NaN in the frame: drop it (the live path never logs NaN)
