@@ -43,7 +43,7 @@ def numbered(tmp_path: Path, name: str, result: dict) -> tuple[dict, dict, dict]
     return folders, status, runs
 
 
-def test_faults_are_survived_and_recorded_and_no_metric_is_lost(ray_local, tmp_path):
+def test_faults_are_survived_and_recorded_and_no_metric_is_lost(ray_local, tmp_path, mlflow_db):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
     (tmp_path / "faults").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # the CLI sets its own
@@ -122,7 +122,8 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(ray_local, tmp_p
     assert "| DIVERGED |" in report and "| FAILED | 1 |" in report and "injected fault" in report
 
 
-def test_a_hung_trial_is_stopped_at_its_timeout_and_a_slowly_ending_one_does_not_fail_the_next(ray_local, tmp_path):
+def test_a_hung_trial_is_stopped_at_its_timeout_and_a_slowly_ending_one_does_not_fail_the_next(ray_local, tmp_path,
+                                                                                               mlflow_db):
     """Two faults in one search of 5 trials, one at a time (each takes both CPUs of the shared
     Ray, ray_local), under ASHA.
 

@@ -7,6 +7,7 @@ starts: the corpus case tests/bad_inputs/config_mlflow_server_down.yaml.)
 """
 
 import os
+import shutil
 import signal
 
 import pytest
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, store_template):
+    shutil.copyfile(store_template, tmp_path / "server.db")  # its store, tables made (conftest)
     srv = Server(tmp_path, free_port())
     srv.start()
     yield srv

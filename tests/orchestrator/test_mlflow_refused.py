@@ -5,6 +5,7 @@ every gap. (In a file of its own so that the test runner can spread the server-b
 searches over its workers.)"""
 
 import os
+import shutil
 
 import pytest
 import yaml
@@ -23,8 +24,8 @@ from tests.services import (
 pytestmark = pytest.mark.slow
 
 
-def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_local, tmp_path, monkeypatch,
-                                                                           capsys):
+def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_local, tmp_path, store_template,
+                                                                           monkeypatch, capsys):
     """A real authenticating server (MLflow's basic-auth app). Wrong credentials at the start:
     refused before Ray starts (exit 2, one line). Right ones, then the password changed
     mid-search (every request of the search now answered 401): the search goes on, ends with
@@ -35,6 +36,7 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_l
 
     password, rotated = "Right-pass-123", "Rotated-pass-456"
     (tmp_path / "srv").mkdir()
+    shutil.copyfile(store_template, tmp_path / "srv" / "server.db")  # its store, tables made (conftest)
     # MLflow's own opt-in cache of checked credentials (its password hash costs 0.3 s a request
     # here); a password changed through the API is dropped from it at once (one worker)
     ini = tmp_path / "srv" / "auth.ini"
@@ -91,7 +93,7 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_l
         srv.kill()
 
 
-def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(ray_local, tmp_path, capsys):
+def test_a_locked_sqlite_store_is_an_outage_with_the_resume_line(ray_local, tmp_path, mlflow_db, capsys):
     """Another process holds the sqlite store's write lock (``BEGIN EXCLUSIVE``) from the end of
     the first trial until the search ends: "database is locked" on every write. The search goes
     on, ends with one line and --resume (exit 1), and --resume fills every gap once the lock is

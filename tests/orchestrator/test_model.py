@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port, mtlo_main
+from tests.conftest import copy_store, free_port, mtlo_main
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +62,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def searched(ray_local, tmp_path_factory):
-    work = tmp_path_factory.mktemp("model")
+def searched(ray_local, tmp_path_factory, store_template):
+    work = copy_store(store_template, tmp_path_factory.mktemp("model")).parent
     (work / "c.yaml").write_text(yaml.safe_dump(CONFIG))
     storage = work / "ray_results" / NAME / "search"
     peak = {"files": 0, "trials": 0}

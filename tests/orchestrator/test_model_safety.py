@@ -42,7 +42,8 @@ def mtlo_folder(tmp_path_factory):
     return folder
 
 
-def test_a_registered_model_whose_code_plants_a_marker_is_read_as_data(mtlo_folder, tmp_path, monkeypatch, capsys):
+def test_a_registered_model_whose_code_plants_a_marker_is_read_as_data(mtlo_folder, tmp_path, mlflow_db, monkeypatch,
+                                                                        capsys):
     import mlflow
 
     marker = tmp_path / "marker"

@@ -133,11 +133,8 @@ def test_bad_predict_input_is_one_line_and_writes_nothing(model_dir, tmp_path, c
     assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "p.parquet").exists()
 
 
-def test_an_unknown_registered_model_is_one_line(tmp_path, capsys):
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.MlflowClient(uri).search_experiments()  # a store with no models in it
+def test_an_unknown_registered_model_is_one_line(tmp_path, mlflow_db, capsys):
+    uri = f"sqlite:///{mlflow_db}"  # a store with no models in it
     (tmp_path / "in.txt").write_text("x\n")
     rc, _, err = mtlo_main("predict", "models:/nothing/1", "in.txt", "--tracking-uri", uri, cwd=tmp_path,
                            capsys=capsys)

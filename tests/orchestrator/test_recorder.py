@@ -20,8 +20,8 @@ from trainables.spec import RunSpec
 
 
 @pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(mlflow_db):
+    uri = f"sqlite:///{mlflow_db}"
     client = MlflowClient(uri)
     exp = client.create_experiment("rec")
     parent = client.create_run(exp, run_name="search").info.run_id

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import copy_store
+
 HOSTILE = ["../../escaped", "/tmp/mtlo-absolute-escape", "..", "a/../../b", ".hidden"]
 
 
@@ -41,11 +43,11 @@ def _files(root: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_a_hostile_run_name_cannot_write_outside_reports(name, tmp_path, monkeypatch):
+def test_a_hostile_run_name_cannot_write_outside_reports(name, tmp_path, store_template, monkeypatch):
     from orchestrator.commands import build_report
 
     work = tmp_path / "a" / "b" / "work"
-    work.mkdir(parents=True)
+    copy_store(store_template, work)
     monkeypatch.chdir(work)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     run_id = _search_parent(uri, name)
@@ -62,7 +64,7 @@ def test_a_hostile_run_name_cannot_write_outside_reports(name, tmp_path, monkeyp
     assert _uploaded(uri, run_id) == {"report/report.md", "report/report.json"}
 
 
-def test_out_dot_uploads_only_the_reports_own_files(tmp_path, monkeypatch):
+def test_out_dot_uploads_only_the_reports_own_files(tmp_path, mlflow_db, monkeypatch):
     from orchestrator.commands import build_report
 
     monkeypatch.chdir(tmp_path)

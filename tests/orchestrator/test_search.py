@@ -20,7 +20,7 @@ CONFIG = named_config("e2e", ("rt", "ner"), resources={"cpus_per_trial": 1}, mod
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tmp_path, monkeypatch, mlflow_db):
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -127,7 +127,7 @@ def write(workdir: Path, **extra: object) -> Path:
     return path
 
 
-def test_a_search_through_the_cli_runs_on_both_nodes(cluster, tmp_path):
+def test_a_search_through_the_cli_runs_on_both_nodes(cluster, tmp_path, mlflow_db):
     """``mtlo search --address 127.0.0.1:PORT`` with no Ray auth or cluster variable set: joins
     the cluster (token auth, a loopback address whose node Ray put on the interface address),
     its trials land on both nodes, and every trial reaches MLflow."""
@@ -145,7 +145,7 @@ def test_a_search_through_the_cli_runs_on_both_nodes(cluster, tmp_path):
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val/vader/pearson")] == [1, 2]
 
 
-def test_a_transfer_study_through_the_cli_finds_the_cluster_with_auto(cluster, tmp_path):
+def test_a_transfer_study_through_the_cli_finds_the_cluster_with_auto(cluster, tmp_path, mlflow_db):
     """``mtlo transfer --address auto``: the cluster is found as Ray finds it (the address file
     of the last ``ray start --head`` under Ray's temp folder) and the study's runs finish."""
     write(tmp_path, name="cluster-transfer", train={**CONFIG["train"], "epochs": 1})
@@ -156,7 +156,7 @@ def test_a_transfer_study_through_the_cli_finds_the_cluster_with_auto(cluster, t
     assert result["cost"]["trials"] == 3 and not result.get("failed_runs"), result
 
 
-def test_a_search_joins_a_head_bound_to_loopback(loopback_head, tmp_path):
+def test_a_search_joins_a_head_bound_to_loopback(loopback_head, tmp_path, mlflow_db):
     write(tmp_path, name="loopback", search={**CONFIG["search"], "num_samples": 2},
           train={**CONFIG["train"], "epochs": 1})
     out = mtlo(loopback_head, tmp_path, "search", "c.yaml", "--address", f"127.0.0.1:{PORT}", "--json",

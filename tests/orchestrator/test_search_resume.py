@@ -48,7 +48,8 @@ def run(workdir: Path, ray: str, *args: str, fault: str | None = None) -> subpro
     return run_mtlo(workdir, "search", "c.yaml", *args, fault=fault, ray=ray)
 
 
-def test_driver_stopped_at_four_points_resumes_without_losing_or_repeating_work(ray_local, tmp_path, monkeypatch):
+def test_driver_stopped_at_four_points_resumes_without_losing_or_repeating_work(ray_local, tmp_path, mlflow_db,
+                                                                                 monkeypatch):
     """Ctrl-C (MTLO_FAULT=sigint@..., SIGINT to the process group as a terminal sends it) during
     the first trial: exit 130 with the resume line, the running trial left open. Then SIGKILL
     (driver@...) during that trial again, mid-search (2 trials done) and while the report is

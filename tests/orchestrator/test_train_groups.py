@@ -26,7 +26,7 @@ def _config(tmp_path: Path, **train: object) -> Path:
     return path
 
 
-def test_train_groups_registers_one_model_a_group_that_predict_uses(tmp_path, capsys):
+def test_train_groups_registers_one_model_a_group_that_predict_uses(tmp_path, mlflow_db, capsys):
     from mlflow.tracking import MlflowClient
 
     path = _config(tmp_path, max_train_examples=48)  # capped in the file: the cap holds
@@ -55,7 +55,7 @@ def test_train_groups_registers_one_model_a_group_that_predict_uses(tmp_path, ca
         assert len(rows) == 2 and all(set(r) == {"text", *tasks} for r in rows)
 
 
-def test_train_groups_uses_all_data_unless_capped_and_refuses_bad_groups(tmp_path, capsys):
+def test_train_groups_uses_all_data_unless_capped_and_refuses_bad_groups(tmp_path, mlflow_db, capsys):
     from mlflow.tracking import MlflowClient
 
     path = _config(tmp_path)  # no max_train_examples: the default 2000 would cap; --groups takes all data

@@ -11,7 +11,7 @@ from orchestrator.config import ConfigError, load_config
 from tests.conftest import study_file as write
 
 
-def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
+def test_pairwise_study_with_confirmation(ray_local, tmp_path, mlflow_db, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from orchestrator.transfer.results import analyse
@@ -116,7 +116,7 @@ def test_pairwise_study_with_confirmation(ray_local, tmp_path, monkeypatch):
         build_report(f"sqlite:///{tmp_path / 'mlflow.db'}", "nope", tmp_path / "rep2")
 
 
-def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, monkeypatch):
+def test_affinity_study_proposes_groups_and_confirms_them(ray_local, tmp_path, mlflow_db, monkeypatch):
     from orchestrator.commands import build_report
     from orchestrator.transfer import results as runner
     from orchestrator.transfer.methods import Affinity

@@ -501,7 +501,7 @@ def test_report_says_when_the_affinity_is_seed_noise():
     assert agreement_lines({"lookahead": {"runs": 1, "agreement": None}}) == []
 
 
-def test_a_grouping_that_cannot_be_formed_is_not_logged_as_a_metric(tmp_path):
+def test_a_grouping_that_cannot_be_formed_is_not_logged_as_a_metric(tmp_path, mlflow_db):
     # more tasks than the exact grouping handles (a 15-task pairwise study): the analysis
     # records no grouping (score None in --json) and the study's closing metrics leave it out
     from mlflow.tracking import MlflowClient

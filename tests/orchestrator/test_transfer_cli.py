@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import study_file as write
 
 
-def test_surrogate_study_through_the_cli(ray_local, tmp_path, monkeypatch, capsys):
+def test_surrogate_study_through_the_cli(ray_local, tmp_path, mlflow_db, monkeypatch, capsys):
     """``mtlo transfer --method surrogate --runs 3``: every task alone and the 3 subsets Optuna
     proposes, each task's model fitted, the proposed groups trained to confirm them, the
     model in ``--json``, on the parent run and in the report."""
@@ -71,7 +71,7 @@ def test_cli_transfer_refuses_bad_arguments_with_one_line(args, said, tmp_path, 
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 
-def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
+def test_cli_transfer_json(ray_local, tmp_path, mlflow_db, monkeypatch, capsys):
     """``mtlo transfer --groups ... --json`` in this process, on the module's Ray (stdout holding
     only JSON in a real process: the killed-study test's ``--resume --json``)."""
     from tests.conftest import mtlo_main
@@ -121,7 +121,7 @@ def test_cli_transfer_json(ray_local, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(ray_local, tmp_path):
+def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(ray_local, tmp_path, mlflow_db):
     """Ctrl-C (MTLO_FAULT=sigint@trials=2: SIGINT to the driver's process group, as a terminal
     sends it) once rt and sms alone are done: exit 130 with the resume line; the report is
     rebuilt from MLflow for the interrupted study (status KILLED, the baselines, no pair yet);
