@@ -123,7 +123,8 @@ def test_faults_are_survived_and_recorded_and_no_metric_is_lost(ray_local, tmp_p
 
 
 def test_a_hung_trial_is_stopped_at_its_timeout_and_a_slowly_ending_one_does_not_fail_the_next(ray_local, tmp_path,
-                                                                                               mlflow_db):
+                                                                                               mlflow_db, monkeypatch,
+                                                                                               capsys):
     """Two faults in one search of 5 trials, one at a time (each takes both CPUs of the shared
     Ray, ray_local), under ASHA.
 
@@ -137,23 +138,26 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_a_slowly_ending_one_does_not
     epoch, and Ray then gives the stopped trial's worker to the next trial only if the trial
     function has ended within TUNE_FUNCTION_THREAD_TIMEOUT_S (Ray's default 2 s), failing that
     next trial otherwise ("Could not re-use actor"). A busy machine freeing a model hit this
-    in a search. Every other trial must end FINISHED or STOPPED, none FAILED or retried."""
+    in a search. Every other trial must end FINISHED or STOPPED, none FAILED or retried.
+
+    The search runs in this process (both faults are the trials'; a driver process would add
+    seconds of imports and nothing this test reads)."""
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from tests.conftest import run_mtlo
+    from tests.conftest import mtlo_main
 
     config = {**search_config("hang", examples=64, num_samples=5, scheduler="asha", max_failures=1,
                               trial_timeout=20), "resources": {"cpus_per_trial": 2}}
     config["train"]["epochs"] = 2
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    out = run_mtlo(tmp_path, "search", "c.yaml", "--json", fault="hang@1 trial=1; slow-exit@0", timeout=400,
-                   ray=ray_local)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout)
+    monkeypatch.setenv("MTLO_FAULT", "hang@1 trial=1; slow-exit@0")
+    rc, stdout, stderr = mtlo_main("search", "c.yaml", "--json", cwd=tmp_path, capsys=capsys)  # on ray_local
+    assert rc == 0, stderr[-3000:]
+    result = json.loads(stdout)
     folders, status, runs = numbered(tmp_path, "hang", result)
     errors = {n: r.data.tags.get("mtlo.error") for n, r in runs.items()}
-    assert sorted(status) == [1, 2, 3, 4, 5] and status[1] == "FAILED", (status, errors, out.stderr[-3000:])
+    assert sorted(status) == [1, 2, 3, 4, 5] and status[1] == "FAILED", (status, errors, stderr[-3000:])
     hung = runs[1]
     assert hung.info.status == "FAILED" and "mtlo.retries" not in hung.data.tags, hung.data.tags
     assert hung.data.tags["mtlo.error"] == "timed out after 20 s (search.trial_timeout)", hung.data.tags
@@ -165,7 +169,7 @@ def test_a_hung_trial_is_stopped_at_its_timeout_and_a_slowly_ending_one_does_not
     # after the hung one failed or was retried
     others = {n: s for n, s in status.items() if n != 1}
     assert "STOPPED" in others.values(), status
-    assert set(others.values()) <= {"FINISHED", "STOPPED"}, (status, errors, out.stderr[-3000:])
+    assert set(others.values()) <= {"FINISHED", "STOPPED"}, (status, errors, stderr[-3000:])
     assert not any("mtlo.retries" in r.data.tags for r in runs.values())
     study = optuna.load_study(study_name="hang", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     states = sorted(t.state.name for t in study.trials)
