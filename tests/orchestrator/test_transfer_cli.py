@@ -121,7 +121,8 @@ def test_cli_transfer_json(ray_local, tmp_path, mlflow_db, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(ray_local, tmp_path, mlflow_db):
+def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_runs(ray_local, tmp_path, mlflow_db,
+                                                                                   capsys):
     """Ctrl-C (MTLO_FAULT=sigint@trials=2: SIGINT to the driver's process group, as a terminal
     sends it) once rt and sms alone are done: exit 130 with the resume line; the report is
     rebuilt from MLflow for the interrupted study (status KILLED, the baselines, no pair yet);
@@ -131,7 +132,7 @@ def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_run
     from mlflow.tracking import MlflowClient
 
     from orchestrator.commands import build_report
-    from tests.conftest import run_mtlo
+    from tests.conftest import mtlo_main, run_mtlo
     from tests.services import is_loopback
 
     path = write(tmp_path, name="killed", tasks={"rt": {"source": "builtin:rt_polarity"},
@@ -157,11 +158,11 @@ def test_interrupted_study_reports_what_it_has_and_resumes_without_repeating_run
 
     before = {r.info.run_id for r in client.search_runs(
         [client.get_experiment_by_name("study").experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
-    # resumed on another Ray (the tests' shared one): what goes on is on disk and in MLflow
-    resumed = run_mtlo(tmp_path, "transfer", str(path), "--method", "pairwise", "--seeds", "1", "--resume", "--json",
-                       ray=ray_local)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    out = json.loads(resumed.stdout)
+    # resumed on another Ray (the tests' shared one, in this process): what goes on is on disk and in MLflow
+    rc, stdout, stderr = mtlo_main("transfer", str(path), "--method", "pairwise", "--seeds", "1", "--resume", "--json",
+                                   cwd=tmp_path, capsys=capsys)
+    assert rc == 0, stderr[-3000:]
+    out = json.loads(stdout)
     assert out["parent_run_id"] == parent_id and client.get_run(parent_id).info.status == "FINISHED"
     children = client.search_runs([client.get_experiment_by_name("study").experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent_id}'")
