@@ -66,10 +66,11 @@ def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "mlflow.db"
 
 
-def copy_store(template: Path, folder: Path) -> Path:
-    """``folder``/mlflow.db: a copy of the ``store_template`` (``sqlite:///mlflow.db`` there)."""
+def copy_store(template: Path, folder: Path, name: str = "mlflow.db") -> Path:
+    """``folder``/``name``: a copy of the ``store_template`` (``sqlite:///mlflow.db`` there; an
+    ``mlflow server``'s ``server.db``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copyfile(template, folder / "mlflow.db"))
+    return Path(shutil.copyfile(template, folder / name))
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ starts: the corpus case tests/bad_inputs/config_mlflow_server_down.yaml.)
 """
 
 import os
-import shutil
 import signal
 
 import pytest
 import yaml
 
-from tests.conftest import free_port, mtlo_main, search_config
+from tests.conftest import copy_store, free_port, mtlo_main, search_config
 from tests.services import Server, mtlo, wait_for_a_finished_trial
 
 pytestmark = pytest.mark.slow
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def server(tmp_path, store_template):
-    shutil.copyfile(store_template, tmp_path / "server.db")  # its store, tables made (conftest)
+    copy_store(store_template, tmp_path, "server.db")  # the server's store, its tables made
     srv = Server(tmp_path, free_port())
     srv.start()
     yield srv

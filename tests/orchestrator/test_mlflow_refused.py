@@ -5,12 +5,11 @@ every gap. (In a file of its own so that the test runner can spread the server-b
 searches over its workers.)"""
 
 import os
-import shutil
 
 import pytest
 import yaml
 
-from tests.conftest import free_port, mtlo_main, search_config
+from tests.conftest import copy_store, free_port, mtlo_main, search_config
 from tests.services import (
     SERIES,
     Server,
@@ -35,8 +34,7 @@ def test_credentials_refused_mid_search_are_an_outage_with_the_resume_line(ray_l
     from mlflow.tracking import MlflowClient
 
     password, rotated = "Right-pass-123", "Rotated-pass-456"
-    (tmp_path / "srv").mkdir()
-    shutil.copyfile(store_template, tmp_path / "srv" / "server.db")  # its store, tables made (conftest)
+    copy_store(store_template, tmp_path / "srv", "server.db")  # the server's store, its tables made
     # MLflow's own opt-in cache of checked credentials (its password hash costs 0.3 s a request
     # here); a password changed through the API is dropped from it at once (one worker)
     ini = tmp_path / "srv" / "auth.ini"
