@@ -79,6 +79,18 @@ def mlflow_db(tmp_path: Path, store_template: Path) -> Path:
     return copy_store(store_template, tmp_path)
 
 
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's start or connect (``session.ray_init``) made a tripwire: a command run in this
+    process that gets as far as asking Ray fails the test (a refusal must come before it)."""
+    from orchestrator.runtime import session
+
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was asked to start or connect")
+
+    monkeypatch.setattr(session, "ray_init", tripwire)
+
+
 def run_mtlo(workdir: Path, *args: str, fault: str | None = None, timeout: int = 600,
              sockets: set | None = None, ray: str | None = None) -> subprocess.CompletedProcess:
     """``mtlo ARGS`` in its own process group, ``MTLO_FAULT=fault`` (a driver fault kills the
