@@ -172,8 +172,8 @@ class MlflowTrials(Callback):
                                         filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'")
         return {r.data.tags["mtlo.trial_id"]: r for r in found if "mtlo.trial_id" in r.data.tags}
 
-    def _existing(self) -> dict[str, str]:
-        return {tid: r.info.run_id for tid, r in self._children().items()}
+    def _existing(self, children: dict[str, Any] | None = None) -> dict[str, str]:  # run ids, by trial id
+        return {tid: r.info.run_id for tid, r in (self._children() if children is None else children).items()}
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
@@ -333,7 +333,7 @@ class MlflowTrials(Callback):
 
     def _sync(self, grid: Any, interrupted: bool) -> None:
         children = self._children()
-        self.runs.update({tid: r.info.run_id for tid, r in children.items()})  # made by any copy of this
+        self.runs.update(self._existing(children))  # made by any copy of this
         for result in grid:
             frame = result.metrics_dataframe
             # a key some rows lack is NaN in the frame: drop it (the live path never logs NaN)
