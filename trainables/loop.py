@@ -208,7 +208,17 @@ def _affinity_hooks(exp: Experiment, optim: torch.optim.Optimizer) -> list[StepH
 
 
 def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """The model's weights, copied to the CPU once each: a module shared by several tasks (hard
+    sharing: one encoder under every task's name) stays one tensor under each of its names, as in
+    the model, so the copy and its checkpoint do not grow with the number of tasks."""
+    copies: dict[tuple[Any, ...], torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        same = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride(), v.dtype)
+        if same not in copies:
+            copies[same] = v.detach().to("cpu", copy=True)
+        out[k] = copies[same]
+    return out
 
 
 def _train_step(exp: Experiment, parts: Moving, st: TrainState, step_tasks: list[str],

@@ -248,3 +248,24 @@ def test_the_encoder_reads_a_prepared_padding_mask_and_computes_what_the_2d_mask
                                            attention_mask=batch["attention_mask"]).last_hidden_state
     keep = batch["attention_mask"].bool()
     assert torch.allclose(ours[keep], plain[keep], atol=1e-5)
+
+
+@pytest.mark.parametrize("sharing", ["hard", "soft"])
+def test_the_kept_weights_hold_each_shared_tensor_once_as_the_model_does(tmp_path, sharing):
+    """Hard sharing puts one encoder under every task's name: the best epoch's weights (which
+    every epoch's checkpoint carries) keep it one tensor, so they do not grow with the number of
+    tasks; per-task encoders (soft sharing) stay apart."""
+    exp = build(tiny_config(epochs=1, sharing=sharing, max_train_examples=16, max_eval_examples=16))
+    saved: list[dict] = []
+    fit(exp, lambda row: None, save_state=saved.append)
+    kept, model = saved[-1]["best_weights"], exp.model.state_dict()
+    assert kept.keys() == model.keys()
+    storages = lambda sd: len({v.untyped_storage().data_ptr() for v in sd.values()})  # noqa: E731
+    assert storages(kept) == storages(model)
+    shared = [k for k in model if k.startswith("encoders.") and k.endswith("word_embeddings.weight")]
+    assert len(shared) == 3 and (storages({k: kept[k] for k in shared}) == 1) is (sharing == "hard")
+    torch.save(kept, tmp_path / "kept.pt")
+    torch.save(model, tmp_path / "model.pt")
+    assert abs((tmp_path / "kept.pt").stat().st_size / (tmp_path / "model.pt").stat().st_size - 1) < 0.01
+    back = torch.load(tmp_path / "kept.pt", weights_only=True)
+    assert all(torch.equal(back[k], kept[k]) for k in kept)
