@@ -38,7 +38,7 @@ from trainables.optim import lr_schedule, optimizer
 from trainables.schedules import schedule
 from trainables.sharing import sharing_mode
 from trainables.spec import RunSpec
-from trainables.state import Moving, StepHook, TrainState
+from trainables.state import Moving, StepHook, TrainState, cpu_weights
 from trainables.state import load as load_state
 from trainables.state import save as save_train_state
 from trainables.taskinfo import prepare
@@ -207,20 +207,6 @@ def _affinity_hooks(exp: Experiment, optim: torch.optim.Optimizer) -> list[StepH
     return hooks
 
 
-def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's weights, copied to the CPU once each: a module shared by several tasks (hard
-    sharing: one encoder under every task's name) stays one tensor under each of its names, as in
-    the model, so the copy and its checkpoint do not grow with the number of tasks."""
-    copies: dict[tuple[Any, ...], torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
-    for k, v in model.state_dict().items():
-        same = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride(), v.dtype)
-        if same not in copies:
-            copies[same] = v.detach().to("cpu", copy=True)
-        out[k] = copies[same]
-    return out
-
-
 def _train_step(exp: Experiment, parts: Moving, st: TrainState, step_tasks: list[str],
                 streams: dict[str, Iterator[tuple[dict[str, torch.Tensor], int]]], epoch_losses: EpochLosses,
                 weights: dict[str, float | torch.Tensor], penalty_fn: Callable[..., Any],
@@ -281,7 +267,7 @@ def _keep_best(st: TrainState, value: float, row: dict[str, Any], metrics: dict[
     if st.best is None or value > st.best["score"]:
         st.best = {"score": value, "objective": row["objective"], "epoch": row["epoch"], "step": row["step"],
                    "metrics": metrics}
-        st.best_weights = _cpu_copy(model)
+        st.best_weights = cpu_weights(model)
 
 
 def _best_on_test(exp: Experiment, st: TrainState, own: OwnBatches) -> dict[str, dict[str, float]]:

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.state import cpu_weights
+
 META_FILE = "mtlo_model.json"
 TRUST_REMOTE_CODE_ENV = "MTLO_TRUST_REMOTE_CODE"  # serving an MLflow model: the encoder's remote code, if set
 WEIGHTS_FILE = "weights.pt"
@@ -46,7 +48,7 @@ def save_model(exp: Any, folder: str | Path, *, info: dict[str, Any] | None = No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = exp.model
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
+    torch.save(cpu_weights(model), folder / WEIGHTS_FILE)  # a shared encoder once, from any device
     next(iter(model.encoders.values())).config.save_pretrained(folder / "encoder")
     for enc in model.encoders.values():  # lora: each task's adapter the PEFT way too (adapters/<task>/)
         save_adapter = getattr(enc, "save_adapter", None)

@@ -64,6 +64,20 @@ class Moving:
     hooks: list[StepHook]
 
 
+def cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights, copied to the CPU once each: a module shared by several tasks (hard
+    sharing: one encoder under every task's name) stays one tensor under each of its names, as in
+    the model, so the copy and its checkpoint do not grow with the number of tasks."""
+    copies: dict[tuple[Any, ...], torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        same = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride(), v.dtype)
+        if same not in copies:
+            copies[same] = v.detach().to("cpu", copy=True)
+        out[k] = copies[same]
+    return out
+
+
 def save(st: TrainState, parts: Moving) -> dict[str, Any]:
     return {  # not dataclasses.asdict: it would deep-copy the best weights
         **{f.name: getattr(st, f.name) for f in dataclasses.fields(st)},
