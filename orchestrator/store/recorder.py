@@ -72,7 +72,7 @@ class MlflowTrials(Callback):
         self.ctx = ctx
         self.role = role
         self.base_tags = base_tags
-        self.runs: dict[str, str] = self._existing()
+        self.runs: dict[str, str] = self._existing(self._children())
         self._stale = False  # MLflow may hold child runs self.runs lacks: read them at the next new trial
         self.results: dict[str, dict[str, Any]] = {}  # last result per trial id
         self.status: dict[str, str] = {}
@@ -172,13 +172,13 @@ class MlflowTrials(Callback):
                                         filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'")
         return {r.data.tags["mtlo.trial_id"]: r for r in found if "mtlo.trial_id" in r.data.tags}
 
-    def _existing(self, children: dict[str, Any] | None = None) -> dict[str, str]:  # run ids, by trial id
-        return {tid: r.info.run_id for tid, r in (self._children() if children is None else children).items()}
+    def _existing(self, children: dict[str, Any]) -> dict[str, str]:  # the run ids of _children(), by trial id
+        return {tid: r.info.run_id for tid, r in children.items()}
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
         if tid not in self.runs and self._stale:  # made before this copy was saved (a resumed search)
-            self.runs.update(self._existing())
+            self.runs.update(self._existing(self._children()))
             self._stale = False
         if tid not in self.runs:
             params = trial_params(trial.config)

@@ -170,8 +170,8 @@ def test_existing_child_runs_are_read_once_and_again_after_a_failed_write(store,
     restored copy of the callback, or a create that failed after the store made it)."""
     r = store.make()
     reads: list[int] = []
-    real = r._existing
-    monkeypatch.setattr(r, "_existing", lambda: reads.append(1) or real())
+    real = r._children  # the read of every child run
+    monkeypatch.setattr(r, "_children", lambda: reads.append(1) or real())
     for tid in ("n1", "n2", "n3"):
         r.on_trial_start(0, [], trial(tid))
     r.drain()
