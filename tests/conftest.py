@@ -144,7 +144,7 @@ def mtlo_main(*args: str, cwd: Path, capsys: pytest.CaptureFixture) -> tuple[int
 def tiny_config(**train: object) -> dict:
     """Three built-in tasks of the three types, small slices, the tiny random encoder."""
     return {
-        "encoder": {"model": "builtin:tiny-random", "max_length": 32},
+        "encoder": {"model": "builtin:tiny-random", "max_length": 16},
         "tasks": {
             "rt": {"source": "builtin:rt_polarity"},
             "vader": {"source": "builtin:vader_movies"},
@@ -158,7 +158,7 @@ def tiny_config(**train: object) -> dict:
 BUILTIN = {"rt": "rt_polarity", "vader": "vader_movies", "ner": "wnut_ner", "sms": "sms_spam"}
 
 
-def named_config(name: str, tasks: tuple[str, ...] = ("rt", "vader"), *, max_length: int = 32,
+def named_config(name: str, tasks: tuple[str, ...] = ("rt", "vader"), *, max_length: int = 16,
                  train: dict | None = None, **sections: object) -> dict:
     """The end-to-end tests' config: built-in ``tasks`` in small slices (48 training and 32
     evaluation examples each), the tiny random encoder, 2 epochs, an MLflow sqlite store in the
@@ -196,7 +196,7 @@ def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examp
     driver otherwise imports the model's code and rebuilds it, seconds of CPU a search."""
     return {
         "name": name,
-        "encoder": {"model": "builtin:tiny-random", "max_length": 32},
+        "encoder": {"model": "builtin:tiny-random", "max_length": 16},
         "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}},
         "train": {"epochs": 3, "batch_size": 16, "max_train_examples": examples, "max_eval_examples": 32,
                   "lr": 1e-3},

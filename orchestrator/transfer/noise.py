@@ -29,6 +29,7 @@ seed and decides a summed total. Pure functions over the runs table:
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -190,10 +191,17 @@ def headline(assignment: Mapping[str, Sequence[str]], gains: SeedGains, noise: M
 def detectable_gain(noise: TaskNoise, seeds: int, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
     """The smallest true relative gain a two-sided paired t-test over ``seeds`` seeds (raw
     ``alpha``) detects with probability ``power``, for a task of this seed noise (noncentral t)."""
-    from scipy import optimize, stats
-
     if seeds < 2:
         return None
+    return noise.sigma * _detectable_in_sigmas(seeds, alpha, power)
+
+
+@functools.lru_cache(maxsize=4096)
+def _detectable_in_sigmas(seeds: int, alpha: float, power: float) -> float:
+    """:func:`detectable_gain` in units of the task's seed noise, which it scales: the same for
+    every task at the same seeds (a study's power table asks for each task and seed count)."""
+    from scipy import optimize, stats
+
     df, crit = seeds - 1, float(stats.t.ppf(1 - alpha / 2, seeds - 1))
 
     def miss(d: float) -> float:  # d: the gain in units of sigma
@@ -207,7 +215,7 @@ def detectable_gain(noise: TaskNoise, seeds: int, *, alpha: float = 0.05, power:
     while miss(hi) < 0:
         hi *= 2
     # at d = 0 the power is alpha (and scipy's noncentral t is NaN there): start just above it
-    return noise.sigma * float(optimize.brentq(miss, 1e-6, hi))
+    return float(optimize.brentq(miss, 1e-6, hi))
 
 
 def seeds_needed(noise: TaskNoise, gain: float, *, alpha: float = 0.05, power: float = 0.8,

@@ -50,7 +50,9 @@ def test_affinity_recovers_a_planted_copy_and_noise(tmp_path):
 
 def test_measuring_affinity_does_not_change_training(tmp_path):
     cfg = planted(tmp_path)
-    cfg["train"]["max_train_examples"] = 192
+    # 3 steps an epoch: affinity measured at step 2, then a step of the same epoch and a whole
+    # epoch trained after it
+    cfg["train"].update(max_train_examples=96, max_eval_examples=32)
     with_rows, without_rows = [], []
     train(cfg, with_rows.append)
     cfg["train"]["affinity_every"] = None
@@ -73,7 +75,7 @@ def test_resumed_run_measures_the_affinity_as_the_uninterrupted_one(tmp_path):
     from trainables.loop import build, fit
 
     cfg = planted(tmp_path)
-    cfg["train"].update(schedule="round_robin", epochs=2, max_train_examples=64)
+    cfg["train"].update(schedule="round_robin", epochs=2, max_train_examples=64, max_eval_examples=32)
     full: list[dict] = []
     fit(build(cfg), full.append, save_state=lambda s: torch.save(s, tmp_path / f"epoch{s['epoch']}.pt"))
     state = torch.load(tmp_path / "epoch1.pt", weights_only=True)

@@ -30,9 +30,10 @@ def test_reports_every_task_metric_every_epoch(tiny):
 
 
 def test_same_seed_same_numbers_on_cpu():
-    a, _ = run(tiny_config(device="cpu"))
-    b, _ = run(tiny_config(device="cpu"))
-    c, _ = run(tiny_config(device="cpu", seed=1))
+    small = {"device": "cpu", "max_train_examples": 32, "max_eval_examples": 16}
+    a, _ = run(tiny_config(**small))
+    b, _ = run(tiny_config(**small))
+    c, _ = run(tiny_config(seed=1, **small))
     strip = lambda rows: [{k: v for k, v in r.items()  # noqa: E731
                            if not k.endswith("seconds") and not k.startswith("memory/")} for r in rows]
     assert strip(a) == strip(b)
@@ -150,33 +151,37 @@ def test_rows_time_training_apart_from_evaluation(tiny):
 def test_padding_to_length_buckets_and_larger_eval_batches_change_no_prediction(tiny):
     """The same weights scored with exact widths in batches of 64, and with widths rounded up to
     16 tokens in batches of 7: padding is masked, so the metrics agree to float noise."""
+    tiny = {**tiny, "encoder": {**tiny["encoder"], "max_length": 32}}  # two buckets of 16
     exact = build(tiny)
     bucketed = build({**tiny, "train": {**tiny["train"], "length_bucket": 16, "eval_batch_size": 7}})
     bucketed.model.load_state_dict(exact.model.state_dict())
     widths = {b["input_ids"].shape[1] for s in bucketed.splits.values() for b, _ in
               s["val"].batches(eval_batches(s["val"].lengths, 7))}
-    assert widths <= {16, 32}  # max_length 32
+    assert widths == {16, 32}  # max_length 32
     a, b = evaluate(exact), evaluate(bucketed)
     for t in a:
         for m in a[t]:
             assert b[t][m] == pytest.approx(a[t][m], abs=1e-5), (t, m)
 
 
-def test_compiled_encoder_trains_and_keeps_its_parameter_names(tiny):
+def test_compiled_encoder_trains_and_keeps_its_parameter_names():
     """``train.compile`` traces the encoder with torch.compile (here with the light aot_eager
     backend; inductor's C++ build takes minutes on CPU and is measured by benchmarks/gpu.py).
     A gradient aggregator trains through it (a compiled backward frees its graph) to the
-    numbers it reaches uncompiled."""
-    plain = build(tiny)
-    exp = build({**tiny, "train": {**tiny["train"], "compile": "aot_eager"}})
+    numbers it reaches uncompiled, every epoch. One compiled run: each traced shape costs
+    seconds on CPU."""
+    small = {"weighting": "upgrad", "max_train_examples": 32, "max_eval_examples": 16}
+    plain = build(tiny_config(**small))
+    exp = build(tiny_config(compile="aot_eager", **small))
     enc = exp.model.encoders["rt"]
-    assert enc._compiled_call_impl is not None and list(exp.model.state_dict()) == list(plain.model.state_dict())
+    assert enc._compiled_call_impl is not None and plain.model.encoders["rt"]._compiled_call_impl is None
+    assert list(exp.model.state_dict()) == list(plain.model.state_dict())
     rows: list[dict] = []
-    result = fit(exp, rows.append)
-    assert len(rows) == 2 and math.isfinite(result.objective) and math.isfinite(rows[-1]["train/vader/loss"])
-    small = {"weighting": "upgrad", "epochs": 1, "max_train_examples": 32, "max_eval_examples": 16}
-    compiled = fit(build(tiny_config(compile="aot_eager", **small)), lambda row: None)
-    assert compiled.objective == fit(build(tiny_config(**small)), lambda row: None).objective
+    compiled = fit(exp, rows.append)
+    assert len(rows) == 2 and math.isfinite(compiled.objective) and math.isfinite(rows[-1]["train/vader/loss"])
+    want: list[dict] = []
+    assert compiled.objective == fit(plain, want.append).objective
+    assert [r["train/vader/loss"] for r in rows] == pytest.approx([r["train/vader/loss"] for r in want], abs=1e-5)
 
 
 def test_objective_is_signed_mean_of_main_metrics(tiny):
@@ -188,9 +193,10 @@ def test_objective_is_signed_mean_of_main_metrics(tiny):
 @pytest.mark.parametrize(("weighting", "sharing"), [("static", "hard"), ("dwa", "hard"), ("gradnorm", "hard"),
                                                     ("famo", "hard"), ("pcgrad", "hard"), ("static", "lora")])
 def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting, sharing):
+    """The uninterrupted run is the one that saved every epoch; with static weighting and hard
+    sharing it is checked once against a run that saves nothing (saving changes no number)."""
     cfg = tiny_config(epochs=3, weighting=weighting, sharing=sharing, device="cpu", max_train_examples=32,
                       max_eval_examples=16)
-    full, _ = run(cfg)
     rows: list[dict] = []
 
     def save(state: dict) -> None:  # as a checkpoint does: to a file, at once (weights_only load)
@@ -201,13 +207,16 @@ def test_resuming_from_a_saved_epoch_continues_the_run(tmp_path, weighting, shar
     resumed: list[dict] = []
     result = fit(build(cfg), resumed.append, state=state)
     assert [r["epoch"] for r in resumed] == [2, 3]  # only the epochs after the saved one
-    assert result.epochs == 3 and result.steps == full[-1]["step"]
-    assert [len(h) for h in [full, rows]] == [3, 3]
+    assert result.epochs == 3 and result.steps == rows[-1]["step"]
+    assert len(rows) == 3
     # weights, optimizer, schedule, loss-weighting state and batch order all restored: on CPU the
     # resumed epochs are the uninterrupted run's epochs, number for number
     strip = lambda rows: [{k: v for k, v in r.items()  # noqa: E731
                            if not k.endswith("seconds") and not k.startswith("memory/")} for r in rows]
-    assert strip(resumed) == strip(full[1:])
+    assert strip(resumed) == strip(rows[1:])
+    if (weighting, sharing) == ("static", "hard"):
+        full, _ = run(cfg)
+        assert strip(full) == strip(rows)
 
 
 def test_the_run_keeps_its_best_epoch_and_scores_it_on_test_once():
