@@ -32,7 +32,9 @@ from tests.conftest import named_config
 
 BIN = Path(sys.executable).parent
 PORT = 6379  # a namespace of its own: no port is taken
-CONFIG = named_config("cluster", resources={"cpus_per_trial": 1}, model={"log": False},
+# 32 tokens: trials long enough that the second node's worker has started before the first
+# node's worker, which takes the next trial as each ends, has run all four
+CONFIG = named_config("cluster", max_length=32, resources={"cpus_per_trial": 1}, model={"log": False},
                       search={"space": "weights", "num_samples": 4, "objective": "mean_score", "scheduler": "fifo"})
 
 
