@@ -141,10 +141,17 @@ def mtlo_main(*args: str, cwd: Path, capsys: pytest.CaptureFixture) -> tuple[int
     return rc, out.out, out.err
 
 
+TINY_TOKENS = 16  # the tests' inputs: their training is matrix products that grow with the tokens
+
+
+def tiny_encoder(max_length: int = TINY_TOKENS) -> dict:
+    return {"model": "builtin:tiny-random", "max_length": max_length}
+
+
 def tiny_config(**train: object) -> dict:
     """Three built-in tasks of the three types, small slices, the tiny random encoder."""
     return {
-        "encoder": {"model": "builtin:tiny-random", "max_length": 16},
+        "encoder": tiny_encoder(),
         "tasks": {
             "rt": {"source": "builtin:rt_polarity"},
             "vader": {"source": "builtin:vader_movies"},
@@ -158,14 +165,14 @@ def tiny_config(**train: object) -> dict:
 BUILTIN = {"rt": "rt_polarity", "vader": "vader_movies", "ner": "wnut_ner", "sms": "sms_spam"}
 
 
-def named_config(name: str, tasks: tuple[str, ...] = ("rt", "vader"), *, max_length: int = 16,
+def named_config(name: str, tasks: tuple[str, ...] = ("rt", "vader"), *, max_length: int = TINY_TOKENS,
                  train: dict | None = None, **sections: object) -> dict:
     """The end-to-end tests' config: built-in ``tasks`` in small slices (48 training and 32
     evaluation examples each), the tiny random encoder, 2 epochs, an MLflow sqlite store in the
     working folder with an experiment named ``name``; ``train`` and ``sections`` on top."""
     return {
         "name": name,
-        "encoder": {"model": "builtin:tiny-random", "max_length": max_length},
+        "encoder": tiny_encoder(max_length),
         "tasks": {t: {"source": f"builtin:{BUILTIN[t]}"} for t in tasks},
         "train": {"epochs": 2, "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, "lr": 1e-3,
                   **(train or {})},
@@ -196,7 +203,7 @@ def search_config(name: str, *, tracking_uri: str = "sqlite:///mlflow.db", examp
     driver otherwise imports the model's code and rebuilds it, seconds of CPU a search."""
     return {
         "name": name,
-        "encoder": {"model": "builtin:tiny-random", "max_length": 16},
+        "encoder": tiny_encoder(),
         "tasks": {"rt": {"source": "builtin:rt_polarity"}, "vader": {"source": "builtin:vader_movies"}},
         "train": {"epochs": 3, "batch_size": 16, "max_train_examples": examples, "max_eval_examples": 32,
                   "lr": 1e-3},

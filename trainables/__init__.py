@@ -22,6 +22,7 @@ _WHERE = {"Experiment": "loop", "TrainResult": "loop", "build": "loop", "evaluat
           "train": "loop", "DivergedError": "losses", "EncoderSpec": "spec", "RunSpec": "spec",
           "TaskSpec": "spec", "TrainSpec": "spec", "TaskInfo": "taskinfo", "inspect_tasks": "taskinfo"}
 
+# spelt out (not built from _WHERE): ruff and mypy read the re-exported names from a literal list
 __all__ = ["DivergedError", "EncoderSpec", "Experiment", "InputError", "RunSpec", "TaskSpec",
            "TaskInfo", "TrainResult", "TrainSpec", "build", "evaluate", "fit", "inspect_tasks", "train"]
 
@@ -29,4 +30,5 @@ __all__ = ["DivergedError", "EncoderSpec", "Experiment", "InputError", "RunSpec"
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'trainables' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"trainables.{_WHERE[name]}"), name)
+    value = globals()[name] = getattr(importlib.import_module(f"trainables.{_WHERE[name]}"), name)
+    return value  # kept: a later use is a plain attribute
