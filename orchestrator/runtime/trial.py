@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from search_spaces import apply_params
+from trainables.imports import collector_paused
+
+with collector_paused():  # a trial worker imports this module first: torch (trainables/imports.py)
+    from search_spaces import apply_params
 
 # keys Ray adds or that are ours, never Optuna suggestions
 CONTEXT_KEYS = ("__mtlo_fixed",)
