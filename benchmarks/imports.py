@@ -5,8 +5,8 @@ ways alternating, medians and their ratio.
 - ``worker``: what a trial worker imports before its first trial trains: Ray, Ray Tune, the
   trainable's module (torch), then the first ``build`` of a tiny-encoder trial (transformers' tokenizer and model code,
   the data read from the tokenization cache, filled once beforehand).
-- ``command``: what ``mtlo search`` imports: the commands (config, torch, MLflow), then the
-  search's runner (Ray Tune, Optuna).
+- ``command``: what ``mtlo search`` imports: the commands (config, torch), the search's
+  runner (Ray Tune, Optuna), MLflow's client.
 
     .venv/bin/python -m benchmarks.imports [--repeats 9] [--out benchmarks/results/imports.json]
 """
@@ -43,6 +43,8 @@ else:
         from orchestrator import commands
     with ti.collector_paused():
         from orchestrator.search.runner import run_search
+    with ti.collector_paused():  # as MlflowParents.warm imports it (orchestrator/store/tracking.py)
+        from mlflow.tracking import MlflowClient
 print(time.process_time() - t)
 """
 

@@ -18,6 +18,7 @@ from orchestrator.config import Config
 from orchestrator.errors import ServiceError
 from orchestrator.redact import redact, redact_data
 from trainables.errors import first_line
+from trainables.imports import collector_paused
 
 # metric rows carry these as plain numbers; they are the step, not metrics of their own
 _NOT_METRICS = {"epoch"}
@@ -353,14 +354,17 @@ class MlflowParents:
         environment()
         import logging
 
-        from mlflow.tracking import MlflowClient
+        with collector_paused():  # MLflow's imports: seconds of them (trainables/imports.py)
+            from mlflow.tracking import MlflowClient
 
         uri = self.cfg.mlflow.tracking_uri
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # as configure() does
         if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
-            MlflowClient(uri)  # a server's client, or a database's store with its schema checked
+            with collector_paused():  # the store's code (SQLAlchemy), imported on first use
+                MlflowClient(uri)  # a server's client, or a database's store with its schema checked
         else:  # the new file's store: its code only
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
+            with collector_paused():
+                from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
 
     def open(self, parent_id: str | None) -> tuple[Any, str, str]:
         mlflow = configure(self.cfg)
