@@ -155,7 +155,7 @@ def _main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from trainables.imports import collector_paused
 
-    with collector_paused():  # torch, MLflow: seconds of imports (trainables/imports.py)
+    with collector_paused():  # the config's plug-ins import torch: seconds (trainables/imports.py)
         from orchestrator import commands
 
     try:

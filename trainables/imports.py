@@ -1,10 +1,10 @@
 """Heavy imports with Python's cyclic garbage collector paused.
 
 Importing torch, transformers, Ray Tune and MLflow makes millions of objects and next to no
-garbage, yet the collector walks the growing heap again and again as they appear: about 12 %
-of a process's import time on this project's stack (``benchmarks/imports.py``). Every trial
-worker and every ``mtlo`` command pays those imports once, so they run under
-:func:`collector_paused`.
+garbage, yet the collector walks the growing heap again and again as they appear: 12-18 % of
+the imports' CPU time on this project's stack (``benchmarks/imports.py``: a trial worker's
+0.82x, ``mtlo search``'s 0.88x with the collector paused). Every trial worker and every
+``mtlo`` command pays those imports once, so they run under :func:`collector_paused`.
 """
 
 from __future__ import annotations
