@@ -31,8 +31,7 @@ def _minilm_path() -> Path:
 
 
 def _load_tokenizer(path: str | Path, spec: EncoderSpec) -> Any:
-    with collector_paused():  # transformers' first import in a process (trainables/imports.py)
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=spec.trust_remote_code)
@@ -58,8 +57,7 @@ def _path(spec: EncoderSpec) -> str | Path:
 def _read(spec: EncoderSpec) -> tuple[Any, Any]:
     """The tokenizer and the encoder's config, ``spec``'s layers checked; no weights (the
     checks before a search need no model: its code alone takes seconds to import)."""
-    with collector_paused():
-        from transformers import AutoConfig, BertConfig
+    from transformers import AutoConfig, BertConfig
 
     _hf_quiet()
     path = _path(spec)
@@ -85,8 +83,7 @@ def _read(spec: EncoderSpec) -> tuple[Any, Any]:
 
 
 def _load(spec: EncoderSpec, config: Any) -> nn.Module:
-    with collector_paused():  # the model's code: seconds of imports
-        from transformers import AutoModel, BertModel
+    from transformers import AutoModel, BertModel
 
     _hf_quiet()
     if spec.model == "builtin:tiny-random":
@@ -111,7 +108,8 @@ def _checked(spec: EncoderSpec) -> tuple[Any, Any]:
     """The tokenizer and config of ``spec``, read once per process and checked against it."""
     key = _key(spec)
     if key not in _READ:
-        _READ[key] = _read(spec)
+        with collector_paused():  # transformers' first imports in this process (trainables/imports.py)
+            _READ[key] = _read(spec)
     tokenizer, config = _READ[key]
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and spec.max_length > positions:
@@ -125,7 +123,8 @@ def _model(spec: EncoderSpec) -> tuple[nn.Module, Any]:
     key = _key(spec)
     with _LOADING:  # one load, where preload_encoder's thread is at it too
         if key not in _LOADED:
-            _LOADED[key] = _load(spec, config)
+            with collector_paused():  # the model's code: seconds of imports
+                _LOADED[key] = _load(spec, config)
     return _LOADED[key], tokenizer
 
 

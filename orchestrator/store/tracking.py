@@ -351,19 +351,17 @@ class MlflowParents:
     def warm(self) -> None:
         """MLflow's code imported, and a store that exists opened (MLflow keeps it, per URI); a
         new sqlite file is left to :meth:`open`: nothing is written before the cluster is checked."""
-        environment()
         import logging
 
-        with collector_paused():  # MLflow's imports: seconds of them (trainables/imports.py)
+        environment()
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # as configure() does
+        uri = self.cfg.mlflow.tracking_uri
+        with collector_paused():  # MLflow's and its store's imports: seconds of them (trainables/imports.py)
             from mlflow.tracking import MlflowClient
 
-        uri = self.cfg.mlflow.tracking_uri
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # as configure() does
-        if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
-            with collector_paused():  # the store's code (SQLAlchemy), imported on first use
+            if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
                 MlflowClient(uri)  # a server's client, or a database's store with its schema checked
-        else:  # the new file's store: its code only
-            with collector_paused():
+            else:  # the new file's store: its code only
                 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
 
     def open(self, parent_id: str | None) -> tuple[Any, str, str]:
